@@ -1,0 +1,37 @@
+# Two commands from a fresh clone (each installs what it needs into .venv):
+#   make run    the guide's pipeline with quick defaults on the CPU
+#   make test   the test suite
+# GPU users: make run TORCH="torch==2.13.0 --index-url <your CUDA wheel index>" DEVICE=auto
+
+PYTHON ?= python3
+TORCH  ?= torch==2.13.0
+VENV   := .venv
+BIN    := $(VENV)/bin
+# quick defaults for `make run`; the guide's full run is `make run SAMPLES=10000 EPOCHS=100 SIZE=medium`
+SAMPLES ?= 2000
+EPOCHS  ?= 10
+SIZE    ?= small
+DEVICE  ?= cpu
+
+.PHONY: run test benchmark clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/trc pipeline $(SAMPLES) $(EPOCHS) $(SIZE) --device $(DEVICE)
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest
+
+benchmark: $(VENV)/.installed
+	$(BIN)/python benchmarks/guide_pipeline.py
+
+clean:
+	rm -rf $(VENV) outputs/* data/*

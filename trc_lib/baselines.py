@@ -1,0 +1,149 @@
+"""Controllers to compare with: each has `name`, `num_parameters`, `memory_bytes` and
+`predict(initial_states [B, n], target_states [B, n]) -> control_sequences [B, N, m]` (numpy).
+
+- RandomController: uniform controls within the bound (seeded) - the floor.
+- ZeroController: do nothing.
+- OracleController: the exact optimum (`optimal.solve`) - the ceiling.
+- LeastSquaresController: controls = W^T [x_0, x*, 1] fitted by least squares on the training
+  set, then clipped to the bound. Without active bounds the optimum is exactly linear in
+  (x_0, x*), so this 5 x N*m matrix is the honest "simplest learner that could do the job".
+- ExternalControls: control sequences from a file, for a controller that runs elsewhere (an
+  LLM, an optimizer): npz with key `control_sequences`, or JSON {"control_sequences": ...}
+  or a bare JSON list, aligned with the test cases. If the file also has `initial_states`
+  and `target_states`, they must match the test set's.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from . import optimal
+from .data import ControlDataset
+from .errors import TRCError
+from .problem import ControlProblem
+
+
+class RandomController:
+    name = "random"
+    num_parameters = 0
+    memory_bytes = 0
+
+    def __init__(self, problem: ControlProblem, seed: int = 0):
+        self.problem, self.seed = problem, seed
+
+    def predict(self, initial_states, target_states):
+        rng = np.random.default_rng(self.seed)
+        N, m, u_max = self.problem.num_steps, self.problem.system.control_dim, self.problem.control_bound
+        return rng.uniform(-u_max, u_max, size=(len(initial_states), N, m))
+
+
+class ZeroController:
+    name = "zero"
+    num_parameters = 0
+    memory_bytes = 0
+
+    def __init__(self, problem: ControlProblem):
+        self.problem = problem
+
+    def predict(self, initial_states, target_states):
+        return np.zeros((len(initial_states), self.problem.num_steps, self.problem.system.control_dim))
+
+
+class OracleController:
+    name = "oracle (exact QP)"
+    num_parameters = None  # a solver, not a learned map
+    memory_bytes = None
+
+    def __init__(self, problem: ControlProblem):
+        self.problem = problem
+
+    def predict(self, initial_states, target_states):
+        return optimal.solve(self.problem, initial_states, target_states).control_sequences
+
+
+class LeastSquaresController:
+    name = "least squares (linear)"
+
+    def __init__(self, problem: ControlProblem):
+        self.problem = problem
+        self.weights = None  # [2n + 1, N*m]
+
+    @staticmethod
+    def features(initial_states, target_states):
+        x0, xt = np.asarray(initial_states, np.float64), np.asarray(target_states, np.float64)
+        return np.concatenate([x0, xt, np.ones((len(x0), 1))], axis=1)
+
+    def fit(self, train: ControlDataset) -> "LeastSquaresController":
+        targets = train.control_sequences.reshape(len(train), -1)
+        self.weights = np.linalg.lstsq(self.features(train.initial_states, train.target_states), targets,
+                                       rcond=None)[0]
+        return self
+
+    @property
+    def num_parameters(self):
+        return int(self.weights.size)
+
+    @property
+    def memory_bytes(self):
+        return int(self.weights.nbytes)
+
+    def predict(self, initial_states, target_states):
+        u = self.features(initial_states, target_states) @ self.weights
+        u_max = self.problem.control_bound
+        return np.clip(u, -u_max, u_max).reshape(len(u), self.problem.num_steps, -1)
+
+
+class ExternalControls:
+    """Precomputed control sequences for exactly the test cases (no timing: it ran elsewhere)."""
+
+    num_parameters = None
+    memory_bytes = None
+
+    def __init__(self, name: str, path, test: ControlDataset):
+        self.name, self.path = name, Path(path)
+        self.control_sequences = read_external_controls(self.path, test)
+
+    def predict(self, initial_states, target_states):
+        if len(initial_states) != len(self.control_sequences):
+            raise TRCError(f"{self.path}: holds {len(self.control_sequences)} sequences, asked for {len(initial_states)}")
+        return self.control_sequences
+
+
+def read_external_controls(path, test: ControlDataset) -> np.ndarray:
+    """Read and check a file of control sequences for the test set; returns [B, N, m]."""
+    path = Path(path)
+    if not path.is_file():
+        raise TRCError(f"{path}: no such file of control sequences")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                contents = {k: npz[k] for k in npz.files}
+        elif path.suffix == ".json":
+            raw = json.loads(path.read_text())
+            contents = raw if isinstance(raw, dict) else {"control_sequences": raw}
+        else:
+            raise TRCError(f"{path}: expected a .npz or .json file")
+        if "control_sequences" not in contents:
+            raise TRCError(f"{path}: no 'control_sequences' in the file")
+        arrays = {k: np.asarray(v, dtype=np.float64) for k, v in contents.items()
+                  if k in ("control_sequences", "initial_states", "target_states")}
+    except (zipfile.BadZipFile, json.JSONDecodeError, ValueError, TypeError, OSError) as e:
+        raise TRCError(f"{path}: unreadable control sequences ({type(e).__name__}: {e})") from None
+    expected = test.control_sequences.shape
+    u = arrays["control_sequences"]
+    if u.ndim == 2 and expected[2] == 1:
+        u = u[..., None]  # [B, N] is accepted for a single control
+    if u.shape != expected:
+        raise TRCError(f"{path}: control_sequences has shape {list(u.shape)}, expected {list(expected)} "
+                       f"(one sequence per test case)")
+    if not np.isfinite(u).all():
+        raise TRCError(f"{path}: control_sequences contains NaN or inf")
+    for key in ("initial_states", "target_states"):
+        if key in arrays and (arrays[key].shape != getattr(test, key).shape
+                              or not np.allclose(arrays[key], getattr(test, key), atol=1e-6)):
+            raise TRCError(f"{path}: '{key}' differs from the test set's: the file is for other test cases")
+    return u

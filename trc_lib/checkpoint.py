@@ -1,0 +1,62 @@
+"""Checkpoints: a model's config, its problem and weights, plus (in last_model.pt) the state
+needed to resume training exactly. Everything is tensors and plain Python values, so files
+load with `torch.load(..., weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from .errors import TRCError
+from .files import atomic_path
+from .model import ModelConfig, TinyRecursiveControl
+
+FORMAT = "trc-checkpoint"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path, model: TinyRecursiveControl, weights: dict, **extra) -> None:
+    """Write a checkpoint atomically. weights: the state_dict to predict with (EMA when used)."""
+    from . import __version__
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "trc_lib_version": __version__,
+               "config": model.config_dict(), "model_state": weights, **extra}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def read_checkpoint(path, map_location="cpu") -> dict:
+    """Load and check a checkpoint file; raise TRCError naming the file if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise TRCError(f"{path}: no such checkpoint file")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TRCError(f"{path}: not a readable checkpoint ({first_line})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise TRCError(f"{path}: not a TinyRecursiveControl checkpoint")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise TRCError(f"{path}: checkpoint format {payload.get('format_version')}, expected {FORMAT_VERSION}")
+    return payload
+
+
+def model_from_checkpoint(payload: dict, path="checkpoint") -> TinyRecursiveControl:
+    try:
+        model = TinyRecursiveControl(ModelConfig(**payload["config"]))
+        model.load_state_dict(payload["model_state"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        first_line = str(e).strip().splitlines()[0]
+        raise TRCError(f"{path}: weights do not fit the stored model config ({first_line})") from None
+    if not all(torch.isfinite(t).all() for t in model.state_dict().values()):
+        raise TRCError(f"{path}: weights contain NaN or inf")
+    return model.eval()
+
+
+def load_model(path, device="cpu") -> TinyRecursiveControl:
+    """A trained model, ready for `model.predict(initial_states, target_states)` (numpy in and out)."""
+    return model_from_checkpoint(read_checkpoint(path), path).to(device)

@@ -1,0 +1,237 @@
+"""The `trc` command: the training guide's steps as subcommands.
+
+    trc generate   make a dataset of exact optimal solutions   (guide: src/data/lqr_generator.py)
+    trc train      train a model                               (guide: src/training/supervised_trainer.py)
+    trc evaluate   score a checkpoint on a test set            (guide: src/evaluation/evaluator.py)
+    trc compare    compare with baselines and the oracle       (guide: comparison_experiment.py)
+    trc pipeline   all of the above                            (guide: ./train.sh NUM_SAMPLES EPOCHS SIZE)
+
+Errors in the input (a missing or corrupt file, a bad option value) print one line naming
+the file or option and exit with status 2; set TRC_DEBUG=1 to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+from .errors import TRCError
+
+
+def _number(kind, condition, description):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {description}") from None
+        if isinstance(value, float) and not math.isfinite(value) or not condition(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {description}")
+        return value
+    return parse
+
+
+positive_int = _number(int, lambda v: v > 0, "a positive integer")
+nonnegative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
+positive_float = _number(float, lambda v: v > 0, "a positive number")
+nonnegative_float = _number(float, lambda v: v >= 0, "a non-negative number")
+finite_float = _number(float, lambda v: True, "a finite number")
+unit_interval = _number(float, lambda v: 0 < v < 1, "a number strictly between 0 and 1")
+ema_decay = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+def _add_problem_options(p):
+    g = p.add_argument_group("problem")
+    g.add_argument("--system", default="double_integrator", choices=["double_integrator"],
+                   help="dynamical system (default: %(default)s: x'' = u, state [position, velocity])")
+    g.add_argument("--num_steps", type=positive_int, default=15, help="control steps N (default: %(default)s)")
+    g.add_argument("--time_horizon", type=positive_float, default=5.0,
+                   help="horizon T in seconds; dt = T / N exactly (default: %(default)s)")
+    g.add_argument("--control_bound", type=positive_float, default=4.0,
+                   help="actuator limit |u_k| <= bound (default: %(default)s)")
+    g.add_argument("--controller", default="min_energy", choices=["min_energy", "lqr"],
+                   help="the optimal controller that labels the data: 'min_energy' reaches the target "
+                        "exactly at t = T with minimum sum u^2 dt; 'lqr' is finite-horizon LQR tracking "
+                        "with weights --lqr_Q/--lqr_R/--lqr_Qf (default: %(default)s)")
+    g.add_argument("--lqr_Q", type=nonnegative_float, nargs=2, default=[1.0, 1.0], metavar=("Q_POS", "Q_VEL"),
+                   help="LQR state weight, diagonal (default: 1 1)")
+    g.add_argument("--lqr_R", type=positive_float, default=0.1, help="LQR control weight (default: %(default)s)")
+    g.add_argument("--lqr_Qf", type=nonnegative_float, nargs=2, default=[100.0, 100.0], metavar=("QF_POS", "QF_VEL"),
+                   help="LQR terminal weight, diagonal (default: 100 100)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trc", description="TinyRecursiveControl: tiny recursive networks for optimal control, "
+                                "trained on and scored against the exact optimum.",
+        epilog="Run `trc COMMAND --help` for the options of each command.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("generate", help="generate a dataset of exact optimal solutions",
+                       description="Draw initial and target states uniformly from boxes, solve each problem "
+                                   "exactly, write OUTPUT_DIR/lqr_dataset.npz.")
+    p.add_argument("--num_samples", type=positive_int, default=10000, help="number of problems (default: %(default)s)")
+    p.add_argument("--output_dir", default="data/lqr_train", help="folder for lqr_dataset.npz (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=42, help="random seed; the same seed gives identical arrays "
+                                                        "(default: %(default)s)")
+    p.add_argument("--state_range", type=finite_float, nargs=2, default=[-2.0, 2.0], metavar=("LOW", "HIGH"),
+                   help="box for every component of the initial state (default: -2 2)")
+    p.add_argument("--target_range", type=finite_float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="box for every component of the target state (default: same as --state_range)")
+    _add_problem_options(p)
+
+    p = sub.add_parser("train", help="train a model on a dataset",
+                       description="Train TinyRecursiveControl by imitation of the exact optimum with deep "
+                                   "supervision. Writes best_model.pt, last_model.pt, training_stats.json "
+                                   "(rewritten every epoch) and training_curves.png to OUTPUT_DIR.")
+    p.add_argument("--data", default="data/lqr_train/lqr_dataset.npz",
+                   help="training dataset (.npz from `trc generate`); 10%% is held out for validation "
+                        "(default: %(default)s)")
+    p.add_argument("--model_size", default="medium", choices=["small", "medium", "large"],
+                   help="small ~114K, medium ~527K, large ~2.6M parameters (default: %(default)s)")
+    p.add_argument("--latent_dim", type=positive_int, default=None,
+                   help="custom width of the latent z and the shared net (overrides --model_size's)")
+    p.add_argument("--num_outer_cycles", type=positive_int, default=None,
+                   help="T: recursions per supervision step, all but the last without gradient (default 2)")
+    p.add_argument("--num_inner_cycles", type=positive_int, default=None,
+                   help="n: latent updates per recursion (default 3)")
+    p.add_argument("--num_supervision_steps", type=positive_int, default=None,
+                   help="N_sup: deep-supervision steps, each with its own loss and optimizer step (default 3)")
+    p.add_argument("--epochs", type=nonnegative_int, default=100, help="maximum epochs (default: %(default)s)")
+    p.add_argument("--batch_size", type=positive_int, default=64, help="mini-batch size (default: %(default)s)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate of AdamW (default: %(default)s)")
+    p.add_argument("--weight_decay", type=nonnegative_float, default=0.0, help="AdamW weight decay (default: %(default)s)")
+    p.add_argument("--ema_decay", type=ema_decay, default=0.999,
+                   help="decay of the weights' moving average that is validated and saved; 0 disables "
+                        "(default: %(default)s)")
+    p.add_argument("--scheduler", default="cosine", choices=["cosine", "step", "plateau", "none"],
+                   help="learning-rate schedule: cosine annealing to 0, step (x0.1 at 1/3 and 2/3 of the "
+                        "epochs), plateau (x0.5 when validation stalls), none (default: %(default)s)")
+    p.add_argument("--patience", type=nonnegative_int, default=20,
+                   help="stop after this many epochs without a better validation loss; 0 never stops "
+                        "early (default: %(default)s)")
+    p.add_argument("--val_fraction", type=unit_interval, default=0.1,
+                   help="share of the data held out for validation (default: %(default)s)")
+    p.add_argument("--output_dir", default="outputs/supervised", help="where the files go (default: %(default)s)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto picks the GPU when there is one (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed for initialization, split and shuffling "
+                                                       "(default: %(default)s)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUTPUT_DIR/last_model.pt after an interruption")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("evaluate", help="score a trained model on a test set",
+                       description="Terminal error, success rate, cost and cost gap to the exact optimum, "
+                                   "bound violation and inference time (median after warm-up at batch 1 and "
+                                   "1000); prints a table and writes JSON.")
+    p.add_argument("--checkpoint", default="outputs/supervised/best_model.pt", help="model (default: %(default)s)")
+    p.add_argument("--test_data", default="data/lqr_test/lqr_dataset.npz", help="test set (default: %(default)s)")
+    p.add_argument("--output", default=None, help="JSON file for the results (default: print only)")
+    p.add_argument("--success_threshold", type=positive_float, default=0.1,
+                   help="a case succeeds when ||x_N - x*|| is below this (default: %(default)s)")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
+                   help="where inference runs and is timed (default: %(default)s)")
+
+    p = sub.add_parser("compare", help="compare TRC with baselines and the oracle",
+                       description="On the same test cases and metrics: random controls, zero controls, a "
+                                   "least-squares linear policy, TRC after each refinement step, any external "
+                                   "controllers, and the exact oracle. Prints a table and writes JSON.")
+    p.add_argument("--test_data", default="data/lqr_test/lqr_dataset.npz", help="test set (default: %(default)s)")
+    p.add_argument("--trc_checkpoint", default=None, help="trained model to include (default: none)")
+    p.add_argument("--train_data", default=None,
+                   help="training set for the least-squares baseline (default: the checkpoint's)")
+    p.add_argument("--external", action="append", default=[], metavar="NAME=FILE",
+                   help="controls computed elsewhere (e.g. by an LLM) for the same test cases: .npz with key "
+                        "control_sequences [B, N, 1], or JSON; repeatable")
+    p.add_argument("--output", default=None, help="JSON file for the results (default: print only)")
+    p.add_argument("--success_threshold", type=positive_float, default=0.1,
+                   help="a case succeeds when ||x_N - x*|| is below this (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random-controls baseline (default: %(default)s)")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
+                   help="where TRC runs and is timed (default: %(default)s)")
+
+    p = sub.add_parser("pipeline", help="generate, train, evaluate and compare in one go (the guide's train.sh)",
+                       description="The guide's ./train.sh: generate the training set (NUM_SAMPLES, seed 42) and "
+                                   "test set (1000, seed 123) unless they already exist with these settings, "
+                                   "train, evaluate, compare.")
+    p.add_argument("num_samples", type=positive_int, nargs="?", default=10000,
+                   help="training samples (default: %(default)s)")
+    p.add_argument("epochs", type=nonnegative_int, nargs="?", default=100, help="epochs (default: %(default)s)")
+    p.add_argument("model_size", nargs="?", default="medium", choices=["small", "medium", "large"],
+                   help="model size (default: %(default)s)")
+    p.add_argument("--test_samples", type=positive_int, default=1000, help="test cases (default: %(default)s)")
+    p.add_argument("--data_dir", default="data", help="holds lqr_train/ and lqr_test/ (default: %(default)s)")
+    p.add_argument("--output_dir", default="outputs/supervised", help="training outputs (default: %(default)s)")
+    p.add_argument("--batch_size", type=positive_int, default=64, help="mini-batch size (default: %(default)s)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate (default: %(default)s)")
+    p.add_argument("--patience", type=nonnegative_int, default=20, help="early-stopping patience (default: %(default)s)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="training device (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _external_pairs(items):
+    pairs = []
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise TRCError(f"--external {item!r}: expected NAME=FILE")
+        pairs.append((name, path))
+    return pairs
+
+
+def run(args) -> None:
+    from . import workflow
+    problem_options = lambda a: dict(num_steps=a.num_steps, time_horizon=a.time_horizon,
+                                     control_bound=a.control_bound, controller=a.controller, system=a.system,
+                                     lqr_Q=tuple(a.lqr_Q), lqr_R=(a.lqr_R,), lqr_Qf=tuple(a.lqr_Qf))
+    if args.command == "generate":
+        workflow.generate(args.output_dir, args.num_samples, seed=args.seed, state_range=tuple(args.state_range),
+                          target_range=tuple(args.target_range) if args.target_range else None,
+                          **problem_options(args))
+    elif args.command == "train":
+        workflow.train_model(args.data, args.output_dir, args.model_size, args.epochs, args.batch_size, args.lr,
+                             args.patience, args.scheduler, args.latent_dim, args.num_outer_cycles,
+                             args.num_inner_cycles, args.num_supervision_steps, args.device, args.seed,
+                             args.resume, args.val_fraction, args.ema_decay, args.weight_decay,
+                             progress=not args.no_progress)
+    elif args.command == "evaluate":
+        workflow.evaluate_checkpoint(args.checkpoint, args.test_data, args.output, args.success_threshold,
+                                     args.device)
+    elif args.command == "compare":
+        workflow.compare(args.test_data, args.trc_checkpoint, args.output, args.train_data,
+                         _external_pairs(args.external), args.success_threshold, args.seed, args.device)
+    elif args.command == "pipeline":
+        from .pipeline import run_pipeline
+        run_pipeline(args.num_samples, args.epochs, args.model_size, test_samples=args.test_samples,
+                     data_dir=args.data_dir, output_dir=args.output_dir, batch_size=args.batch_size, lr=args.lr,
+                     patience=args.patience, device=args.device, seed=args.seed, progress=not args.no_progress)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (TRCError, ValueError) as e:
+        if os.environ.get("TRC_DEBUG"):
+            raise
+        print(f"trc {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # an unwritable output path, a full disk
+        if os.environ.get("TRC_DEBUG"):
+            raise
+        print(f"trc {args.command}: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"trc {args.command}: interrupted" + (" (continue with --resume)" if args.command == "train" else ""),
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Evaluate several controllers on the same test cases with the same metrics, and tabulate."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import optimal
+from .data import ControlDataset
+from .evaluate import metrics, score_controls, time_inference
+
+
+class TRCController:
+    """A trained model in the controller interface of baselines.py (predicts on `device`)."""
+
+    name = "TRC"
+
+    def __init__(self, model, device="cpu"):
+        self.model, self.device = model, device
+        self.num_parameters, self.memory_bytes = model_size(model)
+
+    def predict(self, initial_states, target_states):
+        return self.model.predict(initial_states, target_states, device=self.device)
+
+
+class RefinementStep:
+    """TRC's answer after refinement r (1-based) of R, as a controller of its own."""
+
+    def __init__(self, model, step: int, refinements: np.ndarray):
+        self.name = f"TRC refinement {step}/{len(refinements)}"
+        self.num_parameters, self.memory_bytes = model_size(model)
+        self._controls = refinements[step - 1]
+
+    def predict(self, initial_states, target_states):
+        return self._controls
+
+
+def model_size(model) -> tuple[int, int]:
+    """(parameter count, bytes of parameters and buffers) of a torch model."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return (sum(p.numel() for p in model.parameters()),
+            sum(t.numel() * t.element_size() for t in tensors))
+
+
+def evaluate_controller(controller, test: ControlDataset, success_threshold: float = 0.1,
+                        solution=None, timing: bool = True, batch_sizes=(1, 1000)) -> dict:
+    """One row: name, size, metrics and (unless timing is False) inference times."""
+    controls = controller.predict(test.initial_states, test.target_states)
+    scores = score_controls(test, controls, success_threshold, solution)
+    row = {"name": controller.name, "num_parameters": controller.num_parameters,
+           "memory_bytes": controller.memory_bytes, **metrics(scores, success_threshold)}
+    if timing:
+        row["inference_time"] = {f"batch_{b}": time_inference(controller.predict, test.initial_states,
+                                                               test.target_states, b) for b in batch_sizes}
+    return row
+
+
+def compare_controllers(test: ControlDataset, controllers, success_threshold: float = 0.1,
+                        untimed=(), progress=None) -> list[dict]:
+    """Rows for every controller; controllers whose names are in `untimed` are not timed."""
+    solution = optimal.solve(test.problem, test.initial_states, test.target_states)
+    rows = []
+    for controller in controllers:
+        if progress:
+            progress(controller.name)
+        rows.append(evaluate_controller(controller, test, success_threshold, solution,
+                                        timing=controller.name not in untimed))
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """A markdown table of the comparison rows."""
+    header = ("| controller | params | success | terminal error mean / median | cost gap median / p90 "
+              "| time batch 1 (ms) | time per problem at batch 1000 (us) |")
+    lines = [header, "|" + "---|" * 7]
+    for r in rows:
+        params = "-" if r["num_parameters"] is None else f"{r['num_parameters']:,}"
+        times = r.get("inference_time")
+        t1 = f"{times['batch_1']['median_ms']:.3f}" if times else "-"
+        t1000 = f"{times['batch_1000']['us_per_problem']:.2f}" if times else "-"
+        lines.append(f"| {r['name']} | {params} | {100 * r['success_rate']:.1f}% "
+                     f"| {r['terminal_error']['mean']:.2e} / {r['terminal_error']['median']:.2e} "
+                     f"| {100 * r['cost_gap']['median']:.3f}% / {100 * r['cost_gap']['p90']:.3f}% | {t1} | {t1000} |")
+    return "\n".join(lines)

@@ -1,0 +1,111 @@
+"""Honest metrics for any controller on a test set, scored against the exact optimum.
+
+For each test case a controller proposes u [N, m]. The actuator saturates it at the bound
+(the raw violation is reported separately), the exact dynamics play it open loop, and:
+
+- terminal error  ||x_N - x*||;  success: terminal error < success_threshold (0.1 by default);
+- cost            J(u) on the dataset's own objective (problem.py);
+- cost gap        (J(u) + mu . (x_N - x*) - J*) / J*, where mu is the oracle's multiplier of the
+                  terminal constraint (zero when the problem has none). The correction term is
+                  what the missed target would have cost at the margin: by convexity and strong
+                  duality J(u) + mu . (x_N - x*) >= J* for every u within the bound, so the gap is
+                  never negative. A plain (J(u) - J*) / J* can be: missing the target by 0.1
+                  saves up to a third of the energy on this problem, so a sloppy controller
+                  would look "better than optimal". (`tests/test_evaluate.py` checks both facts.)
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+
+import numpy as np
+
+from . import optimal
+from .data import ControlDataset
+from .errors import TRCError
+
+
+def summarize(values: np.ndarray) -> dict:
+    values = np.asarray(values, dtype=np.float64)
+    return {"mean": float(values.mean()), "median": float(np.median(values)),
+            "p90": float(np.percentile(values, 90)), "max": float(values.max())}
+
+
+def score_controls(test: ControlDataset, control_sequences: np.ndarray, success_threshold: float = 0.1,
+                   solution: optimal.OptimalSolution | None = None) -> dict:
+    """Per-sample arrays: terminal_error, success, cost, cost_gap, bound_violation (all [B]).
+
+    control_sequences: [B, N, m]; solution: the oracle's answer for `test` (re-solved if None).
+    """
+    problem = test.problem
+    expected = (len(test), *test.control_sequences.shape[1:])
+    control_sequences = np.asarray(control_sequences, dtype=np.float64)
+    if control_sequences.shape != expected:
+        raise TRCError(f"control sequences have shape {list(control_sequences.shape)}, expected {list(expected)}")
+    if not np.isfinite(control_sequences).all():
+        raise TRCError("control sequences contain NaN or inf")
+    solution = solution or optimal.solve(problem, test.initial_states, test.target_states)
+    u_max = problem.control_bound
+    violation = np.maximum(np.abs(control_sequences) - u_max, 0.0).max(axis=(1, 2))
+    u = np.clip(control_sequences, -u_max, u_max)
+    states = problem.system.rollout(test.initial_states, u)
+    miss = states[:, -1] - test.target_states
+    terminal_error = np.linalg.norm(miss, axis=1)
+    cost = problem.cost(states, u, test.target_states)
+    lagrangian = cost + np.einsum("bi,bi->b", solution.terminal_multipliers, miss)
+    # relative to J*; J* = 0 only when doing nothing is optimal (x* = A^N x_0), measure zero here
+    cost_gap = (lagrangian - solution.costs) / np.maximum(solution.costs, 1e-12)
+    return {"terminal_error": terminal_error, "success": terminal_error < success_threshold, "cost": cost,
+            "cost_gap": cost_gap,
+            "bound_violation": violation, "state_trajectories": states}
+
+
+def metrics(scores: dict, success_threshold: float = 0.1) -> dict:
+    """Summary statistics of score_controls' output (JSON-ready)."""
+    return {"success_rate": float(np.mean(scores["success"])), "success_threshold": success_threshold,
+            "terminal_error": summarize(scores["terminal_error"]), "cost": summarize(scores["cost"]),
+            "cost_gap": summarize(scores["cost_gap"]),
+            "bound_violation": {"max": float(scores["bound_violation"].max()),
+                                "fraction": float(np.mean(scores["bound_violation"] > 0))}}
+
+
+def time_inference(predict, initial_states: np.ndarray, target_states: np.ndarray, batch_size: int,
+                   repeats: int | None = None) -> dict:
+    """Wall time of predict(x0[:b], x*[:b]) after two warm-up calls: median and p90 over repeats.
+
+    Returns milliseconds per call and microseconds per problem. Inputs are tiled if the test
+    set is smaller than batch_size.
+    """
+    reps = -(-batch_size // len(initial_states))
+    x0 = np.tile(initial_states, (reps, 1))[:batch_size]
+    xt = np.tile(target_states, (reps, 1))[:batch_size]
+    if repeats is None:
+        repeats = 200 if batch_size == 1 else 20
+    if repeats < 1:
+        raise ValueError(f"repeats must be a positive integer, got {repeats}")
+    for _ in range(2):
+        predict(x0, xt)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        predict(x0, xt)
+        times.append(time.perf_counter() - start)
+    median, p90 = np.median(times), np.percentile(times, 90)
+    return {"batch_size": batch_size, "repeats": repeats, "median_ms": 1e3 * median, "p90_ms": 1e3 * p90,
+            "us_per_problem": 1e6 * median / batch_size}
+
+
+def hardware() -> dict:
+    """What the timings were measured on."""
+    import torch
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import os
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "python": platform.python_version()}

@@ -1,0 +1,207 @@
+"""TinyRecursiveControl: a tiny recursive network that writes and refines a control sequence.
+
+It follows the Tiny Recursive Model (Jolicoeur-Martineau 2025, "Less is More: Recursive
+Reasoning with Tiny Networks"), with the answer y being the control sequence itself:
+
+    context x = embed(x_0, x*)
+    repeat N_sup supervision steps (training: a loss and an optimizer step after each,
+                                    the carry (y, z) detached in between):
+        repeat T recursions (all but the last without gradient):
+            u = u_max * tanh(y / u_max)                          # within the bound by construction
+            e = x_N(u) - x*                                      # error feedback: simulated miss
+            repeat n times:  z <- net(x + embed(u) + embed(e) + z)
+            y <- y + decode(net(embed(u) + z))
+
+`net` is one small shared network (two post-norm RMSNorm SwiGLU blocks, no biases). The
+initial y is zero controls and the initial z a fixed random vector, neither learned.
+Every y is a complete control sequence, so the refinement can be plotted step by step.
+Halting (TRM's Q-head) is left out: it only decides when a training sample moves on, and
+evaluation runs every step anyway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .problem import ControlProblem
+
+MODEL_SIZES = {"small": 96, "medium": 208, "large": 464}  # latent_dim: ~114K, ~527K, ~2.6M parameters
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model; stored in every checkpoint.
+
+    latent_dim: width D of the latent z and of the shared net; expansion: SwiGLU hidden width
+    is expansion * D; num_layers: blocks in the shared net; num_inner_cycles: n, latent
+    updates per recursion; num_outer_cycles: T, recursions per supervision step;
+    num_supervision_steps: N_sup; error_feedback: feed the simulated terminal error;
+    state_scale: typical |state| (inputs are divided by it); problem: ControlProblem.to_dict().
+    """
+
+    latent_dim: int = MODEL_SIZES["medium"]
+    expansion: int = 2
+    num_layers: int = 2
+    num_inner_cycles: int = 3
+    num_outer_cycles: int = 2
+    num_supervision_steps: int = 3
+    error_feedback: bool = True
+    state_scale: float = 2.0
+    problem: dict = field(default_factory=lambda: ControlProblem().to_dict())
+
+    @property
+    def num_refinements(self) -> int:
+        """Control sequences produced per forward pass: one per recursion."""
+        return self.num_supervision_steps * self.num_outer_cycles
+
+
+class SwiGLUBlock(nn.Module):
+    """h <- RMSNorm(h + W_down (silu(W_gate h) * W_up h)); post-norm, no biases, as in TRM."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.gate_up = nn.Linear(dim, 2 * hidden, bias=False)
+        self.down = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(h).chunk(2, dim=-1)
+        return F.rms_norm(h + self.down(F.silu(gate) * up), h.shape[-1:])
+
+
+class TinyRecursiveControl(nn.Module):
+    """Maps (initial_states [B, n], target_states [B, n]) to control sequences [B, N, m]."""
+
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__()
+        self.config = config = config or ModelConfig()
+        self.problem = ControlProblem.from_dict(config.problem)
+        system = self.problem.system
+        n, m, N, D = system.state_dim, system.control_dim, system.num_steps, config.latent_dim
+        self.control_shape = (N, m)
+        self.embed_context = nn.Linear(2 * n, D, bias=False)
+        self.embed_controls = nn.Linear(N * m, D, bias=False)
+        self.embed_error = nn.Linear(n, D, bias=False) if config.error_feedback else None
+        self.net = nn.Sequential(*[SwiGLUBlock(D, config.expansion * D) for _ in range(config.num_layers)])
+        self.decode = nn.Linear(D, N * m, bias=False)
+        nn.init.zeros_(self.decode.weight)  # the first refinements start from zero controls
+        # x_N = A^N x_0 + G u, the differentiable dynamics behind the error feedback
+        Phi, Gamma = system.transition_matrices
+        self.register_buffer("A_N", torch.tensor(Phi[-1], dtype=torch.float32))
+        self.register_buffer("G", torch.tensor(Gamma[-1], dtype=torch.float32))
+        z_init = torch.nn.init.trunc_normal_(torch.empty(D), std=1.0, generator=torch.Generator().manual_seed(0))
+        self.register_buffer("z_init", z_init)
+
+    # ---- the guide's constructors -------------------------------------------------------
+    @classmethod
+    def create(cls, size: str = "medium", problem: ControlProblem | None = None, **overrides):
+        if size not in MODEL_SIZES:
+            raise ValueError(f"unknown model size {size!r}; choose one of {list(MODEL_SIZES)}")
+        problem = problem or ControlProblem()
+        overrides.setdefault("latent_dim", MODEL_SIZES[size])
+        return cls(ModelConfig(problem=problem.to_dict(), **overrides))
+
+    @classmethod
+    def create_small(cls, **kw):
+        return cls.create("small", **kw)
+
+    @classmethod
+    def create_medium(cls, **kw):
+        return cls.create("medium", **kw)
+
+    @classmethod
+    def create_large(cls, **kw):
+        return cls.create("large", **kw)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ---- the recursion --------------------------------------------------------------------
+    @property
+    def control_bound(self) -> float:
+        return self.problem.control_bound
+
+    def controls(self, y: torch.Tensor) -> torch.Tensor:
+        """The answer y [B, N*m] as bounded controls [B, N, m]: u_max * tanh(y / u_max)."""
+        u_max = self.control_bound
+        return (u_max * torch.tanh(y / u_max)).view(-1, *self.control_shape)
+
+    def terminal_states(self, initial_states: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+        """x_N = A^N x_0 + G u through the exact dynamics. [B, n], [B, N, m] -> [B, n]."""
+        return initial_states @ self.A_N.T + controls.flatten(1) @ self.G.T
+
+    def context(self, initial_states: torch.Tensor, target_states: torch.Tensor) -> torch.Tensor:
+        return self.embed_context(torch.cat([initial_states, target_states], dim=-1) / self.config.state_scale)
+
+    def initial_carry(self, batch_size: int):
+        """(y, z) before the first recursion: zero controls and the fixed latent z_init."""
+        N, m = self.control_shape
+        y = self.z_init.new_zeros(batch_size, N * m)
+        return y, self.z_init.expand(batch_size, -1)
+
+    def recursion(self, context, initial_states, target_states, y, z):
+        """One recursion: n latent updates, then one update of the answer. Returns (y, z)."""
+        u = self.controls(y)
+        controls_embedding = self.embed_controls(u.flatten(1) / self.control_bound)
+        question = context + controls_embedding
+        if self.embed_error is not None:
+            terminal_states = self.terminal_states(initial_states, u)
+            question = question + self.embed_error((terminal_states - target_states) / self.config.state_scale)
+        for _ in range(self.config.num_inner_cycles):
+            z = self.net(question + z)
+        y = y + self.decode(self.net(controls_embedding + z))
+        return y, z
+
+    def supervision_step(self, initial_states, target_states, carry):
+        """T recursions; gradient flows through the last one only (TRM's deep recursion).
+
+        Returns (carry, controls [B, N, m]) where controls come from the last recursion.
+        """
+        context = self.context(initial_states, target_states)
+        y, z = carry
+        with torch.no_grad():
+            for _ in range(self.config.num_outer_cycles - 1):
+                y, z = self.recursion(context, initial_states, target_states, y, z)
+        y, z = self.recursion(context, initial_states, target_states, y, z)
+        return (y, z), self.controls(y)
+
+    def forward(self, initial_states: torch.Tensor, target_states: torch.Tensor,
+                num_supervision_steps: int | None = None) -> torch.Tensor:
+        """Every refinement: [R, B, N, m], R = num_supervision_steps * num_outer_cycles.
+
+        The last entry is the answer. Pass num_supervision_steps to run more (or fewer) steps
+        than in training.
+        """
+        steps = self.config.num_supervision_steps if num_supervision_steps is None else num_supervision_steps
+        context = self.context(initial_states, target_states)
+        y, z = self.initial_carry(len(initial_states))
+        refinements = []
+        for _ in range(steps * self.config.num_outer_cycles):
+            y, z = self.recursion(context, initial_states, target_states, y, z)
+            refinements.append(self.controls(y))
+        return torch.stack(refinements)
+
+    # ---- numpy in, numpy out --------------------------------------------------------------
+    @torch.inference_mode()
+    def predict_refinements(self, initial_states, target_states, device=None) -> np.ndarray:
+        """[R, B, N, m] numpy float64 from numpy [B, n] inputs."""
+        device = torch.device(device) if device is not None else next(self.parameters()).device
+        if next(self.parameters()).device != device:
+            self.to(device)
+        as_tensor = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32), device=device)
+        was_training = self.training
+        self.eval()
+        out = self(as_tensor(initial_states), as_tensor(target_states))
+        self.train(was_training)
+        return out.double().cpu().numpy()
+
+    def predict(self, initial_states, target_states, device=None) -> np.ndarray:
+        """The answer: controls [B, N, m] (numpy) for initial_states, target_states [B, n] (numpy)."""
+        return self.predict_refinements(initial_states, target_states, device)[-1]
+
+    def config_dict(self) -> dict:
+        return asdict(self.config)

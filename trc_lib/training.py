@@ -1,0 +1,240 @@
+"""Supervised training: imitate the exact optimum with TRM's deep supervision.
+
+For each batch the carry (y, z) starts fresh and goes through N_sup supervision steps; after
+each step the loss is the mean squared error between the model's controls and the optimal
+ones (both divided by u_max), followed by its own optimizer step, and the carry is detached
+before the next step. An exponential moving average (EMA) of the weights is what gets
+validated, checkpointed and used for prediction.
+
+Files written to output_dir:
+    best_model.pt        weights (EMA) with the lowest validation loss so far
+    last_model.pt        the last finished epoch, with everything `resume=True` needs
+    training_stats.json  the history, rewritten after every epoch (watch -n 5 cat ...)
+    training_curves.png  losses and learning rate per epoch
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
+from .data import BatchLoader
+from .device import describe_device, resolve_device
+from .errors import TRCError
+from .files import write_json
+from .model import TinyRecursiveControl
+
+SCHEDULERS = ("cosine", "step", "plateau", "none")
+
+
+def make_scheduler(name: str, optimizer, epochs: int, patience: int):
+    """Learning-rate schedule, stepped once per epoch."""
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs), eta_min=0.0)
+    if name == "step":  # divide by 10 at one third and two thirds of the run
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, epochs // 3), gamma=0.1)
+    if name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=max(1, patience // 4))
+    if name == "none":
+        return None
+    raise TRCError(f"--scheduler {name!r}: choose one of {list(SCHEDULERS)}")
+
+
+class EMA:
+    """Exponential moving average of a model's weights (TRM: decay 0.999)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.num_updates = 0
+        self.shadow = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        # warm-up: early on the average would mostly remember the random initialization
+        self.num_updates += 1
+        decay = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
+        torch._foreach_lerp_(list(self.shadow.parameters()), list(model.parameters()), 1.0 - decay)
+
+
+def control_loss(model: TinyRecursiveControl, controls, optimal_controls) -> torch.Tensor:
+    """Mean squared error of controls [B, N, m], in units of the bound u_max."""
+    return torch.mean(((controls - optimal_controls) / model.control_bound) ** 2)
+
+
+def terminal_loss(model: TinyRecursiveControl, initial_states, target_states, controls) -> torch.Tensor:
+    """Mean squared terminal miss ||x_N - x*||^2 through the exact dynamics, in units of state_scale."""
+    miss = model.terminal_states(initial_states, controls) - target_states
+    return torch.mean(miss.square().sum(-1)) / model.config.state_scale ** 2
+
+
+@torch.no_grad()
+def validate(model: TinyRecursiveControl, loader: BatchLoader) -> dict:
+    """Loss of the final answer and mean terminal error ||x_N - x*|| on the validation set."""
+    total_loss, total_error, count = 0.0, 0.0, 0
+    for initial_states, target_states, optimal_controls in loader:
+        controls = model(initial_states, target_states)[-1]
+        terminal = model.terminal_states(initial_states, controls)
+        total_loss += control_loss(model, controls, optimal_controls).item() * len(controls)
+        total_error += torch.linalg.vector_norm(terminal - target_states, dim=-1).sum().item()
+        count += len(controls)
+    return {"val_loss": total_loss / count, "val_terminal_error": total_error / count}
+
+
+def train(model: TinyRecursiveControl, train_loader: BatchLoader, val_loader: BatchLoader, epochs: int = 100,
+          lr: float = 1e-3, device="auto", output_dir="outputs/supervised", scheduler: str = "cosine",
+          patience: int = 20, weight_decay: float = 0.0, ema_decay: float = 0.999, grad_clip: float = 1.0,
+          terminal_weight: float = 0.0, resume: bool = False, progress: bool = True, log=print) -> TinyRecursiveControl:
+    """Train `model` and return it carrying its best (EMA) weights.
+
+    epochs: maximum number of passes over train_loader; patience: stop after this many
+    epochs without a lower validation loss (0 disables early stopping); resume: continue
+    from output_dir/last_model.pt, which must come from the same model and data.
+    """
+    for label, value in (("epochs", epochs), ("patience", patience)):
+        if int(value) != value or value < 0:
+            raise TRCError(f"--{label} must be a non-negative integer, got {value}")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise TRCError(f"--lr must be a positive number, got {lr}")
+    problem = train_loader.dataset.metadata.get("problem")
+    if problem != model.config.problem:
+        raise TRCError(f"{train_loader.dataset.path}: the data's problem {problem} does not match the "
+                       f"model's {model.config.problem}")
+    device = resolve_device(device)
+    log(f"training on {describe_device(device)}; {model.num_parameters():,} parameters")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.to(device).train()
+    train_loader.to(device), val_loader.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    lr_schedule = make_scheduler(scheduler, optimizer, epochs, patience)
+    ema = EMA(model, ema_decay) if ema_decay > 0 else None
+    run = {"epochs": int(epochs), "lr": lr, "scheduler": scheduler, "patience": int(patience),
+           "batch_size": train_loader.batch_size, "weight_decay": weight_decay, "ema_decay": ema_decay,
+           "grad_clip": grad_clip, "terminal_weight": terminal_weight, "device": str(device), "num_parameters": model.num_parameters(),
+           "model_config": model.config_dict(), "data": train_loader.dataset.path,
+           "num_train": len(train_loader.dataset), "num_val": len(val_loader.dataset)}
+    state = {"epoch": 0, "best_val_loss": math.inf, "best_epoch": 0, "epochs_without_improvement": 0,
+             "history": []}
+    if resume:
+        state = _restore(output_dir / "last_model.pt", model, optimizer, lr_schedule, ema, train_loader, run)
+        log(f"resuming after epoch {state['epoch']}")
+
+    def stats(status):
+        return {"status": status, **{k: state[k] for k in ("epoch", "best_epoch", "best_val_loss")},
+                "run": run, "history": state["history"]}
+
+    bar = tqdm(range(state["epoch"], epochs), initial=state["epoch"], total=epochs, desc="epochs",
+               disable=not progress, dynamic_ncols=True)
+    status = "finished"
+    for epoch in bar:
+        started = time.perf_counter()
+        train_loss = _train_epoch(model, train_loader, optimizer, ema, grad_clip, terminal_weight)
+        scored = ema.shadow if ema else model
+        metrics = validate(scored, val_loader)
+        lr_now = optimizer.param_groups[0]["lr"]
+        if isinstance(lr_schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            lr_schedule.step(metrics["val_loss"])
+        elif lr_schedule is not None:
+            lr_schedule.step()
+        if not math.isfinite(train_loss) or not math.isfinite(metrics["val_loss"]):
+            raise TRCError(f"training diverged at epoch {epoch + 1} (loss {train_loss}); try a lower --lr")
+        state["epoch"] = epoch + 1
+        state["history"].append({"epoch": epoch + 1, "train_loss": train_loss, **metrics, "lr": lr_now,
+                                 "seconds": time.perf_counter() - started})
+        improved = metrics["val_loss"] < state["best_val_loss"]
+        if improved:
+            state.update(best_val_loss=metrics["val_loss"], best_epoch=epoch + 1, epochs_without_improvement=0)
+            save_checkpoint(output_dir / "best_model.pt", model, scored.state_dict(), epoch=epoch + 1,
+                            val_loss=metrics["val_loss"], data=_data_record(train_loader))
+        else:
+            state["epochs_without_improvement"] += 1
+        _save_last(output_dir / "last_model.pt", model, scored, optimizer, lr_schedule, ema, train_loader, state)
+        write_json(output_dir / "training_stats.json", stats("running"))
+        bar.set_postfix(train=f"{train_loss:.2e}", val=f"{metrics['val_loss']:.2e}",
+                        err=f"{metrics['val_terminal_error']:.1e}")
+        if patience and state["epochs_without_improvement"] >= patience:
+            status = "early_stopped"
+            log(f"early stopping after epoch {epoch + 1}: no improvement for {patience} epochs")
+            break
+    bar.close()
+    write_json(output_dir / "training_stats.json", stats(status))
+    if state["history"]:
+        from .plots import plot_training_curves
+        plot_training_curves(state["history"], output_dir / "training_curves.png")
+    best = read_checkpoint(output_dir / "best_model.pt")
+    model.load_state_dict(best["model_state"])
+    log(f"best validation loss {state['best_val_loss']:.3e} at epoch {state['best_epoch']}; files in {output_dir}")
+    return model.eval()
+
+
+def _train_epoch(model, loader, optimizer, ema, grad_clip, terminal_weight) -> float:
+    """One pass with deep supervision; returns the mean loss of the final supervision step."""
+    total, count = 0.0, 0
+    for initial_states, target_states, optimal_controls in loader:
+        carry = model.initial_carry(len(initial_states))
+        for _ in range(model.config.num_supervision_steps):
+            carry, controls = model.supervision_step(initial_states, target_states, carry)
+            loss = control_loss(model, controls, optimal_controls)
+            if terminal_weight:
+                loss = loss + terminal_weight * terminal_loss(model, initial_states, target_states, controls)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            if ema:
+                ema.update(model)
+            carry = tuple(c.detach() for c in carry)
+        total += loss.item() * len(initial_states)
+        count += len(initial_states)
+    return total / count
+
+
+def _data_record(loader: BatchLoader) -> dict:
+    meta = loader.dataset.metadata
+    return {"path": loader.dataset.path, "num_samples": meta.get("num_samples"), "seed": meta.get("seed"),
+            "state_range": meta.get("state_range"), "target_range": meta.get("target_range")}
+
+
+def _save_last(path, model, scored, optimizer, lr_schedule, ema, loader, state):
+    training_state = {
+        "raw_model_state": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": lr_schedule.state_dict() if lr_schedule is not None else {},
+        "shuffle_generator": loader.generator.get_state(), "ema_updates": ema.num_updates if ema else 0,
+        **{k: state[k] for k in ("epoch", "best_val_loss", "best_epoch", "epochs_without_improvement")},
+        "history_json": json.dumps(state["history"]),
+    }
+    save_checkpoint(path, model, scored.state_dict(), epoch=state["epoch"], data=_data_record(loader),
+                    training_state=training_state)
+
+
+def _restore(path, model, optimizer, lr_schedule, ema, loader, run) -> dict:
+    if not path.exists():
+        raise TRCError(f"--resume: {path} does not exist (nothing to resume in this output_dir)")
+    payload = read_checkpoint(path)
+    if payload["config"] != model.config_dict():
+        raise TRCError(f"--resume: {path} was trained with another model configuration "
+                       f"({payload['config']}); use the same --model_size/--latent_dim options")
+    if payload.get("data", {}).get("path") != loader.dataset.path:
+        raise TRCError(f"--resume: {path} was trained on {payload.get('data', {}).get('path')}, "
+                       f"not {loader.dataset.path}")
+    ts = payload["training_state"]
+    model.load_state_dict(ts["raw_model_state"])
+    optimizer.load_state_dict(ts["optimizer"])
+    if lr_schedule is not None:
+        lr_schedule.load_state_dict(ts["scheduler"])
+    if ema is not None:
+        ema.shadow.load_state_dict(payload["model_state"])
+        ema.num_updates = ts["ema_updates"]
+    loader.generator.set_state(ts["shuffle_generator"])
+    model_from_checkpoint(payload, path)  # checks the stored weights too
+    return {"epoch": ts["epoch"], "best_val_loss": ts["best_val_loss"], "best_epoch": ts["best_epoch"],
+            "epochs_without_improvement": ts["epochs_without_improvement"],
+            "history": json.loads(ts["history_json"])}

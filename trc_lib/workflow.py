@@ -1,0 +1,134 @@
+"""The guide's steps as functions with file paths in and files out. The command line (cli.py),
+the pipeline and the notebooks all call these, so each step is written once."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .baselines import (ExternalControls, LeastSquaresController, OracleController, RandomController,
+                        ZeroController)
+from .checkpoint import load_model, read_checkpoint
+from .compare import RefinementStep, TRCController, compare_controllers, evaluate_controller, format_table, model_size
+from .data import DATASET_FILENAME, create_data_loaders, generate_dataset, load_dataset, make_problem, \
+    read_dataset, save_dataset
+from .device import resolve_device
+from .errors import TRCError
+from .evaluate import hardware
+from .files import write_json
+from .model import TinyRecursiveControl
+
+
+def generate(output_dir, num_samples=10000, num_steps=15, time_horizon=5.0, seed=42, state_range=(-2.0, 2.0),
+             target_range=None, control_bound=4.0, controller="min_energy", system="double_integrator",
+             lqr_Q=(1.0, 1.0), lqr_R=(0.1,), lqr_Qf=(100.0, 100.0), log=print) -> Path:
+    """Generate a dataset and write OUTPUT_DIR/lqr_dataset.npz; returns its path."""
+    problem = make_problem(num_steps, time_horizon, control_bound, controller, system, lqr_Q, lqr_R, lqr_Qf)
+    started = time.perf_counter()
+    dataset = generate_dataset(problem, num_samples, seed, state_range, target_range)
+    path = save_dataset(dataset, Path(output_dir) / DATASET_FILENAME)
+    meta = dataset.metadata
+    log(f"wrote {path}: {num_samples} {controller} solutions, dt = {problem.dt:.6g} s, "
+        f"{meta['num_bound_active']} with the bound active, {meta['num_redrawn']} unreachable pairs re-drawn "
+        f"({time.perf_counter() - started:.2f} s)")
+    return path
+
+
+def dataset_matches(path, **requested) -> bool:
+    """True if `path` holds a valid dataset generated with these settings (for caching)."""
+    try:
+        meta = read_dataset(path, verify_labels=False).metadata
+    except TRCError:
+        return False
+    problem = make_problem(requested["num_steps"], requested["time_horizon"], requested["control_bound"],
+                           requested["controller"])
+    return (meta["problem"] == problem.to_dict() and meta["num_samples"] == requested["num_samples"]
+            and meta["seed"] == requested["seed"]
+            and meta["state_range"] == [float(v) for v in requested["state_range"]])
+
+
+def train_model(data, output_dir="outputs/supervised", model_size="medium", epochs=100, batch_size=64, lr=1e-3,
+                patience=20, scheduler="cosine", latent_dim=None, num_outer_cycles=None, num_inner_cycles=None,
+                num_supervision_steps=None, device="auto", seed=0, resume=False, val_fraction=0.1,
+                ema_decay=0.999, weight_decay=0.0, progress=True, log=print) -> TinyRecursiveControl:
+    """Build a model of the requested size for the data's problem and train it (see train.train)."""
+    from .training import train
+    torch.manual_seed(seed)
+    train_set, val_set = load_dataset(data, val_fraction=val_fraction, seed=seed)
+    overrides = {k: v for k, v in (("latent_dim", latent_dim), ("num_outer_cycles", num_outer_cycles),
+                                   ("num_inner_cycles", num_inner_cycles),
+                                   ("num_supervision_steps", num_supervision_steps)) if v is not None}
+    state_scale = float(np.abs(np.concatenate([train_set.initial_states, train_set.target_states])).max())
+    model = TinyRecursiveControl.create(model_size, problem=train_set.problem, state_scale=state_scale, **overrides)
+    train_loader, val_loader = create_data_loaders(train_set, val_set, batch_size, seed=seed)
+    return train(model, train_loader, val_loader, epochs=epochs, lr=lr, device=device, output_dir=output_dir,
+                 scheduler=scheduler, patience=patience, weight_decay=weight_decay, ema_decay=ema_decay,
+                 resume=resume, progress=progress, log=log)
+
+
+def _check_same_problem(model, test, checkpoint):
+    if model.config.problem != test.metadata["problem"]:
+        raise TRCError(f"{checkpoint} was trained for {model.config.problem}, but {test.path} states "
+                       f"{test.metadata['problem']}: a model only answers the problem it was trained on")
+
+
+def evaluate_checkpoint(checkpoint, test_data, output=None, success_threshold=0.1, device="cpu", log=print) -> dict:
+    """Metrics and inference times of a trained model on a test set; written to `output` as JSON."""
+    device = resolve_device(device)
+    model = load_model(checkpoint, device)
+    test = read_dataset(test_data)
+    _check_same_problem(model, test, checkpoint)
+    row = evaluate_controller(TRCController(model, device), test, success_threshold)
+    result = {"checkpoint": str(checkpoint), "test_data": str(test.path), "num_samples": len(test),
+              "problem": test.metadata["problem"], "device": str(device), "hardware": hardware(), **row}
+    if output:
+        write_json(output, result)
+        log(f"wrote {output}")
+    log(format_table([row]))
+    return result
+
+
+def compare(test_data, trc_checkpoint=None, output=None, train_data=None, external=(), success_threshold=0.1,
+            seed=0, device="cpu", log=print) -> list[dict]:
+    """Random, zero, least squares, TRC per refinement step, TRC, external files and the oracle,
+    on the same test cases. external: sequence of (name, path). Writes JSON to `output`."""
+    test = read_dataset(test_data)
+    problem = test.problem
+    controllers = [RandomController(problem, seed), ZeroController(problem)]
+    model = None
+    if trc_checkpoint:
+        device = resolve_device(device)
+        model = load_model(trc_checkpoint, device)
+        _check_same_problem(model, test, trc_checkpoint)
+        if train_data is None:
+            train_data = read_checkpoint(trc_checkpoint).get("data", {}).get("path")
+    if train_data is None:
+        raise TRCError("the least-squares baseline needs the training set: pass --train_data "
+                       "(or --trc_checkpoint, whose training data is used)")
+    train_set = read_dataset(train_data)
+    if train_set.metadata["problem"] != test.metadata["problem"]:
+        raise TRCError(f"{train_data} and {test.path} state different problems")
+    controllers.append(LeastSquaresController(problem).fit(train_set))
+    untimed = set()
+    if model is not None:
+        refinements = model.predict_refinements(test.initial_states, test.target_states, device=device)
+        steps = [RefinementStep(model, r, refinements) for r in range(1, len(refinements))]
+        controllers += steps
+        untimed |= {s.name for s in steps}
+        controllers.append(TRCController(model, device))
+    for name, path in external:
+        controllers.append(ExternalControls(name, path, test))
+        untimed.add(name)
+    controllers.append(OracleController(problem))
+    rows = compare_controllers(test, controllers, success_threshold, untimed=untimed)
+    result = {"test_data": str(test.path), "trc_checkpoint": str(trc_checkpoint) if trc_checkpoint else None,
+              "train_data": str(train_set.path), "num_samples": len(test), "problem": test.metadata["problem"],
+              "hardware": hardware(), "controllers": rows}
+    if output:
+        write_json(output, result)
+        log(f"wrote {output}")
+    log(format_table(rows))
+    return rows
