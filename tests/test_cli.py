@@ -164,7 +164,7 @@ def test_checkpoint_for_another_problem_is_refused(capsys, tmp_path, trained_dir
 @pytest.mark.parametrize("argv, fragments", [
     (["train", "--lr", "nan"], ["--lr", "'nan' is not a positive number"]),
     (["train", "--lr", "0"], ["--lr", "'0' is not a positive number"]),
-    (["train", "--epochs", "-1"], ["--epochs", "'-1' is not a non-negative integer"]),
+    (["train", "--epochs", "-1"], ["--epochs", "'-1' is not a positive integer"]),
     (["train", "--batch_size", "2.5"], ["--batch_size", "'2.5' is not a positive integer"]),
     (["train", "--val_fraction", "1"], ["--val_fraction"]),
     (["train", "--ema_decay", "1"], ["--ema_decay"]),
@@ -175,7 +175,7 @@ def test_checkpoint_for_another_problem_is_refused(capsys, tmp_path, trained_dir
     (["generate", "--controller", "pid"], ["--controller", "invalid choice"]),
     (["evaluate", "--success_threshold", "-0.1"], ["--success_threshold"]),
     (["evaluate", "--device", "tpu"], ["--device", "invalid choice"]),
-    (["pipeline", "100", "-5"], ["epochs", "'-5' is not a non-negative integer"]),
+    (["pipeline", "100", "-5"], ["epochs", "'-5' is not a positive integer"]),
 ])
 def test_bad_option_values_exit_2_naming_the_option(capsys, argv, fragments):
     """argparse refuses these before anything runs (SystemExit 2 with usage and a message)."""

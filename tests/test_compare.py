@@ -173,8 +173,8 @@ def test_compare_has_a_row_for_every_controller(compared):
     rows, _ = compared
     names = [r["name"] for r in rows]
     assert names[:3] == ["random", "zero", "least squares (linear)"]
-    refinements = [n for n in names if n.startswith("TRC refinement")]
-    assert refinements and refinements == [f"TRC refinement {r}/{len(refinements) + 1}"
+    refinements = [n for n in names if n.startswith("TRC after step")]
+    assert refinements and refinements == [f"TRC after step {r}/{len(refinements) + 1}"
                                            for r in range(1, len(refinements) + 1)]
     assert names[3 + len(refinements):] == ["TRC", "perfect external", "oracle (exact QP)"]
 
@@ -192,7 +192,7 @@ def test_compare_oracle_and_perfect_external_rows_are_perfect(compared):
 def test_compare_times_live_controllers_only(compared):
     rows, _ = compared
     for row in rows:
-        timed = not (row["name"].startswith("TRC refinement") or row["name"] == "perfect external")
+        timed = not (row["name"].startswith("TRC after step") or row["name"] == "perfect external")
         assert ("inference_time" in row) == timed, row["name"]
         if timed:
             assert set(row["inference_time"]) == {"batch_1", "batch_1000"}

@@ -98,13 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="n: latent updates per recursion (default 3)")
     p.add_argument("--num_supervision_steps", type=positive_int, default=None,
                    help="N_sup: deep-supervision steps, each with its own loss and optimizer step (default 3)")
-    p.add_argument("--epochs", type=nonnegative_int, default=100, help="maximum epochs (default: %(default)s)")
+    p.add_argument("--epochs", type=positive_int, default=100, help="maximum epochs (default: %(default)s)")
     p.add_argument("--batch_size", type=positive_int, default=64, help="mini-batch size (default: %(default)s)")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate of AdamW (default: %(default)s)")
     p.add_argument("--weight_decay", type=nonnegative_float, default=0.0, help="AdamW weight decay (default: %(default)s)")
     p.add_argument("--ema_decay", type=ema_decay, default=0.999,
                    help="decay of the weights' moving average that is validated and saved; 0 disables "
                         "(default: %(default)s)")
+    p.add_argument("--terminal_weight", type=nonnegative_float, default=0.0,
+                   help="add this weight times the squared terminal miss ||x_N - x*||^2 (through the exact "
+                        "dynamics, in units of the state scale) to the imitation loss (default: %(default)s)")
     p.add_argument("--scheduler", default="cosine", choices=["cosine", "step", "plateau", "none"],
                    help="learning-rate schedule: cosine annealing to 0, step (x0.1 at 1/3 and 2/3 of the "
                         "epochs), plateau (x0.5 when validation stalls), none (default: %(default)s)")
@@ -158,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "train, evaluate, compare.")
     p.add_argument("num_samples", type=positive_int, nargs="?", default=10000,
                    help="training samples (default: %(default)s)")
-    p.add_argument("epochs", type=nonnegative_int, nargs="?", default=100, help="epochs (default: %(default)s)")
+    p.add_argument("epochs", type=positive_int, nargs="?", default=100, help="epochs (default: %(default)s)")
     p.add_argument("model_size", nargs="?", default="medium", choices=["small", "medium", "large"],
                    help="model size (default: %(default)s)")
     p.add_argument("--test_samples", type=positive_int, default=1000, help="test cases (default: %(default)s)")
@@ -197,7 +200,7 @@ def run(args) -> None:
         workflow.train_model(args.data, args.output_dir, args.model_size, args.epochs, args.batch_size, args.lr,
                              args.patience, args.scheduler, args.latent_dim, args.num_outer_cycles,
                              args.num_inner_cycles, args.num_supervision_steps, args.device, args.seed,
-                             args.resume, args.val_fraction, args.ema_decay, args.weight_decay,
+                             args.resume, args.val_fraction, args.ema_decay, args.weight_decay, args.terminal_weight,
                              progress=not args.no_progress)
     elif args.command == "evaluate":
         workflow.evaluate_checkpoint(args.checkpoint, args.test_data, args.output, args.success_threshold,

@@ -23,10 +23,10 @@ class TRCController:
 
 
 class RefinementStep:
-    """TRC's answer after refinement r (1-based) of R, as a controller of its own."""
+    """TRC's answer after supervision step r (1-based) of R, as a controller of its own."""
 
     def __init__(self, model, step: int, refinements: np.ndarray):
-        self.name = f"TRC refinement {step}/{len(refinements)}"
+        self.name = f"TRC after step {step}/{len(refinements)}"
         self.num_parameters, self.memory_bytes = model_size(model)
         self._controls = refinements[step - 1]
 
@@ -77,7 +77,8 @@ def format_table(rows: list[dict]) -> str:
         times = r.get("inference_time")
         t1 = f"{times['batch_1']['median_ms']:.3f}" if times else "-"
         t1000 = f"{times['batch_1000']['us_per_problem']:.2f}" if times else "-"
+        percent = lambda v: f"{round(100 * v, 3) + 0.0:.3f}%"  # + 0.0 turns round-off's -0.000 into 0.000
         lines.append(f"| {r['name']} | {params} | {100 * r['success_rate']:.1f}% "
                      f"| {r['terminal_error']['mean']:.2e} / {r['terminal_error']['median']:.2e} "
-                     f"| {100 * r['cost_gap']['median']:.3f}% / {100 * r['cost_gap']['p90']:.3f}% | {t1} | {t1000} |")
+                     f"| {percent(r['cost_gap']['median'])} / {percent(r['cost_gap']['p90'])} | {t1} | {t1000} |")
     return "\n".join(lines)

@@ -14,7 +14,8 @@ Reasoning with Tiny Networks"), with the answer y being the control sequence its
 
 `net` is one small shared network (two post-norm RMSNorm SwiGLU blocks, no biases). The
 initial y is zero controls and the initial z a fixed random vector, neither learned.
-Every y is a complete control sequence, so the refinement can be plotted step by step.
+Every y is a complete control sequence; the answer after each supervision step is returned,
+so the refinement can be scored and plotted step by step.
 Halting (TRM's Q-head) is left out: it only decides when a training sample moves on, and
 evaluation runs every step anyway.
 """
@@ -56,8 +57,8 @@ class ModelConfig:
 
     @property
     def num_refinements(self) -> int:
-        """Control sequences produced per forward pass: one per recursion."""
-        return self.num_supervision_steps * self.num_outer_cycles
+        """Answers produced per forward pass: one per supervision step."""
+        return self.num_supervision_steps
 
 
 class SwiGLUBlock(nn.Module):
@@ -134,6 +135,10 @@ class TinyRecursiveControl(nn.Module):
         """x_N = A^N x_0 + G u through the exact dynamics. [B, n], [B, N, m] -> [B, n]."""
         return initial_states @ self.A_N.T + controls.flatten(1) @ self.G.T
 
+    def terminal_states(self, initial_states: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+        """x_N = A^N x_0 + G u through the exact dynamics. [B, n], [B, N, m] -> [B, n]."""
+        return initial_states @ self.A_N.T + controls.flatten(1) @ self.G.T
+
     def context(self, initial_states: torch.Tensor, target_states: torch.Tensor) -> torch.Tensor:
         return self.embed_context(torch.cat([initial_states, target_states], dim=-1) / self.config.state_scale)
 
@@ -171,24 +176,24 @@ class TinyRecursiveControl(nn.Module):
 
     def forward(self, initial_states: torch.Tensor, target_states: torch.Tensor,
                 num_supervision_steps: int | None = None) -> torch.Tensor:
-        """Every refinement: [R, B, N, m], R = num_supervision_steps * num_outer_cycles.
+        """The answer after every supervision step: [N_sup, B, N, m]; the last is the final answer.
 
-        The last entry is the answer. Pass num_supervision_steps to run more (or fewer) steps
-        than in training.
+        These are the refinements: each is the answer that training supervises, after T
+        recursions (the recursions inside a step are the model's own reasoning and are not
+        trained to be answers). Pass num_supervision_steps to run more or fewer than in training.
         """
         steps = self.config.num_supervision_steps if num_supervision_steps is None else num_supervision_steps
-        context = self.context(initial_states, target_states)
-        y, z = self.initial_carry(len(initial_states))
+        carry = self.initial_carry(len(initial_states))
         refinements = []
-        for _ in range(steps * self.config.num_outer_cycles):
-            y, z = self.recursion(context, initial_states, target_states, y, z)
-            refinements.append(self.controls(y))
+        for _ in range(steps):
+            carry, controls = self.supervision_step(initial_states, target_states, carry)
+            refinements.append(controls)
         return torch.stack(refinements)
 
     # ---- numpy in, numpy out --------------------------------------------------------------
     @torch.inference_mode()
     def predict_refinements(self, initial_states, target_states, device=None) -> np.ndarray:
-        """[R, B, N, m] numpy float64 from numpy [B, n] inputs."""
+        """[N_sup, B, N, m] numpy float64 (the answer after each supervision step) from numpy [B, n]."""
         device = torch.device(device) if device is not None else next(self.parameters()).device
         if next(self.parameters()).device != device:
             self.to(device)

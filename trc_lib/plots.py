@@ -22,8 +22,8 @@ def plot_training_curves(history: list[dict], path=None) -> Figure:
     epochs = [h["epoch"] for h in history]
     fig = Figure(figsize=(12, 3.6), layout="constrained")
     ax_loss, ax_err, ax_lr = fig.subplots(1, 3)
-    ax_loss.semilogy(epochs, [h["train_loss"] for h in history], label="train")
-    ax_loss.semilogy(epochs, [h["val_loss"] for h in history], label="validation")
+    ax_loss.semilogy(epochs, [h["train_loss"] for h in history], label="train (live weights)")
+    ax_loss.semilogy(epochs, [h["val_loss"] for h in history], label="validation (EMA weights)")
     ax_loss.set(xlabel="epoch", ylabel="MSE of controls / u_max^2", title="loss")
     ax_loss.legend()
     ax_err.semilogy(epochs, [h["val_terminal_error"] for h in history], color="C2")

@@ -53,7 +53,7 @@ def dataset_matches(path, **requested) -> bool:
 def train_model(data, output_dir="outputs/supervised", model_size="medium", epochs=100, batch_size=64, lr=1e-3,
                 patience=20, scheduler="cosine", latent_dim=None, num_outer_cycles=None, num_inner_cycles=None,
                 num_supervision_steps=None, device="auto", seed=0, resume=False, val_fraction=0.1,
-                ema_decay=0.999, weight_decay=0.0, progress=True, log=print) -> TinyRecursiveControl:
+                ema_decay=0.999, weight_decay=0.0, terminal_weight=0.0, progress=True, log=print) -> TinyRecursiveControl:
     """Build a model of the requested size for the data's problem and train it (see train.train)."""
     from .training import train
     torch.manual_seed(seed)
@@ -66,6 +66,7 @@ def train_model(data, output_dir="outputs/supervised", model_size="medium", epoc
     train_loader, val_loader = create_data_loaders(train_set, val_set, batch_size, seed=seed)
     return train(model, train_loader, val_loader, epochs=epochs, lr=lr, device=device, output_dir=output_dir,
                  scheduler=scheduler, patience=patience, weight_decay=weight_decay, ema_decay=ema_decay,
+                 terminal_weight=terminal_weight,
                  resume=resume, progress=progress, log=log)
 
 

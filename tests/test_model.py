@@ -1,0 +1,104 @@
+"""TinyRecursiveControl: sizes, bounds, the recursion's bookkeeping, and its error feedback."""
+
+import numpy as np
+import pytest
+import torch
+
+from trc_lib import TinyRecursiveControl
+from trc_lib.data import make_problem
+from trc_lib.model import ModelConfig
+
+
+@pytest.mark.parametrize("size, target", [("small", 105_000), ("medium", 530_000), ("large", 2_600_000)])
+def test_preset_sizes_match_the_guide_within_15_percent(size, target):
+    model = getattr(TinyRecursiveControl, f"create_{size}")()
+    assert abs(model.num_parameters() - target) / target < 0.15
+
+
+def test_custom_latent_dim_and_outer_cycles_build_the_requested_model():
+    model = TinyRecursiveControl.create("medium", latent_dim=256, num_outer_cycles=5)
+    assert model.config.latent_dim == 256 and model.config.num_outer_cycles == 5
+    assert model.net[0].down.out_features == 256
+    out = model(torch.zeros(3, 2), torch.ones(3, 2))
+    assert out.shape == (model.config.num_supervision_steps, 3, 15, 1)
+
+
+def test_unknown_size_is_refused():
+    with pytest.raises(ValueError, match="huge"):
+        TinyRecursiveControl.create("huge")
+
+
+def test_controls_respect_the_bound_by_construction_even_for_wild_inputs():
+    torch.manual_seed(0)
+    model = TinyRecursiveControl.create("small")
+    for p in model.parameters():  # large random weights push the answer far into saturation
+        torch.nn.init.normal_(p, std=3.0)
+    out = model(100 * torch.randn(50, 2), 100 * torch.randn(50, 2))
+    assert torch.isfinite(out).all()
+    assert out.abs().max() <= model.control_bound
+
+
+def test_forward_returns_every_refinement_and_predict_returns_the_last():
+    torch.manual_seed(0)
+    model = TinyRecursiveControl.create("small")
+    torch.nn.init.normal_(model.decode.weight, std=0.1)  # so refinements differ from zero
+    x0, xt = np.random.default_rng(0).uniform(-2, 2, (2, 4, 2))
+    refinements = model.predict_refinements(x0, xt)
+    assert refinements.shape == (model.config.num_supervision_steps, 4, 15, 1)
+    assert not np.allclose(refinements[0], refinements[-1])
+    np.testing.assert_allclose(model.predict(x0, xt), refinements[-1])
+    assert model.predict(x0, xt).dtype == np.float64
+
+
+def test_more_supervision_steps_can_be_run_at_inference():
+    model = TinyRecursiveControl.create("small")
+    out = model(torch.zeros(2, 2), torch.ones(2, 2), num_supervision_steps=5)
+    assert out.shape[0] == 5
+
+
+def test_only_the_last_recursion_of_a_supervision_step_carries_gradient():
+    """TRM's deep recursion: T-1 recursions without gradient, then one with."""
+    model = TinyRecursiveControl.create("small", num_outer_cycles=3)
+    calls = []
+    original = model.recursion
+
+    def spy(*args):
+        calls.append(torch.is_grad_enabled())
+        return original(*args)
+
+    model.recursion = spy
+    x0 = torch.randn(4, 2)
+    carry, controls = model.supervision_step(x0, torch.randn(4, 2), model.initial_carry(4))
+    assert calls == [False, False, True]
+    assert controls.requires_grad
+
+
+def test_error_feedback_makes_the_answer_depend_on_the_simulated_miss():
+    """With feedback, changing the dynamics the model simulates changes its answer."""
+    torch.manual_seed(0)
+    model = TinyRecursiveControl.create("small")
+    torch.nn.init.normal_(model.decode.weight, std=0.1)
+    x0, xt = torch.randn(4, 2), torch.randn(4, 2)
+    before = model(x0, xt)[-1]
+    model.G.mul_(2.0)
+    after = model(x0, xt)[-1]
+    assert not torch.allclose(before, after)
+    no_feedback = TinyRecursiveControl(ModelConfig(error_feedback=False))
+    assert no_feedback.embed_error is None
+
+
+def test_terminal_states_follow_the_exact_dynamics():
+    problem = make_problem()
+    model = TinyRecursiveControl.create("small", problem=problem)
+    rng = np.random.default_rng(1)
+    x0, u = rng.uniform(-2, 2, (5, 2)), rng.uniform(-4, 4, (5, 15, 1))
+    exact = problem.system.rollout(x0, u)[:, -1]
+    got = model.terminal_states(torch.tensor(x0, dtype=torch.float32), torch.tensor(u, dtype=torch.float32))
+    np.testing.assert_allclose(got.numpy(), exact, atol=1e-4)
+
+
+def test_model_is_built_for_the_problem_it_is_given():
+    problem = make_problem(num_steps=10, time_horizon=2.0, control_bound=1.5)
+    model = TinyRecursiveControl.create_small(problem=problem)
+    out = model(torch.zeros(2, 2), torch.ones(2, 2))
+    assert out.shape[-2:] == (10, 1) and out.abs().max() <= 1.5
