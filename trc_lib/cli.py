@@ -156,9 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where TRC runs and is timed (default: %(default)s)")
 
     p = sub.add_parser("pipeline", help="generate, train, evaluate and compare in one go (the guide's train.sh)",
-                       description="The guide's ./train.sh: generate the training set (NUM_SAMPLES, seed 42) and "
-                                   "test set (1000, seed 123) unless they already exist with these settings, "
-                                   "train, evaluate, compare.")
+                       description="The guide's ./train.sh: runs notebooks 01-04 headless (papermill) with these "
+                                   "parameters: generate the training set (NUM_SAMPLES, seed 42) and test set "
+                                   "(1000, seed 123) unless they already exist with these settings, train, "
+                                   "evaluate, compare. Executed copies with outputs go to --notebooks_dir.")
     p.add_argument("num_samples", type=positive_int, nargs="?", default=10000,
                    help="training samples (default: %(default)s)")
     p.add_argument("epochs", type=positive_int, nargs="?", default=100, help="epochs (default: %(default)s)")
@@ -167,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test_samples", type=positive_int, default=1000, help="test cases (default: %(default)s)")
     p.add_argument("--data_dir", default="data", help="holds lqr_train/ and lqr_test/ (default: %(default)s)")
     p.add_argument("--output_dir", default="outputs/supervised", help="training outputs (default: %(default)s)")
+    p.add_argument("--notebooks_dir", default="outputs/notebooks",
+                   help="where the executed notebooks, with outputs and figures, go (default: %(default)s)")
     p.add_argument("--batch_size", type=positive_int, default=64, help="mini-batch size (default: %(default)s)")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate (default: %(default)s)")
     p.add_argument("--patience", type=nonnegative_int, default=20, help="early-stopping patience (default: %(default)s)")
@@ -211,7 +214,8 @@ def run(args) -> None:
     elif args.command == "pipeline":
         from .pipeline import run_pipeline
         run_pipeline(args.num_samples, args.epochs, args.model_size, test_samples=args.test_samples,
-                     data_dir=args.data_dir, output_dir=args.output_dir, batch_size=args.batch_size, lr=args.lr,
+                     data_dir=args.data_dir, output_dir=args.output_dir, notebooks_dir=args.notebooks_dir,
+                     batch_size=args.batch_size, lr=args.lr,
                      patience=args.patience, device=args.device, seed=args.seed, progress=not args.no_progress)
 
 

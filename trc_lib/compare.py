@@ -67,6 +67,11 @@ def compare_controllers(test: ControlDataset, controllers, success_threshold: fl
     return rows
 
 
+def format_percent(fraction: float) -> str:
+    """0.0123 -> '1.230%'; round-off's -1e-16 shows as 0.000%, not -0.000%."""
+    return f"{round(100 * fraction, 3) + 0.0:.3f}%"
+
+
 def format_table(rows: list[dict]) -> str:
     """A markdown table of the comparison rows."""
     header = ("| controller | params | success | terminal error mean / median | cost gap median / p90 "
@@ -77,8 +82,7 @@ def format_table(rows: list[dict]) -> str:
         times = r.get("inference_time")
         t1 = f"{times['batch_1']['median_ms']:.3f}" if times else "-"
         t1000 = f"{times['batch_1000']['us_per_problem']:.2f}" if times else "-"
-        percent = lambda v: f"{round(100 * v, 3) + 0.0:.3f}%"  # + 0.0 turns round-off's -0.000 into 0.000
         lines.append(f"| {r['name']} | {params} | {100 * r['success_rate']:.1f}% "
                      f"| {r['terminal_error']['mean']:.2e} / {r['terminal_error']['median']:.2e} "
-                     f"| {percent(r['cost_gap']['median'])} / {percent(r['cost_gap']['p90'])} | {t1} | {t1000} |")
+                     f"| {format_percent(r['cost_gap']['median'])} / {format_percent(r['cost_gap']['p90'])} | {t1} | {t1000} |")
     return "\n".join(lines)

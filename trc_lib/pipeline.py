@@ -1,38 +1,70 @@
-"""The guide's `./train.sh NUM_SAMPLES EPOCHS SIZE`: data (if missing), training, evaluation,
-comparison, with every file where the guide puts it."""
+"""The guide's `./train.sh NUM_SAMPLES EPOCHS SIZE`: notebooks 01-04 run headless by papermill.
+
+Each notebook runs with the pipeline's parameters and an executed copy, outputs and figures
+included, is written to outputs/notebooks/. Data generation is skipped when the data exists
+with the same settings. A parameter name the notebook does not declare is an error (papermill
+itself only warns), and a failing cell stops the pipeline with the notebook's name and the
+cell's error.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from . import workflow
+from .errors import TRCError
+from .notebook import REPO_ROOT
 
 TRAIN_SEED, TEST_SEED = 42, 123  # the guide's seeds
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+PIPELINE_NOTEBOOKS = ("01_generate_data.ipynb", "02_train.ipynb", "03_evaluate.ipynb", "04_compare_baselines.ipynb")
+
+
+def notebook_parameters(notebook) -> dict:
+    """{name: {'default', 'inferred_type_name', 'help'}} declared in a notebook's `parameters` cell."""
+    import papermill
+    return papermill.inspect_notebook(str(notebook))
+
+
+def run_notebook(notebook, parameters: dict, output_path, progress=True) -> Path:
+    """Execute `notebook` with `parameters`, writing the executed copy to `output_path`."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+    notebook, output_path = Path(notebook), Path(output_path)
+    declared = notebook_parameters(notebook)
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        raise TRCError(f"{notebook.name}: unknown parameter(s) {unknown}; it declares {sorted(declared)}")
+    output_path.parent.mkdir(parents=True, exist_ok=True)  # papermill does not create it
+    try:
+        papermill.execute_notebook(str(notebook), str(output_path), parameters=parameters, kernel_name="python3",
+                                   progress_bar=progress, cwd=str(notebook.parent))
+    except PapermillExecutionError as e:
+        raise TRCError(f"{notebook.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} "
+                       f"(executed copy: {output_path})") from None
+    return output_path
 
 
 def run_pipeline(num_samples=10000, epochs=100, model_size="medium", test_samples=1000, data_dir="data",
-                 output_dir="outputs/supervised", batch_size=64, lr=1e-3, patience=20, device="auto", seed=0,
-                 progress=True, log=print) -> dict:
-    """Run every step; returns the paths of what it wrote."""
-    data_dir, output_dir = Path(data_dir), Path(output_dir)
-    problem = dict(num_steps=15, time_horizon=5.0, control_bound=4.0, controller="min_energy")
-    paths = {}
-    for name, count, data_seed in (("train", num_samples, TRAIN_SEED), ("test", test_samples, TEST_SEED)):
-        path = data_dir / f"lqr_{name}" / workflow.DATASET_FILENAME
-        if workflow.dataset_matches(path, num_samples=count, seed=data_seed, state_range=(-2.0, 2.0), **problem):
-            log(f"[{name} data] {path} exists with these settings; not regenerated")
-        else:
-            log(f"[{name} data] generating {count} samples")
-            workflow.generate(path.parent, count, seed=data_seed, log=log, **problem)
-        paths[f"{name}_data"] = path
-    log(f"[train] {model_size} model, {epochs} epochs")
-    workflow.train_model(paths["train_data"], output_dir, model_size, epochs, batch_size, lr, patience,
-                         device=device, seed=seed, progress=progress, log=log)
-    paths["checkpoint"] = output_dir / "best_model.pt"
-    log("[evaluate]")
-    paths["evaluation"] = output_dir / "evaluation_results.json"
-    workflow.evaluate_checkpoint(paths["checkpoint"], paths["test_data"], paths["evaluation"], log=log)
-    log("[compare]")
-    paths["comparison"] = output_dir / "comparison_results.json"
-    workflow.compare(paths["test_data"], paths["checkpoint"], paths["comparison"], log=log)
-    return paths
+                 output_dir="outputs/supervised", notebooks_dir="outputs/notebooks", batch_size=64, lr=1e-3,
+                 patience=20, device="auto", seed=0, progress=True, log=print) -> list[Path]:
+    """Run notebooks 01-04; returns the executed copies. Relative paths are taken from the cwd."""
+    data_dir, output_dir = str(Path(data_dir).resolve()), str(Path(output_dir).resolve())
+    shared = {"data_dir": data_dir, "output_dir": output_dir}
+    parameters = {
+        "01_generate_data.ipynb": {"data_dir": data_dir, "num_samples": num_samples, "test_samples": test_samples},
+        "02_train.ipynb": {**shared, "model_size": model_size, "epochs": epochs, "batch_size": batch_size,
+                           "lr": lr, "patience": patience, "device": device, "seed": seed},
+        "03_evaluate.ipynb": shared,
+        "04_compare_baselines.ipynb": shared,
+    }
+    executed = []
+    for name in PIPELINE_NOTEBOOKS:
+        output_path = Path(notebooks_dir).resolve() / name
+        log(f"[{name}] running; executed copy -> {output_path}")
+        executed.append(run_notebook(NOTEBOOKS_DIR / name, parameters[name], output_path, progress))
+    comparison = Path(output_dir) / "comparison_results.json"
+    if comparison.exists():
+        from .compare import format_table
+        log(format_table(json.loads(comparison.read_text())["controllers"]))
+    return executed

@@ -33,3 +33,150 @@ def plot_training_curves(history: list[dict], path=None) -> Figure:
     for ax in (ax_loss, ax_err, ax_lr):
         ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def plot_trajectories(problem, initial_states, target_states, controls_by_name: dict, title=None, path=None) -> Figure:
+    """Phase plane, states over time and controls for a few cases and one or more controllers.
+
+    initial_states, target_states: [B, 2]; controls_by_name: {name: controls [B, N, 1]}. Cases
+    are told apart by colour, controllers by line style (the first one solid); a single case
+    gives each controller its own colour too.
+    """
+    system = problem.system
+    times = np.arange(system.num_steps + 1) * system.dt
+    styles = ["-", "--", ":", "-."]
+    fig = Figure(figsize=(13, 3.8), layout="constrained")
+    ax_phase, ax_pos, ax_vel, ax_u = fig.subplots(1, 4)
+    for j, (name, controls) in enumerate(controls_by_name.items()):
+        states = system.rollout(initial_states, np.clip(controls, -problem.control_bound, problem.control_bound))
+        for i in range(len(initial_states)):
+            colour = f"C{j % 10}" if len(initial_states) == 1 else f"C{i % 10}"
+            kw = dict(color=colour, linestyle=styles[j % 4], label=name if i == 0 else None)
+            ax_phase.plot(states[i, :, 0], states[i, :, 1], marker="." if j == 0 else None, **kw)
+            ax_pos.plot(times, states[i, :, 0], **kw)
+            ax_vel.plot(times, states[i, :, 1], **kw)
+            ax_u.stairs(controls[i, :, 0], times, baseline=None, **kw)
+    for i in range(len(initial_states)):
+        marker = dict(color="k" if len(initial_states) == 1 else f"C{i % 10}", markeredgecolor="k")
+        ax_phase.plot(*initial_states[i], "o", markersize=6, **marker)
+        ax_phase.plot(*target_states[i], "*", markersize=13, **marker)
+        ax_pos.plot(times[-1], target_states[i, 0], "*", markersize=11, **marker)
+        ax_vel.plot(times[-1], target_states[i, 1], "*", markersize=11, **marker)
+    for ax in (ax_u,):
+        for bound in (-problem.control_bound, problem.control_bound):
+            ax.axhline(bound, color="grey", linewidth=0.8, linestyle=":")
+    ax_phase.set(xlabel="position", ylabel="velocity", title="phase plane (o start, * target)")
+    ax_pos.set(xlabel="time [s]", ylabel="position", title="position")
+    ax_vel.set(xlabel="time [s]", ylabel="velocity", title="velocity")
+    ax_u.set(xlabel="time [s]", ylabel="u", title="controls (dotted: bound)")
+    ax_phase.legend(fontsize=8)
+    for ax in (ax_phase, ax_pos, ax_vel, ax_u):
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_error_histograms(scores_by_name: dict, success_threshold=0.1, path=None) -> Figure:
+    """Histograms of terminal error and cost gap (log scale) for each controller.
+
+    scores_by_name: {name: evaluate.score_controls(...) output}.
+    """
+    fig = Figure(figsize=(11, 3.6), layout="constrained")
+    ax_err, ax_gap = fig.subplots(1, 2)
+    for j, (name, scores) in enumerate(scores_by_name.items()):
+        err = np.maximum(scores["terminal_error"], 1e-16)
+        gap = np.maximum(scores["cost_gap"], 1e-12)
+        bins_err = np.logspace(np.log10(err.min()) - 0.1, np.log10(err.max()) + 0.1, 40)
+        bins_gap = np.logspace(np.log10(gap.min()) - 0.1, np.log10(gap.max()) + 0.1, 40)
+        ax_err.hist(err, bins=bins_err, alpha=0.6, label=name, color=f"C{j}")
+        ax_gap.hist(gap, bins=bins_gap, alpha=0.6, label=name, color=f"C{j}")
+    ax_err.axvline(success_threshold, color="k", linestyle="--", label=f"success threshold {success_threshold}")
+    ax_err.set(xscale="log", xlabel="terminal error ||x_N - x*||", ylabel="test cases", title="terminal error")
+    ax_gap.set(xscale="log", xlabel="cost gap (fraction of J*)", ylabel="test cases", title="cost gap")
+    for ax in (ax_err, ax_gap):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_refinement(rows: list[dict], path=None) -> Figure:
+    """Terminal error (median and p90) and success after each TRC supervision step.
+
+    rows: comparison rows whose names start with 'TRC' (in order), from compare.compare_controllers.
+    """
+    steps = np.arange(1, len(rows) + 1)
+    fig = Figure(figsize=(9, 3.4), layout="constrained")
+    ax_err, ax_succ = fig.subplots(1, 2)
+    ax_err.semilogy(steps, [r["terminal_error"]["median"] for r in rows], "o-", label="median")
+    ax_err.semilogy(steps, [r["terminal_error"]["p90"] for r in rows], "s--", label="p90")
+    ax_err.set(xlabel="supervision step", ylabel="||x_N - x*||", title="terminal error per refinement")
+    ax_err.legend()
+    ax_succ.plot(steps, [100 * r["success_rate"] for r in rows], "o-", color="C2")
+    ax_succ.set(xlabel="supervision step", ylabel="success [%]", title="success per refinement")
+    for ax in (ax_err, ax_succ):
+        ax.set_xticks(steps)
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_comparison(rows: list[dict], path=None) -> Figure:
+    """Bars: success rate, median terminal error and median cost gap of every controller."""
+    names = [r["name"] for r in rows]
+    y = np.arange(len(rows))
+    fig = Figure(figsize=(13, 0.45 * len(rows) + 1.5), layout="constrained")
+    ax_succ, ax_err, ax_gap = fig.subplots(1, 3, sharey=True)
+    ax_succ.barh(y, [100 * r["success_rate"] for r in rows], color="C2")
+    ax_err.barh(y, [max(r["terminal_error"]["median"], 1e-16) for r in rows], color="C0")
+    ax_gap.barh(y, [max(r["cost_gap"]["median"], 1e-12) for r in rows], color="C1")
+    ax_succ.set(yticks=y, yticklabels=names, xlabel="success [%]", xlim=(0, 100))
+    ax_err.set(xscale="log", xlabel="median terminal error")
+    ax_gap.set(xscale="log", xlabel="median cost gap (fraction)")
+    ax_succ.invert_yaxis()
+    for ax in (ax_succ, ax_err, ax_gap):
+        ax.grid(alpha=0.3, axis="x")
+    return _save(fig, path)
+
+
+def plot_generalization(rows: list[dict], xlabel: str, trained_at=None, path=None) -> Figure:
+    """Success and median terminal error against the swept value, one line per controller.
+
+    rows: generalization.sweep output for one study; trained_at: the training value, marked.
+    """
+    fig = Figure(figsize=(10, 3.4), layout="constrained")
+    ax_succ, ax_err = fig.subplots(1, 2)
+    for j, name in enumerate(dict.fromkeys(r["controller"] for r in rows)):
+        mine = [r for r in rows if r["controller"] == name]
+        values = [r["value"] for r in mine]
+        ax_succ.plot(values, [100 * r["success_rate"] for r in mine], "o-", color=f"C{j}", label=name)
+        ax_err.semilogy(values, [max(r["terminal_error_median"], 1e-16) for r in mine], "o-", color=f"C{j}",
+                        label=name)
+    for ax in (ax_succ, ax_err):
+        if trained_at is not None:
+            ax.axvline(trained_at, color="grey", linestyle=":", label="training")
+        ax.set(xlabel=xlabel)
+        ax.grid(alpha=0.3)
+    ax_succ.set(ylabel="success [%]", ylim=(-2, 102))
+    ax_err.set(ylabel="median ||x_N - x*||")
+    ax_succ.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_dataset_summary(dataset, path=None) -> Figure:
+    """Where the samples are and what they cost: initial and target states, costs, largest |u|."""
+    u_max = dataset.problem.control_bound
+    fig = Figure(figsize=(12, 3.4), layout="constrained")
+    ax_states, ax_cost, ax_u = fig.subplots(1, 3)
+    ax_states.scatter(*dataset.initial_states.T, s=3, alpha=0.4, label="initial states")
+    ax_states.scatter(*dataset.target_states.T, s=3, alpha=0.4, label="targets")
+    ax_states.set(xlabel="position", ylabel="velocity", title=f"{len(dataset)} problems")
+    ax_states.legend(markerscale=4, fontsize=8)
+    ax_cost.hist(dataset.costs, bins=50, color="C2")
+    ax_cost.set(xlabel="optimal cost J*", ylabel="problems", title="optimal cost")
+    ax_u.hist(np.abs(dataset.control_sequences).max(axis=(1, 2)), bins=50, color="C3")
+    ax_u.axvline(u_max, color="k", linestyle="--", label=f"bound {u_max:g}")
+    ax_u.set(xlabel="max_k |u_k*|", ylabel="problems", title="largest optimal control")
+    ax_u.legend(fontsize=8)
+    for ax in (ax_states, ax_cost, ax_u):
+        ax.grid(alpha=0.3)
+    return _save(fig, path)

@@ -1,0 +1,73 @@
+"""What a notebook needs to run top to bottom from a fresh clone, in any order.
+
+Paths in notebooks are relative to the workspace: the repository root, or the folder named by
+the environment variable TRC_WORKSPACE (the tests point it at a temporary folder so they never
+touch your data/ and outputs/). Each notebook makes what it needs if it is missing: quick
+defaults, so the first run of a later notebook takes seconds, not the guide's full run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from . import workflow
+from .data import DATASET_FILENAME
+from .device import describe_device, resolve_device
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+QUICK_SAMPLES, QUICK_TEST_SAMPLES, QUICK_EPOCHS, QUICK_SIZE = 2000, 1000, 10, "small"
+
+
+def workspace() -> Path:
+    """Where data/ and outputs/ live: $TRC_WORKSPACE if set, else the repository root."""
+    return Path(os.environ.get("TRC_WORKSPACE", REPO_ROOT)).resolve()
+
+
+def resolve(path) -> Path:
+    """A notebook path: absolute as given, otherwise relative to the workspace (not the cwd)."""
+    path = Path(path)
+    return path if path.is_absolute() else workspace() / path
+
+
+def ensure_datasets(data_dir="data", num_samples=QUICK_SAMPLES, test_samples=QUICK_TEST_SAMPLES,
+                    regenerate_if_different=False, log=print) -> tuple[Path, Path]:
+    """Paths of data_dir/lqr_train and data_dir/lqr_test datasets, generating what is missing.
+
+    With regenerate_if_different, an existing file made with other settings (sample count,
+    seeds 42 and 123, default problem) is replaced; otherwise any valid file is used as it is.
+    """
+    from .pipeline import TEST_SEED, TRAIN_SEED
+    paths = []
+    for name, count, seed in (("train", num_samples, TRAIN_SEED), ("test", test_samples, TEST_SEED)):
+        path = resolve(data_dir) / f"lqr_{name}" / DATASET_FILENAME
+        settings = dict(num_samples=count, seed=seed, state_range=(-2.0, 2.0), num_steps=15, time_horizon=5.0,
+                        control_bound=4.0, controller="min_energy")
+        exists = path.exists() and (workflow.dataset_matches(path, **settings) or not regenerate_if_different)
+        if exists:
+            log(f"using {path}")
+        else:
+            workflow.generate(path.parent, count, seed=seed, log=log)
+        paths.append(path)
+    return tuple(paths)
+
+
+def ensure_checkpoint(output_dir="outputs/supervised", data_dir="data", log=print) -> Path:
+    """Path of output_dir/best_model.pt, training a quick small model first if there is none."""
+    checkpoint = resolve(output_dir) / "best_model.pt"
+    if checkpoint.exists():
+        log(f"using {checkpoint}")
+        return checkpoint
+    train_path, _ = ensure_datasets(data_dir, log=log)
+    log(f"no model at {checkpoint}: training a quick {QUICK_SIZE} one ({QUICK_EPOCHS} epochs)")
+    workflow.train_model(train_path, checkpoint.parent, QUICK_SIZE, QUICK_EPOCHS, log=log)
+    return checkpoint
+
+
+def device_report(device="auto") -> torch.device:
+    """Resolve 'auto' to the GPU when there is one, and say which device is used."""
+    resolved = resolve_device(device)
+    print(f"computing on {describe_device(resolved)}")
+    return resolved
