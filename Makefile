@@ -1,6 +1,7 @@
 # Two commands from a fresh clone (each installs what it needs into .venv):
 #   make run    the guide's pipeline with quick defaults on the CPU
-#   make test   the test suite
+#   make test   the test suite (unit tests, every notebook under nbval, the browser test if chromium is installed)
+#   make lab    JupyterLab on the notebooks
 # GPU users: make run TORCH="torch==2.13.0 --index-url <your CUDA wheel index>" DEVICE=auto
 
 PYTHON ?= python3
@@ -13,7 +14,7 @@ EPOCHS  ?= 10
 SIZE    ?= small
 DEVICE  ?= cpu
 
-.PHONY: run test benchmark clean
+.PHONY: run test lab benchmark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,10 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
+
+# JupyterLab on the notebooks (open the URL it prints)
+lab: $(VENV)/.installed
+	$(BIN)/jupyter lab notebooks
 
 benchmark: $(VENV)/.installed
 	$(BIN)/python benchmarks/guide_pipeline.py

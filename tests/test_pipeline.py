@@ -1,33 +1,34 @@
-"""`trc pipeline`: the guide's train.sh, end to end on a tiny run."""
+"""`trc pipeline`: the guide's train.sh, as notebooks 01-04 run headless by papermill."""
 
 import json
 
 from trc_lib.cli import main
 
 
-def test_pipeline_writes_every_file_and_reuses_existing_data(tmp_path, capsys):
-    argv = ["pipeline", "200", "1", "small", "--test_samples", "50", "--data_dir", str(tmp_path / "data"),
-            "--output_dir", str(tmp_path / "out"), "--no_progress", "--device", "cpu"]
+def _images(path):
+    nb = json.loads(path.read_text())
+    return sum("image/png" in o.get("data", {}) for c in nb["cells"] for o in c.get("outputs", []))
+
+
+def test_pipeline_runs_the_notebooks_and_reuses_existing_data(tmp_path, capsys):
+    argv = ["pipeline", "300", "1", "small", "--test_samples", "100", "--data_dir", str(tmp_path / "data"),
+            "--output_dir", str(tmp_path / "out"), "--notebooks_dir", str(tmp_path / "nb"), "--no_progress",
+            "--device", "cpu"]
     assert main(argv) == 0
-    first = capsys.readouterr().out
-    assert "generating 200 samples" in first and "generating 50 samples" in first
     for name in ("best_model.pt", "last_model.pt", "training_stats.json", "training_curves.png",
                  "evaluation_results.json", "comparison_results.json"):
         assert (tmp_path / "out" / name).exists(), name
-    names = [row["name"] for row in json.loads((tmp_path / "out" / "comparison_results.json").read_text())["controllers"]]
-    assert names[:3] == ["random", "zero", "least squares (linear)"] and names[-2:] == ["TRC", "oracle (exact QP)"]
+    for name in ("01_generate_data", "02_train", "03_evaluate", "04_compare_baselines"):
+        assert _images(tmp_path / "nb" / f"{name}.ipynb") >= 1, f"{name} has no figure"
+    comparison = json.loads((tmp_path / "out" / "comparison_results.json").read_text())
+    names = [row["name"] for row in comparison["controllers"]]
+    assert names[:3] == ["random", "zero", "least squares (linear)"] and names[-1] == "oracle (exact QP)"
+    assert json.loads((tmp_path / "out" / "training_stats.json").read_text())["run"]["num_train"] == 270
+    data = tmp_path / "data" / "lqr_train" / "lqr_dataset.npz"
+    made = data.stat().st_mtime_ns
 
     assert main(argv) == 0
-    second = capsys.readouterr().out
-    assert "generating" not in second and second.count("not regenerated") == 2
-
-
-def test_pipeline_regenerates_data_made_with_other_settings(tmp_path, capsys):
-    data = tmp_path / "data"
-    assert main(["generate", "--num_samples", "100", "--output_dir", str(data / "lqr_train")]) == 0
-    assert main(["generate", "--num_samples", "50", "--seed", "123", "--output_dir", str(data / "lqr_test")]) == 0
-    capsys.readouterr()
-    assert main(["pipeline", "300", "1", "small", "--test_samples", "50", "--data_dir", str(data),
-                 "--output_dir", str(tmp_path / "out"), "--no_progress", "--device", "cpu"]) == 0
-    out = capsys.readouterr().out
-    assert "generating 300 samples" in out and out.count("not regenerated") == 1
+    assert data.stat().st_mtime_ns == made, "existing data with the same settings was regenerated"
+    argv[1] = "400"
+    assert main(argv) == 0
+    assert data.stat().st_mtime_ns != made, "data with other settings was not regenerated"

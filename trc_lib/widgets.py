@@ -63,16 +63,17 @@ def trajectory_explorer(model, test: ControlDataset, show=True):
     initial_position, initial_velocity, target_position, target_velocity, step (then the output)."""
     import ipywidgets as w
     span = float(max(2.0, np.abs(test.initial_states).max(), np.abs(test.target_states).max()))
+    look = dict(style={"description_width": "90px"}, layout=w.Layout(width="460px"), continuous_update=False)
     state_slider = lambda description, value: w.FloatSlider(value=value, min=-span, max=span, step=0.05,
-                                                            description=description, continuous_update=False)
+                                                            description=description, **look)
     controls = dict(
         source=w.ToggleButtons(options=["test case", "sliders"], value="test case", description="problem"),
-        case=w.IntSlider(value=0, min=0, max=len(test) - 1, description="test case", continuous_update=False),
+        case=w.IntSlider(value=0, min=0, max=len(test) - 1, description="test case", **look),
         initial_position=state_slider("x0 position", 0.0),
         initial_velocity=state_slider("x0 velocity", 0.0),
         target_position=state_slider("x* position", 1.0),
         target_velocity=state_slider("x* velocity", 0.0),
         step=w.IntSlider(value=model.config.num_refinements, min=1, max=model.config.num_refinements,
-                         description="TRC step", continuous_update=False),
+                         description="TRC step", **look),
     )
     return w.interactive(lambda **kw: explore(model, test, show=show, **kw), **controls)

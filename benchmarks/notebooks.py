@@ -1,0 +1,35 @@
+"""Benchmark: wall time of each notebook's default run, headless, in a fresh workspace.
+
+    python benchmarks/notebooks.py
+
+Runs notebooks 01-06 in order through papermill (default parameters) with $TRC_WORKSPACE set
+to a new temporary folder, and prints a markdown table of wall times (kernel start included).
+"""
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from trc_lib.evaluate import hardware
+from trc_lib.pipeline import NOTEBOOKS_DIR, run_notebook
+
+
+def main():
+    workspace = Path(tempfile.mkdtemp(prefix="trc-notebook-benchmark-"))
+    os.environ["TRC_WORKSPACE"] = str(workspace)
+    rows = []
+    for notebook in sorted(NOTEBOOKS_DIR.glob("*.ipynb")):
+        started = time.perf_counter()
+        run_notebook(notebook, {}, workspace / "executed" / notebook.name, progress=False)
+        rows.append((notebook.stem, time.perf_counter() - started))
+        print(f"{notebook.stem}: {rows[-1][1]:.1f} s", flush=True)
+    hw = hardware()
+    print(f"\nDefault run of each notebook, in order, fresh workspace; {hw['cpu']}, {hw['cpu_count']} cores\n")
+    print("| notebook | wall time |\n|---|---|")
+    for name, seconds in rows:
+        print(f"| {name} | {seconds:.1f} s |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""The notebooks: committed clean, parameters typed and documented and named like the CLI's
+options, and run headless by the papermill pipeline. (nbval runs every notebook itself.)"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from trc_lib.cli import build_parser
+from trc_lib.errors import TRCError
+from trc_lib.pipeline import NOTEBOOKS_DIR, PIPELINE_NOTEBOOKS, notebook_parameters, run_notebook
+
+NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
+
+
+def test_the_six_numbered_notebooks_exist():
+    assert [p.name[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_", "04_", "05_", "06_"]
+    assert set(PIPELINE_NOTEBOOKS) <= {p.name for p in NOTEBOOKS}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_notebook_is_clean(path):
+    nb = json.loads(path.read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c["outputs"] and c["execution_count"] is None for c in code), "outputs are committed"
+    assert sum("parameters" in c["metadata"].get("tags", []) for c in code) == 1
+    assert "papermill" not in nb["metadata"]
+
+
+def _cli_option_names():
+    names = set()
+    for sub in build_parser()._subparsers._group_actions[0].choices.values():
+        names |= {a.dest for a in sub._actions}
+    return names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_parameters_are_typed_documented_and_named_like_cli_options(path):
+    parameters = notebook_parameters(path)
+    cell = next(c for c in json.loads(path.read_text())["cells"] if "parameters" in c["metadata"].get("tags", []))
+    lines = [line for line in "".join(cell["source"]).splitlines() if line.strip()]
+    assert len(parameters) == len(lines), "papermill could not parse every line of the parameters cell"
+    for name, p in parameters.items():
+        assert p["inferred_type_name"] not in ("None", None), f"{name} has no type annotation"
+        assert p["help"], f"{name} has no help comment"
+        assert name in _cli_option_names(), f"{name} is not a `trc` option name"
+
+
+def test_unknown_parameter_is_an_error_not_a_warning(tmp_path):
+    with pytest.raises(TRCError, match=r"01_generate_data.ipynb: unknown parameter\(s\) \['num_sample'\]"):
+        run_notebook(NOTEBOOKS_DIR / "01_generate_data.ipynb", {"num_sample": 10}, tmp_path / "out.ipynb")
+
+
+def test_failing_cell_names_the_notebook_and_the_error(tmp_path):
+    with pytest.raises(TRCError, match=r"01_generate_data.ipynb failed in cell \d+: ValueError: num_samples"):
+        run_notebook(NOTEBOOKS_DIR / "01_generate_data.ipynb",
+                     {"num_samples": -5, "data_dir": str(tmp_path / "data")}, tmp_path / "out.ipynb", progress=False)
+    assert (tmp_path / "out.ipynb").exists()  # the executed copy shows where it failed
