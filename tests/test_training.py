@@ -163,3 +163,11 @@ def test_checkpoint_with_foreign_pickle_is_refused(tmp_path):
         pickle.dump({"format": "trc-checkpoint", "payload": object()}, fh)
     with pytest.raises(TRCError, match="evil.pt"):
         load_model(path)
+
+
+@pytest.mark.parametrize("content", [b"root:x:0:0:root:/root:/bin/bash\n", b"", b"PK\x03\x04garbage"])
+def test_files_that_are_not_checkpoints_are_refused_by_name(tmp_path, content):
+    path = tmp_path / "not_a_model.pt"
+    path.write_bytes(content)
+    with pytest.raises(TRCError, match="not_a_model.pt: not a readable checkpoint"):
+        load_model(path)
