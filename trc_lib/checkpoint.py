@@ -58,6 +58,15 @@ def model_from_checkpoint(payload: dict, path="checkpoint") -> TinyRecursiveCont
     return model.eval()
 
 
-def load_model(path, device="cpu") -> TinyRecursiveControl:
-    """A trained model, ready for `model.predict(initial_states, target_states)` (numpy in and out)."""
+def load_model(path, device="cpu"):
+    """A trained model, ready for `model.predict(initial_states, target_states)` (numpy in and out).
+
+    A .pt checkpoint gives a TinyRecursiveControl on `device`; a .onnx file (from `trc export`)
+    gives an export.OnnxController, run by ONNX Runtime on the CPU.
+    """
+    if Path(path).suffix == ".onnx":
+        from .export import OnnxController
+        if not Path(path).is_file():
+            raise TRCError(f"{path}: no such ONNX file")
+        return OnnxController(path)
     return model_from_checkpoint(read_checkpoint(path), path).to(device)

@@ -4,6 +4,7 @@
     trc train      train a model                               (guide: src/training/supervised_trainer.py)
     trc evaluate   score a checkpoint on a test set            (guide: src/evaluation/evaluator.py)
     trc compare    compare with baselines and the oracle       (guide: comparison_experiment.py)
+    trc export     export to ONNX                              (guide: "Deploy: export to ONNX")
     trc pipeline   all of the above                            (guide: ./train.sh NUM_SAMPLES EPOCHS SIZE)
 
 Errors in the input (a missing or corrupt file, a bad option value) print one line naming
@@ -155,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
                    help="where TRC runs and is timed (default: %(default)s)")
 
+    p = sub.add_parser("export", help="export a trained model to ONNX (the guide's Deploy step)",
+                       description="Write the model as ONNX (batch size free) and check that ONNX Runtime "
+                                   "reproduces PyTorch to 1e-5 on random inputs; load it with "
+                                   "trc_lib.load_model('model.onnx') or evaluate it with `trc evaluate "
+                                   "--checkpoint model.onnx`.")
+    p.add_argument("--checkpoint", default="outputs/supervised/best_model.pt", help="model (default: %(default)s)")
+    p.add_argument("--output", default="outputs/supervised/model.onnx", help="ONNX file (default: %(default)s)")
+
     p = sub.add_parser("pipeline", help="generate, train, evaluate and compare in one go (the guide's train.sh)",
                        description="The guide's ./train.sh: runs notebooks 01-04 headless (papermill) with these "
                                    "parameters: generate the training set (NUM_SAMPLES, seed 42) and test set "
@@ -211,6 +220,8 @@ def run(args) -> None:
     elif args.command == "compare":
         workflow.compare(args.test_data, args.trc_checkpoint, args.output, args.train_data,
                          _external_pairs(args.external), args.success_threshold, args.seed, args.device)
+    elif args.command == "export":
+        workflow.export(args.checkpoint, args.output)
     elif args.command == "pipeline":
         from .pipeline import run_pipeline
         run_pipeline(args.num_samples, args.epochs, args.model_size, test_samples=args.test_samples,

@@ -23,11 +23,14 @@ class TRCController:
 
 
 class RefinementStep:
-    """TRC's answer after supervision step r (1-based) of R, as a controller of its own."""
+    """TRC's answer after supervision step r (1-based) of R, as a controller of its own.
 
-    def __init__(self, model, step: int, refinements: np.ndarray):
+    final: the controller giving the last step (for its size); refinements: [R, B, N, m].
+    """
+
+    def __init__(self, final, step: int, refinements: np.ndarray):
         self.name = f"TRC after step {step}/{len(refinements)}"
-        self.num_parameters, self.memory_bytes = model_size(model)
+        self.num_parameters, self.memory_bytes = final.num_parameters, final.memory_bytes
         self._controls = refinements[step - 1]
 
     def predict(self, initial_states, target_states):

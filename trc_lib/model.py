@@ -183,7 +183,7 @@ class TinyRecursiveControl(nn.Module):
         trained to be answers). Pass num_supervision_steps to run more or fewer than in training.
         """
         steps = self.config.num_supervision_steps if num_supervision_steps is None else num_supervision_steps
-        carry = self.initial_carry(len(initial_states))
+        carry = self.initial_carry(initial_states.shape[0])  # shape, not len(): keeps the batch symbolic for export
         refinements = []
         for _ in range(steps):
             carry, controls = self.supervision_step(initial_states, target_states, carry)

@@ -18,6 +18,7 @@ from .data import DATASET_FILENAME, create_data_loaders, generate_dataset, load_
 from .device import resolve_device
 from .errors import TRCError
 from .evaluate import hardware
+from .export import OnnxController, export_onnx
 from .files import write_json
 from .model import TinyRecursiveControl
 
@@ -70,9 +71,14 @@ def train_model(data, output_dir="outputs/supervised", model_size="medium", epoc
                  resume=resume, progress=progress, log=log)
 
 
+def _model_problem(model) -> dict | None:
+    config = model.config if isinstance(model.config, dict) else model.config_dict()
+    return config.get("problem") if config else None
+
+
 def _check_same_problem(model, test, checkpoint):
-    if model.config.problem != test.metadata["problem"]:
-        raise TRCError(f"{checkpoint} was trained for {model.config.problem}, but {test.path} states "
+    if _model_problem(model) != test.metadata["problem"]:
+        raise TRCError(f"{checkpoint} was trained for {_model_problem(model)}, but {test.path} states "
                        f"{test.metadata['problem']}: a model only answers the problem it was trained on")
 
 
@@ -82,7 +88,8 @@ def evaluate_checkpoint(checkpoint, test_data, output=None, success_threshold=0.
     model = load_model(checkpoint, device)
     test = read_dataset(test_data)
     _check_same_problem(model, test, checkpoint)
-    row = evaluate_controller(TRCController(model, device), test, success_threshold)
+    controller = model if isinstance(model, OnnxController) else TRCController(model, device)
+    row = evaluate_controller(controller, test, success_threshold)
     result = {"checkpoint": str(checkpoint), "test_data": str(test.path), "num_samples": len(test),
               "problem": test.metadata["problem"], "device": str(device), "hardware": hardware(), **row}
     if output:
@@ -104,7 +111,7 @@ def compare(test_data, trc_checkpoint=None, output=None, train_data=None, extern
         device = resolve_device(device)
         model = load_model(trc_checkpoint, device)
         _check_same_problem(model, test, trc_checkpoint)
-        if train_data is None:
+        if train_data is None and not isinstance(model, OnnxController):
             train_data = read_checkpoint(trc_checkpoint).get("data", {}).get("path")
     if train_data is None:
         raise TRCError("the least-squares baseline needs the training set: pass --train_data "
@@ -115,11 +122,11 @@ def compare(test_data, trc_checkpoint=None, output=None, train_data=None, extern
     controllers.append(LeastSquaresController(problem).fit(train_set))
     untimed = set()
     if model is not None:
-        refinements = model.predict_refinements(test.initial_states, test.target_states, device=device)
-        steps = [RefinementStep(model, r, refinements) for r in range(1, len(refinements))]
-        controllers += steps
+        final = model if isinstance(model, OnnxController) else TRCController(model, device)
+        refinements = model.predict_refinements(test.initial_states, test.target_states)
+        steps = [RefinementStep(final, r, refinements) for r in range(1, len(refinements))]
+        controllers += [*steps, final]
         untimed |= {s.name for s in steps}
-        controllers.append(TRCController(model, device))
     for name, path in external:
         controllers.append(ExternalControls(name, path, test))
         untimed.add(name)
@@ -133,3 +140,8 @@ def compare(test_data, trc_checkpoint=None, output=None, train_data=None, extern
         log(f"wrote {output}")
     log(format_table(rows))
     return rows
+
+
+def export(checkpoint, output, log=print) -> dict:
+    """`trc export`: a checkpoint to ONNX, checked against PyTorch (see export.export_onnx)."""
+    return export_onnx(load_model(checkpoint), output, log=log)

@@ -1,0 +1,102 @@
+"""Deployment: export a trained model to ONNX and run it with ONNX Runtime.
+
+The exported graph maps (initial_states [B, n], target_states [B, n]) to every refinement
+[N_sup, B, N, m], with the batch size symbolic; the last refinement is the answer. Export
+checks that ONNX Runtime reproduces PyTorch to `tolerance` on random inputs before the file is
+kept. `OnnxController` gives the same `predict` / `predict_refinements` as a torch model, so
+`load_model("model.onnx")` works wherever a checkpoint does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import TRCError
+from .files import atomic_path
+
+METADATA_KEY = "trc_model_config"
+
+
+def _session(path, threads: int | None = None):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def export_onnx(model, output, tolerance: float = 1e-5, seed: int = 0, log=print) -> dict:
+    """Write `model` to `output` (.onnx) atomically; returns {'max_abs_difference', 'path'}.
+
+    Raises TRCError if ONNX Runtime differs from PyTorch by more than `tolerance` on random
+    inputs (the file is then not written).
+    """
+    import onnx
+    output = Path(output)
+    if output.suffix != ".onnx":
+        raise TRCError(f"--output {output}: the file name must end in .onnx")
+    model = model.cpu().eval()
+    n = model.problem.system.state_dim
+    batch = torch.export.Dim("batch", min=1, max=1_000_000)
+    examples = (torch.zeros(4, n), torch.zeros(4, n))  # batch > 1, or export fixes the batch at 1
+    with atomic_path(output) as tmp:
+        # the exporter prints its progress and warns about internals; neither is the user's concern
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(model, examples, dynamo=True, input_names=["initial_states", "target_states"],
+                                        output_names=["refinements"], dynamic_shapes=({0: batch}, {0: batch}),
+                                        verbose=False)
+            program.save(str(tmp))
+        proto = onnx.load(str(tmp))
+        onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(model.config_dict())})
+        onnx.save(proto, str(tmp))
+        rng = np.random.default_rng(seed)
+        scale = model.config.state_scale
+        difference = 0.0
+        for size in (1, 7, 256):
+            x0, xt = (rng.uniform(-scale, scale, (size, n)).astype(np.float32) for _ in range(2))
+            expected = model.predict_refinements(x0, xt)
+            got = OnnxController(tmp).predict_refinements(x0, xt)
+            difference = max(difference, float(np.abs(expected - got).max()))
+        if difference > tolerance:
+            raise TRCError(f"{output}: ONNX Runtime differs from PyTorch by {difference:.2e} > {tolerance:.0e}; "
+                           f"not written")
+    log(f"wrote {output}; ONNX Runtime matches PyTorch to {difference:.1e} (max abs, random inputs)")
+    return {"path": str(output), "max_abs_difference": difference}
+
+
+class OnnxController:
+    """A model exported by export_onnx, run by ONNX Runtime on the CPU; numpy in, numpy out."""
+
+    def __init__(self, path, threads: int | None = None):
+        import onnx
+        self.path = Path(path)
+        try:
+            proto = onnx.load(str(self.path), load_external_data=False)
+            props = {p.key: p.value for p in proto.metadata_props}
+            self.config = json.loads(props[METADATA_KEY]) if METADATA_KEY in props else None
+            self.session = _session(self.path, threads)
+        except Exception as e:  # onnx and onnxruntime raise their own types on foreign bytes
+            raise TRCError(f"{self.path}: not a readable ONNX model ({type(e).__name__})") from None
+        self.name = "TRC (ONNX Runtime)"
+        # numbers stored in the graph: the weights plus the model's few fixed buffers (A^N, G, z_init)
+        self.num_parameters = int(sum(np.prod(t.dims) for t in proto.graph.initializer))
+        self.memory_bytes = self.path.stat().st_size
+
+    def predict_refinements(self, initial_states, target_states) -> np.ndarray:
+        """[N_sup, B, N, m] float64 from [B, n] inputs."""
+        feed = {"initial_states": np.asarray(initial_states, dtype=np.float32),
+                "target_states": np.asarray(target_states, dtype=np.float32)}
+        return self.session.run(None, feed)[0].astype(np.float64)
+
+    def predict(self, initial_states, target_states) -> np.ndarray:
+        """The answer [B, N, m] (float64)."""
+        return self.predict_refinements(initial_states, target_states)[-1]
