@@ -47,7 +47,7 @@ def test_top_level_help_lists_every_subcommand(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     names = list(subcommands())
-    assert names == ["generate", "train", "evaluate", "compare", "pipeline"]
+    assert names == ["generate", "train", "evaluate", "compare", "export", "pipeline"]
     for name in names:
         assert f"    {name}" in out
 
@@ -59,7 +59,7 @@ def test_subcommand_help_mentions_every_option(capsys, command):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     actions = subcommands()[command]._actions
-    assert len(actions) > 3
+    assert len(actions) >= 3  # --help plus at least two options
     for action in actions:
         assert action.help and action.help != argparse.SUPPRESS, action.dest
         for option in action.option_strings:
@@ -158,7 +158,7 @@ def test_checkpoint_for_another_problem_is_refused(capsys, tmp_path, trained_dir
     checkpoint = trained_dir / "best_model.pt"
     fails_with(capsys, ["evaluate", "--checkpoint", str(checkpoint),
                         "--test_data", str(tmp_path / "short" / DATASET_FILENAME)],
-               "trc evaluate: error:", str(checkpoint), "only answers the problem it was trained on")
+               "trc evaluate: error:", str(checkpoint), "was trained for another problem", "num_steps: 15 vs 10")
 
 
 @pytest.mark.parametrize("argv, fragments", [
@@ -216,3 +216,46 @@ def test_bad_input_in_a_real_process_gives_one_line_and_no_traceback(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("trc evaluate: error:") and str(missing) in lines[0]
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["train", "--lr", "nan"], "trc train: error: argument --lr: 'nan' is not a positive number"),
+    (["generate", "--num_step", "3"], "unrecognized arguments: --num_step"),  # no silent abbreviation
+    (["generate", "--num_steps", "100000"], "argument --num_steps"),
+    (["generate", "--time_horizon", "1e300"], "argument --time_horizon"),
+    (["train", "--seed", "-1"], "argument --seed"),
+])
+def test_a_bad_option_is_reported_in_one_line(capsys, argv, fragment):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert fragment in err and err.count("\n") == 1, err
+
+
+def test_unwritable_output_is_refused_before_the_work_naming_the_path(capsys, tmp_path, trained_dir, test_path):
+    a_file = tmp_path / "plain"
+    a_file.write_text("")
+    target = a_file / "results.json"
+    assert main(["evaluate", "--checkpoint", str(trained_dir / "best_model.pt"), "--test_data", str(test_path),
+                 "--output", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert str(target) in err and "is a file, not a folder" in err and ".tmp" not in err
+
+
+def test_written_files_follow_the_umask_not_mkstemps_private_mode(tmp_path):
+    from trc_lib.files import write_json
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "x.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_external_names_may_not_shadow_built_in_controllers(capsys, tmp_path, trained_dir, test_path, test_set):
+    path = tmp_path / "ext.npz"
+    np.savez(path, control_sequences=test_set.control_sequences)
+    assert main(["compare", "--test_data", str(test_path), "--trc_checkpoint", str(trained_dir / "best_model.pt"),
+                 "--external", f"zero={path}"]) == 2
+    assert "must be unique and differ from the built-in controllers" in capsys.readouterr().err

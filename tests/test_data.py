@@ -155,7 +155,7 @@ def test_read_missing_file_names_it(tmp_path):
 def test_read_corrupt_file_names_it(tmp_path):
     bad = tmp_path / "corrupt.npz"
     bad.write_bytes(np.random.default_rng(0).bytes(2000))
-    with pytest.raises(TRCError, match="corrupt.npz.*not a readable"):
+    with pytest.raises(TRCError, match="corrupt.npz: not a .npz dataset"):
         read_dataset(bad)
 
 
@@ -318,3 +318,12 @@ def test_subset_keeps_metadata_and_selects_rows(small):
     assert isinstance(part, ControlDataset)
     np.testing.assert_array_equal(part.costs, small.costs[[4, 1]])
     assert part.metadata is small.metadata
+
+
+def test_cached_data_with_another_target_range_does_not_match(tmp_path):
+    from trc_lib import workflow
+    workflow.generate(tmp_path, 50, seed=42, target_range=(-0.5, 0.5), log=lambda *_: None)
+    settings = dict(num_samples=50, seed=42, state_range=(-2.0, 2.0), num_steps=15, time_horizon=5.0,
+                    control_bound=4.0, controller="min_energy")
+    assert not workflow.dataset_matches(tmp_path / "lqr_dataset.npz", **settings)
+    assert workflow.dataset_matches(tmp_path / "lqr_dataset.npz", **settings, target_range=(-0.5, 0.5))

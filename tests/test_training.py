@@ -171,3 +171,41 @@ def test_files_that_are_not_checkpoints_are_refused_by_name(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(TRCError, match="not_a_model.pt: not a readable checkpoint"):
         load_model(path)
+
+
+def test_resume_refuses_changed_options_or_another_validation_split(train_path, tmp_path):
+    def loaders(seed=0):
+        return create_data_loaders(*load_dataset(train_path, seed=seed), batch_size=64, seed=seed)
+
+    train(tiny_model(), *loaders(), epochs=2, output_dir=tmp_path, **QUIET)
+    with pytest.raises(TRCError, match="lr: 0.001 before, 0.002 now"):
+        train(tiny_model(), *loaders(), epochs=2, lr=2e-3, output_dir=tmp_path, resume=True, **QUIET)
+    with pytest.raises(TRCError, match="validation_sha1"):
+        train(tiny_model(), *loaders(seed=5), epochs=2, output_dir=tmp_path, resume=True, **QUIET)
+
+
+def test_a_diverging_run_says_so_in_its_stats(train_path, tmp_path):
+    train_loader, val_loader = create_data_loaders(*load_dataset(train_path), batch_size=64)
+    model = tiny_model()
+    torch.nn.init.constant_(model.decode.weight, float("nan"))
+    with pytest.raises(TRCError, match="diverged at epoch 1"):
+        train(model, train_loader, val_loader, epochs=3, output_dir=tmp_path, **QUIET)
+    assert json.loads((tmp_path / "training_stats.json").read_text())["status"] == "diverged"
+
+
+@pytest.mark.parametrize("x0, xt, fragment", [
+    (np.zeros(2), np.zeros(2), r"initial_states must have shape \[B, 2\], got \[2\]"),
+    (np.zeros((3, 2)), np.zeros((2, 2)), "hold 3 and 2 problems"),
+    (np.full((1, 2), np.nan), np.zeros((1, 2)), "initial_states contains NaN"),
+    (np.zeros((1, 3)), np.zeros((1, 3)), r"got \[1, 3\]"),
+])
+def test_predict_refuses_inputs_of_the_wrong_shape_or_nan(trained_dir, x0, xt, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        load_model(trained_dir / "best_model.pt").predict(x0, xt)
+
+
+def test_predict_accepts_lists_and_float32(trained_dir):
+    model = load_model(trained_dir / "best_model.pt")
+    a = model.predict([[0.5, 0.1]], [[1.0, 0.0]])
+    b = model.predict(np.array([[0.5, 0.1]], np.float32), np.array([[1.0, 0.0]], np.float32))
+    np.testing.assert_allclose(a, b)

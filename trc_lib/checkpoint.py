@@ -37,8 +37,8 @@ def read_checkpoint(path, map_location="cpu") -> dict:
             warnings.simplefilter("ignore")
             payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch.load raises many types on foreign bytes (IndexError on a text file)
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise TRCError(f"{path}: not a readable checkpoint ({first_line})") from None
+        raise TRCError(f"{path}: not a readable checkpoint (torch.load with weights_only=True failed: "
+                       f"{type(e).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise TRCError(f"{path}: not a TinyRecursiveControl checkpoint")
     if payload.get("format_version") != FORMAT_VERSION:

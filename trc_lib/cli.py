@@ -21,6 +21,17 @@ import sys
 from .errors import TRCError
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad option in one line (usage is one `--help` away)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # --num_step must not silently mean --num_steps
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _number(kind, condition, description):
     def parse(text):
         try:
@@ -35,6 +46,9 @@ def _number(kind, condition, description):
 
 positive_int = _number(int, lambda v: v > 0, "a positive integer")
 nonnegative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
+seed_int = _number(int, lambda v: 0 <= v < 2**32, "a seed: an integer from 0 to 2**32 - 1")
+step_count = _number(int, lambda v: 0 < v <= 1000, "a number of steps from 1 to 1000")
+horizon = _number(float, lambda v: 1e-3 <= v <= 1e4, "a horizon from 0.001 to 10000 seconds")
 positive_float = _number(float, lambda v: v > 0, "a positive number")
 nonnegative_float = _number(float, lambda v: v >= 0, "a non-negative number")
 finite_float = _number(float, lambda v: True, "a finite number")
@@ -46,8 +60,8 @@ def _add_problem_options(p):
     g = p.add_argument_group("problem")
     g.add_argument("--system", default="double_integrator", choices=["double_integrator"],
                    help="dynamical system (default: %(default)s: x'' = u, state [position, velocity])")
-    g.add_argument("--num_steps", type=positive_int, default=15, help="control steps N (default: %(default)s)")
-    g.add_argument("--time_horizon", type=positive_float, default=5.0,
+    g.add_argument("--num_steps", type=step_count, default=15, help="control steps N (default: %(default)s)")
+    g.add_argument("--time_horizon", type=horizon, default=5.0,
                    help="horizon T in seconds; dt = T / N exactly (default: %(default)s)")
     g.add_argument("--control_bound", type=positive_float, default=4.0,
                    help="actuator limit |u_k| <= bound (default: %(default)s)")
@@ -56,14 +70,14 @@ def _add_problem_options(p):
                         "exactly at t = T with minimum sum u^2 dt; 'lqr' is finite-horizon LQR tracking "
                         "with weights --lqr_Q/--lqr_R/--lqr_Qf (default: %(default)s)")
     g.add_argument("--lqr_Q", type=nonnegative_float, nargs=2, default=[1.0, 1.0], metavar=("Q_POS", "Q_VEL"),
-                   help="LQR state weight, diagonal (default: 1 1)")
-    g.add_argument("--lqr_R", type=positive_float, default=0.1, help="LQR control weight (default: %(default)s)")
+                   help="LQR state weight, diagonal; only with --controller lqr (default: 1 1)")
+    g.add_argument("--lqr_R", type=positive_float, default=0.1, help="LQR control weight; only with --controller lqr (default: %(default)s)")
     g.add_argument("--lqr_Qf", type=nonnegative_float, nargs=2, default=[100.0, 100.0], metavar=("QF_POS", "QF_VEL"),
-                   help="LQR terminal weight, diagonal (default: 100 100)")
+                   help="LQR terminal weight, diagonal; only with --controller lqr (default: 100 100)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="trc", description="TinyRecursiveControl: tiny recursive networks for optimal control, "
                                 "trained on and scored against the exact optimum.",
         epilog="Run `trc COMMAND --help` for the options of each command.")
@@ -74,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "exactly, write OUTPUT_DIR/lqr_dataset.npz.")
     p.add_argument("--num_samples", type=positive_int, default=10000, help="number of problems (default: %(default)s)")
     p.add_argument("--output_dir", default="data/lqr_train", help="folder for lqr_dataset.npz (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=42, help="random seed; the same seed gives identical arrays "
+    p.add_argument("--seed", type=seed_int, default=42, help="random seed; the same seed gives identical arrays "
                                                         "(default: %(default)s)")
     p.add_argument("--state_range", type=finite_float, nargs=2, default=[-2.0, 2.0], metavar=("LOW", "HIGH"),
                    help="box for every component of the initial state (default: -2 2)")
@@ -87,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "supervision. Writes best_model.pt, last_model.pt, training_stats.json "
                                    "(rewritten every epoch) and training_curves.png to OUTPUT_DIR.")
     p.add_argument("--data", default="data/lqr_train/lqr_dataset.npz",
-                   help="training dataset (.npz from `trc generate`); 10%% is held out for validation "
-                        "(default: %(default)s)")
+                   help="training dataset (.npz from `trc generate`); --val_fraction of it is held out for "
+                        "validation (default: %(default)s)")
     p.add_argument("--model_size", default="medium", choices=["small", "medium", "large"],
                    help="small ~114K, medium ~527K, large ~2.6M parameters (default: %(default)s)")
     p.add_argument("--latent_dim", type=positive_int, default=None,
@@ -98,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_inner_cycles", type=positive_int, default=None,
                    help="n: latent updates per recursion (default 3)")
     p.add_argument("--num_supervision_steps", type=positive_int, default=None,
-                   help="N_sup: deep-supervision steps, each with its own loss and optimizer step (default 3)")
+                   help="N_sup: deep-supervision steps, each with its own loss on the answer, carry detached "
+                        "in between (default 3)")
     p.add_argument("--epochs", type=positive_int, default=100, help="maximum epochs (default: %(default)s)")
     p.add_argument("--batch_size", type=positive_int, default=64, help="mini-batch size (default: %(default)s)")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate of AdamW (default: %(default)s)")
@@ -110,8 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add this weight times the squared terminal miss ||x_N - x*||^2 (through the exact "
                         "dynamics, in units of the state scale) to the imitation loss (default: %(default)s)")
     p.add_argument("--scheduler", default="cosine", choices=["cosine", "step", "plateau", "none"],
-                   help="learning-rate schedule: cosine annealing to 0, step (x0.1 at 1/3 and 2/3 of the "
-                        "epochs), plateau (x0.5 when validation stalls), none (default: %(default)s)")
+                   help="learning-rate schedule: cosine annealing to 0, step (x0.1 every third of the epochs), "
+                        "plateau (x0.5 after max(1, patience/4) epochs without improvement), none "
+                        "(default: %(default)s)")
     p.add_argument("--patience", type=nonnegative_int, default=20,
                    help="stop after this many epochs without a better validation loss; 0 never stops "
                         "early (default: %(default)s)")
@@ -120,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", default="outputs/supervised", help="where the files go (default: %(default)s)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto picks the GPU when there is one (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed for initialization, split and shuffling "
+    p.add_argument("--seed", type=seed_int, default=0, help="seed for initialization, split and shuffling "
                                                        "(default: %(default)s)")
     p.add_argument("--resume", action="store_true",
                    help="continue from OUTPUT_DIR/last_model.pt after an interruption")
@@ -130,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Terminal error, success rate, cost and cost gap to the exact optimum, "
                                    "bound violation and inference time (median after warm-up at batch 1 and "
                                    "1000); prints a table and writes JSON.")
-    p.add_argument("--checkpoint", default="outputs/supervised/best_model.pt", help="model (default: %(default)s)")
+    p.add_argument("--checkpoint", default="outputs/supervised/best_model.pt",
+                   help="model: a .pt checkpoint or a .onnx file from `trc export` (default: %(default)s)")
     p.add_argument("--test_data", default="data/lqr_test/lqr_dataset.npz", help="test set (default: %(default)s)")
     p.add_argument("--output", default=None, help="JSON file for the results (default: print only)")
     p.add_argument("--success_threshold", type=positive_float, default=0.1,
@@ -143,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "least-squares linear policy, TRC after each refinement step, any external "
                                    "controllers, and the exact oracle. Prints a table and writes JSON.")
     p.add_argument("--test_data", default="data/lqr_test/lqr_dataset.npz", help="test set (default: %(default)s)")
-    p.add_argument("--trc_checkpoint", default=None, help="trained model to include (default: none)")
+    p.add_argument("--trc_checkpoint", default=None,
+                   help="trained model to include, .pt or .onnx (default: none)")
     p.add_argument("--train_data", default=None,
                    help="training set for the least-squares baseline (default: the checkpoint's)")
     p.add_argument("--external", action="append", default=[], metavar="NAME=FILE",
@@ -152,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="JSON file for the results (default: print only)")
     p.add_argument("--success_threshold", type=positive_float, default=0.1,
                    help="a case succeeds when ||x_N - x*|| is below this (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random-controls baseline (default: %(default)s)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the random-controls baseline (default: %(default)s)")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
                    help="where TRC runs and is timed (default: %(default)s)")
 
@@ -184,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=nonnegative_int, default=20, help="early-stopping patience (default: %(default)s)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="training device (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
+    p.add_argument("--seed", type=seed_int, default=0, help="training seed (default: %(default)s)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser
 
@@ -199,8 +217,18 @@ def _external_pairs(items):
     return pairs
 
 
+def _check_outputs(args) -> None:
+    """Refuse an unwritable --output before any long work."""
+    from .files import check_writable
+    if getattr(args, "output", None) is not None:
+        if not args.output:
+            raise TRCError("--output: empty file name")
+        check_writable(args.output)
+
+
 def run(args) -> None:
     from . import workflow
+    _check_outputs(args)
     problem_options = lambda a: dict(num_steps=a.num_steps, time_horizon=a.time_horizon,
                                      control_bound=a.control_bound, controller=a.controller, system=a.system,
                                      lqr_Q=tuple(a.lqr_Q), lqr_R=(a.lqr_R,), lqr_Qf=tuple(a.lqr_Qf))
@@ -234,7 +262,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (TRCError, ValueError) as e:
+    except (TRCError, ValueError, ArithmeticError) as e:
         if os.environ.get("TRC_DEBUG"):
             raise
         print(f"trc {args.command}: error: {e}", file=sys.stderr)
@@ -243,6 +271,9 @@ def main(argv=None) -> int:
         if os.environ.get("TRC_DEBUG"):
             raise
         print(f"trc {args.command}: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"trc {args.command}: error: out of memory; use smaller sizes", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"trc {args.command}: interrupted" + (" (continue with --resume)" if args.command == "train" else ""),

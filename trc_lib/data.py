@@ -136,6 +136,8 @@ def read_dataset(path, verify_labels: bool = True) -> ControlDataset:
         path = path / DATASET_FILENAME
     if not path.exists():
         raise TRCError(f"{path}: no such dataset file (make one with `trc generate`)")
+    if not zipfile.is_zipfile(path):
+        raise TRCError(f"{path}: not a .npz dataset (make one with `trc generate`)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             contents = {k: npz[k] for k in npz.files}

@@ -41,6 +41,8 @@ def export_onnx(model, output, tolerance: float = 1e-5, seed: int = 0, log=print
     """
     import onnx
     output = Path(output)
+    if not hasattr(model, "config_dict"):
+        raise TRCError("export needs a .pt checkpoint from `trc train`, not an ONNX file")
     if output.suffix != ".onnx":
         raise TRCError(f"--output {output}: the file name must end in .onnx")
     model = model.cpu().eval()
@@ -86,6 +88,10 @@ class OnnxController:
             self.session = _session(self.path, threads)
         except Exception as e:  # onnx and onnxruntime raise their own types on foreign bytes
             raise TRCError(f"{self.path}: not a readable ONNX model ({type(e).__name__})") from None
+        if self.config is None:
+            raise TRCError(f"{self.path}: an ONNX model not written by `trc export` (no {METADATA_KEY} metadata)")
+        from .problem import ControlProblem
+        self.problem = ControlProblem.from_dict(self.config["problem"])
         self.name = "TRC (ONNX Runtime)"
         # numbers stored in the graph: the weights plus the model's few fixed buffers (A^N, G, z_init)
         self.num_parameters = int(sum(np.prod(t.dims) for t in proto.graph.initializer))
@@ -93,8 +99,9 @@ class OnnxController:
 
     def predict_refinements(self, initial_states, target_states) -> np.ndarray:
         """[N_sup, B, N, m] float64 from [B, n] inputs."""
-        feed = {"initial_states": np.asarray(initial_states, dtype=np.float32),
-                "target_states": np.asarray(target_states, dtype=np.float32)}
+        from .model import check_states
+        x0, xt = check_states(initial_states, target_states, self.problem.system.state_dim)
+        feed = {"initial_states": x0.astype(np.float32), "target_states": xt.astype(np.float32)}
         return self.session.run(None, feed)[0].astype(np.float64)
 
     def predict(self, initial_states, target_states) -> np.ndarray:

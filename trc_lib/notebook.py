@@ -32,6 +32,20 @@ def resolve(path) -> Path:
     return path if path.is_absolute() else workspace() / path
 
 
+def named_files(items) -> list[tuple[str, Path]]:
+    """["NAME:FILE", ...] -> [(name, path resolved against the workspace)]; one clear error if malformed."""
+    from .errors import TRCError
+    if isinstance(items, str):
+        items = [items]
+    pairs = []
+    for item in items:
+        name, sep, path = str(item).partition(":")
+        if not sep or not name or not path:
+            raise TRCError(f"external {item!r}: expected 'NAME:FILE'")
+        pairs.append((name, resolve(path)))
+    return pairs
+
+
 def ensure_datasets(data_dir="data", num_samples=QUICK_SAMPLES, test_samples=QUICK_TEST_SAMPLES,
                     regenerate_if_different=False, log=print) -> tuple[Path, Path]:
     """Paths of data_dir/lqr_train and data_dir/lqr_test datasets, generating what is missing.

@@ -113,10 +113,12 @@ def _solve_kkt(H, f, E, c, at_upper, at_lower, lower, upper):
     return u, mu, bound_multipliers
 
 
-def _kkt_holds(H, f, E, c, u, at_upper, at_lower, bound_multipliers, lower, upper):
-    """[B] bool: primal feasibility and multiplier signs, to round-off."""
+def _kkt_holds(H, f, E, c, u, mu, at_upper, at_lower, bound_multipliers, lower, upper):
+    """[B] bool: stationarity on the free controls, feasibility and multiplier signs, to round-off."""
     scale = (1.0 + np.abs(f).max(axis=1) + np.abs(H).max())[:, None]
-    ok = ((u <= upper + 1e-9) & (u >= lower - 1e-9)).all(axis=1)
+    gradient = u @ H + f + (mu @ E if E is not None else 0.0) + bound_multipliers
+    ok = (np.abs(gradient) <= 1e-9 * scale * (1.0 + np.abs(u))).all(axis=1)
+    ok &= ((u <= upper + 1e-9) & (u >= lower - 1e-9)).all(axis=1)
     ok &= (np.where(at_upper, -bound_multipliers, 0.0) <= 1e-9 * scale).all(axis=1)
     ok &= (np.where(at_lower, bound_multipliers, 0.0) <= 1e-9 * scale).all(axis=1)
     if E is not None:
@@ -158,14 +160,14 @@ def solve_box_qp(H, f, E, c, lower, upper, max_iterations: int = 50):
         at_upper, at_lower = new_upper, new_lower
         if settled.all():
             break
-    ok = settled & _kkt_holds(H, f, E, c, u, at_upper, at_lower, bound_multipliers, lower, upper)
+    ok = settled & _kkt_holds(H, f, E, c, u, mu, at_upper, at_lower, bound_multipliers, lower, upper)
     for i in np.flatnonzero(~ok):
         at_upper[i], at_lower[i] = _active_set_from_slsqp(H, f[i], E, None if E is None else c[i], lower, upper)
     if not ok.all():
         rows = ~ok
         u[rows], mu[rows], bound_multipliers[rows] = _solve_kkt(H, f[rows], E, None if E is None else c[rows],
                                                                 at_upper[rows], at_lower[rows], lower, upper)
-        ok = _kkt_holds(H, f, E, c, u, at_upper, at_lower, bound_multipliers, lower, upper)
+        ok = _kkt_holds(H, f, E, c, u, mu, at_upper, at_lower, bound_multipliers, lower, upper)
     if not ok.all():
         raise RuntimeError(f"the QP solution failed its KKT check for {np.sum(~ok)} of {B} samples")
     return u, mu, bound_multipliers

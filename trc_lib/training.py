@@ -16,6 +16,7 @@ Files written to output_dir:
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import time
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 from .checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from .data import BatchLoader
 from .device import describe_device, resolve_device
-from .errors import TRCError
+from .errors import TRCError, describe_difference
 from .files import write_json
 from .model import TinyRecursiveControl
 
@@ -118,10 +119,11 @@ def train(model: TinyRecursiveControl, train_loader: BatchLoader, val_loader: Ba
     run = {"epochs": int(epochs), "lr": lr, "scheduler": scheduler, "patience": int(patience),
            "batch_size": train_loader.batch_size, "weight_decay": weight_decay, "ema_decay": ema_decay,
            "grad_clip": grad_clip, "terminal_weight": terminal_weight, "device": str(device), "num_parameters": model.num_parameters(),
-           "model_config": model.config_dict(), "data": train_loader.dataset.path,
-           "num_train": len(train_loader.dataset), "num_val": len(val_loader.dataset)}
+           "model_config": model.config_dict(), "data": _resolved(train_loader.dataset.path),
+           "num_train": len(train_loader.dataset), "num_val": len(val_loader.dataset),
+           "validation_sha1": _fingerprint(val_loader.dataset)}
     state = {"epoch": 0, "best_val_loss": math.inf, "best_epoch": 0, "epochs_without_improvement": 0,
-             "history": []}
+             "history": [], "run": run}
     if resume:
         state = _restore(output_dir / "last_model.pt", model, optimizer, lr_schedule, ema, train_loader, run)
         log(f"resuming after epoch {state['epoch']}")
@@ -145,6 +147,7 @@ def train(model: TinyRecursiveControl, train_loader: BatchLoader, val_loader: Ba
             elif lr_schedule is not None:
                 lr_schedule.step()
             if not math.isfinite(train_loss) or not math.isfinite(metrics["val_loss"]):
+                write_json(output_dir / "training_stats.json", stats("diverged"))
                 raise TRCError(f"training diverged at epoch {epoch + 1} (loss {train_loss}); try a lower --lr")
             state["epoch"] = epoch + 1
             state["history"].append({"epoch": epoch + 1, "train_loss": train_loss, **metrics, "lr": lr_now,
@@ -211,9 +214,21 @@ def _train_epoch(model, loader, optimizer, ema, grad_clip, terminal_weight) -> f
     return total / count
 
 
+def _resolved(path) -> str | None:
+    return str(Path(path).resolve()) if path else None
+
+
+def _fingerprint(dataset) -> str:
+    """SHA-1 of a dataset's arrays: tells whether a resumed run validates on the same samples."""
+    digest = hashlib.sha1()
+    for array in (dataset.initial_states, dataset.target_states):
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
 def _data_record(loader: BatchLoader) -> dict:
     meta = loader.dataset.metadata
-    return {"path": loader.dataset.path, "num_samples": meta.get("num_samples"), "seed": meta.get("seed"),
+    return {"path": _resolved(loader.dataset.path), "num_samples": meta.get("num_samples"), "seed": meta.get("seed"),
             "state_range": meta.get("state_range"), "target_range": meta.get("target_range")}
 
 
@@ -223,7 +238,7 @@ def _save_last(path, model, scored, optimizer, lr_schedule, ema, loader, state):
         "scheduler": lr_schedule.state_dict() if lr_schedule is not None else {},
         "shuffle_generator": loader.generator.get_state(), "ema_updates": ema.num_updates if ema else 0,
         **{k: state[k] for k in ("epoch", "best_val_loss", "best_epoch", "epochs_without_improvement")},
-        "history_json": json.dumps(state["history"]),
+        "history_json": json.dumps(state["history"]), "run_json": json.dumps(state["run"]),
     }
     save_checkpoint(path, model, scored.state_dict(), epoch=state["epoch"], data=_data_record(loader),
                     training_state=training_state)
@@ -233,13 +248,18 @@ def _restore(path, model, optimizer, lr_schedule, ema, loader, run) -> dict:
     if not path.exists():
         raise TRCError(f"--resume: {path} does not exist (nothing to resume in this output_dir)")
     payload = read_checkpoint(path)
-    if payload["config"] != model.config_dict():
-        raise TRCError(f"--resume: {path} was trained with another model configuration "
-                       f"({payload['config']}); use the same --model_size/--latent_dim options")
-    if payload.get("data", {}).get("path") != loader.dataset.path:
-        raise TRCError(f"--resume: {path} was trained on {payload.get('data', {}).get('path')}, "
-                       f"not {loader.dataset.path}")
     ts = payload["training_state"]
+    saved = json.loads(ts["run_json"])
+    same = ("epochs", "lr", "scheduler", "patience", "batch_size", "weight_decay", "ema_decay", "grad_clip",
+            "terminal_weight", "data", "num_train", "num_val", "validation_sha1")
+    changed = [f"{k}: {saved.get(k)} before, {run.get(k)} now" for k in same if saved.get(k) != run.get(k)]
+    if changed:
+        raise TRCError(f"--resume continues the run in {path.parent} with the same options and data; changed: "
+                       + "; ".join(changed) + " (validation_sha1 changes with --seed or --val_fraction)")
+    if payload["config"] != model.config_dict():
+        raise TRCError(f"--resume: {path} was trained with another model configuration ("
+                       + "; ".join(describe_difference(payload["config"], model.config_dict()))
+                       + " before vs now); use the same --model_size/--latent_dim options")
     model.load_state_dict(ts["raw_model_state"])
     optimizer.load_state_dict(ts["optimizer"])
     if lr_schedule is not None:
@@ -251,4 +271,4 @@ def _restore(path, model, optimizer, lr_schedule, ema, loader, run) -> dict:
     model_from_checkpoint(payload, path)  # checks the stored weights too
     return {"epoch": ts["epoch"], "best_val_loss": ts["best_val_loss"], "best_epoch": ts["best_epoch"],
             "epochs_without_improvement": ts["epochs_without_improvement"],
-            "history": json.loads(ts["history_json"])}
+            "history": json.loads(ts["history_json"]), "run": run}

@@ -16,7 +16,7 @@ from .compare import RefinementStep, TRCController, compare_controllers, evaluat
 from .data import DATASET_FILENAME, create_data_loaders, generate_dataset, load_dataset, make_problem, \
     read_dataset, save_dataset
 from .device import resolve_device
-from .errors import TRCError
+from .errors import TRCError, describe_difference
 from .evaluate import hardware
 from .export import OnnxController, export_onnx
 from .files import write_json
@@ -39,16 +39,22 @@ def generate(output_dir, num_samples=10000, num_steps=15, time_horizon=5.0, seed
 
 
 def dataset_matches(path, **requested) -> bool:
-    """True if `path` holds a valid dataset generated with these settings (for caching)."""
+    """True if `path` holds a valid dataset generated with these settings (for caching).
+
+    requested: num_samples, seed, state_range, target_range (None: same as state_range),
+    num_steps, time_horizon, control_bound, controller.
+    """
     try:
         meta = read_dataset(path, verify_labels=False).metadata
     except TRCError:
         return False
     problem = make_problem(requested["num_steps"], requested["time_horizon"], requested["control_bound"],
                            requested["controller"])
+    state_range = [float(v) for v in requested["state_range"]]
+    target_range = [float(v) for v in (requested.get("target_range") or state_range)]
     return (meta["problem"] == problem.to_dict() and meta["num_samples"] == requested["num_samples"]
-            and meta["seed"] == requested["seed"]
-            and meta["state_range"] == [float(v) for v in requested["state_range"]])
+            and meta["seed"] == requested["seed"] and meta["state_range"] == state_range
+            and meta["target_range"] == target_range)
 
 
 def train_model(data, output_dir="outputs/supervised", model_size="medium", epochs=100, batch_size=64, lr=1e-3,
@@ -71,6 +77,11 @@ def train_model(data, output_dir="outputs/supervised", model_size="medium", epoc
                  resume=resume, progress=progress, log=log)
 
 
+def _check_threshold(success_threshold):
+    if not (success_threshold > 0 and np.isfinite(success_threshold)):
+        raise TRCError(f"success_threshold must be a positive number, got {success_threshold}")
+
+
 def _model_problem(model) -> dict | None:
     config = model.config if isinstance(model.config, dict) else model.config_dict()
     return config.get("problem") if config else None
@@ -78,12 +89,14 @@ def _model_problem(model) -> dict | None:
 
 def _check_same_problem(model, test, checkpoint):
     if _model_problem(model) != test.metadata["problem"]:
-        raise TRCError(f"{checkpoint} was trained for {_model_problem(model)}, but {test.path} states "
-                       f"{test.metadata['problem']}: a model only answers the problem it was trained on")
+        difference = "; ".join(describe_difference(_model_problem(model) or {}, test.metadata["problem"]))
+        raise TRCError(f"{checkpoint} was trained for another problem than {test.path} states "
+                       f"(model vs data: {difference})")
 
 
 def evaluate_checkpoint(checkpoint, test_data, output=None, success_threshold=0.1, device="cpu", log=print) -> dict:
     """Metrics and inference times of a trained model on a test set; written to `output` as JSON."""
+    _check_threshold(success_threshold)
     device = resolve_device(device)
     model = load_model(checkpoint, device)
     test = read_dataset(test_data)
@@ -103,6 +116,12 @@ def compare(test_data, trc_checkpoint=None, output=None, train_data=None, extern
             seed=0, device="cpu", log=print) -> list[dict]:
     """Random, zero, least squares, TRC per refinement step, TRC, external files and the oracle,
     on the same test cases. external: sequence of (name, path). Writes JSON to `output`."""
+    _check_threshold(success_threshold)
+    names = [name for name, _ in external]
+    reserved = {"random", "zero", "least squares (linear)", "TRC", "TRC (ONNX Runtime)", "oracle (exact QP)"}
+    if len(set(names)) < len(names) or reserved & set(names) or any(n.startswith("TRC after step") for n in names):
+        raise TRCError(f"--external names must be unique and differ from the built-in controllers "
+                       f"{sorted(reserved)}; got {names}")
     test = read_dataset(test_data)
     problem = test.problem
     controllers = [RandomController(problem, seed), ZeroController(problem)]
@@ -116,7 +135,10 @@ def compare(test_data, trc_checkpoint=None, output=None, train_data=None, extern
     if train_data is None:
         raise TRCError("the least-squares baseline needs the training set: pass --train_data "
                        "(or --trc_checkpoint, whose training data is used)")
-    train_set = read_dataset(train_data)
+    try:
+        train_set = read_dataset(train_data)
+    except TRCError as e:
+        raise TRCError(f"training set for the least-squares baseline: {e} (pass --train_data)") from None
     if train_set.metadata["problem"] != test.metadata["problem"]:
         raise TRCError(f"{train_data} and {test.path} state different problems")
     controllers.append(LeastSquaresController(problem).fit(train_set))

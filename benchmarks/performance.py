@@ -1,0 +1,201 @@
+"""Benchmark: data generation, training and inference speed, side by side, in one run.
+
+    python benchmarks/performance.py [--skip_full_run] [--sizes small medium large]
+
+Measures on this machine, and writes outputs/benchmark/performance.{json,md}:
+- generation time of 10,000 double-integrator samples (default box; and [-5, 5], where the
+  bound binds and the active-set QP runs);
+- training seconds per epoch for each model size (10,000 samples, batch 64), and the guide's
+  full run (medium, 100 epochs, early stopping as in the guide) unless --skip_full_run;
+- inference for each size: latency at batch 1 (median and p90 of 200 calls after warm-up) and
+  throughput at batch 1,000 and 10,000, in eager PyTorch, torch.compile and ONNX Runtime (and
+  on the GPU, synchronized, when there is one), next to the exact closed-form matrix
+  u = M [x0; x*] (the physical limit on this problem) and the exact oracle;
+- parameters, checkpoint size, and peak resident memory of a fresh process that loads the
+  model and runs batch 10,000.
+Ratios to the closed-form matrix are printed beside absolute times. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trc_lib import TinyRecursiveControl, workflow
+from trc_lib.data import create_data_loaders, generate_dataset, load_dataset, make_problem, save_dataset
+from trc_lib.evaluate import hardware
+from trc_lib.export import OnnxController, export_onnx
+from trc_lib.files import atomic_path, write_json
+from trc_lib.training import train
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "outputs" / "benchmark"
+BATCHES = (1, 1000, 10000)
+
+
+def timed(function, repeats: int) -> list[float]:
+    for _ in range(2):
+        function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def latency_and_throughput(predict, state_dim=2, synchronize=lambda: None) -> dict:
+    """{'batch_1_median_ms', 'batch_1_p90_ms', 'batch_B_per_s' ...} for predict(x0, xt)."""
+    rng = np.random.default_rng(0)
+    result = {}
+    for batch in BATCHES:
+        x0, xt = (rng.uniform(-2, 2, (batch, state_dim)).astype(np.float32) for _ in range(2))
+
+        def call():
+            predict(x0, xt)
+            synchronize()
+        times = timed(call, 200 if batch == 1 else (20 if batch == 1000 else 5))
+        if batch == 1:
+            result["batch_1_median_ms"] = 1e3 * float(np.median(times))
+            result["batch_1_p90_ms"] = 1e3 * float(np.percentile(times, 90))
+        result[f"batch_{batch}_per_s"] = batch / float(np.median(times))
+    return result
+
+
+def closed_form_matrix(problem) -> np.ndarray:
+    """M [N*m, 2n] with u* = M [x0; x*] when no bound is active: Gt (G Gt)^-1 [-A^N, I]."""
+    Phi, Gamma = problem.system.transition_matrices
+    G = Gamma[-1]
+    return G.T @ np.linalg.solve(G @ G.T, np.hstack([-Phi[-1], np.eye(2)]))
+
+
+def memory_probe(size: str) -> None:
+    """Child-process mode: load a model of `size`, run batch 10,000, print peak RSS in MiB."""
+    model = TinyRecursiveControl.create(size).eval()
+    x = np.zeros((10000, 2), np.float32)
+    model.predict(x, x)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def peak_memory_mib(size: str) -> float:
+    out = subprocess.run([sys.executable, __file__, "--_memory_probe", size], capture_output=True, text=True,
+                         check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=["small", "medium", "large"],
+                        choices=["small", "medium", "large"], help="model sizes to measure")
+    parser.add_argument("--skip_full_run", action="store_true", help="skip the guide's 100-epoch run (~4 min)")
+    parser.add_argument("--no_compile", action="store_true", help="skip torch.compile (it compiles for minutes)")
+    parser.add_argument("--_memory_probe", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args._memory_probe:
+        return memory_probe(args._memory_probe)
+
+    work = Path(tempfile.mkdtemp(prefix="trc-performance-"))
+    problem = make_problem()
+    report = {"hardware": hardware(), "generation": {}, "training": {}, "inference": {}, "models": {}}
+    quiet = lambda *_: None
+
+    # ---- data generation -------------------------------------------------------------------
+    for label, box in (("default box [-2, 2]", (-2.0, 2.0)), ("box [-5, 5], bound binds", (-5.0, 5.0))):
+        times = timed(lambda: generate_dataset(problem, 10000, seed=42, state_range=box), 3)
+        report["generation"][label] = float(np.median(times))
+        print(f"generate 10,000 samples, {label}: {np.median(times):.3f} s", flush=True)
+    train_path = save_dataset(generate_dataset(problem, 10000, seed=42), work / "train" / "lqr_dataset.npz")
+
+    # ---- training -------------------------------------------------------------------------
+    for size in args.sizes:
+        torch.manual_seed(0)
+        loaders = create_data_loaders(*load_dataset(train_path), batch_size=64)
+        model = TinyRecursiveControl.create(size, problem=problem)
+        started = time.perf_counter()
+        train(model, *loaders, epochs=2, output_dir=work / f"train-{size}", progress=False, log=quiet)
+        seconds = (time.perf_counter() - started) / 2
+        report["training"][f"{size}: seconds per epoch"] = seconds
+        print(f"train {size}: {seconds:.1f} s per epoch (10,000 samples, batch 64)", flush=True)
+    if not args.skip_full_run:
+        started = time.perf_counter()
+        workflow.train_model(train_path, work / "full", "medium", 100, 64, progress=False, log=quiet)
+        stats = json.loads((work / "full" / "training_stats.json").read_text())
+        report["training"]["guide's full run (medium, 100 epochs, patience 20): minutes"] = \
+            (time.perf_counter() - started) / 60
+        report["training"]["guide's full run: epochs run"] = stats["epoch"]
+        print(f"guide's full run: {(time.perf_counter() - started) / 60:.1f} min, {stats['epoch']} epochs", flush=True)
+
+    # ---- inference --------------------------------------------------------------------------
+    M = closed_form_matrix(problem).astype(np.float32)
+    reference = latency_and_throughput(lambda x0, xt: np.concatenate([x0, xt], axis=1) @ M.T)
+    report["inference"]["exact closed-form matrix (numpy)"] = reference
+    from trc_lib.optimal import solve
+    report["inference"]["exact oracle (optimal.solve, float64)"] = latency_and_throughput(
+        lambda x0, xt: solve(problem, x0.astype(np.float64), xt.astype(np.float64)))
+    for size in args.sizes:
+        torch.manual_seed(0)
+        model = TinyRecursiveControl.create(size, problem=problem).eval()
+        checkpoint = work / f"{size}.pt"
+        torch.save(model.state_dict(), checkpoint)
+        onnx_path = work / f"{size}.onnx"
+        export_onnx(model, onnx_path, log=quiet)
+        report["models"][size] = {"parameters": model.num_parameters(),
+                                  "checkpoint_bytes": checkpoint.stat().st_size,
+                                  "onnx_bytes": onnx_path.stat().st_size,
+                                  "peak_rss_mib_batch_10000": peak_memory_mib(size)}
+        report["inference"][f"{size}: eager PyTorch"] = latency_and_throughput(model.predict)
+        print(f"{size} eager: {report['inference'][f'{size}: eager PyTorch']}", flush=True)
+        if not args.no_compile:
+            compiled = TinyRecursiveControl.create(size, problem=problem).eval()
+            compiled.load_state_dict(model.state_dict())
+            compiled.compile_inference()
+            report["inference"][f"{size}: torch.compile"] = latency_and_throughput(compiled.predict)
+            print(f"{size} compiled: {report['inference'][f'{size}: torch.compile']}", flush=True)
+        report["inference"][f"{size}: ONNX Runtime"] = latency_and_throughput(OnnxController(onnx_path).predict)
+        print(f"{size} onnx: {report['inference'][f'{size}: ONNX Runtime']}", flush=True)
+        if torch.cuda.is_available():
+            gpu = TinyRecursiveControl.create(size, problem=problem).eval().cuda()
+            gpu.load_state_dict(model.state_dict())
+            report["inference"][f"{size}: eager PyTorch, GPU"] = latency_and_throughput(
+                lambda x0, xt: gpu.predict(x0, xt, device="cuda"), synchronize=torch.cuda.synchronize)
+
+    write_json(OUT / "performance.json", report)
+    markdown = render(report, reference)
+    with atomic_path(OUT / "performance.md") as tmp:
+        tmp.write_text(markdown + "\n")
+    print("\n" + markdown)
+
+
+def render(report, reference) -> str:
+    hw = report["hardware"]
+    lines = [f"Hardware: {hw['cpu']}, {hw['cpu_count']} cores, torch {hw['torch']} ({hw['torch_threads']} threads)"
+             + (f", GPU {hw['gpu']}" if hw["gpu"] else ", no GPU"), "",
+             "| data generation, 10,000 samples | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.3f} |" for k, v in report["generation"].items()]
+    lines += ["", "| training | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in report["training"].items()]
+    lines += ["", "| inference | batch 1 median (p90) ms | x matrix | batch 1,000 /s | batch 10,000 /s | x matrix |",
+              "|---|---|---|---|---|---|"]
+    for name, r in report["inference"].items():
+        lines.append(f"| {name} | {r['batch_1_median_ms']:.3f} ({r['batch_1_p90_ms']:.3f}) "
+                     f"| {r['batch_1_median_ms'] / reference['batch_1_median_ms']:.0f} "
+                     f"| {r['batch_1000_per_s']:,.0f} | {r['batch_10000_per_s']:,.0f} "
+                     f"| 1/{reference['batch_10000_per_s'] / r['batch_10000_per_s']:,.0f} |")
+    lines += ["", "| model | parameters | checkpoint | ONNX file | peak RSS, batch 10,000 |", "|---|---|---|---|---|"]
+    for size, m in report["models"].items():
+        lines.append(f"| {size} | {m['parameters']:,} | {m['checkpoint_bytes'] / 2**20:.1f} MiB "
+                     f"| {m['onnx_bytes'] / 2**20:.1f} MiB | {m['peak_rss_mib_batch_10000']:.0f} MiB |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
