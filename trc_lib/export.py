@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import warnings
 from pathlib import Path
 
@@ -22,6 +23,18 @@ from .errors import TRCError
 from .files import atomic_path
 
 METADATA_KEY = "trc_model_config"
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str):
+    """Silence a library logger below ERROR for the duration (torch.onnx logs about torchvision)."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _session(path, threads: int | None = None):
@@ -51,7 +64,7 @@ def export_onnx(model, output, tolerance: float = 1e-5, seed: int = 0, log=print
     examples = (torch.zeros(4, n), torch.zeros(4, n))  # batch > 1, or export fixes the batch at 1
     with atomic_path(output) as tmp:
         # the exporter prints its progress and warns about internals; neither is the user's concern
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet("torch.onnx"):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(model, examples, dynamo=True, input_names=["initial_states", "target_states"],
                                         output_names=["refinements"], dynamic_shapes=({0: batch}, {0: batch}),
