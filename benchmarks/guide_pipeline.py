@@ -3,7 +3,7 @@
     python benchmarks/guide_pipeline.py [--num_samples 10000 --epochs 100 --model_size medium]
 
 Runs `trc pipeline` (generate 10,000 + 1,000 samples, train medium for 100 epochs at batch 64,
-evaluate, compare) into outputs/benchmark/, then prints a markdown table of wall times, the
+evaluate, compare) into outputs/benchmark/guide_pipeline/, then prints a markdown table of wall times, the
 comparison table and each bar of the Core issue with the measured value. Nothing is asserted:
 the numbers are printed as measured, on the hardware named in the output.
 """
@@ -32,7 +32,8 @@ def main():
     parser.add_argument("--model_size", default="medium", choices=["small", "medium", "large"])
     parser.add_argument("--batch_size", type=int, default=64, help="batch size (default 64)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--output_dir", default=str(ROOT / "outputs" / "benchmark"))
+    parser.add_argument("--output_dir", default=str(ROOT / "outputs" / "benchmark" / "guide_pipeline"),
+                        help="emptied, then filled with the run's data, model and report")
     args = parser.parse_args()
 
     out = Path(args.output_dir)

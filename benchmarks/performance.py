@@ -38,7 +38,7 @@ from trc_lib.files import atomic_path, write_json
 from trc_lib.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "outputs" / "benchmark"
+OUT = ROOT / "outputs" / "benchmark"  # performance.json and .md; the guide run has its own folder
 BATCHES = (1, 1000, 10000)
 
 
@@ -78,6 +78,25 @@ def closed_form_matrix(problem) -> np.ndarray:
     return G.T @ np.linalg.solve(G @ G.T, np.hstack([-Phi[-1], np.eye(2)]))
 
 
+def flops_per_problem(model) -> float:
+    """Multiply-adds x 2 of one forward pass: every recursion runs the shared net n + 1 times
+    (plus the small embeddings, counted too)."""
+    c = model.config
+    calls = c.num_supervision_steps * c.num_outer_cycles * (c.num_inner_cycles + 1)
+    net = sum(p.numel() for p in model.net.parameters())
+    per_recursion = sum(p.numel() for m in (model.embed_controls, model.embed_error, model.decode) if m is not None
+                        for p in m.parameters())
+    recursions = c.num_supervision_steps * c.num_outer_cycles
+    return 2.0 * (calls * net + recursions * per_recursion)
+
+
+def matmul_gflops() -> float:
+    """What this CPU's matrix units deliver on a net-sized product, [10000, 208] x [208, 832] in float32."""
+    a, b = torch.randn(10000, 208), torch.randn(208, 832)
+    seconds = float(np.median(timed(lambda: a @ b, 20)))
+    return 2 * 10000 * 208 * 832 / seconds / 1e9
+
+
 def memory_probe(size: str) -> None:
     """Child-process mode: load a model of `size`, run batch 10,000, print peak RSS in MiB."""
     model = TinyRecursiveControl.create(size).eval()
@@ -105,7 +124,8 @@ def main():
 
     work = Path(tempfile.mkdtemp(prefix="trc-performance-"))
     problem = make_problem()
-    report = {"hardware": hardware(), "generation": {}, "training": {}, "inference": {}, "models": {}}
+    report = {"hardware": hardware(), "generation": {}, "training": {}, "inference": {}, "models": {},
+              "cpu_matmul_gflops": matmul_gflops()}
     quiet = lambda *_: None
 
     # ---- data generation -------------------------------------------------------------------
@@ -148,12 +168,17 @@ def main():
         torch.save(model.state_dict(), checkpoint)
         onnx_path = work / f"{size}.onnx"
         export_onnx(model, onnx_path, log=quiet)
+        import onnx
         report["models"][size] = {"parameters": model.num_parameters(),
+                                  "mflop_per_problem": flops_per_problem(model) / 1e6,
+                                  "onnx_nodes": len(onnx.load(str(onnx_path)).graph.node),
                                   "checkpoint_bytes": checkpoint.stat().st_size,
                                   "onnx_bytes": onnx_path.stat().st_size,
                                   "peak_rss_mib_batch_10000": peak_memory_mib(size)}
         report["inference"][f"{size}: eager PyTorch"] = latency_and_throughput(model.predict)
         print(f"{size} eager: {report['inference'][f'{size}: eager PyTorch']}", flush=True)
+        report["models"][size]["eager_gflops_batch_10000"] = (
+            report["inference"][f"{size}: eager PyTorch"]["batch_10000_per_s"] * flops_per_problem(model) / 1e9)
         if not args.no_compile:
             compiled = TinyRecursiveControl.create(size, problem=problem).eval()
             compiled.load_state_dict(model.state_dict())
@@ -190,9 +215,12 @@ def render(report, reference) -> str:
                      f"| {r['batch_1_median_ms'] / reference['batch_1_median_ms']:.0f} "
                      f"| {r['batch_1000_per_s']:,.0f} | {r['batch_10000_per_s']:,.0f} "
                      f"| 1/{reference['batch_10000_per_s'] / r['batch_10000_per_s']:,.0f} |")
-    lines += ["", "| model | parameters | checkpoint | ONNX file | peak RSS, batch 10,000 |", "|---|---|---|---|---|"]
+    lines += ["", f"Plain float32 matmul [10000, 208] x [208, 832] on this CPU: {report['cpu_matmul_gflops']:.0f} GFLOP/s",
+              "", "| model | parameters | MFLOP per problem | GFLOP/s, eager, batch 10,000 | ONNX nodes | checkpoint "
+                  "| ONNX file | peak RSS, batch 10,000 |", "|---|---|---|---|---|---|---|---|"]
     for size, m in report["models"].items():
-        lines.append(f"| {size} | {m['parameters']:,} | {m['checkpoint_bytes'] / 2**20:.1f} MiB "
+        lines.append(f"| {size} | {m['parameters']:,} | {m['mflop_per_problem']:.1f} | {m['eager_gflops_batch_10000']:.0f} "
+                     f"| {m['onnx_nodes']:,} | {m['checkpoint_bytes'] / 2**20:.1f} MiB "
                      f"| {m['onnx_bytes'] / 2**20:.1f} MiB | {m['peak_rss_mib_batch_10000']:.0f} MiB |")
     return "\n".join(lines)
 
