@@ -120,8 +120,7 @@ def _bounds(value, size: int, default: float, what: str) -> np.ndarray:
 class TrajectoryResult:
     """The best start's solution of one problem, and what every start found.
 
-    controls: [N, m] (clipped into the control bounds, which IPOPT may overstep by its 1e-8
-    bound relaxation); states: [N+1, n], the numpy rollout of `controls` from x_0; cost: J on that
+    controls: [N, m] (clipped into the control bounds, against round-off); states: [N+1, n], the numpy rollout of `controls` from x_0; cost: J on that
     rollout; success: see the module docstring; status: IPOPT's return status of the returned start;
     iterations: IPOPT iterations of that start; solve_time: seconds for the whole call (all starts
     and checks); terminal_multipliers: mu [n], with J*(x* + eps) ~ J* - mu . eps, or None without a
@@ -196,7 +195,8 @@ class TrajectoryOptimizer:
     accept_acceptable: whether IPOPT's "Solved_To_Acceptable_Level" can count as converged. It is
         on by default because the check on the integrator already guarantees feasibility; what it
         may give up is the last digits of optimality (IPOPT's acceptable_tol, 1e-6 by default).
-    max_iterations: IPOPT's max_iter; ipopt_options: more options, "ipopt."-prefixed or not.
+    max_iterations: IPOPT's max_iter; ipopt_options: more options, "ipopt."-prefixed or not (they
+        override the defaults: print_level 0, sb yes, bound_relax_factor 0).
     """
 
     def __init__(self, dynamics: Callable, state_dim: int, control_dim: int, time_horizon: float,
@@ -261,8 +261,11 @@ class TrajectoryOptimizer:
         J += self._terminal_cost(x_k, target)
         g = defects + ([x_k - target] if self.terminal_constraint else [])
         nlp = {"x": ca.vertcat(ca.vec(U), ca.vec(X)), "p": ca.vertcat(x0, target), "f": J, "g": ca.vertcat(*g)}
+        # bound_relax_factor 0: IPOPT otherwise relaxes every bound by 1e-8 (relative), and its
+        # answers then sit up to that far outside the box; an interior point stays inside instead.
         options = {"ipopt.print_level": 0, "print_time": False, "ipopt.sb": "yes",
-                   "ipopt.max_iter": int(max_iterations), "error_on_fail": False}
+                   "ipopt.max_iter": int(max_iterations), "ipopt.bound_relax_factor": 0.0,
+                   "error_on_fail": False, "show_eval_warnings": True}  # NaN/inf during a solve: IPOPT copes
         for key, value in (ipopt_options or {}).items():
             options[key if key.startswith("ipopt.") or key in ("print_time", "error_on_fail") else "ipopt." + key] = value
         self._solver = ca.nlpsol("trajectory", "ipopt", nlp, options)
@@ -355,12 +358,16 @@ class TrajectoryOptimizer:
     def _state_guess(self, x0, u, target) -> np.ndarray:
         """Node states x_1..x_N [N, n] for a start: the rollout of its controls, kept in the bounds.
 
-        Where the rollout is not finite (unstable dynamics, a wild guess), a straight line from x_0
-        to x* stands in for it.
+        Where the rollout diverges (unstable dynamics, a wild guess: not finite, or a thousand times
+        larger than x_0 and x*), a straight line from x_0 to x* stands in for it; a node at 1e172 is
+        finite, but one more RK4 step from it is not, and IPOPT stops at a NaN in its first point.
         """
         states = self._rollout_and_costs(x0[None], u[None], target[None])[0][0, 1:]
         line = x0 + np.linspace(0, 1, self.num_steps + 1)[1:, None] * (target - x0)
-        states = np.where(np.isfinite(states), states, line)
+        scale = 1.0 + max(np.abs(x0).max(), np.abs(target).max())
+        with np.errstate(invalid="ignore"):
+            sane = np.isfinite(states) & (np.abs(states) <= 1e3 * scale)
+        states = np.where(sane, states, line)
         return np.clip(states, self.state_lower, self.state_upper)
 
     def _violation(self, x0, target, u_raw, nodes, states) -> float:
@@ -375,12 +382,13 @@ class TrajectoryOptimizer:
             above = (values - upper) / (1.0 + np.where(np.isfinite(upper), np.abs(upper), 0.0))
             return np.maximum(below, above)
 
-        checks = [excess(u_raw, self.control_lower, self.control_upper),
-                  excess(states, self.state_lower, self.state_upper),
-                  # IPOPT's nodes against the integrator: each defect F(x_k, u_k) - x_{k+1}
-                  np.abs(self.step(np.vstack([x0, nodes[:-1]]), u_raw) - nodes) / (1.0 + np.abs(nodes))]
-        if self.terminal_constraint:
-            checks.append(np.abs(states[-1] - target) / (1.0 + np.abs(target)))
+        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf from a diverged rollout: caught below
+            checks = [excess(u_raw, self.control_lower, self.control_upper),
+                      excess(states, self.state_lower, self.state_upper),
+                      # IPOPT's nodes against the integrator: each defect F(x_k, u_k) - x_{k+1}
+                      np.abs(self.step(np.vstack([x0, nodes[:-1]]), u_raw) - nodes) / (1.0 + np.abs(nodes))]
+            if self.terminal_constraint:
+                checks.append(np.abs(states[-1] - target) / (1.0 + np.abs(target)))
         worst = max(float(np.max(c, initial=0.0)) for c in checks)
         finite = all(np.isfinite(a).all() for a in (u_raw, nodes, states))
         return worst if finite and np.isfinite(worst) else np.inf
@@ -398,8 +406,8 @@ class TrajectoryOptimizer:
             return u_guess, None, np.inf, False, np.inf, f"error: {error}", -1, None
         w = solution["x"].full().ravel()
         u_raw, nodes = w[:N * m].reshape(N, m), w[N * m:].reshape(N, n)
-        # within IPOPT's bound relaxation (1e-8 relative) the controls are put back into the box, as an
-        # actuator would; larger violations are caught by the check on u_raw below
+        # round-off outside the box is clipped, as an actuator would; anything larger (say, with a
+        # user's bound_relax_factor) is also caught by the check on u_raw below
         u = np.clip(u_raw, self.control_lower, self.control_upper)
         states, l, terminal = self._rollout_and_costs(x0[None], u[None], target[None])
         states, cost = states[0], float(l.sum() + terminal[0])
