@@ -190,9 +190,14 @@ def test_solving_prints_nothing(capfd):
                                      stage_cost=lambda x, u: u[0] ** 2, terminal_cost=lambda x: x[0] ** 2,
                                      terminal_constraint=False, control_lower=-1, control_upper=5)
     result = blowing_up.solve([1.0], initial_guesses=np.full((10, 1), 5.0))
+    # a draining tank x' = -sqrt(x) + u empties from the zero-control start: sqrt'(0) is infinite
+    draining = TrajectoryOptimizer(lambda x, u: -ca.sqrt(x[0]) + u[0], 1, 1, time_horizon=2.0, num_steps=10,
+                                   stage_cost=lambda x, u: u[0] ** 2, control_lower=0, control_upper=1)
+    failed = draining.solve([1.0], [0.01])
     out, err = capfd.readouterr()
     assert out == "" and err == ""
     assert result.success and result.cost == pytest.approx(6.0, rel=1e-6)  # u = -1 holds x = 1
+    assert failed.status == "Invalid_Number_Detected" and not failed.success
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,6 +37,11 @@ J(u) + mu . (x_N(u) - x*) - J*, and, by the envelope theorem, dJ*/dx* = -mu:
 
     J*(x* + eps) = J*(x*) - mu . eps + O(|eps|^2).
 
+Accuracy: IPOPT's tolerance is 1e-8 (its `tol`; pass a smaller one in ipopt_options), and its
+bounds are not relaxed (bound_relax_factor 0), so answers lie inside the box rather than up to
+1e-8 outside it. It prints nothing: no banner, no iteration log, no warnings about NaN met in
+trial points (IPOPT backs off from those by itself; a NaN it cannot avoid is a failed start).
+
 Nonlinear problems have local optima; IPOPT finds one per start. `solve` runs every start
 (given guesses, then random ones), keeps the best successful one, and reports every start's cost.
 """
@@ -46,13 +51,15 @@ from __future__ import annotations
 import inspect
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 import casadi as ca
 import numpy as np
 
 CONVERGED = ("Solve_Succeeded",)
 ACCEPTABLE = ("Solved_To_Acceptable_Level",)
+# options of CasADi's nlpsol itself; every other key of ipopt_options is IPOPT's
+CASADI_OPTIONS = ("print_time", "error_on_fail", "show_eval_warnings", "verbose", "record_time")
 
 
 def rk4(dynamics: Callable, x, u, h: float, substeps: int, quadrature: Callable | None = None):
@@ -195,8 +202,9 @@ class TrajectoryOptimizer:
     accept_acceptable: whether IPOPT's "Solved_To_Acceptable_Level" can count as converged. It is
         on by default because the check on the integrator already guarantees feasibility; what it
         may give up is the last digits of optimality (IPOPT's acceptable_tol, 1e-6 by default).
-    max_iterations: IPOPT's max_iter; ipopt_options: more options, "ipopt."-prefixed or not (they
-        override the defaults: print_level 0, sb yes, bound_relax_factor 0).
+    max_iterations: IPOPT's max_iter; ipopt_options: more options, "ipopt."-prefixed or not, or
+        CasADi's own (CASADI_OPTIONS); they override the defaults (print_level 0, sb yes,
+        bound_relax_factor 0, print_time and show_eval_warnings off).
     """
 
     def __init__(self, dynamics: Callable, state_dim: int, control_dim: int, time_horizon: float,
@@ -265,9 +273,9 @@ class TrajectoryOptimizer:
         # answers then sit up to that far outside the box; an interior point stays inside instead.
         options = {"ipopt.print_level": 0, "print_time": False, "ipopt.sb": "yes",
                    "ipopt.max_iter": int(max_iterations), "ipopt.bound_relax_factor": 0.0,
-                   "error_on_fail": False, "show_eval_warnings": True}  # NaN/inf during a solve: IPOPT copes
+                   "error_on_fail": False, "show_eval_warnings": False}  # NaN/inf during a solve: IPOPT copes
         for key, value in (ipopt_options or {}).items():
-            options[key if key.startswith("ipopt.") or key in ("print_time", "error_on_fail") else "ipopt." + key] = value
+            options[key if key.startswith("ipopt.") or key in CASADI_OPTIONS else "ipopt." + key] = value
         self._solver = ca.nlpsol("trajectory", "ipopt", nlp, options)
         self._lbw = np.concatenate([np.tile(self.control_lower, N), np.tile(self.state_lower, N)])
         self._ubw = np.concatenate([np.tile(self.control_upper, N), np.tile(self.state_upper, N)])
