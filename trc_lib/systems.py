@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from types import SimpleNamespace
+from typing import Callable
 
 import numpy as np
 import torch
@@ -105,7 +107,146 @@ class DoubleIntegrator:
                 "num_steps": int(self.num_steps), "dt": self.dt}
 
 
+# ---- nonlinear systems: xdot = f(x, u), discretized by RK4 ----------------------------------
+
+def rk4(dynamics: Callable, x, u, h: float, substeps: int, quadrature: Callable | None = None):
+    """`substeps` steps of classic RK4 of xdot = dynamics(x, u) over h seconds each, u held constant.
+
+    x, u: numpy arrays, torch tensors or CasADi symbols. quadrature: optional L(x, u), integrated along the same
+    steps as an extra state q (qdot = L, q(0) = 0). Returns (x after substeps * h seconds, q).
+    """
+    q = 0
+    for _ in range(substeps):
+        k1 = dynamics(x, u)
+        k2 = dynamics(x + h / 2 * k1, u)
+        k3 = dynamics(x + h / 2 * k2, u)
+        k4 = dynamics(x + h * k3, u)
+        if quadrature is not None:
+            # the stage cost at the same four stage states, so q is RK4 of the augmented ODE
+            q1 = quadrature(x, u)
+            q2 = quadrature(x + h / 2 * k1, u)
+            q3 = quadrature(x + h / 2 * k2, u)
+            q4 = quadrature(x + h * k3, u)
+            q = q + h / 6 * (q1 + 2 * q2 + 2 * q3 + q4)
+        x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    return x, q
+
+
+# The few functions a vector field needs, for each array kind: batched numpy [B, n] and torch
+# [B, n] tensors, and CasADi column symbols [n]. A system writes f once against these.
+NUMPY_OPS = SimpleNamespace(sin=np.sin, cos=np.cos, part=lambda x, i: x[..., i],
+                            stack=lambda parts: np.stack(parts, axis=-1))
+TORCH_OPS = SimpleNamespace(sin=torch.sin, cos=torch.cos, part=lambda x, i: x[..., i],
+                            stack=lambda parts: torch.stack(parts, dim=-1))
+
+
+def casadi_ops():
+    import casadi as ca  # only the trajectory optimizer needs CasADi
+    return SimpleNamespace(sin=ca.sin, cos=ca.cos, part=lambda x, i: x[i], stack=lambda parts: ca.vertcat(*parts))
+
+
+@dataclass(frozen=True)
+class ODESystem:
+    """x_{k+1} = RK4^substeps of xdot = f(x, u) over dt = time_horizon / num_steps, u held constant.
+
+    Subclasses write `vector_field(x, u, ops)` once; numpy, torch and CasADi versions follow, so
+    data, training and the trajectory optimizer all use the same integrator.
+    """
+
+    time_horizon: float = 5.0
+    num_steps: int = 50
+    substeps: int = 4
+
+    control_dim = 1
+
+    @property
+    def dt(self) -> float:
+        return self.time_horizon / self.num_steps
+
+    def vector_field(self, x, u, ops):
+        raise NotImplementedError
+
+    def _step(self, states, controls, ops):
+        f = lambda x, u: self.vector_field(x, u, ops)
+        return rk4(f, states, controls, self.dt / self.substeps, self.substeps)[0]
+
+    def step(self, states: np.ndarray, controls: np.ndarray) -> np.ndarray:
+        """One control interval. states [B, n], controls [B, m] -> [B, n] (numpy)."""
+        return self._step(np.asarray(states, np.float64), np.asarray(controls, np.float64), NUMPY_OPS)
+
+    def rollout(self, initial_states: np.ndarray, control_sequences: np.ndarray) -> np.ndarray:
+        """[B, n], [B, N, m] -> trajectories [B, N+1, n] (numpy, float64)."""
+        states = [np.asarray(initial_states, np.float64)]
+        for k in range(self.num_steps):
+            states.append(self._step(states[-1], np.asarray(control_sequences[:, k], np.float64), NUMPY_OPS))
+        return np.stack(states, axis=1)
+
+    def rollout_torch(self, initial_states: torch.Tensor, control_sequences: torch.Tensor) -> torch.Tensor:
+        """Differentiable [B, n], [B, N, m] -> [B, N+1, n]."""
+        states = [initial_states]
+        for k in range(self.num_steps):
+            states.append(self._step(states[-1], control_sequences[:, k], TORCH_OPS))
+        return torch.stack(states, dim=1)
+
+    def terminal_state_torch(self, initial_states: torch.Tensor, control_sequences: torch.Tensor) -> torch.Tensor:
+        return self.rollout_torch(initial_states, control_sequences)[:, -1]
+
+    def casadi_vector_field(self) -> Callable:
+        """f(x, u) on CasADi symbols, for trajectory_optimizer.TrajectoryOptimizer(dynamics=...)."""
+        ops = casadi_ops()
+        return lambda x, u: self.vector_field(x, u, ops)
+
+
+@dataclass(frozen=True)
+class VanDerPol(ODESystem):
+    """Forced Van der Pol oscillator, state [position, velocity]:
+    x1' = x2,  x2' = mu (1 - x1^2) x2 - x1 + u. For mu > 0 the origin is unstable
+    (mu = 1: eigenvalues (1 +- i sqrt 3) / 2), so an open-loop sequence drifts off it."""
+
+    mu: float = 1.0
+
+    name = "vanderpol"
+    state_dim = 2
+    state_names = ("position", "velocity")
+
+    def vector_field(self, x, u, ops):
+        x1, x2 = ops.part(x, 0), ops.part(x, 1)
+        return ops.stack([x2, self.mu * (1 - x1 ** 2) * x2 - x1 + ops.part(u, 0)])
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "time_horizon": float(self.time_horizon), "num_steps": int(self.num_steps),
+                "dt": self.dt, "substeps": int(self.substeps), "mu": float(self.mu)}
+
+
+@dataclass(frozen=True)
+class Pendulum(ODESystem):
+    """Damped pendulum driven by a torque, state [angle (0: hanging, pi: upright), angular velocity]:
+    theta'' = -(g / l) sin(theta) - damping theta' + u / (m l^2)."""
+
+    mass: float = 1.0
+    length: float = 1.0
+    gravity: float = 9.81
+    damping: float = 0.0
+
+    name = "pendulum"
+    state_dim = 2
+    state_names = ("angle", "angular velocity")
+
+    def vector_field(self, x, u, ops):
+        theta, omega = ops.part(x, 0), ops.part(x, 1)
+        alpha = (-(self.gravity / self.length) * ops.sin(theta) - self.damping * omega
+                 + ops.part(u, 0) / (self.mass * self.length ** 2))
+        return ops.stack([omega, alpha])
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "time_horizon": float(self.time_horizon), "num_steps": int(self.num_steps),
+                "dt": self.dt, "substeps": int(self.substeps), "mass": self.mass, "length": self.length,
+                "gravity": self.gravity, "damping": self.damping}
+
+
 SYSTEMS = {"double_integrator": DoubleIntegrator}
+# Not yet selectable with --system: the oracle, data and model for them are the "Beyond" issue's work.
+NONLINEAR_SYSTEMS = {"vanderpol": VanDerPol, "pendulum": Pendulum}
 
 
 def make_system(name: str, time_horizon: float, num_steps: int):

@@ -56,33 +56,12 @@ from typing import Callable
 import casadi as ca
 import numpy as np
 
+from .systems import rk4
+
 CONVERGED = ("Solve_Succeeded",)
 ACCEPTABLE = ("Solved_To_Acceptable_Level",)
 # options of CasADi's nlpsol itself; every other key of ipopt_options is IPOPT's
 CASADI_OPTIONS = ("print_time", "error_on_fail", "show_eval_warnings", "verbose", "record_time")
-
-
-def rk4(dynamics: Callable, x, u, h: float, substeps: int, quadrature: Callable | None = None):
-    """`substeps` steps of classic RK4 of xdot = dynamics(x, u) over h seconds each, u held constant.
-
-    x, u: CasADi symbols (or numbers). quadrature: optional L(x, u), integrated along the same
-    steps as an extra state q (qdot = L, q(0) = 0). Returns (x after substeps * h seconds, q).
-    """
-    q = 0
-    for _ in range(substeps):
-        k1 = dynamics(x, u)
-        k2 = dynamics(x + h / 2 * k1, u)
-        k3 = dynamics(x + h / 2 * k2, u)
-        k4 = dynamics(x + h * k3, u)
-        if quadrature is not None:
-            # the stage cost at the same four stage states, so q is RK4 of the augmented ODE
-            q1 = quadrature(x, u)
-            q2 = quadrature(x + h / 2 * k1, u)
-            q3 = quadrature(x + h / 2 * k2, u)
-            q4 = quadrature(x + h * k3, u)
-            q = q + h / 6 * (q1 + 2 * q2 + 2 * q3 + q4)
-        x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-    return x, q
 
 
 def _takes_target(function: Callable, plain_arity: int) -> bool:
