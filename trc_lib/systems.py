@@ -13,7 +13,7 @@ linear, a whole trajectory is one matrix product (no per-step Python loop):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 from types import SimpleNamespace
 from typing import Callable
@@ -191,6 +191,10 @@ class ODESystem:
     def terminal_state_torch(self, initial_states: torch.Tensor, control_sequences: torch.Tensor) -> torch.Tensor:
         return self.rollout_torch(initial_states, control_sequences)[:, -1]
 
+    def to_dict(self) -> dict:
+        """Name, every constructor field (horizon, steps, substeps, physical parameters) and dt."""
+        return {"name": self.name, **{f.name: getattr(self, f.name) for f in fields(self)}, "dt": self.dt}
+
     def casadi_vector_field(self) -> Callable:
         """f(x, u) on CasADi symbols, for trajectory_optimizer.TrajectoryOptimizer(dynamics=...)."""
         ops = casadi_ops()
@@ -213,10 +217,6 @@ class VanDerPol(ODESystem):
         x1, x2 = ops.part(x, 0), ops.part(x, 1)
         return ops.stack([x2, self.mu * (1 - x1 ** 2) * x2 - x1 + ops.part(u, 0)])
 
-    def to_dict(self) -> dict:
-        return {"name": self.name, "time_horizon": float(self.time_horizon), "num_steps": int(self.num_steps),
-                "dt": self.dt, "substeps": int(self.substeps), "mu": float(self.mu)}
-
 
 @dataclass(frozen=True)
 class Pendulum(ODESystem):
@@ -237,11 +237,6 @@ class Pendulum(ODESystem):
         alpha = (-(self.gravity / self.length) * ops.sin(theta) - self.damping * omega
                  + ops.part(u, 0) / (self.mass * self.length ** 2))
         return ops.stack([omega, alpha])
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "time_horizon": float(self.time_horizon), "num_steps": int(self.num_steps),
-                "dt": self.dt, "substeps": int(self.substeps), "mass": self.mass, "length": self.length,
-                "gravity": self.gravity, "damping": self.damping}
 
 
 SYSTEMS = {"double_integrator": DoubleIntegrator}
