@@ -4,7 +4,7 @@
 
 Measures on this machine, and writes outputs/benchmark/performance.{json,md}:
 - generation time of 10,000 double-integrator samples (default box; and [-5, 5], where the
-  bound binds and the active-set QP runs);
+  bound binds and the active-set QP runs), and of 10,000 Van der Pol labels by IPOPT on every core;
 - training seconds per epoch for each model size (10,000 samples, batch 64), and the guide's
   full run (medium, 100 epochs, early stopping as in the guide) unless --skip_full_run;
 - inference for each size: latency at batch 1 (median and p90 of 200 calls after warm-up) and
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -133,6 +134,14 @@ def main():
         times = timed(lambda: generate_dataset(problem, 10000, seed=42, state_range=box), 3)
         report["generation"][label] = float(np.median(times))
         print(f"generate 10,000 samples, {label}: {np.median(times):.3f} s", flush=True)
+    from trc_lib.labels import solve_nonlinear, vanderpol_problem
+    vdp = vanderpol_problem()
+    x0 = np.random.default_rng(0).uniform(-2, 2, (10000, 2))
+    started = time.perf_counter()
+    _, solved = solve_nonlinear(vdp, x0, np.zeros_like(x0), progress=False)
+    label = f"Van der Pol, IPOPT, {os.cpu_count()} processes ({100 * solved.mean():.1f}% solved)"
+    report["generation"][label] = time.perf_counter() - started
+    print(f"10,000 {label}: {report['generation'][label]:.1f} s", flush=True)
     train_path = save_dataset(generate_dataset(problem, 10000, seed=42), work / "train" / "lqr_dataset.npz")
 
     # ---- training -------------------------------------------------------------------------

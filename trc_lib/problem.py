@@ -100,6 +100,6 @@ class ControlProblem:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ControlProblem":
-        s = d["system"]
-        return cls(system=make_system(s["name"], s["time_horizon"], s["num_steps"]),
+        s = {k: v for k, v in d["system"].items() if k != "dt"}  # dt follows from the rest
+        return cls(system=make_system(s.pop("name"), s.pop("time_horizon"), s.pop("num_steps"), **s),
                    control_bound=float(d["control_bound"]), objective=Objective.from_dict(d["objective"]))

@@ -244,8 +244,11 @@ SYSTEMS = {"double_integrator": DoubleIntegrator}
 NONLINEAR_SYSTEMS = {"vanderpol": VanDerPol, "pendulum": Pendulum}
 
 
-def make_system(name: str, time_horizon: float, num_steps: int):
-    """Build a system by name; the names are the keys of SYSTEMS."""
-    if name not in SYSTEMS:
-        raise ValueError(f"unknown system {name!r}; choose one of {sorted(SYSTEMS)}")
-    return SYSTEMS[name](time_horizon=float(time_horizon), num_steps=int(num_steps))
+ALL_SYSTEMS = {**SYSTEMS, **NONLINEAR_SYSTEMS}
+
+
+def make_system(name: str, time_horizon: float, num_steps: int, **parameters):
+    """Build a system by name (a key of SYSTEMS or NONLINEAR_SYSTEMS) with its other parameters."""
+    if name not in ALL_SYSTEMS:
+        raise ValueError(f"unknown system {name!r}; choose one of {sorted(ALL_SYSTEMS)}")
+    return ALL_SYSTEMS[name](time_horizon=float(time_horizon), num_steps=int(num_steps), **parameters)

@@ -1,0 +1,102 @@
+"""Optimal labels for nonlinear problems: IPOPT (trajectory_optimizer.py) in parallel over cores.
+
+A ControlProblem on an ODESystem (Van der Pol, pendulum) has no closed form; each (x_0, x*) is
+solved by direct multiple shooting on the same RK4 integrator the evaluation uses, with the
+problem's own objective:
+
+    J = dt * sum_k [(x_k - x*)' Q (x_k - x*) + u_k' R u_k] + (x_N - x*)' Q_f (x_N - x*),
+    |u_k| <= control_bound, and x_N = x* when the objective has a terminal constraint.
+
+Work is split into chunks over worker processes; each worker builds its optimizer once.
+Results do not depend on the number of workers (each problem's starts are its own).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .optimal import OptimalSolution
+from .problem import ControlProblem, Objective
+from .systems import VanDerPol
+
+_worker_optimizer = None  # one per worker process, built by _init_worker
+
+
+def vanderpol_problem(time_horizon=5.0, num_steps=50, substeps=4, mu=1.0, control_bound=2.0) -> ControlProblem:
+    """The default Van der Pol task: regulate to x* (the origin by default) exactly at t = T,
+    minimizing dt * sum (|x_k - x*|^2 + u_k^2), with |u| <= 2."""
+    objective = Objective(name="quadratic", Q=((1.0, 0.0), (0.0, 1.0)), R=((1.0,),), Q_f=((0.0, 0.0), (0.0, 0.0)),
+                          terminal_constraint=True)
+    return ControlProblem(VanDerPol(time_horizon, num_steps, substeps, mu), control_bound, objective)
+
+
+def make_optimizer(problem: ControlProblem):
+    """A TrajectoryOptimizer for `problem`'s system, bound and objective."""
+    from .trajectory_optimizer import TrajectoryOptimizer
+    Q, R, Q_f = (np.asarray(M) for M in problem.objective.matrices())
+    system = problem.system
+
+    def stage_cost(x, u, target):
+        e = x - target
+        return e.T @ Q @ e + u.T @ R @ u
+
+    def terminal_cost(x, target):
+        e = x - target
+        return e.T @ Q_f @ e
+
+    return TrajectoryOptimizer(system.casadi_vector_field(), system.state_dim, system.control_dim,
+                               system.time_horizon, system.num_steps, substeps=system.substeps,
+                               stage_cost=stage_cost, terminal_cost=terminal_cost,
+                               terminal_constraint=problem.objective.terminal_constraint,
+                               control_lower=-problem.control_bound, control_upper=problem.control_bound)
+
+
+def _init_worker(problem_dict):
+    global _worker_optimizer
+    _worker_optimizer = make_optimizer(ControlProblem.from_dict(problem_dict))
+
+
+def _solve_chunk(args):
+    initial_states, target_states, initial_guesses = args
+    batch = _worker_optimizer.solve_batch(initial_states, target_states, initial_guesses)
+    return batch.controls, batch.costs, batch.success, batch.terminal_multipliers
+
+
+def solve_nonlinear(problem: ControlProblem, initial_states, target_states, initial_guesses=None,
+                    workers: int | None = None, chunk_size: int = 50, progress: bool = True):
+    """Optimal controls for B problems. initial_states, target_states: [B, n].
+
+    initial_guesses: starts for every problem, [S, N, m] (default: zero controls).
+    workers: processes (default: every core). Returns (OptimalSolution, success [B] bool); the
+    solution's states and costs are the numpy rollout of the returned controls.
+    """
+    x0 = np.asarray(initial_states, np.float64)
+    xt = np.asarray(target_states, np.float64)
+    system = problem.system
+    guesses = (np.zeros((1, system.num_steps, system.control_dim)) if initial_guesses is None
+               else np.asarray(initial_guesses, np.float64))
+    chunks = [(x0[i:i + chunk_size], xt[i:i + chunk_size], guesses) for i in range(0, len(x0), chunk_size)]
+    workers = min(workers or os.cpu_count() or 1, len(chunks))
+    bar = tqdm(total=len(x0), desc=f"IPOPT labels ({workers} processes)", disable=not progress, unit="problem")
+    outputs = []
+    if workers == 1:
+        _init_worker(problem.to_dict())
+        for chunk in chunks:
+            outputs.append(_solve_chunk(chunk))
+            bar.update(len(chunk[0]))
+    else:
+        with multiprocessing.get_context("fork").Pool(workers, _init_worker, (problem.to_dict(),)) as pool:
+            for chunk, output in zip(chunks, pool.imap(_solve_chunk, chunks)):
+                outputs.append(output)
+                bar.update(len(chunk[0]))
+    bar.close()
+    controls, costs, success, multipliers = (np.concatenate(parts) for parts in zip(*outputs))
+    states = system.rollout(x0, controls)
+    costs = problem.cost(states, controls, xt)
+    solution = OptimalSolution(controls, states, costs, np.nan_to_num(multipliers),
+                               np.isclose(np.abs(controls), problem.control_bound, atol=1e-6).any(axis=(1, 2)))
+    return solution, success
