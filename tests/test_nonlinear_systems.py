@@ -52,3 +52,9 @@ def test_undamped_unforced_pendulum_conserves_energy():
     energy = 0.5 * states[..., 1] ** 2 - system.gravity / system.length * np.cos(states[..., 0])
     assert np.abs(energy - energy[:, :1]).max() < 1e-6
     assert np.abs(states[:, -1] - states[:, 0]).max() > 0.1  # it did move
+
+
+@pytest.mark.parametrize("kwargs", [dict(time_horizon=0.0), dict(num_steps=0), dict(substeps=1.5)])
+def test_nonlinear_systems_reject_bad_horizons(kwargs):
+    with pytest.raises(ValueError):
+        VanDerPol(**kwargs)

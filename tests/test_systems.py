@@ -81,8 +81,8 @@ def test_reachability_matrix_maps_controls_to_the_terminal_state(system, rng):
 
 
 def test_make_system_rejects_unknown_names():
-    with pytest.raises(ValueError, match="unknown system 'pendulum'"):
-        make_system("pendulum", 5.0, 15)
+    with pytest.raises(ValueError, match="unknown system 'segway'"):
+        make_system("segway", 5.0, 15)
 
 
 @pytest.mark.parametrize("kwargs", [dict(time_horizon=0.0), dict(time_horizon=float("nan")),

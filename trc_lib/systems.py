@@ -159,6 +159,14 @@ class ODESystem:
 
     control_dim = 1
 
+    def __post_init__(self):
+        if not (self.time_horizon > 0 and np.isfinite(self.time_horizon)):
+            raise ValueError(f"time_horizon must be a positive number, got {self.time_horizon}")
+        for name in ("num_steps", "substeps"):
+            value = getattr(self, name)
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value}")
+
     @property
     def dt(self) -> float:
         return self.time_horizon / self.num_steps
