@@ -2,7 +2,6 @@
 options, and run headless by the papermill pipeline. (nbval runs every notebook itself.)"""
 
 import json
-from pathlib import Path
 
 import pytest
 

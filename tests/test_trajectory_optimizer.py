@@ -208,7 +208,7 @@ def test_solving_prints_nothing(capfd):
 def rk4_numpy(x, u, dt, substeps, with_cost=False):
     """Classic RK4 of the Van der Pol ODE, written out in numpy; with_cost: also the integral of
     x1^2 + x2^2 + u^2 over the interval, as an extra state of the same RK4 (CasADi's example)."""
-    h, q = dt / substeps, 0.0
+    h = dt / substeps
     augmented = lambda z: np.concatenate([van_der_pol_numpy(z[:, :2], u),
                                           (z[:, 0] ** 2 + z[:, 1] ** 2 + u[:, 0] ** 2)[:, None]], axis=1)
     z = np.concatenate([x, np.zeros((len(x), 1))], axis=1)

@@ -12,7 +12,7 @@ import torch
 from .baselines import (ExternalControls, LeastSquaresController, OracleController, RandomController,
                         ZeroController)
 from .checkpoint import load_model, read_checkpoint
-from .compare import RefinementStep, TRCController, compare_controllers, evaluate_controller, format_table, model_size
+from .compare import RefinementStep, TRCController, compare_controllers, evaluate_controller, format_table
 from .data import DATASET_FILENAME, create_data_loaders, generate_dataset, load_dataset, make_problem, \
     read_dataset, save_dataset
 from .device import resolve_device
