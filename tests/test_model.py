@@ -102,3 +102,15 @@ def test_model_is_built_for_the_problem_it_is_given():
     model = TinyRecursiveControl.create_small(problem=problem)
     out = model(torch.zeros(2, 2), torch.ones(2, 2))
     assert out.shape[-2:] == (10, 1) and out.abs().max() <= 1.5
+
+
+def test_compiled_inference_gives_the_same_answers():
+    """model.compile_inference() (torch.compile) is a speed option only. A one-recursion model
+    keeps the compile time of this test to a few seconds."""
+    model = TinyRecursiveControl.create("small", latent_dim=16, num_supervision_steps=1, num_outer_cycles=1,
+                                        num_inner_cycles=1).eval()
+    torch.nn.init.normal_(model.decode.weight, std=0.1)
+    x0, xt = np.random.default_rng(0).uniform(-2, 2, (2, 5, 2))
+    eager = model.predict(x0, xt)
+    assert model.compile_inference() is model
+    np.testing.assert_allclose(model.predict(x0, xt), eager, atol=1e-5, rtol=0)
