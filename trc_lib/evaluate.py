@@ -16,6 +16,7 @@ For each test case a controller proposes u [N, m]. The actuator saturates it at 
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 
@@ -98,14 +99,13 @@ def time_inference(predict, initial_states: np.ndarray, target_states: np.ndarra
 
 def hardware() -> dict:
     """What the timings were measured on."""
-    import torch
+    import torch  # imported here so numpy-only scoring does not pay for torch
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as fh:
             cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    import os
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "python": platform.python_version()}
