@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from trc_lib import optimal
-from trc_lib.data import (ARRAY_KEYS, DATASET_FILENAME, BatchLoader, ControlDataset, create_data_loaders,
+from trc_lib.data import (ARRAY_KEYS, DATASET_FILENAME, FORMAT_VERSION, BatchLoader, ControlDataset, create_data_loaders,
                           generate_dataset, load_dataset, make_problem, read_dataset, save_dataset)
 from trc_lib.errors import TRCError
 
@@ -212,8 +212,8 @@ def test_read_refuses_labels_of_another_problem(test_path, tmp_path):
         read_dataset(path)
 
 
-@pytest.mark.parametrize("metadata", ["not json {", json.dumps({"format_version": 1}),
-                                      json.dumps({"format_version": 1, "problem": {"system": {}}})])
+@pytest.mark.parametrize("metadata", ["not json {", json.dumps({"format_version": FORMAT_VERSION}),
+                                      json.dumps({"format_version": FORMAT_VERSION, "problem": {"system": {}}})])
 def test_read_refuses_unreadable_metadata(test_path, tmp_path, metadata):
     contents = contents_of(test_path)
     contents["metadata"] = np.array(metadata)

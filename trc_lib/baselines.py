@@ -3,7 +3,7 @@
 
 - RandomController: uniform controls within the bound (seeded) - the floor.
 - ZeroController: do nothing.
-- OracleController: the exact optimum (`optimal.solve`) - the ceiling.
+- OracleController: the oracle (exact QP, or IPOPT on nonlinear systems) - the ceiling.
 - LeastSquaresController: controls = W^T [x_0, x*, 1] fitted by least squares on the training
   set, then clipped to the bound. Without active bounds the optimum is exactly linear in
   (x_0, x*), so this 5 x N*m matrix is the honest "simplest learner that could do the job".
@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from . import optimal
 from .data import ControlDataset
 from .errors import TRCError
 from .problem import ControlProblem
@@ -54,15 +53,25 @@ class ZeroController:
 
 
 class OracleController:
-    name = "oracle (exact QP)"
+    """The oracle as a controller: the exact QP on linear systems, IPOPT (on one core, from the
+    task's starts) on nonlinear ones - the ceiling on quality, and the online solver to beat on speed."""
+
     num_parameters = None  # a solver, not a learned map
     memory_bytes = None
 
     def __init__(self, problem: ControlProblem):
         self.problem = problem
+        self.name = oracle_name(problem)
+        if not problem.system.is_linear:
+            self.timing_batch_sizes = (1,)  # per problem it is the same at any batch: one solve after another
 
     def predict(self, initial_states, target_states):
-        return optimal.solve(self.problem, initial_states, target_states).control_sequences
+        from .labels import optimum
+        return optimum(self.problem, initial_states, target_states, workers=1)[0].control_sequences
+
+
+def oracle_name(problem: ControlProblem) -> str:
+    return "oracle (exact QP)" if problem.system.is_linear else "oracle (IPOPT)"
 
 
 class LeastSquaresController:

@@ -57,23 +57,36 @@ ema_decay = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 def _add_problem_options(p):
-    g = p.add_argument_group("problem")
-    g.add_argument("--system", default="double_integrator", choices=["double_integrator"],
-                   help="dynamical system (default: %(default)s: x'' = u, state [position, velocity])")
-    g.add_argument("--num_steps", type=step_count, default=15, help="control steps N (default: %(default)s)")
-    g.add_argument("--time_horizon", type=horizon, default=5.0,
-                   help="horizon T in seconds; dt = T / N exactly (default: %(default)s)")
-    g.add_argument("--control_bound", type=positive_float, default=4.0,
-                   help="actuator limit |u_k| <= bound (default: %(default)s)")
-    g.add_argument("--controller", default="min_energy", choices=["min_energy", "lqr"],
-                   help="the optimal controller that labels the data: 'min_energy' reaches the target "
-                        "exactly at t = T with minimum sum u^2 dt; 'lqr' is finite-horizon LQR tracking "
-                        "with weights --lqr_Q/--lqr_R/--lqr_Qf (default: %(default)s)")
+    g = p.add_argument_group("problem (defaults depend on --system; see `trc_lib/tasks.py`)")
+    g.add_argument("--system", default="double_integrator", choices=["double_integrator", "vanderpol", "pendulum"],
+                   help="double_integrator: x'' = u, min-energy transfer (exact QP labels); vanderpol: regulate "
+                        "the unstable Van der Pol oscillator (mu = 1) to the origin; pendulum: swing up from "
+                        "near hanging to upright with a torque too weak to lift it directly. The nonlinear "
+                        "systems are labelled by IPOPT on every core (default: %(default)s)")
+    g.add_argument("--num_steps", type=step_count, default=None,
+                   help="control steps N (default: 15 for the double integrator, 50 otherwise)")
+    g.add_argument("--time_horizon", type=horizon, default=None,
+                   help="horizon T in seconds; dt = T / N exactly (default: 5)")
+    g.add_argument("--control_bound", type=positive_float, default=None,
+                   help="actuator limit |u_k| <= bound (default: 4 double integrator, 2 vanderpol, 3 pendulum)")
+    g.add_argument("--controller", default=None, choices=["min_energy", "lqr", "quadratic"],
+                   help="the objective the optimal labels minimize. Double integrator: 'min_energy' (default) "
+                        "reaches the target exactly at t = T with minimum sum u^2 dt; 'lqr' is finite-horizon "
+                        "LQR tracking with weights --lqr_Q/--lqr_R/--lqr_Qf. Nonlinear systems: 'quadratic' "
+                        "(the only one): dt sum(|x - x*|^2 + u^2) with x_N = x*")
     g.add_argument("--lqr_Q", type=nonnegative_float, nargs=2, default=[1.0, 1.0], metavar=("Q_POS", "Q_VEL"),
                    help="LQR state weight, diagonal; only with --controller lqr (default: 1 1)")
     g.add_argument("--lqr_R", type=positive_float, default=0.1, help="LQR control weight; only with --controller lqr (default: %(default)s)")
     g.add_argument("--lqr_Qf", type=nonnegative_float, nargs=2, default=[100.0, 100.0], metavar=("QF_POS", "QF_VEL"),
                    help="LQR terminal weight, diagonal; only with --controller lqr (default: 100 100)")
+    g.add_argument("--mu", type=nonnegative_float, default=None,
+                   help="Van der Pol damping parameter mu; only with --system vanderpol (default: 1)")
+
+
+def _add_system_check(p):
+    p.add_argument("--system", default=None, choices=["double_integrator", "vanderpol", "pendulum"],
+                   help="the system the data must be for (the problem itself is read from the data file, "
+                        "made by `trc generate --system ...`); a mismatch is an error (default: any)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,10 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", default="data/lqr_train", help="folder for lqr_dataset.npz (default: %(default)s)")
     p.add_argument("--seed", type=seed_int, default=42, help="random seed; the same seed gives identical arrays "
                                                         "(default: %(default)s)")
-    p.add_argument("--state_range", type=finite_float, nargs=2, default=[-2.0, 2.0], metavar=("LOW", "HIGH"),
-                   help="box for every component of the initial state (default: -2 2)")
+    p.add_argument("--state_range", type=finite_float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="box for every component of the initial state (default: -2 2; pendulum -0.5 0.5, "
+                        "around hanging)")
     p.add_argument("--target_range", type=finite_float, nargs=2, default=None, metavar=("LOW", "HIGH"),
-                   help="box for every component of the target state (default: same as --state_range)")
+                   help="box for every component of the target state around the task's target (the origin; "
+                        "upright (pi, 0) for the pendulum); LOW = HIGH fixes it (default: --state_range for the "
+                        "double integrator, 0 0 otherwise)")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="processes solving nonlinear labels with IPOPT (default: every core)")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
     _add_problem_options(p)
 
     p = sub.add_parser("train", help="train a model on a dataset",
@@ -114,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_supervision_steps", type=positive_int, default=None,
                    help="N_sup: deep-supervision steps, each with its own loss on the answer, carry detached "
                         "in between (default 3)")
+    p.add_argument("--no_error_feedback", action="store_true",
+                   help="do not feed the simulated terminal miss x_N(u) - x* back into each recursion (on the "
+                        "nonlinear systems the feedback costs an RK4 rollout per recursion)")
     p.add_argument("--epochs", type=positive_int, default=100, help="maximum epochs (default: %(default)s)")
     p.add_argument("--batch_size", type=positive_int, default=64, help="mini-batch size (default: %(default)s)")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate of AdamW (default: %(default)s)")
@@ -141,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue from OUTPUT_DIR/last_model.pt after an interruption")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    _add_system_check(p)
 
     p = sub.add_parser("evaluate", help="score a trained model on a test set",
                        description="Terminal error, success rate, cost and cost gap to the exact optimum, "
@@ -154,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a case succeeds when ||x_N - x*|| is below this (default: %(default)s)")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
                    help="where inference runs and is timed (default: %(default)s)")
+    _add_system_check(p)
 
     p = sub.add_parser("compare", help="compare TRC with baselines and the oracle",
                        description="On the same test cases and metrics: random controls, zero controls, a "
@@ -173,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the random-controls baseline (default: %(default)s)")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
                    help="where TRC runs and is timed (default: %(default)s)")
+    _add_system_check(p)
 
     p = sub.add_parser("export", help="export a trained model to ONNX (the guide's Deploy step)",
                        description="Write the model as ONNX (batch size free) and check that ONNX Runtime "
@@ -193,10 +218,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_size", nargs="?", default="medium", choices=["small", "medium", "large"],
                    help="model size (default: %(default)s)")
     p.add_argument("--test_samples", type=positive_int, default=1000, help="test cases (default: %(default)s)")
-    p.add_argument("--data_dir", default="data", help="holds lqr_train/ and lqr_test/ (default: %(default)s)")
-    p.add_argument("--output_dir", default="outputs/supervised", help="training outputs (default: %(default)s)")
-    p.add_argument("--notebooks_dir", default="outputs/notebooks",
-                   help="where the executed notebooks, with outputs and figures, go (default: %(default)s)")
+    p.add_argument("--system", default="double_integrator", choices=["double_integrator", "vanderpol", "pendulum"],
+                   help="the task (see `trc generate --help`); the others' files go to their own folders "
+                        "(default: %(default)s)")
+    p.add_argument("--state_range", type=finite_float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="box for every component of the initial state (default: the system's, -2 2 for the "
+                        "double integrator)")
+    p.add_argument("--data_dir", default=None,
+                   help="holds lqr_train/ and lqr_test/ (default: data, or data/SYSTEM for the other systems)")
+    p.add_argument("--output_dir", default=None,
+                   help="training outputs (default: outputs/supervised, or outputs/SYSTEM)")
+    p.add_argument("--notebooks_dir", default=None,
+                   help="where the executed notebooks, with outputs and figures, go (default: outputs/notebooks, "
+                        "or outputs/SYSTEM/notebooks)")
     p.add_argument("--batch_size", type=positive_int, default=64, help="mini-batch size (default: %(default)s)")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate (default: %(default)s)")
     p.add_argument("--patience", type=nonnegative_int, default=20, help="early-stopping patience (default: %(default)s)")
@@ -229,19 +263,26 @@ def _check_outputs(args) -> None:
 def run(args) -> None:
     from . import workflow
     _check_outputs(args)
-    problem_options = lambda a: dict(num_steps=a.num_steps, time_horizon=a.time_horizon,
-                                     control_bound=a.control_bound, controller=a.controller, system=a.system,
-                                     lqr_Q=tuple(a.lqr_Q), lqr_R=(a.lqr_R,), lqr_Qf=tuple(a.lqr_Qf))
     if args.command == "generate":
-        workflow.generate(args.output_dir, args.num_samples, seed=args.seed, state_range=tuple(args.state_range),
+        if args.mu is not None and args.system != "vanderpol":
+            raise TRCError(f"--mu is the Van der Pol parameter; it does not apply to --system {args.system}")
+        workflow.generate(args.output_dir, args.num_samples, seed=args.seed,
+                          state_range=tuple(args.state_range) if args.state_range else None,
                           target_range=tuple(args.target_range) if args.target_range else None,
-                          **problem_options(args))
-    elif args.command == "train":
+                          num_steps=args.num_steps, time_horizon=args.time_horizon,
+                          control_bound=args.control_bound, controller=args.controller, system=args.system,
+                          lqr_Q=tuple(args.lqr_Q), lqr_R=(args.lqr_R,), lqr_Qf=tuple(args.lqr_Qf),
+                          workers=args.workers, progress=not args.no_progress,
+                          **({"mu": args.mu} if args.mu is not None else {}))
+    elif args.command in ("train", "evaluate", "compare") and args.system:
+        data = {"train": "data", "evaluate": "test_data", "compare": "test_data"}[args.command]
+        workflow.check_system(getattr(args, data), args.system, f"--{data}")
+    if args.command == "train":
         workflow.train_model(args.data, args.output_dir, args.model_size, args.epochs, args.batch_size, args.lr,
                              args.patience, args.scheduler, args.latent_dim, args.num_outer_cycles,
                              args.num_inner_cycles, args.num_supervision_steps, args.device, args.seed,
                              args.resume, args.val_fraction, args.ema_decay, args.weight_decay, args.terminal_weight,
-                             progress=not args.no_progress)
+                             error_feedback=False if args.no_error_feedback else None, progress=not args.no_progress)
     elif args.command == "evaluate":
         workflow.evaluate_checkpoint(args.checkpoint, args.test_data, args.output, args.success_threshold,
                                      args.device)
@@ -255,7 +296,8 @@ def run(args) -> None:
         run_pipeline(args.num_samples, args.epochs, args.model_size, test_samples=args.test_samples,
                      data_dir=args.data_dir, output_dir=args.output_dir, notebooks_dir=args.notebooks_dir,
                      batch_size=args.batch_size, lr=args.lr,
-                     patience=args.patience, device=args.device, seed=args.seed, progress=not args.no_progress)
+                     patience=args.patience, device=args.device, seed=args.seed, system=args.system,
+                     state_range=args.state_range, progress=not args.no_progress)
 
 
 def main(argv=None) -> int:

@@ -8,11 +8,16 @@ controls and `num_steps` steps:
     control_sequences  [N, num_steps, m]    the exact optimum u*
     state_trajectories [N, num_steps+1, n]  its trajectory
     costs              [N]                  J(u*) on the stated objective
+    terminal_multipliers [N, n]             mu of the terminal constraint x_N = x* (zeros without
+                                            one): dJ*/dx* = -mu, used by the evaluator's cost gap
     metadata           JSON string          problem (system, dt, bound, objective), sampling
                                             boxes, seed, controller, re-draw count, version
 
-Reading a file checks all of this and re-solves the stated problem, so a corrupt file, a
-file for another problem, or labels that are not optimal are refused with a clear message.
+Reading a file checks all of this, so a corrupt file, a file for another problem, or labels
+that are not optimal are refused with a clear message. Linear problems are re-solved exactly
+(every label checked); nonlinear ones are checked for consistency (trajectories, costs,
+bounds, terminal condition, every label) and a seeded handful is re-solved by IPOPT from the
+stored answer, which must come back no better (a label that is not even locally optimal fails).
 """
 
 from __future__ import annotations
@@ -28,13 +33,14 @@ import torch
 from . import optimal
 from .errors import TRCError
 from .files import atomic_path
-from .problem import ControlProblem, Objective
-from .systems import make_system
+from .problem import ControlProblem
+from .tasks import make_problem, target_center  # noqa: F401  (make_problem: the guide's API lives here too)
 
-FORMAT_VERSION = 1
-ARRAY_KEYS = ("initial_states", "target_states", "control_sequences", "state_trajectories", "costs")
+FORMAT_VERSION = 2
+ARRAY_KEYS = ("initial_states", "target_states", "control_sequences", "state_trajectories", "costs",
+              "terminal_multipliers")
 DATASET_FILENAME = "lqr_dataset.npz"  # the guide's name, whatever the controller
-CONTROLLERS = ("min_energy", "lqr")
+NUM_SPOT_CHECKS = 4  # nonlinear labels re-solved by read_dataset
 
 
 @dataclass
@@ -46,6 +52,7 @@ class ControlDataset:
     control_sequences: np.ndarray
     state_trajectories: np.ndarray
     costs: np.ndarray
+    terminal_multipliers: np.ndarray
     metadata: dict = field(default_factory=dict)
     path: str | None = None
 
@@ -60,59 +67,74 @@ class ControlDataset:
         arrays = {k: getattr(self, k)[indices] for k in ARRAY_KEYS}
         return ControlDataset(**arrays, metadata=self.metadata, path=self.path)
 
-
-def make_problem(num_steps=15, time_horizon=5.0, control_bound=4.0, controller="min_energy",
-                 system="double_integrator", lqr_Q=(1.0, 1.0), lqr_R=(0.1,), lqr_Qf=(100.0, 100.0)):
-    """The problem a controller name stands for: 'min_energy' (default) or 'lqr' tracking."""
-    if controller not in CONTROLLERS:
-        raise ValueError(f"unknown controller {controller!r}; choose one of {list(CONTROLLERS)}")
-    objective = Objective.min_energy() if controller == "min_energy" else Objective.lqr(lqr_Q, lqr_R, lqr_Qf)
-    return ControlProblem(make_system(system, time_horizon, num_steps), float(control_bound), objective)
+    def optimum(self) -> optimal.OptimalSolution:
+        """The stored labels as the oracle's answer (what the evaluator scores against)."""
+        u_max = self.problem.control_bound
+        bound_active = np.isclose(np.abs(self.control_sequences), u_max, rtol=0, atol=1e-9).any(axis=(1, 2))
+        return optimal.OptimalSolution(self.control_sequences, self.state_trajectories, self.costs,
+                                       self.terminal_multipliers, bound_active)
 
 
 def generate_dataset(problem: ControlProblem, num_samples: int, seed: int = 42,
-                     state_range=(-2.0, 2.0), target_range=None, reachability_margin=1e-6) -> ControlDataset:
-    """Draw x_0 uniformly from state_range^n and x* from target_range^n, solve each exactly.
+                     state_range=(-2.0, 2.0), target_range=None, reachability_margin=1e-6,
+                     workers=None, progress=False) -> ControlDataset:
+    """Draw x_0 uniformly from state_range^n and x* = center + uniform(target_range^n), solve each.
 
-    With a terminal constraint, pairs whose target is not reachable within the bound (or lies
-    within `reachability_margin` of the edge of the reachable set) are re-drawn; how many is
-    recorded in metadata['num_redrawn']. The same seed gives identical arrays.
+    center is the task's target center (tasks.py: the origin, or upright for the pendulum).
+    Linear systems: the exact QP; with a terminal constraint, pairs whose target is not
+    reachable within the bound (or lies within `reachability_margin` of the edge of the
+    reachable set) are re-drawn. Nonlinear systems: IPOPT (labels.optimum) over `workers`
+    processes (default: every core), and pairs it fails on are re-drawn. How many were
+    re-drawn is recorded in metadata['num_redrawn']. The same seed gives identical arrays.
     """
+    from .labels import optimum
     target_range = state_range if target_range is None else target_range
-    for label, (low, high) in (("state_range", state_range), ("target_range", target_range)):
-        if not (np.isfinite(low) and np.isfinite(high) and low < high):
-            raise ValueError(f"{label} must be two finite numbers LOW < HIGH, got {low} {high}")
+    # a target range may be a point (a fixed target); the initial states must vary
+    for label, (low, high), below in (("state_range", state_range, np.less),
+                                      ("target_range", target_range, np.less_equal)):
+        if not (np.isfinite(low) and np.isfinite(high) and below(low, high)):
+            relation = "<" if below is np.less else "<="
+            raise ValueError(f"{label} must be two finite numbers LOW {relation} HIGH, got {low} {high}")
     if int(num_samples) != num_samples or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples}")
     rng = np.random.default_rng(seed)
-    n = problem.system.state_dim
-    initial_states = np.empty((0, n))
-    target_states = np.empty((0, n))
-    num_redrawn = 0
-    while len(initial_states) < num_samples:
-        need = num_samples - len(initial_states)
+    system = problem.system
+    n = system.state_dim
+    center = target_center(system.name)
+    parts, num_redrawn, have = [], 0, 0
+    while have < num_samples:
+        need = num_samples - have
         x0 = rng.uniform(*state_range, size=(need, n))
-        xt = rng.uniform(*target_range, size=(need, n))
-        if problem.objective.terminal_constraint:
+        xt = center + rng.uniform(*target_range, size=(need, n))
+        if system.is_linear and problem.objective.terminal_constraint:
             keep = optimal.reachability_margin(problem, x0, xt) > reachability_margin
-            num_redrawn += int(np.sum(~keep))
-            if num_redrawn > 100 * num_samples:
-                raise ValueError(f"almost no target in {list(target_range)} is reachable with "
-                                 f"|u| <= {problem.control_bound}: widen the bound or narrow the boxes")
             x0, xt = x0[keep], xt[keep]
-        initial_states = np.concatenate([initial_states, x0])
-        target_states = np.concatenate([target_states, xt])
-    solution = optimal.solve(problem, initial_states, target_states)
+        solution, keep = optimum(problem, x0, xt, workers=workers, progress=progress) if len(x0) else (None, [])
+        num_redrawn += need - int(np.sum(keep))
+        if num_redrawn > 100 * num_samples or (not system.is_linear and have == 0 and not np.any(keep)):
+            raise ValueError(f"almost no target in {list(target_range)} is reachable from {list(state_range)} "
+                             f"with |u| <= {problem.control_bound}: widen the bound or narrow the boxes")
+        if len(x0):
+            parts.append((x0[keep], xt[keep], solution, keep))
+        have += int(np.sum(keep))
+    initial_states = np.concatenate([x0 for x0, _, _, _ in parts])
+    target_states = np.concatenate([xt for _, xt, _, _ in parts])
+    arrays = {key: np.concatenate([getattr(sol, key)[keep] for _, _, sol, keep in parts])
+              for key in ("control_sequences", "state_trajectories", "costs", "terminal_multipliers",
+                          "bound_active")}
     from . import __version__
     metadata = {
         "format_version": FORMAT_VERSION, "trc_lib_version": __version__,
         "problem": problem.to_dict(), "controller": problem.objective.name,
+        "oracle": "exact QP" if system.is_linear else "IPOPT (multiple shooting, best of tasks.label_starts)",
         "num_samples": int(num_samples), "seed": int(seed),
         "state_range": [float(v) for v in state_range], "target_range": [float(v) for v in target_range],
-        "num_redrawn": num_redrawn, "num_bound_active": int(solution.bound_active.sum()),
+        "target_center": [float(v) for v in center],
+        "num_redrawn": num_redrawn, "num_bound_active": int(arrays["bound_active"][:num_samples].sum()),
     }
-    return ControlDataset(initial_states, target_states, solution.control_sequences,
-                          solution.state_trajectories, solution.costs, metadata)
+    return ControlDataset(initial_states[:num_samples], target_states[:num_samples],
+                          *(arrays[k][:num_samples] for k in ("control_sequences", "state_trajectories", "costs",
+                                                             "terminal_multipliers")), metadata)
 
 
 def save_dataset(dataset: ControlDataset, path) -> Path:
@@ -128,8 +150,9 @@ def save_dataset(dataset: ControlDataset, path) -> Path:
 def read_dataset(path, verify_labels: bool = True) -> ControlDataset:
     """Read and check a dataset file; raise TRCError naming the file and the problem if it is bad.
 
-    verify_labels re-solves the stated problem (about 50 ms per 10,000 samples) and refuses
-    labels that are not its exact optimum.
+    verify_labels checks that the labels are the stated problem's optimum: linear problems are
+    re-solved exactly (about 50 ms per 10,000 samples); nonlinear ones get the checks of
+    verify_nonlinear_labels (about a second).
     """
     path = Path(path)
     if path.is_dir():
@@ -143,20 +166,25 @@ def read_dataset(path, verify_labels: bool = True) -> ControlDataset:
             contents = {k: npz[k] for k in npz.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
         raise TRCError(f"{path}: not a readable .npz dataset ({e})") from None
+    try:
+        metadata = json.loads(str(contents["metadata"]))
+        version = metadata.get("format_version")
+    except (KeyError, ValueError, AttributeError) as e:
+        raise TRCError(f"{path}: unreadable metadata ({type(e).__name__}: {e})") from None
+    if version != FORMAT_VERSION:
+        raise TRCError(f"{path}: dataset format version {version}, expected {FORMAT_VERSION} "
+                       f"(written by another trc_lib version: generate it again with `trc generate`)")
     missing = [k for k in (*ARRAY_KEYS, "metadata") if k not in contents]
     if missing:
         raise TRCError(f"{path}: missing keys {missing}; a dataset has {[*ARRAY_KEYS, 'metadata']}")
     try:
-        metadata = json.loads(str(contents["metadata"]))
         problem = ControlProblem.from_dict(metadata["problem"])
     except (ValueError, KeyError, TypeError) as e:
         raise TRCError(f"{path}: unreadable metadata ({type(e).__name__}: {e})") from None
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise TRCError(f"{path}: format version {metadata.get('format_version')}, expected {FORMAT_VERSION}")
     num = len(contents["initial_states"])
     n, m, N = problem.system.state_dim, problem.system.control_dim, problem.num_steps
     expected = {"initial_states": (num, n), "target_states": (num, n), "control_sequences": (num, N, m),
-                "state_trajectories": (num, N + 1, n), "costs": (num,)}
+                "state_trajectories": (num, N + 1, n), "costs": (num,), "terminal_multipliers": (num, n)}
     for key, shape in expected.items():
         if contents[key].shape != shape:
             raise TRCError(f"{path}: '{key}' has shape {list(contents[key].shape)}, expected {list(shape)} "
@@ -169,17 +197,62 @@ def read_dataset(path, verify_labels: bool = True) -> ControlDataset:
         raise TRCError(f"{path}: the dataset is empty")
     dataset = ControlDataset(**{k: contents[k].astype(np.float64) for k in ARRAY_KEYS},
                              metadata=metadata, path=str(path))
-    if verify_labels:
+    if verify_labels and problem.system.is_linear:
         try:
             solution = optimal.solve(problem, dataset.initial_states, dataset.target_states)
         except ValueError as e:
             raise TRCError(f"{path}: {e}") from None
         scale = 1.0 + np.abs(solution.control_sequences).max()
         if (not np.allclose(solution.control_sequences, dataset.control_sequences, rtol=0, atol=1e-6 * scale)
-                or not np.allclose(solution.costs, dataset.costs, rtol=1e-6, atol=1e-9)):
-            raise TRCError(f"{path}: 'control_sequences'/'costs' are not the exact optimum of the problem "
-                           f"stated in its metadata (a corrupt file, or labels from another problem)")
+                or not np.allclose(solution.costs, dataset.costs, rtol=1e-6, atol=1e-9)
+                or not np.allclose(solution.terminal_multipliers, dataset.terminal_multipliers, rtol=1e-5,
+                                   atol=1e-6 * (1.0 + np.abs(solution.terminal_multipliers).max()))):
+            raise TRCError(f"{path}: 'control_sequences'/'costs'/'terminal_multipliers' are not the exact "
+                           f"optimum of the problem stated in its metadata (a corrupt file, or labels from "
+                           f"another problem)")
+    elif verify_labels:
+        verify_nonlinear_labels(dataset)
     return dataset
+
+
+def verify_nonlinear_labels(dataset: ControlDataset, num_spot_checks: int = NUM_SPOT_CHECKS) -> None:
+    """Refuse nonlinear labels that are inconsistent or not optimal (TRCError naming the file).
+
+    Every sample: the trajectory is the rollout of its controls, the cost is J of that, the
+    controls keep the bound and the trajectory ends on x* (when required). A seeded handful
+    is solved again by IPOPT starting from the stored controls: a local optimum comes back
+    unchanged, anything else comes back cheaper and is refused. (Re-solving all of them would
+    take as long as generating them.)
+    """
+    from .labels import solve_nonlinear
+    problem, path = dataset.problem, dataset.path
+    states = problem.system.rollout(dataset.initial_states, dataset.control_sequences)
+    scale = 1.0 + np.abs(states).max()
+    problems = []
+    if not np.allclose(states, dataset.state_trajectories, rtol=0, atol=1e-8 * scale):
+        problems.append("'state_trajectories' are not the rollout of 'control_sequences'")
+    if not np.allclose(problem.cost(states, dataset.control_sequences, dataset.target_states), dataset.costs,
+                       rtol=1e-8, atol=1e-10):
+        problems.append("'costs' are not J of the stored controls")
+    if np.abs(dataset.control_sequences).max() > problem.control_bound * (1 + 1e-9):
+        problems.append(f"'control_sequences' exceed the bound {problem.control_bound}")
+    if problem.objective.terminal_constraint:
+        miss = np.abs(states[:, -1] - dataset.target_states) / (1.0 + np.abs(dataset.target_states))
+        if miss.max() > 1e-5:
+            problems.append(f"the trajectories miss their targets (by up to {miss.max():.2g})")
+    if not problems:
+        picks = np.random.default_rng(len(dataset)).choice(len(dataset), min(num_spot_checks, len(dataset)),
+                                                           replace=False)
+        picked = dataset.subset(picks)
+        resolved, success = solve_nonlinear(problem, picked.initial_states, picked.target_states,
+                                            picked.control_sequences[:, None], workers=1, progress=False)
+        better = success & (resolved.costs < picked.costs - 1e-6 * (1.0 + np.abs(picked.costs)))
+        if better.any():
+            problems.append(f"IPOPT improves the stored labels of samples {sorted(picks[better].tolist())} "
+                            f"(cost {picked.costs[better][0]:.6g} -> {resolved.costs[better][0]:.6g}): "
+                            f"they are not optimal")
+    if problems:
+        raise TRCError(f"{path}: {'; '.join(problems)} (a corrupt file, or labels from another problem)")
 
 
 def load_dataset(path, val_fraction: float = 0.1, seed: int = 0):

@@ -19,19 +19,34 @@ import os
 import numpy as np
 from tqdm.auto import tqdm
 
+from . import optimal
 from .optimal import OptimalSolution
-from .problem import ControlProblem, Objective
-from .systems import VanDerPol
+from .problem import ControlProblem
 
 _worker_optimizer = None  # one per worker process, built by _init_worker
+_worker_problem = None  # the problem (as a dict) it was built for
 
 
 def vanderpol_problem(time_horizon=5.0, num_steps=50, substeps=4, mu=1.0, control_bound=2.0) -> ControlProblem:
     """The default Van der Pol task: regulate to x* (the origin by default) exactly at t = T,
     minimizing dt * sum (|x_k - x*|^2 + u_k^2), with |u| <= 2."""
-    objective = Objective(name="quadratic", Q=((1.0, 0.0), (0.0, 1.0)), R=((1.0,),), Q_f=((0.0, 0.0), (0.0, 0.0)),
-                          terminal_constraint=True)
-    return ControlProblem(VanDerPol(time_horizon, num_steps, substeps, mu), control_bound, objective)
+    from .tasks import make_problem
+    return make_problem(num_steps, time_horizon, control_bound, system="vanderpol", substeps=substeps, mu=mu)
+
+
+def optimum(problem: ControlProblem, initial_states, target_states, workers=None, progress=False):
+    """The oracle for any task: (OptimalSolution, success [B] bool).
+
+    Linear systems: the exact QP (optimal.solve; every sample succeeds, an unreachable target
+    raises ValueError). Nonlinear systems: IPOPT from the task's starts (tasks.label_starts),
+    best successful start kept; success False where no start converged to a feasible point.
+    """
+    if problem.system.is_linear:
+        solution = optimal.solve(problem, initial_states, target_states)
+        return solution, np.ones(len(solution.costs), bool)
+    from .tasks import label_starts
+    return solve_nonlinear(problem, initial_states, target_states, label_starts(problem), workers=workers,
+                           progress=progress)
 
 
 def make_optimizer(problem: ControlProblem):
@@ -56,8 +71,12 @@ def make_optimizer(problem: ControlProblem):
 
 
 def _init_worker(problem_dict):
-    global _worker_optimizer
-    _worker_optimizer = make_optimizer(ControlProblem.from_dict(problem_dict))
+    """Build this process's optimizer, unless it already has one for the same problem (building
+    the NLP takes longer than solving a few problems: a batch-1 caller must not pay it each time)."""
+    global _worker_optimizer, _worker_problem
+    if _worker_optimizer is None or _worker_problem != problem_dict:
+        _worker_optimizer = make_optimizer(ControlProblem.from_dict(problem_dict))
+        _worker_problem = problem_dict
 
 
 def _solve_chunk(args):
@@ -70,7 +89,8 @@ def solve_nonlinear(problem: ControlProblem, initial_states, target_states, init
                     workers: int | None = None, chunk_size: int = 50, progress: bool = True):
     """Optimal controls for B problems. initial_states, target_states: [B, n].
 
-    initial_guesses: starts for every problem, [S, N, m] (default: zero controls).
+    initial_guesses: starts for every problem, [S, N, m], or each problem's own, [B, S, N, m]
+    (default: zero controls).
     workers: processes (default: every core). Returns (OptimalSolution, success [B] bool); the
     solution's states and costs are the numpy rollout of the returned controls.
     """
@@ -79,7 +99,9 @@ def solve_nonlinear(problem: ControlProblem, initial_states, target_states, init
     system = problem.system
     guesses = (np.zeros((1, system.num_steps, system.control_dim)) if initial_guesses is None
                else np.asarray(initial_guesses, np.float64))
-    chunks = [(x0[i:i + chunk_size], xt[i:i + chunk_size], guesses) for i in range(0, len(x0), chunk_size)]
+    per_problem = guesses.ndim == 4  # [B, S, N, m]: each problem its own starts
+    chunks = [(x0[i:i + chunk_size], xt[i:i + chunk_size], guesses[i:i + chunk_size] if per_problem else guesses)
+              for i in range(0, len(x0), chunk_size)]
     workers = min(workers or os.cpu_count() or 1, len(chunks))
     bar = tqdm(total=len(x0), desc=f"IPOPT labels ({workers} processes)", disable=not progress, unit="problem")
     outputs = []

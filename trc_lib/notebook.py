@@ -47,23 +47,24 @@ def named_files(items) -> list[tuple[str, Path]]:
 
 
 def ensure_datasets(data_dir="data", num_samples=QUICK_SAMPLES, test_samples=QUICK_TEST_SAMPLES,
-                    regenerate_if_different=False, log=print) -> tuple[Path, Path]:
+                    regenerate_if_different=False, log=print, **problem_options) -> tuple[Path, Path]:
     """Paths of data_dir/lqr_train and data_dir/lqr_test datasets, generating what is missing.
 
-    With regenerate_if_different, an existing file made with other settings (sample count,
-    seeds 42 and 123, default problem) is replaced; otherwise any valid file is used as it is.
+    problem_options: workflow.generate's (system, state_range, control_bound, ...; absent: the
+    task's defaults). With regenerate_if_different, an existing file made with other settings
+    (sample count, seeds 42 and 123, problem, boxes) is replaced; otherwise any valid file is used
+    as it is.
     """
     from .pipeline import TEST_SEED, TRAIN_SEED
     paths = []
     for name, count, seed in (("train", num_samples, TRAIN_SEED), ("test", test_samples, TEST_SEED)):
         path = resolve(data_dir) / f"lqr_{name}" / DATASET_FILENAME
-        settings = dict(num_samples=count, seed=seed, state_range=(-2.0, 2.0), num_steps=15, time_horizon=5.0,
-                        control_bound=4.0, controller="min_energy")
-        exists = path.exists() and (workflow.dataset_matches(path, **settings) or not regenerate_if_different)
+        exists = path.exists() and (not regenerate_if_different
+                                    or workflow.dataset_matches(path, num_samples=count, seed=seed, **problem_options))
         if exists:
             log(f"using {path}")
         else:
-            workflow.generate(path.parent, count, seed=seed, log=log)
+            workflow.generate(path.parent, count, seed=seed, log=log, **problem_options)
         paths.append(path)
     return tuple(paths)
 

@@ -45,14 +45,25 @@ def run_notebook(notebook, parameters: dict, output_path, progress=True) -> Path
     return output_path
 
 
-def run_pipeline(num_samples=10000, epochs=100, model_size="medium", test_samples=1000, data_dir="data",
-                 output_dir="outputs/supervised", notebooks_dir="outputs/notebooks", batch_size=64, lr=1e-3,
-                 patience=20, device="auto", seed=0, progress=True, log=print) -> list[Path]:
-    """Run notebooks 01-04; returns the executed copies. Relative paths are taken from the cwd."""
+def run_pipeline(num_samples=10000, epochs=100, model_size="medium", test_samples=1000, data_dir=None,
+                 output_dir=None, notebooks_dir=None, batch_size=64, lr=1e-3,
+                 patience=20, device="auto", seed=0, system="double_integrator", state_range=None, progress=True,
+                 log=print) -> list[Path]:
+    """Run notebooks 01-04; returns the executed copies. Relative paths are taken from the cwd.
+
+    data_dir, output_dir, notebooks_dir default to data, outputs/supervised, outputs/notebooks
+    for the double integrator and to data/SYSTEM, outputs/SYSTEM, outputs/SYSTEM/notebooks for
+    the others, so one system's run never replaces another's files.
+    """
+    default = system == "double_integrator"
+    data_dir = data_dir or ("data" if default else f"data/{system}")
+    output_dir = output_dir or ("outputs/supervised" if default else f"outputs/{system}")
+    notebooks_dir = notebooks_dir or ("outputs/notebooks" if default else f"outputs/{system}/notebooks")
     data_dir, output_dir = str(Path(data_dir).resolve()), str(Path(output_dir).resolve())
     shared = {"data_dir": data_dir, "output_dir": output_dir}
     parameters = {
-        "01_generate_data.ipynb": {"data_dir": data_dir, "num_samples": num_samples, "test_samples": test_samples},
+        "01_generate_data.ipynb": {"data_dir": data_dir, "num_samples": num_samples, "test_samples": test_samples,
+                                   "system": system, "state_range": list(state_range or [])},
         "02_train.ipynb": {**shared, "model_size": model_size, "epochs": epochs, "batch_size": batch_size,
                            "lr": lr, "patience": patience, "device": device, "seed": seed},
         "03_evaluate.ipynb": shared,

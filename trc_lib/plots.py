@@ -180,3 +180,26 @@ def plot_dataset_summary(dataset, path=None) -> Figure:
     for ax in (ax_states, ax_cost, ax_u):
         ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def plot_ablation(variant_rows: list[dict], step_rows: list[dict], path=None) -> Figure:
+    """Ablation: median cost gap and success per variant, and the default model's error against
+    the number of refinement steps run at inference (rows of ablation.score_variants / steps_at_inference)."""
+    fig = Figure(figsize=(13, 3.8), layout="constrained")
+    ax_gap, ax_succ, ax_steps = fig.subplots(1, 3)
+    names = [r["variant"] for r in variant_rows]
+    y = np.arange(len(names))
+    ax_gap.barh(y, [max(100 * r["cost_gap"]["median"], 1e-6) for r in variant_rows], color="C0")
+    ax_gap.set(yticks=y, yticklabels=names, xscale="log", xlabel="median cost gap [%] (log)", title="cost gap")
+    ax_succ.barh(y, [100 * r["success_rate"] for r in variant_rows], color="C2")
+    ax_succ.set(yticks=y, yticklabels=[], xlabel="success [%]", xlim=(0, 100), title="success")
+    steps = [r["steps"] for r in step_rows]
+    ax_steps.semilogy(steps, [r["terminal_error"]["median"] for r in step_rows], "o-", label="median terminal error")
+    ax_steps.semilogy(steps, [max(r["cost_gap"]["median"], 1e-9) for r in step_rows], "s-", label="median cost gap")
+    if step_rows:
+        ax_steps.axvline(step_rows[0]["trained_steps"], color="grey", linestyle=":", label="trained with")
+    ax_steps.set(xlabel="refinement steps at inference", title="more steps at test time?")
+    ax_steps.legend(fontsize=8)
+    for ax in (ax_gap, ax_succ, ax_steps):
+        ax.grid(alpha=0.3)
+    return _save(fig, path)

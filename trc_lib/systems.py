@@ -33,6 +33,7 @@ class DoubleIntegrator:
     num_steps: int = 15
 
     name = "double_integrator"
+    is_linear = True  # exact oracle: the QP of optimal.py
     state_dim = 2
     control_dim = 1
     state_names = ("position", "velocity")
@@ -158,6 +159,7 @@ class ODESystem:
     substeps: int = 4
 
     control_dim = 1
+    is_linear = False  # oracle: IPOPT (labels.py)
 
     def __post_init__(self):
         if not (self.time_horizon > 0 and np.isfinite(self.time_horizon)):
@@ -248,7 +250,6 @@ class Pendulum(ODESystem):
 
 
 SYSTEMS = {"double_integrator": DoubleIntegrator}
-# Not yet selectable with --system: the oracle, data and model for them are the "Beyond" issue's work.
 NONLINEAR_SYSTEMS = {"vanderpol": VanDerPol, "pendulum": Pendulum}
 
 

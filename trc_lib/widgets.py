@@ -13,6 +13,7 @@ import numpy as np
 from . import optimal
 from .data import ControlDataset
 from .evaluate import score_controls
+from .labels import optimum
 from .plots import plot_trajectories
 
 
@@ -20,25 +21,33 @@ def explore(model, test: ControlDataset, source="test case", case=0, initial_pos
             target_position=1.0, target_velocity=0.0, step=None, show=True) -> dict:
     """Oracle vs TRC (after supervision step `step`, default the last) for one problem.
 
-    source: 'test case' uses test case number `case`; 'sliders' uses the four slider values.
+    source: 'test case' uses test case number `case` (scored against its stored label);
+    'sliders' uses the four slider values (the two state components, whatever the system calls
+    them), solved by the oracle (IPOPT on nonlinear systems, a fraction of a second).
     Returns terminal errors, cost gap, costs and the figure.
     """
     problem = test.problem
     if source == "test case":
-        x0, xt = test.initial_states[case:case + 1], test.target_states[case:case + 1]
+        case_set = test.subset([case])  # its label is the oracle's answer: nothing to solve
     else:
         x0, xt = np.array([[initial_position, initial_velocity]]), np.array([[target_position, target_velocity]])
+        reachable = not (problem.system.is_linear and problem.objective.terminal_constraint
+                         and optimal.reachability_margin(problem, x0, xt)[0] <= 0)
+        if reachable:
+            solution, success = optimum(problem, x0, xt, workers=1)
+            reachable = bool(success[0])
+        if not reachable:
+            if show:
+                print(f"x* = {xt[0]} cannot be reached from x0 = {x0[0]} with |u| <= {problem.control_bound}"
+                      + ("" if problem.system.is_linear else " (IPOPT found no feasible solution)"))
+            return {"reachable": False, "terminal_error_trc": None, "cost_gap": None, "figure": None}
+        case_set = ControlDataset(x0, xt, solution.control_sequences, solution.state_trajectories, solution.costs,
+                                  solution.terminal_multipliers, test.metadata)
+    x0, xt = case_set.initial_states, case_set.target_states
+    solution = case_set.optimum()
     refinements = model.predict_refinements(x0, xt)
     step = len(refinements) if step is None else int(step)
     trc_controls = refinements[step - 1]
-    if problem.objective.terminal_constraint and optimal.reachability_margin(problem, x0, xt)[0] <= 0:
-        result = {"reachable": False, "terminal_error_trc": None, "cost_gap": None, "figure": None}
-        if show:
-            print(f"x* = {xt[0]} cannot be reached from x0 = {x0[0]} with |u| <= {problem.control_bound}")
-        return result
-    solution = optimal.solve(problem, x0, xt)
-    case_set = ControlDataset(x0, xt, solution.control_sequences, solution.state_trajectories, solution.costs,
-                              test.metadata)
     trc = score_controls(case_set, trc_controls, solution=solution)
     oracle = score_controls(case_set, solution.control_sequences, solution=solution)
     figure = plot_trajectories(problem, x0, xt, {"oracle": solution.control_sequences,
@@ -63,16 +72,21 @@ def trajectory_explorer(model, test: ControlDataset, show=True):
     initial_position, initial_velocity, target_position, target_velocity, step (then the output)."""
     import ipywidgets as w
     span = float(max(2.0, np.abs(test.initial_states).max(), np.abs(test.target_states).max()))
+    position, velocity = test.problem.system.state_names
+    # x* starts on the task's target (fixed for the nonlinear tasks), one unit right of it otherwise
+    target = np.asarray(test.metadata.get("target_center", (0.0, 0.0)), float)
+    low, high = test.metadata.get("target_range", (-1.0, 1.0))
+    target = target + (np.array([1.0, 0.0]) if high > low else 0.0)
     look = dict(style={"description_width": "90px"}, layout=w.Layout(width="460px"), continuous_update=False)
     state_slider = lambda description, value: w.FloatSlider(value=value, min=-span, max=span, step=0.05,
                                                             description=description, **look)
     controls = dict(
         source=w.ToggleButtons(options=["test case", "sliders"], value="test case", description="problem"),
         case=w.IntSlider(value=0, min=0, max=len(test) - 1, description="test case", **look),
-        initial_position=state_slider("x0 position", 0.0),
-        initial_velocity=state_slider("x0 velocity", 0.0),
-        target_position=state_slider("x* position", 1.0),
-        target_velocity=state_slider("x* velocity", 0.0),
+        initial_position=state_slider(f"x0 {position}", 0.0),
+        initial_velocity=state_slider(f"x0 {velocity}", 0.0),
+        target_position=state_slider(f"x* {position}", float(target[0])),
+        target_velocity=state_slider(f"x* {velocity}", float(target[1])),
         step=w.IntSlider(value=model.config.num_refinements, min=1, max=model.config.num_refinements,
                          description="TRC step", **look),
     )

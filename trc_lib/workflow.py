@@ -21,53 +21,83 @@ from .evaluate import hardware
 from .export import OnnxController, export_onnx
 from .files import write_json
 from .model import TinyRecursiveControl
+from .tasks import task
 
 
-def generate(output_dir, num_samples=10000, num_steps=15, time_horizon=5.0, seed=42, state_range=(-2.0, 2.0),
-             target_range=None, control_bound=4.0, controller="min_energy", system="double_integrator",
-             lqr_Q=(1.0, 1.0), lqr_R=(0.1,), lqr_Qf=(100.0, 100.0), log=print) -> Path:
-    """Generate a dataset and write OUTPUT_DIR/lqr_dataset.npz; returns its path."""
-    problem = make_problem(num_steps, time_horizon, control_bound, controller, system, lqr_Q, lqr_R, lqr_Qf)
+def generate(output_dir, num_samples=10000, num_steps=None, time_horizon=None, seed=42, state_range=None,
+             target_range=None, control_bound=None, controller=None, system="double_integrator",
+             lqr_Q=(1.0, 1.0), lqr_R=(0.1,), lqr_Qf=(100.0, 100.0), workers=None, progress=True, log=print,
+             **system_parameters) -> Path:
+    """Generate a dataset and write OUTPUT_DIR/lqr_dataset.npz; returns its path.
+
+    None means the task's default (tasks.py) for every problem and sampling option;
+    system_parameters: the system's own (mu=..., substeps=...). workers: processes for IPOPT
+    labels (default: every core).
+    """
+    problem = make_problem(num_steps, time_horizon, control_bound, controller, system, lqr_Q, lqr_R, lqr_Qf,
+                           **system_parameters)
+    defaults = task(system)
+    state_range = defaults.state_range if state_range is None else state_range
+    target_range = (state_range if system == "double_integrator" else defaults.target_range) \
+        if target_range is None else target_range
     started = time.perf_counter()
-    dataset = generate_dataset(problem, num_samples, seed, state_range, target_range)
+    dataset = generate_dataset(problem, num_samples, seed, state_range, target_range, workers=workers,
+                               progress=progress)
     path = save_dataset(dataset, Path(output_dir) / DATASET_FILENAME)
     meta = dataset.metadata
-    log(f"wrote {path}: {num_samples} {controller} solutions, dt = {problem.dt:.6g} s, "
-        f"{meta['num_bound_active']} with the bound active, {meta['num_redrawn']} unreachable pairs re-drawn "
-        f"({time.perf_counter() - started:.2f} s)")
+    unreachable = "unreachable" if problem.system.is_linear else "unsolved"
+    log(f"wrote {path}: {num_samples} {system} {problem.objective.name} solutions ({meta['oracle']}), "
+        f"dt = {problem.dt:.6g} s, {meta['num_bound_active']} with the bound active, {meta['num_redrawn']} "
+        f"{unreachable} pairs re-drawn ({time.perf_counter() - started:.2f} s)")
     return path
 
 
 def dataset_matches(path, **requested) -> bool:
     """True if `path` holds a valid dataset generated with these settings (for caching).
 
-    requested: num_samples, seed, state_range, target_range (None: same as state_range),
-    num_steps, time_horizon, control_bound, controller.
+    requested: num_samples, seed, and optionally system, state_range, target_range, num_steps,
+    time_horizon, control_bound, controller and system parameters (None or absent: the task's
+    default; target_range None: as generate() chooses).
     """
     try:
         meta = read_dataset(path, verify_labels=False).metadata
     except TRCError:
         return False
-    problem = make_problem(requested["num_steps"], requested["time_horizon"], requested["control_bound"],
-                           requested["controller"])
-    state_range = [float(v) for v in requested["state_range"]]
-    target_range = [float(v) for v in (requested.get("target_range") or state_range)]
-    return (meta["problem"] == problem.to_dict() and meta["num_samples"] == requested["num_samples"]
-            and meta["seed"] == requested["seed"] and meta["state_range"] == state_range
-            and meta["target_range"] == target_range)
+    requested = dict(requested)
+    num_samples, seed = requested.pop("num_samples"), requested.pop("seed")
+    system = requested.pop("system", None) or "double_integrator"
+    defaults = task(system)
+    state_range = requested.pop("state_range", None) or defaults.state_range
+    target_range = requested.pop("target_range", None) or (
+        state_range if system == "double_integrator" else defaults.target_range)
+    problem_options = {k: v for k, v in requested.items() if v is not None}
+    problem = make_problem(system=system, **problem_options)
+    return (meta["problem"] == problem.to_dict() and meta["num_samples"] == num_samples
+            and meta["seed"] == seed and meta["state_range"] == [float(v) for v in state_range]
+            and meta["target_range"] == [float(v) for v in target_range])
+
+
+def check_system(path, system: str, option: str) -> None:
+    """TRCError unless the dataset at `path` is for `system` (a cheap read: labels not verified)."""
+    found = read_dataset(path, verify_labels=False).metadata["problem"]["system"]["name"]
+    if found != system:
+        raise TRCError(f"{option} {path} holds {found} problems, not {system} (make {system} data with "
+                       f"`trc generate --system {system}`)")
 
 
 def train_model(data, output_dir="outputs/supervised", model_size="medium", epochs=100, batch_size=64, lr=1e-3,
                 patience=20, scheduler="cosine", latent_dim=None, num_outer_cycles=None, num_inner_cycles=None,
                 num_supervision_steps=None, device="auto", seed=0, resume=False, val_fraction=0.1,
-                ema_decay=0.999, weight_decay=0.0, terminal_weight=0.0, progress=True, log=print) -> TinyRecursiveControl:
+                ema_decay=0.999, weight_decay=0.0, terminal_weight=0.0, error_feedback=None, progress=True,
+                log=print) -> TinyRecursiveControl:
     """Build a model of the requested size for the data's problem and train it (see train.train)."""
     from .training import train
     torch.manual_seed(seed)
     train_set, val_set = load_dataset(data, val_fraction=val_fraction, seed=seed)
     overrides = {k: v for k, v in (("latent_dim", latent_dim), ("num_outer_cycles", num_outer_cycles),
                                    ("num_inner_cycles", num_inner_cycles),
-                                   ("num_supervision_steps", num_supervision_steps)) if v is not None}
+                                   ("num_supervision_steps", num_supervision_steps),
+                                   ("error_feedback", error_feedback)) if v is not None}
     state_scale = float(np.abs(np.concatenate([train_set.initial_states, train_set.target_states])).max())
     model = TinyRecursiveControl.create(model_size, problem=train_set.problem, state_scale=state_scale, **overrides)
     train_loader, val_loader = create_data_loaders(train_set, val_set, batch_size, seed=seed)
@@ -118,7 +148,8 @@ def compare(test_data, trc_checkpoint=None, output=None, train_data=None, extern
     on the same test cases. external: sequence of (name, path). Writes JSON to `output`."""
     _check_threshold(success_threshold)
     names = [name for name, _ in external]
-    reserved = {"random", "zero", "least squares (linear)", "TRC", "TRC (ONNX Runtime)", "oracle (exact QP)"}
+    reserved = {"random", "zero", "least squares (linear)", "TRC", "TRC (ONNX Runtime)", "oracle (exact QP)",
+                "oracle (IPOPT)"}
     if len(set(names)) < len(names) or reserved & set(names) or any(n.startswith("TRC after step") for n in names):
         raise TRCError(f"--external names must be unique and differ from the built-in controllers "
                        f"{sorted(reserved)}; got {names}")
