@@ -125,3 +125,19 @@ def test_generalization_sweeps_mu_on_vanderpol(vanderpol_set):
     assert all(r["success_rate"] == 1.0 for r in rows if r["controller"] == "oracle")
     with pytest.raises(ValueError, match="does not apply to vanderpol"):
         sweep({"zero": zero}, "target_box", [1.0], train=vanderpol_set)
+
+
+def test_hybrid_polishes_a_guess_into_the_optimum(vanderpol_set):
+    from trc_lib.baselines import ZeroController
+    from trc_lib.hybrid import HybridController
+    problem, cases = vanderpol_set.problem, vanderpol_set.subset(np.arange(4))
+    converged = HybridController(ZeroController(problem), problem)
+    assert converged.name == "zero + IPOPT (to convergence)"
+    u = converged.predict(cases.initial_states, cases.target_states)
+    assert converged.converged.all()
+    np.testing.assert_allclose(score_controls(cases, u)["cost"], cases.costs, rtol=1e-5)
+    one_step = HybridController(ZeroController(problem), problem, max_iterations=1)
+    u1 = one_step.predict(cases.initial_states, cases.target_states)
+    assert (one_step.iterations <= 1).all() and np.abs(u1).max() <= problem.control_bound
+    with pytest.raises(ValueError, match="for nonlinear systems"):
+        HybridController(ZeroController(make_problem()), make_problem())

@@ -4,6 +4,7 @@
     trc train      train a model                               (guide: src/training/supervised_trainer.py)
     trc evaluate   score a checkpoint on a test set            (guide: src/evaluation/evaluator.py)
     trc compare    compare with baselines and the oracle       (guide: comparison_experiment.py)
+    trc finetune   train further on the true objective         (guide: "optional RL fine-tuning")
     trc export     export to ONNX                              (guide: "Deploy: export to ONNX")
     trc pipeline   all of the above                            (guide: ./train.sh NUM_SAMPLES EPOCHS SIZE)
 
@@ -199,6 +200,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where TRC runs and is timed (default: %(default)s)")
     _add_system_check(p)
 
+    p = sub.add_parser("finetune", help="fine-tune a trained model on the task's true objective",
+                       description="The guide's optional fine-tuning beyond imitation: train a checkpoint on the "
+                                   "task's own cost J(u) / J_ref + TERMINAL_PENALTY ||x_N - x*||^2 through the "
+                                   "differentiable simulator, using the problems of --data but not its labels "
+                                   "(so the model can end up cheaper than whatever labelled them). Writes "
+                                   "OUTPUT_DIR/finetuned_model.pt and finetune_stats.json.")
+    p.add_argument("--checkpoint", default="outputs/supervised/best_model.pt", help="model to start from "
+                                                                                    "(default: %(default)s)")
+    p.add_argument("--data", default="data/lqr_train/lqr_dataset.npz",
+                   help="problems to fine-tune on; --val_fraction held out (default: %(default)s)")
+    p.add_argument("--epochs", type=positive_int, default=20, help="epochs (default: %(default)s)")
+    p.add_argument("--lr", type=positive_float, default=1e-4, help="learning rate of AdamW (default: %(default)s)")
+    p.add_argument("--batch_size", type=positive_int, default=64, help="mini-batch size (default: %(default)s)")
+    p.add_argument("--terminal_penalty", type=nonnegative_float, default=10.0,
+                   help="weight of the squared terminal miss, standing in for x_N = x* (default: %(default)s)")
+    p.add_argument("--val_fraction", type=unit_interval, default=0.1,
+                   help="share of the data held out for validation (default: %(default)s)")
+    p.add_argument("--output_dir", default="outputs/finetuned", help="where the files go (default: %(default)s)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto picks the GPU when there is one (default: %(default)s)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed for the split and shuffling (default: %(default)s)")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
+
     p = sub.add_parser("export", help="export a trained model to ONNX (the guide's Deploy step)",
                        description="Write the model as ONNX (batch size free) and check that ONNX Runtime "
                                    "reproduces PyTorch to 1e-5 on random inputs; load it with "
@@ -289,6 +313,10 @@ def run(args) -> None:
     elif args.command == "compare":
         workflow.compare(args.test_data, args.trc_checkpoint, args.output, args.train_data,
                          _external_pairs(args.external), args.success_threshold, args.seed, args.device)
+    elif args.command == "finetune":
+        workflow.finetune_checkpoint(args.checkpoint, args.data, args.output_dir, args.epochs, args.lr,
+                                     args.batch_size, args.terminal_penalty, args.val_fraction, args.device,
+                                     args.seed, progress=not args.no_progress)
     elif args.command == "export":
         workflow.export(args.checkpoint, args.output)
     elif args.command == "pipeline":

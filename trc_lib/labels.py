@@ -49,8 +49,9 @@ def optimum(problem: ControlProblem, initial_states, target_states, workers=None
                            progress=progress)
 
 
-def make_optimizer(problem: ControlProblem):
-    """A TrajectoryOptimizer for `problem`'s system, bound and objective."""
+def make_optimizer(problem: ControlProblem, **options):
+    """A TrajectoryOptimizer for `problem`'s system, bound and objective; options go to its
+    constructor (max_iterations, ipopt_options, ...)."""
     from .trajectory_optimizer import TrajectoryOptimizer
     Q, R, Q_f = (np.asarray(M) for M in problem.objective.matrices())
     system = problem.system
@@ -67,7 +68,8 @@ def make_optimizer(problem: ControlProblem):
                                system.time_horizon, system.num_steps, substeps=system.substeps,
                                stage_cost=stage_cost, terminal_cost=terminal_cost,
                                terminal_constraint=problem.objective.terminal_constraint,
-                               control_lower=-problem.control_bound, control_upper=problem.control_bound)
+                               control_lower=-problem.control_bound, control_upper=problem.control_bound,
+                               **options)
 
 
 def _init_worker(problem_dict):

@@ -195,6 +195,36 @@ def compare(test_data, trc_checkpoint=None, output=None, train_data=None, extern
     return rows
 
 
+def finetune_checkpoint(checkpoint, data, output_dir="outputs/finetuned", epochs=20, lr=1e-4, batch_size=64,
+                        terminal_penalty=10.0, val_fraction=0.1, device="auto", seed=0, progress=True,
+                        log=print) -> TinyRecursiveControl:
+    """`trc finetune`: train a checkpoint further on its task's true objective (finetune.py).
+
+    Uses the problems of `data` (split as in training), not its labels. Writes
+    OUTPUT_DIR/finetuned_model.pt and OUTPUT_DIR/finetune_stats.json (the history).
+    """
+    from .checkpoint import save_checkpoint
+    from .finetune import finetune
+    if Path(checkpoint).suffix == ".onnx":
+        raise TRCError(f"{checkpoint}: an ONNX file cannot be trained; pass the .pt checkpoint")
+    model = load_model(checkpoint, "cpu")
+    train_set, val_set = load_dataset(data, val_fraction=val_fraction, seed=seed)
+    _check_same_problem(model, train_set, checkpoint)
+    torch.manual_seed(seed)
+    history = finetune(model, train_set, val_set, epochs=epochs, lr=lr, batch_size=batch_size,
+                       terminal_penalty=terminal_penalty, device=resolve_device(device), seed=seed,
+                       progress=progress, log=log)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.cpu().eval()
+    save_checkpoint(output_dir / "finetuned_model.pt", model, model.state_dict(),
+                    data={"path": str(Path(data).resolve())}, finetuned_from=str(checkpoint),
+                    finetune={k: history[k] for k in ("cost_scale", "terminal_penalty", "initial", "final")})
+    write_json(output_dir / "finetune_stats.json", history)
+    log(f"wrote {output_dir / 'finetuned_model.pt'} and finetune_stats.json")
+    return model
+
+
 def export(checkpoint, output, log=print) -> dict:
     """`trc export`: a checkpoint to ONNX, checked against PyTorch (see export.export_onnx)."""
     return export_onnx(load_model(checkpoint), output, log=log)
