@@ -219,9 +219,12 @@ def main():
     parser.add_argument("--output_dir", default=str(ROOT / "outputs" / "benchmark" / "beyond"))
     args = parser.parse_args()
     out = Path(args.output_dir)
-    results = []
-    for name in args.tasks:  # each task's numbers are saved as soon as they exist
+    # each task's numbers are saved as soon as they exist; tasks not run this time keep earlier results
+    earlier = json.loads((out / "beyond.json").read_text())["results"] if (out / "beyond.json").exists() else []
+    results = [r for r in earlier if r["task"] in TASKS and r["task"] not in args.tasks]
+    for name in args.tasks:
         results.append(run_task(name, TASKS[name], args, out))
+        results.sort(key=lambda r: list(TASKS).index(r["task"]))
         write_json(out / "beyond.json", {"hardware": hardware(), "args": vars(args), "results": results})
     text = report(results, args)
     print("\n" + text)

@@ -81,6 +81,12 @@ def _init_worker(problem_dict):
         _worker_problem = problem_dict
 
 
+def cached_optimizer(problem: ControlProblem):
+    """This process's TrajectoryOptimizer for `problem`, built on first use."""
+    _init_worker(problem.to_dict())
+    return _worker_optimizer
+
+
 def _solve_chunk(args):
     initial_states, target_states, initial_guesses = args
     batch = _worker_optimizer.solve_batch(initial_states, target_states, initial_guesses)
