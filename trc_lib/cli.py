@@ -20,6 +20,7 @@ import os
 import sys
 
 from .errors import TRCError
+from .tasks import TASKS
 
 
 class Parser(argparse.ArgumentParser):
@@ -59,7 +60,7 @@ ema_decay = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 def _add_problem_options(p):
     g = p.add_argument_group("problem (defaults depend on --system; see `trc_lib/tasks.py`)")
-    g.add_argument("--system", default="double_integrator", choices=["double_integrator", "vanderpol", "pendulum"],
+    g.add_argument("--system", default="double_integrator", choices=list(TASKS),
                    help="double_integrator: x'' = u, min-energy transfer (exact QP labels); vanderpol: regulate "
                         "the unstable Van der Pol oscillator (mu = 1) to the origin; pendulum: swing up from "
                         "near hanging to upright with a torque too weak to lift it directly. The nonlinear "
@@ -85,7 +86,7 @@ def _add_problem_options(p):
 
 
 def _add_system_check(p):
-    p.add_argument("--system", default=None, choices=["double_integrator", "vanderpol", "pendulum"],
+    p.add_argument("--system", default=None, choices=list(TASKS),
                    help="the system the data must be for (the problem itself is read from the data file, "
                         "made by `trc generate --system ...`); a mismatch is an error (default: any)")
 
@@ -225,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a trained model to ONNX (the guide's Deploy step)",
                        description="Write the model as ONNX (batch size free) and check that ONNX Runtime "
-                                   "reproduces PyTorch to 1e-5 on random inputs; load it with "
+                                   "reproduces PyTorch to 1e-5 x max(1, control bound) on random inputs; load it with "
                                    "trc_lib.load_model('model.onnx') or evaluate it with `trc evaluate "
                                    "--checkpoint model.onnx`.")
     p.add_argument("--checkpoint", default="outputs/supervised/best_model.pt", help="model (default: %(default)s)")
@@ -242,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_size", nargs="?", default="medium", choices=["small", "medium", "large"],
                    help="model size (default: %(default)s)")
     p.add_argument("--test_samples", type=positive_int, default=1000, help="test cases (default: %(default)s)")
-    p.add_argument("--system", default="double_integrator", choices=["double_integrator", "vanderpol", "pendulum"],
+    p.add_argument("--system", default="double_integrator", choices=list(TASKS),
                    help="the task (see `trc generate --help`); the others' files go to their own folders "
                         "(default: %(default)s)")
     p.add_argument("--state_range", type=finite_float, nargs=2, default=None, metavar=("LOW", "HIGH"),

@@ -94,6 +94,16 @@ def make_problem(num_steps=None, time_horizon=None, control_bound=None, controll
     return ControlProblem(built, float(bound), objective)
 
 
+def sampling_boxes(system: str, state_range=None, target_range=None) -> tuple[tuple, tuple]:
+    """(state_range, target_range) with None replaced by the task's defaults: the double
+    integrator's targets come from the same box as its initial states, the others' from their own."""
+    defaults = task(system)
+    state_range = tuple(defaults.state_range if state_range is None else state_range)
+    if target_range is None:
+        target_range = state_range if system == "double_integrator" else defaults.target_range
+    return state_range, tuple(target_range)
+
+
 def target_center(system: str) -> np.ndarray:
     return np.asarray(task(system).target_center, dtype=np.float64)
 

@@ -21,7 +21,7 @@ from .evaluate import hardware
 from .export import OnnxController, export_onnx
 from .files import write_json
 from .model import TinyRecursiveControl
-from .tasks import task
+from .tasks import sampling_boxes
 
 
 def generate(output_dir, num_samples=10000, num_steps=None, time_horizon=None, seed=42, state_range=None,
@@ -36,10 +36,7 @@ def generate(output_dir, num_samples=10000, num_steps=None, time_horizon=None, s
     """
     problem = make_problem(num_steps, time_horizon, control_bound, controller, system, lqr_Q, lqr_R, lqr_Qf,
                            **system_parameters)
-    defaults = task(system)
-    state_range = defaults.state_range if state_range is None else state_range
-    target_range = (state_range if system == "double_integrator" else defaults.target_range) \
-        if target_range is None else target_range
+    state_range, target_range = sampling_boxes(system, state_range, target_range)
     started = time.perf_counter()
     dataset = generate_dataset(problem, num_samples, seed, state_range, target_range, workers=workers,
                                progress=progress)
@@ -66,10 +63,8 @@ def dataset_matches(path, **requested) -> bool:
     requested = dict(requested)
     num_samples, seed = requested.pop("num_samples"), requested.pop("seed")
     system = requested.pop("system", None) or "double_integrator"
-    defaults = task(system)
-    state_range = requested.pop("state_range", None) or defaults.state_range
-    target_range = requested.pop("target_range", None) or (
-        state_range if system == "double_integrator" else defaults.target_range)
+    state_range, target_range = sampling_boxes(system, requested.pop("state_range", None) or None,
+                                               requested.pop("target_range", None) or None)
     problem_options = {k: v for k, v in requested.items() if v is not None}
     problem = make_problem(system=system, **problem_options)
     return (meta["problem"] == problem.to_dict() and meta["num_samples"] == num_samples
