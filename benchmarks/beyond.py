@@ -29,6 +29,7 @@ from trc_lib.evaluate import hardware, time_inference
 from trc_lib.files import atomic_path, write_json
 from trc_lib.hybrid import HybridController
 from trc_lib.pipeline import TEST_SEED, TRAIN_SEED
+from trc_lib.projection import ProjectedController
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = {
@@ -40,6 +41,7 @@ TASKS = {
 # loss alone left 1.1% of the targets missed by more than 0.1 (98.9% success); adding the squared
 # terminal miss through the exact dynamics (trc train --terminal_weight 1) reached 99.9%.
 TRAINING = {"bounded_double_integrator": {"terminal_weight": 1.0}}
+PROJECTION_STEPS = 5  # Newton steps onto the terminal constraint in the "+ Newton projection" rows
 
 
 def generate(folder: Path, count: int, seed: int, options: dict, reuse: bool) -> tuple[Path, float, str]:
@@ -54,6 +56,23 @@ def generate(folder: Path, count: int, seed: int, options: dict, reuse: bool) ->
     seconds = time.perf_counter() - started
     write_json(record, {"seconds": seconds, "num_samples": count, **options})
     return path, seconds, "measured in this run"
+
+
+def sensitivity(test) -> dict:
+    """How precise an open-loop answer must be, at the test set's optima: the singular values of
+    dx_N/du (median over cases), and how far the model's error feedback (RK4 with one step per
+    interval) puts x_N from the task's integrator."""
+    import dataclasses
+
+    from trc_lib.projection import TerminalProjection
+    u = test.control_sequences
+    _, J = TerminalProjection(test.problem)._terminal_and_jacobian_batch(test.initial_states, u.reshape(len(u), -1))
+    singular = np.linalg.svd(J, compute_uv=False)
+    system = test.problem.system
+    coarse = dataclasses.replace(system, substeps=1).rollout(test.initial_states, u)[:, -1]
+    feedback_error = np.linalg.norm(coarse - system.rollout(test.initial_states, u)[:, -1], axis=1)
+    return {"singular_values_median": np.median(singular, axis=0).tolist(),
+            "feedback_error_median": float(np.median(feedback_error)), "feedback_error_max": float(feedback_error.max())}
 
 
 def closed_loop_study(model, test, num_cases: int, seed: int) -> list[dict]:
@@ -93,12 +112,15 @@ def run_task(name: str, options: dict, args, out: Path) -> dict:
     xt = np.tile(test.target_states, (10, 1))[:10000]
     batch_10k = {"TRC": time_inference(TRCController(model).predict, x0, xt, 10000, repeats=3)}
     training = {"TRC": json.loads((folder / "model" / "training_stats.json").read_text())}
-    if not test.problem.system.is_linear and not args.skip_no_feedback:
+    nonlinear = not test.problem.system.is_linear
+    trc = fastest = TRCController(model)  # fastest: the network the IPOPT hybrids start from
+    if nonlinear and not args.skip_no_feedback:
         # on the nonlinear systems the error feedback is an RK4 rollout per recursion: measure the model without it
         name_nf = "TRC (no error feedback)"
         if not args.skip_training:
             workflow.train_model(train_path, folder / "model_no_feedback", args.model_size, args.epochs,
-                                 args.batch_size, error_feedback=False, progress=True, log=print)
+                                 args.batch_size, error_feedback=False, progress=True, log=print,
+                                 **TRAINING.get(name, {}))
         model_nf = load_model(folder / "model_no_feedback" / "best_model.pt")
         controller = TRCController(model_nf)
         controller.name = name_nf
@@ -112,9 +134,18 @@ def run_task(name: str, options: dict, args, out: Path) -> dict:
         for extra in (controller, onnx_controller):
             rows.insert(-1, evaluate_controller(extra, test))
             batch_10k[extra.name] = time_inference(extra.predict, x0, xt, 10000, repeats=3)
-        # the hybrid: the fastest network's answer polished by IPOPT (one iteration, or to convergence)
+        fastest = onnx_controller
+    checked = list(training)  # the rows whose bars the report checks
+    if nonlinear:
+        # the network's answer polished: by Newton projection onto the terminal constraint (batched,
+        # cheap), and by IPOPT started from it (one iteration, or to convergence)
+        for network in [trc] if fastest is trc else [trc, fastest]:
+            projected = ProjectedController(network, test.problem, PROJECTION_STEPS)
+            rows.insert(-1, evaluate_controller(projected, test))
+            batch_10k[projected.name] = time_inference(projected.predict, x0, xt, 10000, repeats=1)
+            checked.append(projected.name)
         for max_iterations in (1, None):
-            hybrid = HybridController(onnx_controller, test.problem, max_iterations)
+            hybrid = HybridController(fastest, test.problem, max_iterations)
             hybrid.timing_batch_sizes = (1,)
             rows.insert(-1, evaluate_controller(hybrid, test))
             hybrid.predict(test.initial_states, test.target_states)
@@ -126,7 +157,9 @@ def run_task(name: str, options: dict, args, out: Path) -> dict:
               "label_seconds_per_10k": train_seconds * 10000 / args.num_samples, "label_time_note": label_note,
               "train_seconds": train_seconds_model, "training": training,
               "trained_in_this_run": not args.skip_training, "training_options": TRAINING.get(name, {}),
-              "controllers": rows, "batch_10000": batch_10k}
+              "controllers": rows, "batch_10000": batch_10k, "checked": checked, "hardware": hardware()}
+    if nonlinear:
+        result["sensitivity"] = sensitivity(test)
     if name == "vanderpol" and args.closed_loop_cases:
         result["closed_loop"] = closed_loop_study(model, test, args.closed_loop_cases, seed=1)
     return result
@@ -173,13 +206,14 @@ def bars(result, trc_name="TRC") -> list[tuple[str, str, bool]]:
 
 
 def report(results: list[dict], args) -> str:
-    hw = hardware()
+    def machine(hw):
+        return (f"{hw['cpu']}, {hw['cpu_count']} cores, torch {hw['torch']} with {hw['torch_threads']} threads"
+                + (f", GPU {hw['gpu']}" if hw["gpu"] else ", no GPU"))
     lines = [f"## Beyond the double integrator: {args.num_samples} training samples, {args.epochs} epochs, "
-             f"{args.model_size}, batch {args.batch_size}", "",
-             f"Hardware: {hw['cpu']}, {hw['cpu_count']} cores, torch {hw['torch']} with {hw['torch_threads']} "
-             f"threads" + (f", GPU {hw['gpu']}" if hw["gpu"] else ", no GPU"), ""]
+             f"{args.model_size}, batch {args.batch_size}", ""]
     for result in results:
-        lines += [f"### {result['task']}", "",
+        # tasks may come from runs on different machines: each names its own
+        lines += [f"### {result['task']}", "", f"Hardware: {machine(result.get('hardware', hardware()))}", "",
                   f"Labels (oracle on every core): {result['label_seconds_per_10k']:.1f} s per 10,000 problems "
                   f"({result['label_time_note']}); "
                   + (f"training the default TRC: {result['train_seconds'] / 60:.1f} min"
@@ -195,12 +229,19 @@ def report(results: list[dict], args) -> str:
                 lines.append(f"- {r['name']}: {r['ipopt_iterations_mean']:.1f} IPOPT iterations on average, "
                              f"{100 * r['ipopt_converged']:.1f}% converged")
         lines.append("")
+        if "sensitivity" in result:
+            sens = result["sensitivity"]
+            lines += [f"Sensitivity at the optima: singular values of dx_N/du (median over the test set) "
+                      f"{', '.join(f'{v:.3g}' for v in sens['singular_values_median'])}, so a control error of "
+                      f"norm {0.1 / sens['singular_values_median'][0]:.2g} in the worst direction moves x_N by 0.1; "
+                      f"the error feedback's one-step RK4 puts x_N {sens['feedback_error_median']:.2g} (median; max "
+                      f"{sens['feedback_error_max']:.2g}) from the task's integrator.", ""]
         if "closed_loop" in result:
             from trc_lib.closed_loop import format_closed_loop
             lines += ["Closed loop (first cases of the test set, run for twice the horizon):", "",
                       format_closed_loop(result["closed_loop"]), ""]
         lines += ["| model | bar (Beyond issue) | measured | met |", "|---|---|---|---|"]
-        for name in result["training"]:
+        for name in result.get("checked", result["training"]):
             lines += [f"| {name} | {bar} | {value} | {'yes' if ok else 'NO'} |" for bar, value, ok in bars(result, name)]
         lines.append("")
     return "\n".join(lines)

@@ -175,6 +175,7 @@ def test_checkpoint_for_another_problem_is_refused(capsys, tmp_path, trained_dir
     (["generate", "--controller", "pid"], ["--controller", "invalid choice"]),
     (["evaluate", "--success_threshold", "-0.1"], ["--success_threshold"]),
     (["evaluate", "--device", "tpu"], ["--device", "invalid choice"]),
+    (["compare", "--newton_steps", "-1"], ["--newton_steps", "'-1' is not a non-negative integer"]),
     (["pipeline", "100", "-5"], ["epochs", "'-5' is not a positive integer"]),
 ])
 def test_bad_option_values_exit_2_naming_the_option(capsys, argv, fragments):
@@ -259,3 +260,11 @@ def test_external_names_may_not_shadow_built_in_controllers(capsys, tmp_path, tr
     assert main(["compare", "--test_data", str(test_path), "--trc_checkpoint", str(trained_dir / "best_model.pt"),
                  "--external", f"zero={path}"]) == 2
     assert "must be unique and differ from the built-in controllers" in capsys.readouterr().err
+
+
+def test_newton_steps_are_refused_on_a_linear_task_and_without_a_model(capsys, trained_dir, test_path):
+    fails_with(capsys, ["compare", "--test_data", str(test_path), "--trc_checkpoint",
+                        str(trained_dir / "best_model.pt"), "--newton_steps", "2"],
+               "trc compare: error:", "--newton_steps is for the nonlinear systems", str(test_path))
+    fails_with(capsys, ["compare", "--test_data", str(test_path), "--newton_steps", "2"],
+               "trc compare: error:", "--newton_steps polishes TRC's answer: pass --trc_checkpoint")

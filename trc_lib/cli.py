@@ -199,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the random-controls baseline (default: %(default)s)")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
                    help="where TRC runs and is timed (default: %(default)s)")
+    p.add_argument("--newton_steps", type=nonnegative_int, default=0, metavar="K",
+                   help="nonlinear systems: also score TRC's answer after K Newton steps onto the terminal "
+                        "constraint (the shooting method's correction on the exact integrator; 0: off, "
+                        "default: %(default)s)")
     _add_system_check(p)
 
     p = sub.add_parser("finetune", help="fine-tune a trained model on the task's true objective",
@@ -313,7 +317,8 @@ def run(args) -> None:
                                      args.device)
     elif args.command == "compare":
         workflow.compare(args.test_data, args.trc_checkpoint, args.output, args.train_data,
-                         _external_pairs(args.external), args.success_threshold, args.seed, args.device)
+                         _external_pairs(args.external), args.success_threshold, args.seed, args.device,
+                         args.newton_steps)
     elif args.command == "finetune":
         workflow.finetune_checkpoint(args.checkpoint, args.data, args.output_dir, args.epochs, args.lr,
                                      args.batch_size, args.terminal_penalty, args.val_fraction, args.device,

@@ -138,18 +138,28 @@ def evaluate_checkpoint(checkpoint, test_data, output=None, success_threshold=0.
 
 
 def compare(test_data, trc_checkpoint=None, output=None, train_data=None, external=(), success_threshold=0.1,
-            seed=0, device="cpu", log=print) -> list[dict]:
+            seed=0, device="cpu", newton_steps=0, log=print) -> list[dict]:
     """Random, zero, least squares, TRC per refinement step, TRC, external files and the oracle,
-    on the same test cases. external: sequence of (name, path). Writes JSON to `output`."""
+    on the same test cases. external: sequence of (name, path). newton_steps > 0 adds TRC's
+    answer polished by that many Newton steps onto the terminal constraint (projection.py;
+    nonlinear tasks). Writes JSON to `output`."""
     _check_threshold(success_threshold)
+    if int(newton_steps) != newton_steps or newton_steps < 0:
+        raise TRCError(f"--newton_steps must be a non-negative integer, got {newton_steps}")
+    if newton_steps and not trc_checkpoint:
+        raise TRCError("--newton_steps polishes TRC's answer: pass --trc_checkpoint too")
     names = [name for name, _ in external]
     reserved = {"random", "zero", "least squares (linear)", "TRC", "TRC (ONNX Runtime)", "oracle (exact QP)",
                 "oracle (IPOPT)"}
-    if len(set(names)) < len(names) or reserved & set(names) or any(n.startswith("TRC after step") for n in names):
+    if (len(set(names)) < len(names) or reserved & set(names)
+            or any(n.startswith(("TRC after step", "TRC + Newton")) for n in names)):
         raise TRCError(f"--external names must be unique and differ from the built-in controllers "
                        f"{sorted(reserved)}; got {names}")
     test = read_dataset(test_data)
     problem = test.problem
+    if newton_steps and problem.system.is_linear:
+        raise TRCError(f"--newton_steps is for the nonlinear systems; {test.path} states a linear one, "
+                       f"whose oracle is already exact")
     controllers = [RandomController(problem, seed), ZeroController(problem)]
     model = None
     if trc_checkpoint:
@@ -175,6 +185,9 @@ def compare(test_data, trc_checkpoint=None, output=None, train_data=None, extern
         steps = [RefinementStep(final, r, refinements) for r in range(1, len(refinements))]
         controllers += [*steps, final]
         untimed |= {s.name for s in steps}
+        if newton_steps:
+            from .projection import ProjectedController
+            controllers.append(ProjectedController(final, problem, int(newton_steps)))
     for name, path in external:
         controllers.append(ExternalControls(name, path, test))
         untimed.add(name)

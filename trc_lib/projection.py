@@ -1,0 +1,165 @@
+"""Newton projection onto the terminal constraint: a cheap, exact polish for a network's answer.
+
+A network's control sequence u [N, m] ends near the target, x_N(u) ~ x*, but on an unstable or
+strongly nonlinear system "near" can still be a miss: at the pendulum's optimal swing-ups the
+largest singular value of dx_N/du is about 135 (benchmarks/beyond.py prints it), so a control
+error of norm 0.001 in that direction moves the terminal state by 0.1. The classical remedy is the shooting
+method's Newton step. With the residual r = x_N(u) - x* [n] and the sensitivity J = dx_N/du
+[n, N m], the smallest change of u (in the Euclidean norm, which is the cost's own metric when
+R = I) that cancels r to first order is
+
+    delta_u = -J_f^T (J_f J_f^T)^-1 r,
+
+where J_f keeps only the free controls. Controls must stay in |u| <= u_max: one the step would
+push past the bound is moved onto the bound instead, and the free ones make up for it (an
+active-set loop). A step that does not reduce |r| is retried with Levenberg-Marquardt damping
+(J_f J_f^T + lambda I), which first gives up on the weakly controllable direction, where a
+full step asks for large changes; so a poor start is never made worse. Newton converges
+quadratically once the answer is in the basin, and finding the basin is the network's job: the
+projection cannot, and it is not an optimizer. It fixes the terminal condition and moves the
+cost only as much as that minimal correction does.
+
+x_N(u) and J come from one CasADi Function on the task's own integrator (RK4 with its substeps,
+the oracle's and the scorer's integrator), evaluated in C in float64; no gradient through the
+network is involved. Compare hybrid.py, which hands the answer to IPOPT (exact KKT, slower).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .problem import ControlProblem
+
+BOUND_MARGIN = 1e-9  # relative: a step may overshoot u_max by this much before its control is held
+
+
+class TerminalProjection:
+    """project(x0, x*, u) -> u with x_N(u) = x* to round-off, for a nonlinear ControlProblem.
+
+    iterations: Newton steps at most (each: one evaluation of x_N and J, plus one evaluation of
+    x_N per damping tried); tolerance: stop once every |r| is below it; dampings: the
+    Levenberg-Marquardt damping tried in turn, relative to the mean eigenvalue of J J^T (0 is
+    the plain Gauss-Newton step) until the residual shrinks.
+    """
+
+    def __init__(self, problem: ControlProblem, iterations: int = 5, tolerance: float = 1e-10,
+                 dampings: tuple = (0.0, 1e-6, 1e-4, 1e-2, 1.0)):
+        import casadi as ca
+
+        from .systems import rk4
+        system = problem.system
+        if system.is_linear:
+            raise ValueError("the projection is for nonlinear systems (the linear oracle is already exact)")
+        if int(iterations) != iterations or iterations < 1:
+            raise ValueError(f"iterations must be a positive integer, got {iterations}")
+        self.problem, self.iterations = problem, int(iterations)
+        self.tolerance, self.dampings = float(tolerance), tuple(dampings)
+        n, m, N = system.state_dim, system.control_dim, system.num_steps
+        f = system.casadi_vector_field()
+        x0, U = ca.SX.sym("x0", n), ca.SX.sym("u", N * m)
+        x = x0
+        for k in range(N):
+            x = rk4(f, x, U[k * m:(k + 1) * m], system.dt / system.substeps, system.substeps)[0]
+        self._terminal = ca.Function("x_N", [x0, U], [x])
+        self._terminal_and_jacobian = ca.Function("x_N_and_J", [x0, U], [x, ca.jacobian(x, U)])
+        self._mapped = {}
+
+    def _map(self, function, B: int):
+        key = (function.name(), B)
+        if key not in self._mapped:
+            self._mapped[key] = function.map(B)
+        return self._mapped[key]
+
+    def terminal_states(self, initial_states: np.ndarray, controls: np.ndarray) -> np.ndarray:
+        """x_N [B, n] for x_0 [B, n] and controls [B, N m] (float64)."""
+        B = len(initial_states)
+        return self._map(self._terminal, B)(initial_states.T, controls.T).full().T
+
+    def _terminal_and_jacobian_batch(self, initial_states, controls):
+        """(x_N [B, n], J [B, n, N m])."""
+        B, n = initial_states.shape
+        x_N, J = self._map(self._terminal_and_jacobian, B)(initial_states.T, controls.T)
+        # the mapped Jacobian is [n, B * N m]: problem b's block is columns b*Nm .. (b+1)*Nm
+        return x_N.full().T, J.full().reshape(n, B, -1).transpose(1, 0, 2)
+
+    def _step(self, J: np.ndarray, r: np.ndarray, u: np.ndarray, u_max: float, damping=0.0) -> np.ndarray:
+        """The minimum-norm (damped) Newton step [B, N m] that keeps |u| <= u_max (an active set).
+
+        J [B, n, N m], r [B, n], u [B, N m], damping [B] or scalar. A control the step would push
+        past the bound is moved onto the bound instead, and the step of the others is recomputed
+        to make up for it (J_f delta_f = -r - J_h delta_h), until no free control leaves the box.
+        """
+        held = np.zeros(u.shape, dtype=bool)
+        moved = np.zeros(u.shape)  # the held controls' step: onto the bound
+        eye = np.eye(J.shape[1])
+        damping = np.asarray(damping, dtype=np.float64).reshape(-1, 1, 1) + 1e-12
+        for _ in range(8):
+            J_free = J * (~held)[:, None, :]
+            rhs = -r - np.einsum("bij,bj->bi", J, moved)
+            M = J_free @ J_free.transpose(0, 2, 1) + damping * eye
+            step = (J_free.transpose(0, 2, 1) @ np.linalg.solve(M, rhs[:, :, None]))[:, :, 0] + moved
+            outside = (np.abs(u + step) > u_max * (1 + BOUND_MARGIN)) & ~held
+            if not outside.any():
+                break
+            held |= outside
+            moved = np.where(held, np.clip(u + step, -u_max, u_max) - u, 0.0)
+        return step
+
+    def project(self, initial_states, target_states, controls) -> np.ndarray:
+        """controls [B, N, m] (or [B, N m]) -> projected controls [B, N, m], float64.
+
+        After each call, `residuals` [B] holds |x_N - x*| of the returned controls and
+        `steps_taken` the number of Newton steps run.
+        """
+        x0 = np.asarray(initial_states, dtype=np.float64)
+        xt = np.asarray(target_states, dtype=np.float64)
+        B = len(x0)
+        u_max = self.problem.control_bound
+        u = np.clip(np.asarray(controls, dtype=np.float64).reshape(B, -1), -u_max, u_max)
+        x_N, J = self._terminal_and_jacobian_batch(x0, u)
+        r = x_N - xt
+        self.steps_taken = 0
+        for iteration in range(self.iterations):
+            norm = np.linalg.norm(r, axis=1)
+            active = norm > self.tolerance
+            if not active.any():
+                break
+            self.steps_taken = iteration + 1
+            idx = np.flatnonzero(active)
+            # Gauss-Newton first; where the residual does not shrink, more and more damping
+            scale = np.einsum("bij,bij->b", J[idx], J[idx]) / J.shape[1]
+            todo = np.arange(len(idx))
+            for relative_damping in self.dampings:
+                rows = idx[todo]
+                step = self._step(J[rows], r[rows], u[rows], u_max, relative_damping * scale[todo])
+                trial = np.clip(u[rows] + step, -u_max, u_max)
+                trial_r = self.terminal_states(x0[rows], trial) - xt[rows]
+                better = np.linalg.norm(trial_r, axis=1) < norm[rows]
+                u[rows[better]] = trial[better]
+                todo = todo[~better]
+                if not len(todo):
+                    break
+            if iteration + 1 < self.iterations:
+                x_N[idx], J[idx] = self._terminal_and_jacobian_batch(x0[idx], u[idx])
+            else:
+                x_N[idx] = self.terminal_states(x0[idx], u[idx])
+            r = x_N - xt
+        self.residuals = np.linalg.norm(r, axis=1)
+        system = self.problem.system
+        return u.reshape(B, system.num_steps, system.control_dim)
+
+
+class ProjectedController:
+    """A controller (anything with predict and name) followed by the Newton projection."""
+
+    num_parameters = None
+    memory_bytes = None
+
+    def __init__(self, controller, problem: ControlProblem, iterations: int = 5):
+        self.controller = controller
+        self.projection = TerminalProjection(problem, iterations)
+        self.name = f"{controller.name} + Newton projection ({iterations} step{'s' if iterations != 1 else ''})"
+
+    def predict(self, initial_states, target_states) -> np.ndarray:
+        guesses = self.controller.predict(initial_states, target_states)
+        return self.projection.project(initial_states, target_states, guesses)
