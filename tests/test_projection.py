@@ -83,3 +83,23 @@ def test_the_controller_wrapper_names_itself_and_refuses_linear_problems(vanderp
     assert np.linalg.norm(problem.system.rollout(x0, controller.predict(x0, xt))[:, -1] - xt, axis=1).max() < 1e-6
     with pytest.raises(ValueError, match="nonlinear"):
         TerminalProjection(make_problem())
+
+
+def test_every_refinement_is_a_start_and_the_cheapest_that_arrives_is_kept(vanderpol):
+    problem, x0, xt, u = vanderpol
+
+    class Refining:
+        name = "refining"
+
+        def predict_refinements(self, a, b):
+            # a hopeless first answer (beyond the bound everywhere) and the optimum itself
+            return np.stack([np.full_like(u, 50.0), u])
+
+        def predict(self, a, b):
+            return self.predict_refinements(a, b)[-1]
+
+    controller = ProjectedController(Refining(), problem)
+    assert controller.name == "refining + Newton projection (10 steps, every refinement)"
+    chosen = controller.predict(x0, xt)
+    np.testing.assert_allclose(chosen, u, atol=1e-6)  # the optimum: reached and cheapest
+    assert (controller.residuals < 1e-6).all()

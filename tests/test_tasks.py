@@ -104,7 +104,7 @@ def test_model_feeds_back_the_nonlinear_miss_and_trains(vanderpol_set, tmp_path)
     # trc compare --newton_steps: the barely trained network's answer, projected onto the target
     rows = workflow.compare(path, tmp_path / "out" / "best_model.pt", train_data=path, newton_steps=5,
                             log=lambda *_: None)
-    projected = next(r for r in rows if r["name"] == "TRC + Newton projection (5 steps)")
+    projected = next(r for r in rows if r["name"] == "TRC + Newton projection (5 steps, every refinement)")
     assert projected["success_rate"] == 1.0 and projected["terminal_error"]["max"] < 1e-6
 
 

@@ -20,6 +20,10 @@ class TRCController:
     def predict(self, initial_states, target_states):
         return self.model.predict(initial_states, target_states, device=self.device)
 
+    def predict_refinements(self, initial_states, target_states):
+        """[N_sup, B, N, m]: the answer after each supervision step (the last is predict's)."""
+        return self.model.predict_refinements(initial_states, target_states, device=self.device)
+
 
 class RefinementStep:
     """TRC's answer after supervision step r (1-based) of R, as a controller of its own.

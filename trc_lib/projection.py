@@ -149,17 +149,45 @@ class TerminalProjection:
         return u.reshape(B, system.num_steps, system.control_dim)
 
 
+REACHED = 1e-6  # |x_N - x*| below which a projected start counts as having reached the target
+
+
 class ProjectedController:
-    """A controller (anything with predict and name) followed by the Newton projection."""
+    """A controller followed by the Newton projection (name: '... + Newton projection (K steps)').
+
+    When the controller also offers predict_refinements (TRC does: its answer after each
+    supervision step), every refinement is projected and, per problem, the cheapest that reaches
+    the target is kept (or the one that comes closest when none does): the refinements serve as
+    the starts of a multi-start Newton method, as several starts serve the oracle, at no extra
+    network cost. every_refinement=False projects the final answer only.
+    """
 
     num_parameters = None
     memory_bytes = None
 
-    def __init__(self, controller, problem: ControlProblem, iterations: int = 5):
-        self.controller = controller
+    def __init__(self, controller, problem: ControlProblem, iterations: int = 10, every_refinement: bool = True):
+        self.controller, self.problem = controller, problem
         self.projection = TerminalProjection(problem, iterations)
-        self.name = f"{controller.name} + Newton projection ({iterations} step{'s' if iterations != 1 else ''})"
+        self.every_refinement = every_refinement and hasattr(controller, "predict_refinements")
+        self.name = (f"{controller.name} + Newton projection ({iterations} step{'s' if iterations != 1 else ''}"
+                     f"{', every refinement' if self.every_refinement else ''})")
 
     def predict(self, initial_states, target_states) -> np.ndarray:
-        guesses = self.controller.predict(initial_states, target_states)
-        return self.projection.project(initial_states, target_states, guesses)
+        x0 = np.asarray(initial_states, dtype=np.float64)
+        xt = np.asarray(target_states, dtype=np.float64)
+        starts = (self.controller.predict_refinements(x0, xt) if self.every_refinement
+                  else self.controller.predict(x0, xt)[None])
+        best = None
+        for start in starts:
+            u = self.projection.project(x0, xt, start)
+            residual = self.projection.residuals
+            reached = residual < REACHED
+            cost = self.problem.cost(self.problem.system.rollout(x0, u), u, xt)
+            if best is None:
+                best = [u, residual, reached, cost]
+                continue
+            better = (reached & (~best[2] | (cost < best[3]))) | (~reached & ~best[2] & (residual < best[1]))
+            for kept, new in zip(best, (u, residual, reached, cost)):
+                kept[better] = new[better]
+        self.residuals = best[1]
+        return best[0]
