@@ -101,11 +101,14 @@ def test_model_feeds_back_the_nonlinear_miss_and_trains(vanderpol_set, tmp_path)
                                    log=lambda *_: None)
     scores = score_controls(vanderpol_set, trained.predict(vanderpol_set.initial_states, vanderpol_set.target_states))
     assert np.isfinite(scores["cost_gap"]).all() and scores["terminal_error"].shape == (24,)
-    # trc compare --newton_steps: the barely trained network's answer, projected onto the target
-    rows = workflow.compare(path, tmp_path / "out" / "best_model.pt", train_data=path, newton_steps=5,
+    # trc compare --newton_steps: the barely trained network's answer after one Newton step (from
+    # each refinement) misses by less, never by more (test_projection.py checks convergence)
+    rows = workflow.compare(path, tmp_path / "out" / "best_model.pt", train_data=path, newton_steps=1,
                             log=lambda *_: None)
-    projected = next(r for r in rows if r["name"] == "TRC + Newton projection (5 steps, every refinement)")
-    assert projected["success_rate"] == 1.0 and projected["terminal_error"]["max"] < 1e-6
+    trc = next(r for r in rows if r["name"] == "TRC")
+    projected = next(r for r in rows if r["name"] == "TRC + Newton projection (1 step, every refinement)")
+    assert projected["terminal_error"]["max"] <= trc["terminal_error"]["max"]
+    assert projected["terminal_error"]["mean"] < 0.5 * trc["terminal_error"]["mean"]
 
 
 def test_cli_generates_nonlinear_data_and_checks_the_system(tmp_path, capsys):
