@@ -68,7 +68,7 @@ def sensitivity(test) -> dict:
 
     from trc_lib.projection import TerminalProjection
     u = test.control_sequences
-    _, J = TerminalProjection(test.problem)._terminal_and_jacobian_batch(test.initial_states, u.reshape(len(u), -1))
+    _, J = TerminalProjection(test.problem).terminal_states_and_jacobian(test.initial_states, u.reshape(len(u), -1))
     singular = np.linalg.svd(J, compute_uv=False)
     system = test.problem.system
     coarse = dataclasses.replace(system, substeps=1).rollout(test.initial_states, u)[:, -1]
@@ -112,10 +112,10 @@ def run_task(name: str, options: dict, args, out: Path) -> dict:
     model, test = load_model(checkpoint), read_dataset(test_path)
     x0 = np.tile(test.initial_states, (10, 1))[:10000]
     xt = np.tile(test.target_states, (10, 1))[:10000]
-    batch_10k = {"TRC": time_inference(TRCController(model).predict, x0, xt, 10000, repeats=3)}
+    trc = fastest = TRCController(model)  # fastest: the network the IPOPT hybrids start from
+    batch_10k = {"TRC": time_inference(trc.predict, x0, xt, 10000, repeats=3)}
     training = {"TRC": json.loads((folder / "model" / "training_stats.json").read_text())}
     nonlinear = not test.problem.system.is_linear
-    trc = fastest = TRCController(model)  # fastest: the network the IPOPT hybrids start from
     if nonlinear and not args.skip_no_feedback:
         # on the nonlinear systems the error feedback is an RK4 rollout per recursion: measure the model without it
         name_nf = "TRC (no error feedback)"

@@ -22,7 +22,7 @@ def test_jacobian_agrees_with_finite_differences(vanderpol):
     problem, x0, _, u = vanderpol
     projection = TerminalProjection(problem)
     flat = u.reshape(len(u), -1)
-    _, J = projection._terminal_and_jacobian_batch(x0, flat)
+    _, J = projection.terminal_states_and_jacobian(x0, flat)
     h, k = 1e-6, 7
     bumped = flat.copy()
     bumped[:, k] += h
