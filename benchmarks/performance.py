@@ -11,6 +11,8 @@ Measures on this machine, and writes outputs/benchmark/performance.{json,md}:
   throughput at batch 1,000 and 10,000, in eager PyTorch, torch.compile and ONNX Runtime (and
   on the GPU, synchronized, when there is one), next to the exact closed-form matrix
   u = M [x0; x*] (the physical limit on this problem) and the exact oracle;
+- the same in bfloat16 (eager PyTorch under autocast; fast where the CPU has AMX), and the
+  accuracy of every path on the guide's test set, from the full run's model;
 - parameters, checkpoint size, and peak resident memory of a fresh process that loads the
   model and runs batch 10,000.
 Ratios to the closed-form matrix are printed beside absolute times. Nothing is asserted.
@@ -31,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trc_lib import TinyRecursiveControl, workflow
+from trc_lib import TinyRecursiveControl, load_model, workflow
 from trc_lib.data import create_data_loaders, generate_dataset, load_dataset, make_problem, save_dataset
 from trc_lib.evaluate import hardware
 from trc_lib.export import OnnxController, export_onnx
@@ -91,11 +93,34 @@ def flops_per_problem(model) -> float:
     return 2.0 * (calls * net + recursions * per_recursion)
 
 
-def matmul_gflops() -> float:
-    """What this CPU's matrix units deliver on a net-sized product, [10000, 208] x [208, 832] in float32."""
-    a, b = torch.randn(10000, 208), torch.randn(208, 832)
+def matmul_gflops(dtype=torch.float32) -> float:
+    """What this CPU's matrix units deliver on a net-sized product, [10000, 208] x [208, 832]."""
+    a, b = torch.randn(10000, 208, dtype=dtype), torch.randn(208, 832, dtype=dtype)
     seconds = float(np.median(timed(lambda: a @ b, 20)))
     return 2 * 10000 * 208 * 832 / seconds / 1e9
+
+
+def bfloat16_units() -> str:
+    """The CPU's bfloat16 matrix instructions, from /proc/cpuinfo (Linux): what makes bfloat16 fast."""
+    try:
+        flags = set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split())
+    except (OSError, StopIteration):
+        return "unknown"
+    found = [name for name in ("amx_bf16", "avx512_bf16") if name in flags]
+    return ", ".join(found) or "none"
+
+
+def accuracy_rows(checkpoint, test, onnx_path) -> dict:
+    """Success, terminal error and cost gap of one trained model on `test`, per inference path:
+    the speed options must not cost the accuracy bars."""
+    from trc_lib import load_model
+    from trc_lib.compare import TRCController, evaluate_controller
+    rows = {}
+    for precision in ("float32", "bfloat16"):
+        model = load_model(checkpoint).set_inference_precision(precision)
+        rows[f"eager PyTorch, {precision}"] = evaluate_controller(TRCController(model), test, timing=False)
+    rows["ONNX Runtime"] = evaluate_controller(OnnxController(onnx_path), test, timing=False)
+    return rows
 
 
 def memory_probe(size: str) -> None:
@@ -126,7 +151,8 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="trc-performance-"))
     problem = make_problem()
     report = {"hardware": hardware(), "generation": {}, "training": {}, "inference": {}, "models": {},
-              "cpu_matmul_gflops": matmul_gflops()}
+              "cpu_matmul_gflops": matmul_gflops(), "cpu_matmul_gflops_bfloat16": matmul_gflops(torch.bfloat16),
+              "bfloat16_units": bfloat16_units(), "accuracy": {}}
     quiet = lambda *_: None
 
     # ---- data generation -------------------------------------------------------------------
@@ -162,6 +188,9 @@ def main():
             (time.perf_counter() - started) / 60
         report["training"]["guide's full run: epochs run"] = stats["epoch"]
         print(f"guide's full run: {(time.perf_counter() - started) / 60:.1f} min, {stats['epoch']} epochs", flush=True)
+        test = generate_dataset(problem, 1000, seed=123)  # the guide's test set
+        export_onnx(load_model(work / "full" / "best_model.pt"), work / "full.onnx", log=quiet)
+        report["accuracy"] = accuracy_rows(work / "full" / "best_model.pt", test, work / "full.onnx")
 
     # ---- inference --------------------------------------------------------------------------
     M = closed_form_matrix(problem).astype(np.float32)
@@ -186,6 +215,10 @@ def main():
                                   "peak_rss_mib_batch_10000": peak_memory_mib(size)}
         report["inference"][f"{size}: eager PyTorch"] = latency_and_throughput(model.predict)
         print(f"{size} eager: {report['inference'][f'{size}: eager PyTorch']}", flush=True)
+        bfloat16 = TinyRecursiveControl.create(size, problem=problem).eval().set_inference_precision("bfloat16")
+        bfloat16.load_state_dict(model.state_dict())
+        report["inference"][f"{size}: eager PyTorch, bfloat16"] = latency_and_throughput(bfloat16.predict)
+        print(f"{size} eager bfloat16: {report['inference'][f'{size}: eager PyTorch, bfloat16']}", flush=True)
         report["models"][size]["eager_gflops_batch_10000"] = (
             report["inference"][f"{size}: eager PyTorch"]["batch_10000_per_s"] * flops_per_problem(model) / 1e9)
         if not args.no_compile:
@@ -224,7 +257,16 @@ def render(report, reference) -> str:
                      f"| {r['batch_1_median_ms'] / reference['batch_1_median_ms']:.0f} "
                      f"| {r['batch_1000_per_s']:,.0f} | {r['batch_10000_per_s']:,.0f} "
                      f"| 1/{reference['batch_10000_per_s'] / r['batch_10000_per_s']:,.0f} |")
-    lines += ["", f"Plain float32 matmul [10000, 208] x [208, 832] on this CPU: {report['cpu_matmul_gflops']:.0f} GFLOP/s",
+    if report["accuracy"]:
+        lines += ["", "Accuracy of the inference paths: the guide's full-run model on the guide's 1,000 test problems",
+                  "", "| path | success | terminal error mean / max | cost gap median / p90 |", "|---|---|---|---|"]
+        for name, r in report["accuracy"].items():
+            lines.append(f"| {name} | {100 * r['success_rate']:.1f}% | {r['terminal_error']['mean']:.2e} / "
+                         f"{r['terminal_error']['max']:.2e} | {100 * r['cost_gap']['median']:.4f}% / "
+                         f"{100 * r['cost_gap']['p90']:.4f}% |")
+    lines += ["", f"Plain matmul [10000, 208] x [208, 832] on this CPU: {report['cpu_matmul_gflops']:.0f} GFLOP/s in "
+                  f"float32, {report['cpu_matmul_gflops_bfloat16']:.0f} GFLOP/s in bfloat16 (bfloat16 instructions: "
+                  f"{report['bfloat16_units']})",
               "", "| model | parameters | MFLOP per problem | GFLOP/s, eager, batch 10,000 | ONNX nodes | checkpoint "
                   "| ONNX file | peak RSS, batch 10,000 |", "|---|---|---|---|---|---|---|---|"]
     for size, m in report["models"].items():

@@ -1,5 +1,7 @@
 """ONNX export (the guide's Deploy step): ONNX Runtime reproduces PyTorch, and load_model runs it."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -54,3 +56,17 @@ def test_a_file_that_is_not_onnx_is_refused_by_name(tmp_path):
     bogus.write_text("not a model")
     with pytest.raises(TRCError, match="bogus.onnx: not a readable ONNX model"):
         load_model(bogus)
+
+
+def test_evaluate_in_bfloat16_and_its_errors(trained_dir, test_path, exported, tmp_path, capsys):
+    output = tmp_path / "eval.json"
+    assert main(["evaluate", "--checkpoint", str(trained_dir / "best_model.pt"), "--test_data", str(test_path),
+                 "--precision", "bfloat16", "--output", str(output)]) == 0
+    assert json.loads(output.read_text())["precision"] == "bfloat16"
+    assert main(["evaluate", "--checkpoint", str(exported), "--test_data", str(test_path),
+                 "--precision", "bfloat16"]) == 2
+    err = capsys.readouterr().err
+    assert "--precision bfloat16: an ONNX model runs in float32" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", "--precision", "float8"])
+    assert exit_.value.code == 2 and "argument --precision: invalid choice" in capsys.readouterr().err

@@ -114,3 +114,19 @@ def test_compiled_inference_gives_the_same_answers():
     eager = model.predict(x0, xt)
     assert model.compile_inference() is model
     np.testing.assert_allclose(model.predict(x0, xt), eager, atol=1e-5, rtol=0)
+
+
+def test_bfloat16_inference_is_close_to_float32_and_really_changes_the_arithmetic():
+    """set_inference_precision("bfloat16") runs the matrix products in bfloat16: the answers move
+    (by about bfloat16's 8 significant bits), stay within the bound, and float32 comes back exactly."""
+    model = TinyRecursiveControl.create("small", latent_dim=32).eval()
+    torch.nn.init.normal_(model.decode.weight, std=0.1)
+    x0, xt = np.random.default_rng(0).uniform(-2, 2, (2, 64, 2))
+    float32 = model.predict(x0, xt)
+    bfloat16 = model.set_inference_precision("bfloat16").predict(x0, xt)
+    difference = np.abs(bfloat16 - float32).max()
+    assert 0 < difference < 0.05 * model.control_bound
+    assert np.abs(bfloat16).max() <= model.control_bound
+    np.testing.assert_array_equal(model.set_inference_precision("float32").predict(x0, xt), float32)
+    with pytest.raises(ValueError, match="unknown precision 'float16'"):
+        model.set_inference_precision("float16")

@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a case succeeds when ||x_N - x*|| is below this (default: %(default)s)")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
                    help="where inference runs and is timed (default: %(default)s)")
+    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+                   help="arithmetic of the matrix products at inference; bfloat16 is faster at large batches "
+                        "on CPUs with AMX and on recent GPUs, slower elsewhere (.pt only; default: %(default)s)")
     _add_system_check(p)
 
     p = sub.add_parser("compare", help="compare TRC with baselines and the oracle",
@@ -314,7 +317,7 @@ def run(args) -> None:
                              error_feedback=False if args.no_error_feedback else None, progress=not args.no_progress)
     elif args.command == "evaluate":
         workflow.evaluate_checkpoint(args.checkpoint, args.test_data, args.output, args.success_threshold,
-                                     args.device)
+                                     args.device, args.precision)
     elif args.command == "compare":
         workflow.compare(args.test_data, args.trc_checkpoint, args.output, args.train_data,
                          _external_pairs(args.external), args.success_threshold, args.seed, args.device,

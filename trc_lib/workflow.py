@@ -20,7 +20,7 @@ from .errors import TRCError, describe_difference
 from .evaluate import hardware
 from .export import OnnxController, export_onnx
 from .files import write_json
-from .model import TinyRecursiveControl
+from .model import INFERENCE_PRECISIONS, TinyRecursiveControl
 from .tasks import sampling_boxes
 
 
@@ -119,17 +119,29 @@ def _check_same_problem(model, test, checkpoint):
                        f"(model vs data: {difference})")
 
 
-def evaluate_checkpoint(checkpoint, test_data, output=None, success_threshold=0.1, device="cpu", log=print) -> dict:
-    """Metrics and inference times of a trained model on a test set; written to `output` as JSON."""
+def evaluate_checkpoint(checkpoint, test_data, output=None, success_threshold=0.1, device="cpu",
+                        precision="float32", log=print) -> dict:
+    """Metrics and inference times of a trained model on a test set; written to `output` as JSON.
+
+    precision: "float32" or "bfloat16" (TinyRecursiveControl.set_inference_precision; .pt only).
+    """
     _check_threshold(success_threshold)
+    if precision not in INFERENCE_PRECISIONS:
+        raise TRCError(f"--precision {precision!r}: choose one of {list(INFERENCE_PRECISIONS)}")
     device = resolve_device(device)
     model = load_model(checkpoint, device)
     test = read_dataset(test_data)
     _check_same_problem(model, test, checkpoint)
-    controller = model if isinstance(model, OnnxController) else TRCController(model, device)
+    if isinstance(model, OnnxController):
+        if precision != "float32":
+            raise TRCError(f"--precision {precision}: an ONNX model runs in float32; pass a .pt checkpoint")
+        controller = model
+    else:
+        controller = TRCController(model.set_inference_precision(precision), device)
     row = evaluate_controller(controller, test, success_threshold)
     result = {"checkpoint": str(checkpoint), "test_data": str(test.path), "num_samples": len(test),
-              "problem": test.metadata["problem"], "device": str(device), "hardware": hardware(), **row}
+              "problem": test.metadata["problem"], "device": str(device), "precision": precision,
+              "hardware": hardware(), **row}
     if output:
         write_json(output, result)
         log(f"wrote {output}")
