@@ -141,7 +141,8 @@ def run_task(name: str, options: dict, args, out: Path) -> dict:
             batch_10k[extra.name] = time_inference(extra.predict, x0, xt, 10000, repeats=3)
         fastest = onnx_controller
     if nonlinear:
-        # the torch models again with bfloat16 matrix products (fast on AMX CPUs and GPUs; the bars' large batches)
+        # the torch models again with bfloat16 matrix products (fast on AMX CPUs and GPUs; the bars' large batches),
+        # loaded afresh: set_inference_precision changes a model in place, and the float32 ones are used again below
         for source in [r for r in training if "ONNX" not in r]:
             path = folder / ("model" if source == "TRC" else "model_no_feedback") / "best_model.pt"
             controller = TRCController(load_model(path).set_inference_precision("bfloat16"))

@@ -113,7 +113,6 @@ def bfloat16_units() -> str:
 def accuracy_rows(checkpoint, test, onnx_path) -> dict:
     """Success, terminal error and cost gap of one trained model on `test`, per inference path:
     the speed options must not cost the accuracy bars."""
-    from trc_lib import load_model
     from trc_lib.compare import TRCController, evaluate_controller
     rows = {}
     for precision in ("float32", "bfloat16"):
