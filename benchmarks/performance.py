@@ -11,10 +11,16 @@ Measures on this machine, and writes outputs/benchmark/performance.{json,md}:
   throughput at batch 1,000 and 10,000, in eager PyTorch, torch.compile and ONNX Runtime (and
   on the GPU, synchronized, when there is one), next to the exact closed-form matrix
   u = M [x0; x*] (the physical limit on this problem) and the exact oracle;
-- the same in bfloat16 (eager PyTorch under autocast; fast where the CPU has AMX), and the
-  accuracy of every path on the guide's test set, from the full run's model;
+- the same in bfloat16 (eager PyTorch under autocast; fast where the CPU has AMX; skipped on a
+  CPU without bfloat16 instructions, where it is emulated), and the accuracy of every path on the
+  guide's test set, from the full run's model;
 - parameters, checkpoint size, and peak resident memory of a fresh process that loads the
-  model and runs batch 10,000.
+  model and runs batch 10,000;
+- what this machine allows the architecture at all: at batch 1, the model's matrix products
+  alone (the 24 passes' weights, chained as in one answer, nothing else) in ONNX Runtime and in
+  PyTorch, a lower bound on any implementation built on those kernels; at batch 10,000, the
+  problems per second the plain-matmul rate would give if every FLOP of the model ran at it;
+- the Performance issue's bars, each with the measured figure and that bound.
 Ratios to the closed-form matrix are printed beside absolute times. Nothing is asserted.
 """
 
@@ -100,6 +106,61 @@ def matmul_gflops(dtype=torch.float32) -> float:
     return 2 * 10000 * 208 * 832 / seconds / 1e9
 
 
+def matrix_product_chain(model) -> list[np.ndarray]:
+    """The weight matrices one answer multiplies by, in order, as [in, out] float32 arrays.
+
+    Per recursion: embed_controls, then (n + 1) calls of the shared net (two matrices per
+    block), then decode, whose output feeds the next recursion's embed_controls, so the chain
+    is as sequential as the model. The small error embedding is left out (a lower bound).
+    """
+    c = model.config
+    net = [w for block in model.net for w in (block.gate_up.weight, block.down.weight)]
+    one_recursion = [model.embed_controls.weight] + net * (c.num_inner_cycles + 1) + [model.decode.weight]
+    return [w.detach().T.contiguous().numpy() for w in
+            one_recursion * (c.num_supervision_steps * c.num_outer_cycles)]
+
+
+def matrix_products_alone_ms(model) -> dict:
+    """Median ms at batch 1 of the model's matrix products alone, in ONNX Runtime and in eager
+    PyTorch: what those kernels cost before any of the model's other operations. SwiGLU's
+    gate-times-up is replaced by taking the first half of the gate_up product (a Slice), so
+    each product's input has the shape it has in the model."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from trc_lib.export import _session
+    matrices = matrix_product_chain(model)
+    nodes, initializers, current, width = [], [], "x", matrices[0].shape[0]
+    for i, w in enumerate(matrices):
+        if width != w.shape[0]:  # gate_up [D, 2H] feeds down [H, D]
+            nodes.append(helper.make_node("Slice", [current, "zero", f"width{i}", "one"], [f"s{i}"]))
+            initializers.append(numpy_helper.from_array(np.array([w.shape[0]], np.int64), f"width{i}"))
+            current = f"s{i}"
+        initializers.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [current, f"w{i}"], [f"p{i}"]))
+        current, width = f"p{i}", w.shape[1]
+    initializers += [numpy_helper.from_array(np.array([0], np.int64), "zero"),
+                     numpy_helper.from_array(np.array([1], np.int64), "one")]
+    graph = helper.make_graph(
+        nodes, "matrix_products", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, matrices[0].shape[0]])],
+        [helper.make_tensor_value_info(current, TensorProto.FLOAT, [1, matrices[-1].shape[1]])], initializers)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "matrix_products.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+        session = _session(path)
+        x = np.ones((1, matrices[0].shape[0]), np.float32)
+        onnx_ms = 1e3 * float(np.median(timed(lambda: session.run(None, {"x": x}), 300)))
+    weights = [torch.from_numpy(w) for w in matrices]
+
+    @torch.inference_mode()
+    def chain():
+        h = torch.ones(1, weights[0].shape[0])
+        for w in weights:
+            h = h[:, :w.shape[0]] @ w
+        return h
+    torch_ms = 1e3 * float(np.median(timed(chain, 300)))
+    return {"onnx_runtime_ms": onnx_ms, "pytorch_ms": torch_ms, "matrices": len(matrices)}
+
+
 def bfloat16_units() -> str:
     """The CPU's bfloat16 matrix instructions, from /proc/cpuinfo (Linux): what makes bfloat16 fast."""
     try:
@@ -142,10 +203,15 @@ def main():
                         choices=["small", "medium", "large"], help="model sizes to measure")
     parser.add_argument("--skip_full_run", action="store_true", help="skip the guide's 100-epoch run (~4 min)")
     parser.add_argument("--no_compile", action="store_true", help="skip torch.compile (it compiles for minutes)")
+    parser.add_argument("--report_only", action="store_true",
+                        help="measure nothing: print the tables of the last run (outputs/benchmark/performance.json)")
     parser.add_argument("--_memory_probe", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._memory_probe:
         return memory_probe(args._memory_probe)
+    if args.report_only:
+        report = json.loads((OUT / "performance.json").read_text())
+        return print(render(report, report["inference"]["exact closed-form matrix (numpy)"]))
 
     work = Path(tempfile.mkdtemp(prefix="trc-performance-"))
     problem = make_problem()
@@ -211,13 +277,15 @@ def main():
                                   "onnx_nodes": len(onnx.load(str(onnx_path)).graph.node),
                                   "checkpoint_bytes": checkpoint.stat().st_size,
                                   "onnx_bytes": onnx_path.stat().st_size,
-                                  "peak_rss_mib_batch_10000": peak_memory_mib(size)}
+                                  "peak_rss_mib_batch_10000": peak_memory_mib(size),
+                                  "matrix_products_alone_batch_1": matrix_products_alone_ms(model)}
         report["inference"][f"{size}: eager PyTorch"] = latency_and_throughput(model.predict)
         print(f"{size} eager: {report['inference'][f'{size}: eager PyTorch']}", flush=True)
-        bfloat16 = TinyRecursiveControl.create(size, problem=problem).eval().set_inference_precision("bfloat16")
-        bfloat16.load_state_dict(model.state_dict())
-        report["inference"][f"{size}: eager PyTorch, bfloat16"] = latency_and_throughput(bfloat16.predict)
-        print(f"{size} eager bfloat16: {report['inference'][f'{size}: eager PyTorch, bfloat16']}", flush=True)
+        if report["bfloat16_units"] != "none":  # without them bfloat16 is emulated: slower, and minutes to time
+            bfloat16 = TinyRecursiveControl.create(size, problem=problem).eval().set_inference_precision("bfloat16")
+            bfloat16.load_state_dict(model.state_dict())
+            report["inference"][f"{size}: eager PyTorch, bfloat16"] = latency_and_throughput(bfloat16.predict)
+            print(f"{size} eager bfloat16: {report['inference'][f'{size}: eager PyTorch, bfloat16']}", flush=True)
         report["models"][size]["eager_gflops_batch_10000"] = (
             report["inference"][f"{size}: eager PyTorch"]["batch_10000_per_s"] * flops_per_problem(model) / 1e9)
         if not args.no_compile:
@@ -265,14 +333,64 @@ def render(report, reference) -> str:
                          f"{100 * r['cost_gap']['p90']:.4f}% |")
     lines += ["", f"Plain matmul [10000, 208] x [208, 832] on this CPU: {report['cpu_matmul_gflops']:.0f} GFLOP/s in "
                   f"float32, {report['cpu_matmul_gflops_bfloat16']:.0f} GFLOP/s in bfloat16 (bfloat16 instructions: "
-                  f"{report['bfloat16_units']})",
+                  f"{report['bfloat16_units']}"
+                  + ("; the bfloat16 inference rows are skipped on such a CPU)" if report["bfloat16_units"] == "none"
+                     else ")"),
               "", "| model | parameters | MFLOP per problem | GFLOP/s, eager, batch 10,000 | ONNX nodes | checkpoint "
                   "| ONNX file | peak RSS, batch 10,000 |", "|---|---|---|---|---|---|---|---|"]
     for size, m in report["models"].items():
         lines.append(f"| {size} | {m['parameters']:,} | {m['mflop_per_problem']:.1f} | {m['eager_gflops_batch_10000']:.0f} "
                      f"| {m['onnx_nodes']:,} | {m['checkpoint_bytes'] / 2**20:.1f} MiB "
                      f"| {m['onnx_bytes'] / 2**20:.1f} MiB | {m['peak_rss_mib_batch_10000']:.0f} MiB |")
-    return "\n".join(lines)
+    lines += ["", "What this machine allows each size at all: the matrix products of one answer alone at batch 1 "
+                  "(a lower bound for any implementation on the same kernels), and the problems per second at "
+                  "batch 10,000 if every FLOP ran at the best plain-matmul rate above (the large model's bigger "
+                  "matrices can run a little faster than that)", "",
+              "| model | matrix products per answer | alone in ONNX Runtime, batch 1 | alone in PyTorch, batch 1 "
+              "| at the matmul rate, batch 10,000 |", "|---|---|---|---|---|"]
+    for size, m in report["models"].items():
+        alone = m["matrix_products_alone_batch_1"]
+        lines.append(f"| {size} | {alone['matrices']} | {alone['onnx_runtime_ms']:.3f} ms | {alone['pytorch_ms']:.3f} ms "
+                     f"| {ceiling_per_s(report, size):,.0f}/s |")
+    return "\n".join(lines + [""] + bar_rows(report))
+
+
+def ceiling_per_s(report, size: str) -> float:
+    """Problems per second at the best plain-matmul rate of this CPU (float32 or bfloat16)."""
+    rate = max(report["cpu_matmul_gflops"], report["cpu_matmul_gflops_bfloat16"]) * 1e9
+    return rate / (report["models"][size]["mflop_per_problem"] * 1e6)
+
+
+def bar_rows(report) -> list[str]:
+    """The Performance issue's bars: measured figure, this machine's bound where one applies, met or not."""
+    rows = ["| bar (Performance issue) | measured | bound on this machine | met |", "|---|---|---|---|"]
+    row = lambda bar, measured, bound, met: rows.append(f"| {bar} | {measured} | {bound} | {'yes' if met else 'NO'} |")
+    training, generation, inference = report["training"], report["generation"], report["inference"]
+    minutes = training.get("guide's full run (medium, 100 epochs, patience 20): minutes")
+    if minutes is not None:
+        epochs = training["guide's full run: epochs run"]
+        row("guide's full run trains in <= 10 min on CPU", f"{minutes:.1f} min ({epochs:.0f} epochs, early stopping)",
+            "-", minutes <= 10)
+    seconds = generation["default box [-2, 2]"]
+    row("10,000 double-integrator samples in <= 1 s", f"{seconds:.3f} s", "-", seconds <= 1)
+    label, seconds = next((k, v) for k, v in generation.items() if k.startswith("Van der Pol"))
+    row("10,000 Van der Pol IPOPT labels in <= 2 min on both cores", f"{seconds:.1f} s ({label})", "-", seconds <= 120)
+    if "medium" not in report["models"]:
+        return rows
+    alone = report["models"]["medium"]["matrix_products_alone_batch_1"]
+    torch_paths = {k: v for k, v in inference.items() if k.startswith("medium:") and "ONNX" not in k}
+    best = min(torch_paths, key=lambda k: torch_paths[k]["batch_1_median_ms"])
+    ms = torch_paths[best]["batch_1_median_ms"]
+    floor = f">= {min(alone['onnx_runtime_ms'], alone['pytorch_ms']):.2f} ms (matrix products alone, fastest kernels)"
+    row("medium, batch 1, PyTorch <= 1 ms", f"{ms:.2f} ms ({best.removeprefix('medium: ')})", floor, ms <= 1)
+    ms = inference["medium: ONNX Runtime"]["batch_1_median_ms"]
+    row("medium, batch 1, ONNX Runtime <= 0.3 ms", f"{ms:.2f} ms", floor, ms <= 0.3)
+    paths = {k: v for k, v in inference.items() if k.startswith("medium:")}
+    best = max(paths, key=lambda k: paths[k]["batch_10000_per_s"])
+    per_s = paths[best]["batch_10000_per_s"]
+    row("medium, batch 10,000, >= 200,000 problems/s", f"{per_s:,.0f}/s ({best.removeprefix('medium: ')})",
+        f"about {ceiling_per_s(report, 'medium'):,.0f}/s (every FLOP at the matmul rate)", per_s >= 200_000)
+    return rows
 
 
 if __name__ == "__main__":

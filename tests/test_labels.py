@@ -1,5 +1,7 @@
 """IPOPT labels for nonlinear problems, in parallel: the same answers as serial, optimal and feasible."""
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -41,3 +43,26 @@ def test_labels_cost_what_the_problem_says_and_no_other_start_does_better(proble
 def test_an_unreachable_target_is_reported_as_unsolved(problem):
     _, ok = solve_nonlinear(problem, np.array([[0.0, 0.0]]), np.array([[40.0, 0.0]]), workers=1, progress=False)
     assert not ok.any()
+
+
+def test_large_batches_compile_the_nlp_once_and_get_the_same_labels(problem, monkeypatch, tmp_path):
+    import trc_lib.labels as labels
+    monkeypatch.chdir(tmp_path)  # CasADi's JIT writes into the working directory: nothing may be left there
+    rng = np.random.default_rng(1)
+    x0, xt = rng.uniform(-1.5, 1.5, (8, 2)), np.zeros((8, 2))
+    monkeypatch.setattr(labels, "_worker_optimizer", None)  # whatever an earlier test left in this process
+    interpreted, _ = solve_nonlinear(problem, x0, xt, workers=2, chunk_size=2, progress=False)
+    assert not labels._worker_optimizer.compiled  # 8 problems: below the threshold
+    monkeypatch.setattr(labels, "COMPILE_FROM_PROBLEMS_PER_PROCESS", 4)
+    compiled, ok = solve_nonlinear(problem, x0, xt, workers=2, chunk_size=2, progress=False)
+    # built here, before the workers were forked (compiled where CasADi's JIT finds gcc)
+    assert labels._worker_optimizer.compiled == (shutil.which("gcc") is not None)
+    assert ok.all() and not list(tmp_path.iterdir())
+    np.testing.assert_allclose(compiled.control_sequences, interpreted.control_sequences, rtol=0, atol=1e-12)
+
+
+def test_without_a_c_compiler_the_optimizer_falls_back_to_the_interpreter(problem, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")  # CasADi's JIT finds no gcc
+    optimizer = make_optimizer(problem, compiled=True)
+    assert not optimizer.compiled
+    assert optimizer.solve(np.array([1.0, -0.5]), np.zeros(2)).success

@@ -2,16 +2,18 @@
 checked when read, the model's error feedback, training, scoring, the CLI and generalization."""
 
 import dataclasses
+import functools
 
 import numpy as np
 import pytest
 import torch
 
+from trc_lib import compare as compare_module
 from trc_lib import workflow
 from trc_lib.cli import main
 from trc_lib.data import generate_dataset, read_dataset, save_dataset, verify_nonlinear_labels
 from trc_lib.errors import TRCError
-from trc_lib.evaluate import score_controls
+from trc_lib.evaluate import score_controls, time_inference
 from trc_lib.model import TinyRecursiveControl
 from trc_lib.tasks import label_starts, make_problem
 
@@ -89,7 +91,7 @@ def test_inconsistent_nonlinear_files_are_refused(vanderpol_set, tmp_path):
         read_dataset(path)
 
 
-def test_model_feeds_back_the_nonlinear_miss_and_trains(vanderpol_set, tmp_path):
+def test_model_feeds_back_the_nonlinear_miss_and_trains(vanderpol_set, tmp_path, monkeypatch):
     problem = vanderpol_set.problem
     model = TinyRecursiveControl.create("small", problem=problem, latent_dim=16)
     x0 = torch.tensor(vanderpol_set.initial_states[:4], dtype=torch.float32)
@@ -102,7 +104,9 @@ def test_model_feeds_back_the_nonlinear_miss_and_trains(vanderpol_set, tmp_path)
     scores = score_controls(vanderpol_set, trained.predict(vanderpol_set.initial_states, vanderpol_set.target_states))
     assert np.isfinite(scores["cost_gap"]).all() and scores["terminal_error"].shape == (24,)
     # trc compare --newton_steps: the barely trained network's answer after one Newton step (from
-    # each refinement) misses by less, never by more (test_projection.py checks convergence)
+    # each refinement) misses by less, never by more (test_projection.py checks convergence).
+    # Timing is not checked here: one timed call per batch size instead of ~10 s of repeats.
+    monkeypatch.setattr(compare_module, "time_inference", functools.partial(time_inference, repeats=1))
     rows = workflow.compare(path, tmp_path / "out" / "best_model.pt", train_data=path, newton_steps=1,
                             log=lambda *_: None)
     trc = next(r for r in rows if r["name"] == "TRC")
