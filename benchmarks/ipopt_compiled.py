@@ -6,8 +6,8 @@ For each nonlinear task (its default problem, the task's own starts: one for Van
 for the pendulum), on one process: seconds to build each optimizer, milliseconds per problem over
 the same `--num_problems` problems (x_0 and x* drawn from the task's default boxes, seed 0), and
 the largest difference between the two optimizers' controls. Label generation compiles from
-labels.COMPILE_FROM_PROBLEMS_PER_PROCESS problems per process on; the oracle baseline at batch 1
-uses whichever optimizer the process already has. Prints a markdown table; asserts nothing.
+labels.COMPILE_FROM_PROBLEMS_PER_PROCESS problems per process on; the oracle baseline
+(baselines.OracleController) always runs compiled. Prints a markdown table; asserts nothing.
 """
 
 from __future__ import annotations

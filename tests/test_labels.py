@@ -50,7 +50,9 @@ def test_large_batches_compile_the_nlp_once_and_get_the_same_labels(problem, mon
     monkeypatch.chdir(tmp_path)  # CasADi's JIT writes into the working directory: nothing may be left there
     rng = np.random.default_rng(1)
     x0, xt = rng.uniform(-1.5, 1.5, (8, 2)), np.zeros((8, 2))
-    monkeypatch.setattr(labels, "_worker_optimizer", None)  # whatever an earlier test left in this process
+    # start from no optimizer, whatever an earlier test left; both are restored together afterwards
+    monkeypatch.setattr(labels, "_worker_optimizer", None)
+    monkeypatch.setattr(labels, "_worker_problem", None)
     interpreted, _ = solve_nonlinear(problem, x0, xt, workers=2, chunk_size=2, progress=False)
     assert not labels._worker_optimizer.compiled  # 8 problems: below the threshold
     monkeypatch.setattr(labels, "COMPILE_FROM_PROBLEMS_PER_PROCESS", 4)
