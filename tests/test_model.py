@@ -130,3 +130,44 @@ def test_bfloat16_inference_is_close_to_float32_and_really_changes_the_arithmeti
     np.testing.assert_array_equal(model.set_inference_precision("float32").predict(x0, xt), float32)
     with pytest.raises(ValueError, match="unknown precision 'float16'"):
         model.set_inference_precision("float16")
+
+
+def _untrained_answers_that_move(system):
+    """A tiny model whose refinements differ (the decoder starts at zero, so perturb it)."""
+    model = TinyRecursiveControl.create("small", problem=make_problem(system=system), latent_dim=16)
+    torch.nn.init.normal_(model.decode.weight, std=0.05, generator=torch.Generator().manual_seed(0))
+    rng = np.random.default_rng(4)
+    return model, rng.uniform(-1, 1, (40, 2)), np.zeros((40, 2))
+
+
+@pytest.mark.parametrize("system", ["double_integrator", "vanderpol"])
+def test_halting_stops_each_problem_at_its_first_answer_within_tolerance(system):
+    model, x0, xt = _untrained_answers_that_move(system)
+    refinements = model.predict_refinements(x0, xt)                                   # [R, B, N, m]
+    errors = np.linalg.norm(model.problem.system.rollout(
+        np.tile(x0, (len(refinements), 1)), refinements.reshape(-1, *refinements.shape[2:]))[:, -1]
+        - np.tile(xt, (len(refinements), 1)), axis=1).reshape(len(refinements), -1)  # [R, B]
+    tolerance = float(np.median(errors[0]))  # about half the problems stop after the first step
+    answer = model.predict_anytime(x0, xt, tolerance=tolerance)
+    expected_steps = np.where((errors < tolerance).any(0), (errors < tolerance).argmax(0) + 1, len(refinements))
+    np.testing.assert_array_equal(answer.refinements, expected_steps)
+    rows = np.arange(len(x0))
+    np.testing.assert_allclose(answer.controls, refinements[expected_steps - 1, rows], atol=1e-5)
+    np.testing.assert_allclose(answer.terminal_errors, errors[expected_steps - 1, rows], rtol=1e-4, atol=1e-5)
+    assert 1 <= answer.refinements.mean() < len(refinements)
+    np.testing.assert_allclose(model.predict(x0, xt, tolerance=tolerance), answer.controls)
+
+
+def test_halting_with_no_tolerance_reached_runs_every_step_and_checks_its_arguments():
+    model, x0, xt = _untrained_answers_that_move("vanderpol")
+    answer = model.predict_anytime(x0, xt, tolerance=1e-9, max_refinements=5)
+    assert (answer.refinements == 5).all()
+    with torch.no_grad():
+        five_steps = model(torch.tensor(x0, dtype=torch.float32), torch.tensor(xt, dtype=torch.float32),
+                           num_supervision_steps=5)[-1].double().numpy()
+    np.testing.assert_allclose(answer.controls, five_steps, atol=1e-5)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="tolerance must be a positive number"):
+            model.predict_anytime(x0, xt, tolerance=bad)
+    with pytest.raises(ValueError, match="max_refinements must be a positive integer"):
+        model.predict_anytime(x0, xt, tolerance=0.1, max_refinements=0)

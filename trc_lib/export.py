@@ -58,6 +58,11 @@ def export_onnx(model, output, tolerance: float = 1e-5, seed: int = 0, log=print
         raise TRCError("export needs a .pt checkpoint from `trc train`, not an ONNX file")
     if output.suffix != ".onnx":
         raise TRCError(f"--output {output}: the file name must end in .onnx")
+    if model.config.error_feedback and not model.problem.system.is_linear:
+        raise TRCError("export: a model with error feedback on a nonlinear system simulates its answer at every "
+                       "recursion through compiled C (terminal_map.py), which ONNX has no operator for; "
+                       "load the .pt checkpoint instead (load_model(path).predict runs that fast path), or "
+                       "export a model trained with --no_error_feedback")
     model = model.cpu().eval()
     n = model.problem.system.state_dim
     batch = torch.export.Dim("batch", min=1, max=1_000_000)

@@ -22,7 +22,6 @@ evaluation runs every step anyway.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .problem import ControlProblem
+from .terminal_map import system_key, terminal_map, terminal_state
 
 INFERENCE_PRECISIONS = ("float32", "bfloat16")
 MODEL_SIZES = {"small": 96, "medium": 208, "large": 464}  # latent_dim: ~114K, ~527K, ~2.6M parameters
@@ -79,6 +79,16 @@ def check_states(initial_states, target_states, state_dim: int):
     return arrays
 
 
+@dataclass
+class AnytimeAnswer:
+    """predict_anytime's result (numpy): controls [B, N, m]; refinements [B], the supervision
+    steps each problem used; terminal_errors [B], ||x_N - x*|| of its answer (exact dynamics)."""
+
+    controls: np.ndarray
+    refinements: np.ndarray
+    terminal_errors: np.ndarray
+
+
 class SwiGLUBlock(nn.Module):
     """h <- RMSNorm(h + W_down (silu(W_gate h) * W_up h)); post-norm, no biases, as in TRM."""
 
@@ -112,8 +122,9 @@ class TinyRecursiveControl(nn.Module):
             Phi, Gamma = system.transition_matrices
             self.register_buffer("A_N", torch.tensor(Phi[-1], dtype=torch.float32))
             self.register_buffer("G", torch.tensor(Gamma[-1], dtype=torch.float32))
-        else:  # one RK4 step per control interval: a quarter of the cost, and close enough for a hint
-            self.feedback_system = dataclasses.replace(system, substeps=1)
+        else:  # x_N through the task's own integrator, compiled to C (terminal_map.py)
+            self._system_key = system_key(system)
+            terminal_map(system)  # compiles once per machine (about a second), here rather than mid-forward
         z_init = torch.nn.init.trunc_normal_(torch.empty(D), std=1.0, generator=torch.Generator().manual_seed(0))
         self.register_buffer("z_init", z_init)
 
@@ -152,21 +163,17 @@ class TinyRecursiveControl(nn.Module):
         return (u_max * torch.tanh(y / u_max)).view(-1, *self.control_shape)
 
     def terminal_states(self, initial_states: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
-        """x_N through the task's own dynamics. [B, n], [B, N, m] -> [B, n].
+        """x_N through the task's own dynamics, exact and differentiable. [B, n], [B, N, m] -> [B, n].
 
-        Linear systems: A^N x_0 + G u, exact, one matrix product, differentiable. Nonlinear
-        systems: an RK4 rollout with one step per control interval instead of the task's
-        `substeps` (on the Van der Pol test set at dt = 0.1 s it differs from the exact x_N by at most 1e-3),
-        without gradient: the feedback is an input to the network, and back-propagating through
-        the rollout would cost more than the rest of the model. Even so it is N sequential steps
-        of small tensor operations (a few ms per recursion on a CPU, whatever the batch), which
-        is what `error_feedback=False` saves. Scoring always uses the task's exact integrator.
+        Linear systems: A^N x_0 + G u, one matrix product. Nonlinear systems: the task's own
+        integrator (every RK4 substep, the oracle's and the scorer's), compiled to C with its
+        derivative (terminal_map.py): a few microseconds per problem instead of the thousands of
+        tensor operations of an eager rollout. Under bfloat16 autocast the miss stays in float32.
         """
-        if self.problem.system.is_linear:  # in float32 even under bfloat16 autocast: the miss is small
-            with torch.autocast(initial_states.device.type, enabled=False):
+        with torch.autocast(initial_states.device.type, enabled=False):
+            if self.problem.system.is_linear:
                 return initial_states.float() @ self.A_N.T + controls.float().flatten(1) @ self.G.T
-        with torch.no_grad():
-            return self.feedback_system.terminal_state_torch(initial_states, controls)
+            return terminal_state(initial_states.float(), controls.float(), self.problem.system, self._system_key)
 
     def context(self, initial_states: torch.Tensor, target_states: torch.Tensor) -> torch.Tensor:
         return self.embed_context(torch.cat([initial_states, target_states], dim=-1) / self.config.state_scale)
@@ -241,29 +248,81 @@ class TinyRecursiveControl(nn.Module):
         return self
 
     # ---- numpy in, numpy out --------------------------------------------------------------
-    @torch.inference_mode()
-    def predict_refinements(self, initial_states, target_states, device=None) -> np.ndarray:
-        """[N_sup, B, N, m] numpy float64 (the answer after each supervision step) from numpy [B, n].
-
-        device: run there (the model moves there and stays); default: where the model is.
-        """
+    def _inference_inputs(self, initial_states, target_states, device):
+        """Checked numpy [B, n] inputs as float32 tensors on `device` (default: the model's), which
+        the model moves to; and the autocast context of the inference precision."""
         from .device import resolve_device
         initial_states, target_states = check_states(initial_states, target_states, self.problem.system.state_dim)
         device = resolve_device(device) if device is not None else next(self.parameters()).device
         if next(self.parameters()).device != device:
             self.to(device)
         as_tensor = lambda a: torch.as_tensor(a.astype(np.float32), device=device)
+        precision = getattr(self, "_inference_precision", "float32")
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+        return as_tensor(initial_states), as_tensor(target_states), autocast
+
+    @torch.inference_mode()
+    def predict_refinements(self, initial_states, target_states, device=None) -> np.ndarray:
+        """[N_sup, B, N, m] numpy float64 (the answer after each supervision step) from numpy [B, n].
+
+        device: run there (the model moves there and stays); default: where the model is.
+        """
+        x0, xt, autocast = self._inference_inputs(initial_states, target_states, device)
         was_training = self.training
         self.eval()
         forward = getattr(self, "_compiled_forward", None) or self
-        precision = getattr(self, "_inference_precision", "float32")
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
-            out = forward(as_tensor(initial_states), as_tensor(target_states))
+        with autocast:
+            out = forward(x0, xt)
         self.train(was_training)
         return out.double().cpu().numpy()
 
-    def predict(self, initial_states, target_states, device=None) -> np.ndarray:
-        """The answer: controls [B, N, m] (numpy) for initial_states, target_states [B, n] (numpy)."""
+    @torch.inference_mode()
+    def predict_anytime(self, initial_states, target_states, tolerance: float,
+                        max_refinements: int | None = None, device=None) -> "AnytimeAnswer":
+        """Refine each problem only until its answer reaches the target: an anytime answer.
+
+        After every supervision step the answer's terminal error ||x_N(u) - x*|| is simulated
+        through the exact dynamics (the model's own terminal map, the one its feedback uses);
+        problems within `tolerance` stop there and leave the batch, the rest go on, up to
+        max_refinements steps (default: the N_sup it was trained with). TRM learns a halting head
+        to guess this; here the simulator knows it, for one rollout per step.
+        """
+        if not (tolerance > 0 and np.isfinite(tolerance)):
+            raise ValueError(f"tolerance must be a positive number, got {tolerance}")
+        steps = self.config.num_supervision_steps if max_refinements is None else max_refinements
+        if int(steps) != steps or steps < 1:
+            raise ValueError(f"max_refinements must be a positive integer, got {max_refinements}")
+        x0, xt, autocast = self._inference_inputs(initial_states, target_states, device)
+        was_training = self.training
+        self.eval()
+        B = x0.shape[0]
+        controls = torch.zeros(B, *self.control_shape, device=x0.device)
+        refinements = torch.zeros(B, dtype=torch.long, device=x0.device)
+        errors = torch.zeros(B, device=x0.device)
+        active = torch.arange(B, device=x0.device)  # rows still refining
+        carry = self.initial_carry(B)
+        with autocast:
+            for step in range(int(steps)):
+                carry, answer = self.supervision_step(x0[active], xt[active], carry)
+                miss = torch.linalg.vector_norm(self.terminal_states(x0[active], answer) - xt[active], dim=-1)
+                controls[active], refinements[active], errors[active] = answer.float(), step + 1, miss
+                going_on = miss >= tolerance
+                active, carry = active[going_on], tuple(c[going_on] for c in carry)
+                if active.numel() == 0:
+                    break
+        self.train(was_training)
+        as_numpy = lambda t: t.cpu().numpy()
+        return AnytimeAnswer(as_numpy(controls).astype(np.float64), as_numpy(refinements),
+                             as_numpy(errors).astype(np.float64))
+
+    def predict(self, initial_states, target_states, device=None, tolerance: float | None = None) -> np.ndarray:
+        """The answer: controls [B, N, m] (numpy) for initial_states, target_states [B, n] (numpy).
+
+        tolerance: stop refining each problem once its simulated terminal error is below it
+        (predict_anytime; it also reports how many refinements each problem used).
+        """
+        if tolerance is not None:
+            return self.predict_anytime(initial_states, target_states, tolerance, device=device).controls
         return self.predict_refinements(initial_states, target_states, device)[-1]
 
     def config_dict(self) -> dict:

@@ -1,0 +1,73 @@
+"""The compiled terminal map: exact against the numpy rollout, exact derivatives, a fallback."""
+
+import numpy as np
+import pytest
+import torch
+
+from trc_lib.tasks import make_problem
+from trc_lib.terminal_map import TerminalMap, system_key, terminal_map, terminal_state
+
+
+@pytest.fixture(params=["vanderpol", "pendulum"])
+def system(request):
+    return make_problem(system=request.param).system
+
+
+def random_problems(system, B, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-2, 2, (B, system.state_dim)), rng.uniform(-3, 3, (B, system.num_steps, system.control_dim))
+
+
+def test_matches_the_float64_rollout(system):
+    x0, u = random_problems(system, 50)
+    exact = system.rollout(x0, u)[:, -1]
+    mapped = terminal_map(system)
+    assert mapped.compiled
+    np.testing.assert_allclose(mapped.terminal_states_numpy(x0, u), exact, rtol=0, atol=1e-12)
+    in_float32 = terminal_state(torch.tensor(x0, dtype=torch.float32), torch.tensor(u, dtype=torch.float32), system)
+    assert in_float32.dtype == torch.float32
+    # the inputs are rounded to float32 first; the rollout itself is float64
+    rounded = system.rollout(x0.astype(np.float32), u.astype(np.float32))[:, -1]
+    np.testing.assert_allclose(in_float32.numpy(), rounded, rtol=1e-6, atol=1e-6)
+
+
+def test_large_batches_split_over_threads_give_the_same_answers(system, monkeypatch):
+    x0, u = random_problems(system, 3000, seed=1)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    threaded = terminal_map(system).terminal_states_numpy(x0, u)
+    np.testing.assert_array_equal(threaded, system.rollout(x0, u)[:, -1])
+
+
+def test_gradient_is_the_exact_derivative(system):
+    x0, u = random_problems(system, 8, seed=2)
+    x0 = torch.tensor(x0, requires_grad=True)
+    u = torch.tensor(u, requires_grad=True)
+    weights = torch.randn(8, system.state_dim, dtype=torch.float64)
+    (terminal_state(x0, u, system) * weights).sum().backward()
+    compiled = x0.grad.clone(), u.grad.clone()
+    x0.grad, u.grad = None, None
+    (system.terminal_state_torch(x0, u) * weights).sum().backward()  # autograd through the eager rollout
+    torch.testing.assert_close(compiled[0], x0.grad, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(compiled[1], u.grad, rtol=1e-10, atol=1e-10)
+
+
+def test_is_one_op_under_torch_compile(system):
+    x0, u = (torch.tensor(a, dtype=torch.float32) for a in random_problems(system, 4, seed=3))
+    key = system_key(system)  # as the model does: json is not traceable
+    miss = lambda x0, u: terminal_state(x0, u, system, key).square().sum(-1)
+    compiled = torch.compile(miss, backend="aot_eager", fullgraph=True)  # fullgraph: no graph break
+    torch.testing.assert_close(compiled(x0, u), miss(x0, u))
+
+
+def test_without_a_compiler_the_eager_rollout_stands_in(monkeypatch, tmp_path):
+    system = make_problem(system="vanderpol", num_steps=10).system
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("TRC_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.warns(UserWarning, match="no working C compiler"):
+        fallback = TerminalMap(system)
+    assert not fallback.compiled
+    x0, u = random_problems(system, 5)
+    np.testing.assert_allclose(fallback.terminal_states_numpy(x0, u), system.rollout(x0, u)[:, -1], atol=1e-12)
+    grad_x0, grad_u = fallback.vjp(torch.tensor(x0), torch.tensor(u), torch.ones(5, 2, dtype=torch.float64))
+    assert grad_u.shape == u.shape and torch.isfinite(grad_u).all()
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
