@@ -121,6 +121,17 @@ def test_evaluate_writes_json_results(capsys, tmp_path, trained_dir, test_path):
     assert "| TRC |" in capsys.readouterr().out
 
 
+def test_evaluate_with_a_tolerance_halts_and_reports_the_refinements(capsys, tmp_path, trained_dir, test_path):
+    output = tmp_path / "halting.json"
+    args = ["evaluate", "--checkpoint", str(trained_dir / "best_model.pt"), "--test_data", str(test_path)]
+    assert main(args + ["--output", str(output), "--tolerance", "1e9"]) == 0, capsys.readouterr().err
+    result = json.loads(output.read_text())
+    assert result["name"] == "TRC (halting at 1e+09)"
+    assert result["refinements"]["max"] == 1  # every answer is within a huge tolerance after one step
+    assert "| 1.00 |" in capsys.readouterr().out
+    fails_with(capsys, args + ["--tolerance", "0"], "--tolerance", "positive")
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input
 # ---------------------------------------------------------------------------------------------

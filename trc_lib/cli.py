@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
                    help="arithmetic of the matrix products at inference; bfloat16 is faster at large batches "
                         "on CPUs with AMX and on recent GPUs, slower elsewhere (.pt only; default: %(default)s)")
+    p.add_argument("--tolerance", type=positive_float, default=None,
+                   help="halting: stop refining each problem once its simulated terminal error ||x_N - x*|| is "
+                        "below this, and report the refinements used (.pt only; default: run every refinement)")
     _add_system_check(p)
 
     p = sub.add_parser("compare", help="compare TRC with baselines and the oracle",
@@ -206,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nonlinear systems: also score TRC's answer after K Newton steps onto the terminal "
                         "constraint (the shooting method's correction on the exact integrator; 0: off, "
                         "default: %(default)s)")
+    p.add_argument("--tolerance", type=positive_float, default=None,
+                   help="halting: stop refining each problem once its simulated terminal error ||x_N - x*|| is "
+                        "below this, as an extra TRC row with the refinements it used (.pt only; default: run every refinement)")
     _add_system_check(p)
 
     p = sub.add_parser("finetune", help="fine-tune a trained model on the task's true objective",
@@ -317,11 +323,11 @@ def run(args) -> None:
                              error_feedback=False if args.no_error_feedback else None, progress=not args.no_progress)
     elif args.command == "evaluate":
         workflow.evaluate_checkpoint(args.checkpoint, args.test_data, args.output, args.success_threshold,
-                                     args.device, args.precision)
+                                     args.device, args.precision, args.tolerance)
     elif args.command == "compare":
         workflow.compare(args.test_data, args.trc_checkpoint, args.output, args.train_data,
                          _external_pairs(args.external), args.success_threshold, args.seed, args.device,
-                         args.newton_steps)
+                         args.newton_steps, args.tolerance)
     elif args.command == "finetune":
         workflow.finetune_checkpoint(args.checkpoint, args.data, args.output_dir, args.epochs, args.lr,
                                      args.batch_size, args.terminal_penalty, args.val_fraction, args.device,

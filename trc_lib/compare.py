@@ -5,20 +5,30 @@ from __future__ import annotations
 import numpy as np
 
 from .data import ControlDataset
-from .evaluate import metrics, score_controls, time_inference
+from .evaluate import metrics, score_controls, summarize, time_inference
 
 
 class TRCController:
-    """A trained model in the controller interface of baselines.py (predicts on `device`)."""
+    """A trained model in the controller interface of baselines.py (predicts on `device`).
 
-    name = "TRC"
+    tolerance: halt each problem once its simulated terminal error is below it (predict_anytime);
+    refinements_used [B] then holds the supervision steps each problem of the last call used.
+    """
 
-    def __init__(self, model, device="cpu"):
-        self.model, self.device = model, device
+    def __init__(self, model, device="cpu", tolerance: float | None = None):
+        self.model, self.device, self.tolerance = model, device, tolerance
+        self.name = "TRC" if tolerance is None else f"TRC (halting at {tolerance:g})"
         self.num_parameters, self.memory_bytes = model_size(model)
+        self.refinements_used = None
 
     def predict(self, initial_states, target_states):
-        return self.model.predict(initial_states, target_states, device=self.device)
+        if self.tolerance is None:
+            controls = self.model.predict(initial_states, target_states, device=self.device)
+            self.refinements_used = np.full(len(controls), self.model.config.num_supervision_steps)
+            return controls
+        answer = self.model.predict_anytime(initial_states, target_states, self.tolerance, device=self.device)
+        self.refinements_used = answer.refinements
+        return answer.controls
 
     def predict_refinements(self, initial_states, target_states):
         """[N_sup, B, N, m]: the answer after each supervision step (the last is predict's)."""
@@ -54,6 +64,8 @@ def evaluate_controller(controller, test: ControlDataset, success_threshold: flo
     scores = score_controls(test, controls, success_threshold, solution)
     row = {"name": controller.name, "num_parameters": controller.num_parameters,
            "memory_bytes": controller.memory_bytes, **metrics(scores, success_threshold)}
+    if getattr(controller, "refinements_used", None) is not None:  # the scoring call's, not the timing calls'
+        row["refinements"] = summarize(controller.refinements_used)
     if timing:  # a controller may time fewer sizes (IPOPT: batch 1 only, 1,000 solves take minutes)
         sizes = getattr(controller, "timing_batch_sizes", batch_sizes)
         row["inference_time"] = {f"batch_{b}": time_inference(controller.predict, test.initial_states,
@@ -82,14 +94,15 @@ def format_percent(fraction: float) -> str:
 def format_table(rows: list[dict]) -> str:
     """A markdown table of the comparison rows."""
     header = ("| controller | params | success | terminal error mean / median | cost gap median / p90 "
-              "| time batch 1 (ms) | time per problem at batch 1000 (us) |")
-    lines = [header, "|" + "---|" * 7]
+              "| time batch 1 (ms) | time per problem at batch 1000 (us) | refinements (mean) |")
+    lines = [header, "|" + "---|" * 8]
     for r in rows:
         params = "-" if r["num_parameters"] is None else f"{r['num_parameters']:,}"
         times = r.get("inference_time")
         t1 = f"{times['batch_1']['median_ms']:.3f}" if times and "batch_1" in times else "-"
         t1000 = f"{times['batch_1000']['us_per_problem']:.2f}" if times and "batch_1000" in times else "-"
+        used = f"{r['refinements']['mean']:.2f}" if "refinements" in r else "-"
         lines.append(f"| {r['name']} | {params} | {100 * r['success_rate']:.1f}% "
                      f"| {r['terminal_error']['mean']:.2e} / {r['terminal_error']['median']:.2e} "
-                     f"| {format_percent(r['cost_gap']['median'])} / {format_percent(r['cost_gap']['p90'])} | {t1} | {t1000} |")
+                     f"| {format_percent(r['cost_gap']['median'])} / {format_percent(r['cost_gap']['p90'])} | {t1} | {t1000} | {used} |")
     return "\n".join(lines)

@@ -294,4 +294,6 @@ def terminal_state(initial_states: torch.Tensor, controls: torch.Tensor, system,
         return system.terminal_state_torch(initial_states, controls)
     if torch.compiler.is_compiling():
         return _terminal_state_op(initial_states, controls, key)
+    if not torch.is_grad_enabled():  # inference: no graph to record
+        return _map_of(key).terminal_states(initial_states, controls).to(initial_states)
     return _TerminalState.apply(initial_states, controls, key)

@@ -102,6 +102,11 @@ def train_model(data, output_dir="outputs/supervised", model_size="medium", epoc
                  resume=resume, progress=progress, log=log)
 
 
+def _check_tolerance(tolerance):
+    if tolerance is not None and not (tolerance > 0 and np.isfinite(tolerance)):
+        raise TRCError(f"--tolerance must be a positive number, got {tolerance}")
+
+
 def _check_threshold(success_threshold):
     if not (success_threshold > 0 and np.isfinite(success_threshold)):
         raise TRCError(f"success_threshold must be a positive number, got {success_threshold}")
@@ -120,12 +125,14 @@ def _check_same_problem(model, test, checkpoint):
 
 
 def evaluate_checkpoint(checkpoint, test_data, output=None, success_threshold=0.1, device="cpu",
-                        precision="float32", log=print) -> dict:
+                        precision="float32", tolerance=None, log=print) -> dict:
     """Metrics and inference times of a trained model on a test set; written to `output` as JSON.
 
     precision: "float32" or "bfloat16" (TinyRecursiveControl.set_inference_precision; .pt only).
+    tolerance: halt each problem once its simulated terminal error is below it (.pt only).
     """
     _check_threshold(success_threshold)
+    _check_tolerance(tolerance)
     if precision not in INFERENCE_PRECISIONS:
         raise TRCError(f"--precision {precision!r}: choose one of {list(INFERENCE_PRECISIONS)}")
     device = resolve_device(device)
@@ -135,9 +142,11 @@ def evaluate_checkpoint(checkpoint, test_data, output=None, success_threshold=0.
     if isinstance(model, OnnxController):
         if precision != "float32":
             raise TRCError(f"--precision {precision}: an ONNX model runs in float32; pass a .pt checkpoint")
+        if tolerance is not None:
+            raise TRCError("--tolerance: halting needs the .pt checkpoint (it simulates between refinements)")
         controller = model
     else:
-        controller = TRCController(model.set_inference_precision(precision), device)
+        controller = TRCController(model.set_inference_precision(precision), device, tolerance)
     row = evaluate_controller(controller, test, success_threshold)
     result = {"checkpoint": str(checkpoint), "test_data": str(test.path), "num_samples": len(test),
               "problem": test.metadata["problem"], "device": str(device), "precision": precision,
@@ -150,12 +159,14 @@ def evaluate_checkpoint(checkpoint, test_data, output=None, success_threshold=0.
 
 
 def compare(test_data, trc_checkpoint=None, output=None, train_data=None, external=(), success_threshold=0.1,
-            seed=0, device="cpu", newton_steps=0, log=print) -> list[dict]:
+            seed=0, device="cpu", newton_steps=0, tolerance=None, log=print) -> list[dict]:
     """Random, zero, least squares, TRC per refinement step, TRC, external files and the oracle,
     on the same test cases. external: sequence of (name, path). newton_steps > 0 adds TRC's
     answer polished by that many Newton steps onto the terminal constraint (projection.py;
-    nonlinear tasks). Writes JSON to `output`."""
+    nonlinear tasks). tolerance adds TRC halting at that simulated terminal error (.pt only).
+    Writes JSON to `output`."""
     _check_threshold(success_threshold)
+    _check_tolerance(tolerance)
     if int(newton_steps) != newton_steps or newton_steps < 0:
         raise TRCError(f"--newton_steps must be a non-negative integer, got {newton_steps}")
     if newton_steps and not trc_checkpoint:
@@ -164,7 +175,7 @@ def compare(test_data, trc_checkpoint=None, output=None, train_data=None, extern
     reserved = {"random", "zero", "least squares (linear)", "TRC", "TRC (ONNX Runtime)", "oracle (exact QP)",
                 "oracle (IPOPT)"}
     if (len(set(names)) < len(names) or reserved & set(names)
-            or any(n.startswith(("TRC after step", "TRC + Newton")) for n in names)):
+            or any(n.startswith(("TRC after step", "TRC + Newton", "TRC (halting")) for n in names)):
         raise TRCError(f"--external names must be unique and differ from the built-in controllers "
                        f"{sorted(reserved)}; got {names}")
     test = read_dataset(test_data)
@@ -197,6 +208,10 @@ def compare(test_data, trc_checkpoint=None, output=None, train_data=None, extern
         steps = [RefinementStep(final, r, refinements) for r in range(1, len(refinements))]
         controllers += [*steps, final]
         untimed |= {s.name for s in steps}
+        if tolerance is not None:
+            if isinstance(model, OnnxController):
+                raise TRCError("--tolerance: halting needs the .pt checkpoint (it simulates between refinements)")
+            controllers.append(TRCController(model, device, tolerance))
         if newton_steps:
             from .projection import ProjectedController
             controllers.append(ProjectedController(final, problem, int(newton_steps)))
