@@ -270,11 +270,20 @@ class TinyRecursiveControl(nn.Module):
         x0, xt, autocast = self._inference_inputs(initial_states, target_states, device)
         was_training = self.training
         self.eval()
-        forward = getattr(self, "_compiled_forward", None) or self
+        forward = getattr(self, "_compiled_forward", None) or self._fast_forward(x0) or self
         with autocast:
             out = forward(x0, xt)
         self.train(was_training)
         return out.double().cpu().numpy()
+
+    def _fast_forward(self, initial_states: torch.Tensor):
+        """forward.c (fast_forward.py) where it is the faster path: float32 on the CPU, small
+        batches, a C compiler at hand; None elsewhere."""
+        from .fast_forward import FAST_FORWARD_MAX_BATCH, FastForward
+        if (initial_states.device.type != "cpu" or initial_states.shape[0] > FAST_FORWARD_MAX_BATCH
+                or getattr(self, "_inference_precision", "float32") != "float32"):
+            return None
+        return FastForward.of(self)
 
     @torch.inference_mode()
     def predict_anytime(self, initial_states, target_states, tolerance: float,

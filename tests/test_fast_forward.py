@@ -1,0 +1,70 @@
+"""forward.c, the small-batch inference path: the eager PyTorch forward's answers to float32 round-off."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from trc_lib import TinyRecursiveControl
+from trc_lib.fast_forward import FAST_FORWARD_MAX_BATCH, FastForward
+from trc_lib.tasks import make_problem
+
+
+def moving_model(system, **overrides):
+    """A tiny model whose refinements differ (the decoder starts at zero, so perturb it)."""
+    model = TinyRecursiveControl.create("small", problem=make_problem(system=system), **overrides).eval()
+    torch.nn.init.normal_(model.decode.weight, std=0.05, generator=torch.Generator().manual_seed(1))
+    return model
+
+
+@pytest.mark.parametrize("system, overrides", [
+    ("double_integrator", {}),
+    ("double_integrator", {"error_feedback": False, "num_layers": 3}),
+    ("vanderpol", {}),
+    ("pendulum", {"latent_dim": 32, "num_inner_cycles": 2, "num_outer_cycles": 3, "num_supervision_steps": 4}),
+])
+def test_matches_the_eager_forward(system, overrides):
+    model = moving_model(system, **overrides)
+    rng = np.random.default_rng(0)
+    x0, xt = (torch.tensor(rng.uniform(-1, 1, (7, 2)), dtype=torch.float32) for _ in range(2))
+    engine = FastForward.of(model)
+    assert engine is not None
+    with torch.no_grad():
+        expected = model(x0, xt)
+    got = engine(x0, xt)
+    assert got.shape == expected.shape
+    assert expected.abs().max() > 0.01  # the answers are not trivially zero
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def test_predict_uses_it_for_small_batches_and_follows_new_weights(monkeypatch):
+    model = moving_model("vanderpol")
+    x0, xt = np.array([[0.5, -0.2]]), np.zeros((1, 2))
+    calls = []
+    original = FastForward.__call__
+    monkeypatch.setattr(FastForward, "__call__", lambda self, *a: calls.append(1) or original(self, *a))
+    first = model.predict(x0, xt)
+    with torch.no_grad():
+        model.decode.weight.mul_(2.0)  # in place, as an optimizer step or load_state_dict does
+    second = model.predict(x0, xt)
+    assert len(calls) == 2 and not np.allclose(first, second)
+    with torch.no_grad():
+        eager = model(torch.tensor(x0, dtype=torch.float32), torch.tensor(xt, dtype=torch.float32))[-1]
+    np.testing.assert_allclose(second, eager.double().numpy(), atol=1e-5)
+    model.predict(np.zeros((FAST_FORWARD_MAX_BATCH + 1, 2)), np.zeros((FAST_FORWARD_MAX_BATCH + 1, 2)))
+    assert len(calls) == 2  # large batches go to PyTorch
+    copy.deepcopy(model).predict(x0, xt)  # a copy gets an engine of its own
+    assert len(calls) == 3
+
+
+def test_without_a_compiler_predict_runs_pytorch(monkeypatch):
+    import trc_lib.fast_forward as fast_forward
+    monkeypatch.setattr(fast_forward, "_LIBRARY", False)  # as after a failed compile
+    monkeypatch.setattr(fast_forward, "_ENGINES", fast_forward.weakref.WeakKeyDictionary())
+    model = moving_model("vanderpol")
+    assert FastForward.of(model) is None
+    x0, xt = np.array([[0.5, -0.2]]), np.zeros((1, 2))
+    with torch.no_grad():
+        eager = model(torch.tensor(x0, dtype=torch.float32), torch.tensor(xt, dtype=torch.float32))[-1]
+    np.testing.assert_array_equal(model.predict(x0, xt), eager.double().numpy())

@@ -1,0 +1,163 @@
+"""The model's forward pass in C for small batches: what predict() runs at batch 1 on a CPU.
+
+At batch 1 the model's arithmetic is a chain of matrix-vector products of a few hundred rows,
+about a microsecond each, while PyTorch spends several microseconds dispatching each of the
+hundreds of operations of an answer (and ONNX Runtime about one). `forward.c` is the same
+recursion as model.py with nothing between the products: it reads the weights in place from
+the model's tensors, calls the compiled terminal map (terminal_map.py) for a nonlinear system's
+error feedback, and is compiled once per machine with the CPU's own vector instructions
+(`-O3 -march=native`), cached like the terminal map. It computes in float32 like the model;
+parity with the eager forward is tested to 1e-5.
+
+Larger batches go to PyTorch, whose matrix-matrix products use the CPU far better
+(FAST_FORWARD_MAX_BATCH); so do bfloat16, GPUs and torch.compile.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import weakref
+from pathlib import Path
+
+import torch
+
+from .terminal_map import cache_dir, terminal_map
+
+FAST_FORWARD_MAX_BATCH = 16  # from benchmarks/frontier.py: above this PyTorch's batched products win
+SOURCE = Path(__file__).with_name("forward.c")
+
+
+class _Model(ctypes.Structure):
+    """forward.c's trc_model."""
+
+    _fields_ = ([(name, ctypes.c_int) for name in
+                 ("n", "N_m", "D", "H", "layers", "inner", "outer", "steps", "feedback")]
+                + [(name, ctypes.c_float) for name in ("u_max", "state_scale", "eps")]
+                + [(name, ctypes.c_void_p) for name in
+                   ("embed_context", "embed_controls", "embed_error", "gate_up", "down", "decode", "z_init",
+                    "A_N", "G", "terminal")])
+
+
+def _cpu_identity() -> str:
+    """What -march=native compiles for: a library built on one CPU may not run on another."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            lines = [line for line in fh if line.startswith(("model name", "flags"))][:2]
+    except OSError:
+        lines = []
+    return platform.machine() + "".join(lines)
+
+
+def _library() -> ctypes.CDLL | None:
+    """forward.c compiled (once per machine, cached); None without a working C compiler."""
+    global _LIBRARY
+    if _LIBRARY is not None:
+        return _LIBRARY or None
+    source = SOURCE.read_text()
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    digest = hashlib.sha256((source + _cpu_identity()).encode()).hexdigest()[:16]
+    library = cache_dir() / f"forward_{digest}.so"
+    if compiler and not library.exists():
+        library.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="trc-cc-") as folder:
+            built = Path(folder, "forward.so")
+            try:
+                done = subprocess.run([compiler, "-O3", "-march=native", "-fPIC", "-shared", str(SOURCE),
+                                       "-o", str(built), "-lm"], capture_output=True, text=True)
+            except OSError:
+                done = None
+            if done is not None and done.returncode == 0:
+                partial = library.with_suffix(f".{os.getpid()}.tmp")
+                shutil.copyfile(built, partial)
+                os.replace(partial, library)
+    if not (compiler and library.exists()):
+        _LIBRARY = False
+        return None
+    _LIBRARY = ctypes.CDLL(str(library))
+    _LIBRARY.trc_forward.argtypes = [ctypes.POINTER(_Model), ctypes.c_longlong] + [ctypes.c_void_p] * 3
+    return _LIBRARY
+
+
+_LIBRARY: ctypes.CDLL | bool | None = None
+_ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class FastForward:
+    """forward.c bound to one model: __call__(x0, x*) -> refinements [N_sup, B, N, m], like model(x0, x*).
+
+    Build with FastForward.of(model), which returns None where it does not apply (no C compiler,
+    or a compiled terminal map missing for a nonlinear system's feedback).
+    """
+
+    def __init__(self, model, library: ctypes.CDLL, terminal):
+        self._model, self._library, self._terminal = weakref.ref(model), library, terminal
+
+    @property
+    def model(self):
+        return self._model()
+
+    @classmethod
+    def of(cls, model) -> "FastForward | None":
+        """The engine of `model`, made once per model (kept outside it, so copies of the model
+        never carry a ctypes library)."""
+        if model not in _ENGINES:
+            _ENGINES[model] = cls._make(model)
+        return _ENGINES[model]
+
+    @classmethod
+    def _make(cls, model) -> "FastForward | None":
+        library = _library()
+        if library is None:
+            return None
+        system = model.problem.system
+        terminal = None
+        if model.config.error_feedback and not system.is_linear:
+            mapped = terminal_map(system)
+            if not mapped.compiled:
+                return None
+            terminal = ctypes.cast(mapped._forward, ctypes.c_void_p).value
+        return cls(model, library, terminal)
+
+    def _struct(self) -> _Model:
+        """The model's sizes and the addresses of its weights now (tensors can be replaced)."""
+        model, config = self.model, self.model.config
+        def address(tensor):
+            if tensor is None:
+                return None
+            if not (tensor.is_contiguous() and tensor.dtype == torch.float32 and tensor.device.type == "cpu"):
+                raise ValueError("forward.c reads contiguous float32 CPU weights")
+            return tensor.data_ptr()
+
+        blocks = list(model.net)  # arrays of per-block addresses, kept alive with self
+        self._gate_up = (ctypes.c_void_p * len(blocks))(*(address(b.gate_up.weight) for b in blocks))
+        self._down = (ctypes.c_void_p * len(blocks))(*(address(b.down.weight) for b in blocks))
+        system = model.problem.system
+        N, m = model.control_shape
+        return _Model(
+            n=system.state_dim, N_m=N * m, D=config.latent_dim, H=config.expansion * config.latent_dim,
+            layers=config.num_layers, inner=config.num_inner_cycles, outer=config.num_outer_cycles,
+            steps=config.num_supervision_steps, feedback=int(config.error_feedback),
+            u_max=model.control_bound, state_scale=config.state_scale, eps=torch.finfo(torch.float32).eps,
+            embed_context=address(model.embed_context.weight), embed_controls=address(model.embed_controls.weight),
+            embed_error=address(model.embed_error.weight if model.embed_error is not None else None),
+            gate_up=ctypes.addressof(self._gate_up), down=ctypes.addressof(self._down), decode=address(model.decode.weight),
+            z_init=address(model.z_init), A_N=address(getattr(model, "A_N", None)),
+            G=address(getattr(model, "G", None)), terminal=self._terminal)
+
+    def __call__(self, initial_states: torch.Tensor, target_states: torch.Tensor) -> torch.Tensor:
+        """[B, n], [B, n] float32 CPU tensors -> refinements [N_sup, B, N, m] float32."""
+        x0, xt = initial_states.contiguous(), target_states.contiguous()
+        B = x0.shape[0]
+        refinements = torch.empty(self.model.config.num_supervision_steps, B, *self.model.control_shape)
+        model = self._struct()
+        status = self._library.trc_forward(ctypes.byref(model), B, x0.data_ptr(), xt.data_ptr(),
+                                           refinements.data_ptr())
+        if status:
+            raise RuntimeError(f"forward.c failed (status {status})")
+        return refinements

@@ -1,0 +1,129 @@
+/* TinyRecursiveControl's forward pass for small batches, in plain C (trc_lib/fast_forward.py).
+
+   At batch 1 every product is a matrix-vector product of a few hundred rows: a microsecond of
+   arithmetic, which a framework's per-operation dispatch (several microseconds each, hundreds of
+   operations per answer) dwarfs. This file is the same recursion as model.py, one problem at a
+   time, with nothing between the products. The weights are read in place from the model's own
+   tensors (float32, row-major [out, in] as torch.nn.Linear stores them), so training or loading
+   new weights needs no copy. Parity with the eager PyTorch forward is tested (tests/test_fast_forward.py).
+
+   The error feedback's x_N(x_0, u) comes from a function pointer: the compiled terminal map of a
+   nonlinear system (terminal_map.py, float64), or NULL for a linear one, whose x_N = A^N x_0 + G u
+   is computed here. */
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef int (*terminal_map_fn)(long long B, const double* x0, const double* u, double* xN);
+
+typedef struct {
+    int n, N_m, D, H, layers, inner, outer, steps, feedback;
+    float u_max, state_scale, eps;
+    const float *embed_context;   /* [D, 2n] */
+    const float *embed_controls;  /* [D, N m] */
+    const float *embed_error;     /* [D, n] or NULL */
+    const float *const *gate_up;  /* per block: [2H, D] */
+    const float *const *down;     /* per block: [D, H] */
+    const float *decode;          /* [N m, D] */
+    const float *z_init;          /* [D] */
+    const float *A_N, *G;         /* [n, n], [n, N m]: linear systems */
+    terminal_map_fn terminal;     /* nonlinear systems */
+} trc_model;
+
+/* y[o] = sum_k W[o, k] x[k] (+ y[o] when accumulate). Sixteen independent partial sums let the
+   compiler vectorize the dot product without reordering any single sum. */
+static void matvec(const float* W, int rows, int cols, const float* x, float* y, int accumulate) {
+    for (int o = 0; o < rows; ++o) {
+        const float* w = W + (long)o * cols;
+        float acc[16] = {0};
+        int k = 0;
+        for (; k + 16 <= cols; k += 16)
+            for (int j = 0; j < 16; ++j) acc[j] += w[k + j] * x[k + j];
+        float sum = 0.0f;
+        for (int j = 0; j < 16; ++j) sum += acc[j];
+        for (; k < cols; ++k) sum += w[k] * x[k];
+        y[o] = accumulate ? y[o] + sum : sum;
+    }
+}
+
+/* h <- RMSNorm(h + W_down (silu(W_gate h) * W_up h)) for every block of the shared net. */
+static void net(const trc_model* m, float* h, float* gu, float* hidden) {
+    for (int l = 0; l < m->layers; ++l) {
+        matvec(m->gate_up[l], 2 * m->H, m->D, h, gu, 0);
+        for (int i = 0; i < m->H; ++i) {
+            float g = gu[i];
+            hidden[i] = g / (1.0f + expf(-g)) * gu[m->H + i];
+        }
+        matvec(m->down[l], m->D, m->H, hidden, h, 1);
+        float sq = 0.0f;
+        for (int i = 0; i < m->D; ++i) sq += h[i] * h[i];
+        float scale = 1.0f / sqrtf(sq / m->D + m->eps);
+        for (int i = 0; i < m->D; ++i) h[i] *= scale;
+    }
+}
+
+static void bounded(const trc_model* m, const float* y, float* u) {
+    for (int i = 0; i < m->N_m; ++i) u[i] = m->u_max * tanhf(y[i] / m->u_max);
+}
+
+/* One problem: refinements[s] = the controls after supervision step s (s < steps), each [N m]. */
+static int solve(const trc_model* m, const float* x0, const float* xt, float* refinements, float* work) {
+    int n = m->n, D = m->D, Nm = m->N_m;
+    float *context = work, *z = context + D, *question = z + D, *h = question + D, *ce = h + D;
+    float *y = ce + D, *u = y + Nm, *gu = u + Nm, *hidden = gu + 2 * m->H, *scaled = hidden + m->H;
+    double x0_d[16], u_d[4096], xN_d[16];
+    if (n > 16 || Nm > 4096) return 2;
+    for (int i = 0; i < n; ++i) { scaled[i] = x0[i] / m->state_scale; scaled[n + i] = xt[i] / m->state_scale; }
+    matvec(m->embed_context, D, 2 * n, scaled, context, 0);
+    memset(y, 0, sizeof(float) * Nm);
+    memcpy(z, m->z_init, sizeof(float) * D);
+    for (int s = 0; s < m->steps; ++s) {
+        for (int r = 0; r < m->outer; ++r) {
+            bounded(m, y, u);
+            for (int i = 0; i < Nm; ++i) scaled[i] = u[i] / m->u_max;
+            matvec(m->embed_controls, D, Nm, scaled, ce, 0);
+            for (int i = 0; i < D; ++i) question[i] = context[i] + ce[i];
+            if (m->feedback) {
+                float miss[16];
+                if (m->terminal) {
+                    for (int i = 0; i < n; ++i) x0_d[i] = x0[i];
+                    for (int i = 0; i < Nm; ++i) u_d[i] = u[i];
+                    if (m->terminal(1, x0_d, u_d, xN_d)) return 1;
+                    for (int i = 0; i < n; ++i) miss[i] = (float)xN_d[i];
+                } else {
+                    matvec(m->A_N, n, n, x0, miss, 0);
+                    matvec(m->G, n, Nm, u, miss, 1);
+                }
+                for (int i = 0; i < n; ++i) miss[i] = (miss[i] - xt[i]) / m->state_scale;
+                matvec(m->embed_error, D, n, miss, question, 1);
+            }
+            for (int c = 0; c < m->inner; ++c) {
+                for (int i = 0; i < D; ++i) z[i] += question[i];
+                net(m, z, gu, hidden);
+            }
+            for (int i = 0; i < D; ++i) h[i] = ce[i] + z[i];
+            net(m, h, gu, hidden);
+            matvec(m->decode, Nm, D, h, y, 1);
+        }
+        bounded(m, y, refinements + (long)s * Nm);
+    }
+    return 0;
+}
+
+/* refinements: [steps, B, N m]. Returns 0, or non-zero if the terminal map failed. */
+int trc_forward(const trc_model* m, long long B, const float* x0, const float* xt, float* refinements) {
+    long size = 6L * m->D + 2L * m->N_m + 3L * m->H + 2L * m->n + m->N_m + 16;
+    float* work = malloc(sizeof(float) * size);
+    float* one = malloc(sizeof(float) * (long)m->steps * m->N_m);
+    if (!work || !one) { free(work); free(one); return 3; }
+    int status = 0;
+    for (long long b = 0; b < B && !status; ++b) {
+        status = solve(m, x0 + b * m->n, xt + b * m->n, one, work);
+        for (int s = 0; s < m->steps; ++s)
+            memcpy(refinements + ((long)s * B + b) * m->N_m, one + (long)s * m->N_m, sizeof(float) * m->N_m);
+    }
+    free(work);
+    free(one);
+    return status;
+}
