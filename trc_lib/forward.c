@@ -3,9 +3,8 @@
    At batch 1 every product is a matrix-vector product of a few hundred rows: a microsecond of
    arithmetic, which a framework's per-operation dispatch (several microseconds each, hundreds of
    operations per answer) dwarfs. This file is the same recursion as model.py, one problem at a
-   time, with nothing between the products. The weights are read in place from the model's own
-   tensors (float32, row-major [out, in] as torch.nn.Linear stores them), so training or loading
-   new weights needs no copy. Parity with the eager PyTorch forward is tested (tests/test_fast_forward.py).
+   time, with nothing between the products. It reads transposed float32 copies of the weights
+   ([in, out], which fast_forward.py remakes whenever the model's tensors change). Parity with the eager PyTorch forward is tested (tests/test_fast_forward.py).
 
    The error feedback's x_N(x_0, u) comes from a function pointer: the compiled terminal map of a
    nonlinear system (terminal_map.py, float64), or NULL for a linear one, whose x_N = A^N x_0 + G u
@@ -20,30 +19,28 @@ typedef int (*terminal_map_fn)(long long B, const double* x0, const double* u, d
 typedef struct {
     int n, N_m, D, H, layers, inner, outer, steps, feedback;
     float u_max, state_scale, eps;
-    const float *embed_context;   /* [D, 2n] */
-    const float *embed_controls;  /* [D, N m] */
-    const float *embed_error;     /* [D, n] or NULL */
-    const float *const *gate_up;  /* per block: [2H, D] */
-    const float *const *down;     /* per block: [D, H] */
-    const float *decode;          /* [N m, D] */
+    /* every matrix transposed, [in, out] */
+    const float *embed_context;   /* [2n, D] */
+    const float *embed_controls;  /* [N m, D] */
+    const float *embed_error;     /* [n, D] or NULL */
+    const float *const *gate_up;  /* per block: [D, 2H] */
+    const float *const *down;     /* per block: [H, D] */
+    const float *decode;          /* [D, N m] */
     const float *z_init;          /* [D] */
-    const float *A_N, *G;         /* [n, n], [n, N m]: linear systems */
+    const float *A_N, *G;         /* [n, n], [N m, n]: linear systems */
     terminal_map_fn terminal;     /* nonlinear systems */
 } trc_model;
 
-/* y[o] = sum_k W[o, k] x[k] (+ y[o] when accumulate). Sixteen independent partial sums let the
-   compiler vectorize the dot product without reordering any single sum. */
-static void matvec(const float* W, int rows, int cols, const float* x, float* y, int accumulate) {
-    for (int o = 0; o < rows; ++o) {
-        const float* w = W + (long)o * cols;
-        float acc[16] = {0};
-        int k = 0;
-        for (; k + 16 <= cols; k += 16)
-            for (int j = 0; j < 16; ++j) acc[j] += w[k + j] * x[k + j];
-        float sum = 0.0f;
-        for (int j = 0; j < 16; ++j) sum += acc[j];
-        for (; k < cols; ++k) sum += w[k] * x[k];
-        y[o] = accumulate ? y[o] + sum : sum;
+/* y = W x (y += W x when accumulate), with W given transposed: WT [cols, rows]. Going down the
+   columns keeps every inner loop a contiguous multiply-add over the rows, which the compiler
+   vectorizes without reordering any sum. */
+static void matvec(const float* restrict WT, int rows, int cols, const float* restrict x,
+                   float* restrict y, int accumulate) {
+    if (!accumulate) memset(y, 0, sizeof(float) * rows);
+    for (int k = 0; k < cols; ++k) {
+        const float* restrict w = WT + (long)k * rows;
+        const float xk = x[k];
+        for (int o = 0; o < rows; ++o) y[o] += w[o] * xk;
     }
 }
 
