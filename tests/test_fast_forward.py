@@ -1,4 +1,5 @@
-"""forward.c, the small-batch inference path: the eager PyTorch forward's answers to float32 round-off."""
+"""forward.c, the small-batch inference path: the eager PyTorch forward's answers to float32 round-off
+(1e-5 x max(1, u_max), the tolerance of the ONNX export's check)."""
 
 import copy
 
@@ -13,6 +14,7 @@ from trc_lib.tasks import make_problem
 
 def moving_model(system, **overrides):
     """A tiny model whose refinements differ (the decoder starts at zero, so perturb it)."""
+    torch.manual_seed(0)
     model = TinyRecursiveControl.create("small", problem=make_problem(system=system), **overrides).eval()
     torch.nn.init.normal_(model.decode.weight, std=0.05, generator=torch.Generator().manual_seed(1))
     return model
@@ -35,7 +37,8 @@ def test_matches_the_eager_forward(system, overrides):
     got = engine(x0, xt)
     assert got.shape == expected.shape
     assert expected.abs().max() > 0.01  # the answers are not trivially zero
-    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    # float32 round-off, relative to the controls' scale as in export.py's parity check
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 * max(1.0, model.control_bound))
 
 
 def test_predict_uses_it_for_small_batches_and_follows_new_weights(monkeypatch):
@@ -51,7 +54,7 @@ def test_predict_uses_it_for_small_batches_and_follows_new_weights(monkeypatch):
     assert len(calls) == 2 and not np.allclose(first, second)
     with torch.no_grad():
         eager = model(torch.tensor(x0, dtype=torch.float32), torch.tensor(xt, dtype=torch.float32))[-1]
-    np.testing.assert_allclose(second, eager.double().numpy(), atol=1e-5)
+    np.testing.assert_allclose(second, eager.double().numpy(), atol=2e-5)
     model.predict(np.zeros((FAST_FORWARD_MAX_BATCH + 1, 2)), np.zeros((FAST_FORWARD_MAX_BATCH + 1, 2)))
     assert len(calls) == 2  # large batches go to PyTorch
     copy.deepcopy(model).predict(x0, xt)  # a copy gets an engine of its own
@@ -68,3 +71,19 @@ def test_without_a_compiler_predict_runs_pytorch(monkeypatch):
     with torch.no_grad():
         eager = model(torch.tensor(x0, dtype=torch.float32), torch.tensor(xt, dtype=torch.float32))[-1]
     np.testing.assert_array_equal(model.predict(x0, xt), eager.double().numpy())
+
+
+@pytest.mark.parametrize("system", ["double_integrator", "vanderpol"])
+def test_halting_in_c_stops_where_pytorch_does(system):
+    model = moving_model(system)
+    rng = np.random.default_rng(2)
+    x0, xt = rng.uniform(-1, 1, (FAST_FORWARD_MAX_BATCH + 4, 2)), np.zeros((FAST_FORWARD_MAX_BATCH + 4, 2))
+    first = model.predict_anytime(x0, xt, tolerance=1e9)  # every problem stops after one step
+    tolerance = float(np.median(first.terminal_errors))
+    in_pytorch = model.predict_anytime(x0, xt, tolerance=tolerance)  # a batch above the C path's limit
+    refinements, used, errors = FastForward.of(model).run(torch.tensor(x0, dtype=torch.float32),
+                                                          torch.tensor(xt, dtype=torch.float32), tolerance)
+    np.testing.assert_array_equal(used.numpy(), in_pytorch.refinements)
+    assert 1 <= used.float().mean() < model.config.num_supervision_steps
+    np.testing.assert_allclose(refinements[-1].numpy(), in_pytorch.controls, atol=1e-5 * max(1.0, model.control_bound))
+    np.testing.assert_allclose(errors.numpy(), in_pytorch.terminal_errors, rtol=1e-4, atol=1e-5)

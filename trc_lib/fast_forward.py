@@ -7,7 +7,8 @@ recursion as model.py with nothing between the products: it reads transposed cop
 model's weights (remade whenever a weight changes), calls the compiled terminal map
 (terminal_map.py) for a nonlinear system's error feedback, and is compiled once per machine
 with the CPU's own vector instructions (`-O3 -march=native`), cached like the terminal map. It computes in float32 like the model;
-parity with the eager forward is tested to 1e-5.
+parity with the eager forward is tested to
+1e-5 x max(1, u_max).
 
 Larger batches go to PyTorch, whose matrix-matrix products use the CPU far better
 (FAST_FORWARD_MAX_BATCH); so do bfloat16, GPUs and torch.compile.
@@ -83,7 +84,8 @@ def _library() -> ctypes.CDLL | None:
         _LIBRARY = False
         return None
     _LIBRARY = ctypes.CDLL(str(library))
-    _LIBRARY.trc_forward.argtypes = [ctypes.POINTER(_Model), ctypes.c_longlong] + [ctypes.c_void_p] * 3
+    _LIBRARY.trc_forward.argtypes = [ctypes.POINTER(_Model), ctypes.c_longlong, ctypes.c_void_p, ctypes.c_void_p,
+                                     ctypes.c_float] + [ctypes.c_void_p] * 3
     return _LIBRARY
 
 
@@ -166,13 +168,22 @@ class FastForward:
         return self._prepared
 
     def __call__(self, initial_states: torch.Tensor, target_states: torch.Tensor) -> torch.Tensor:
-        """[B, n], [B, n] float32 CPU tensors -> refinements [N_sup, B, N, m] float32."""
+        """[B, n], [B, n] float32 CPU tensors -> refinements [N_sup, B, N, m] float32, as model(x0, x*)."""
+        return self.run(initial_states, target_states)[0]
+
+    def run(self, initial_states: torch.Tensor, target_states: torch.Tensor, tolerance: float = 0.0):
+        """(refinements [N_sup, B, N, m], refinements used [B], terminal errors [B]).
+
+        tolerance > 0: halting as in model.predict_anytime (a problem stops after the first
+        supervision step whose answer misses x* by less; its later refinements repeat that answer).
+        """
         x0, xt = initial_states.contiguous(), target_states.contiguous()
         B = x0.shape[0]
         refinements = torch.empty(self.model.config.num_supervision_steps, B, *self.model.control_shape)
+        used, errors = torch.zeros(B, dtype=torch.int32), torch.zeros(B)
         model = self._struct()
-        status = self._library.trc_forward(ctypes.byref(model), B, x0.data_ptr(), xt.data_ptr(),
-                                           refinements.data_ptr())
+        status = self._library.trc_forward(ctypes.byref(model), B, x0.data_ptr(), xt.data_ptr(), float(tolerance),
+                                           refinements.data_ptr(), used.data_ptr(), errors.data_ptr())
         if status:
             raise RuntimeError(f"forward.c failed (status {status})")
-        return refinements
+        return refinements, used, errors

@@ -4,7 +4,8 @@
    arithmetic, which a framework's per-operation dispatch (several microseconds each, hundreds of
    operations per answer) dwarfs. This file is the same recursion as model.py, one problem at a
    time, with nothing between the products. It reads transposed float32 copies of the weights
-   ([in, out], which fast_forward.py remakes whenever the model's tensors change). Parity with the eager PyTorch forward is tested (tests/test_fast_forward.py).
+   ([in, out], which fast_forward.py remakes whenever the model's tensors change). Parity with
+   the eager PyTorch forward is tested to 1e-5 x max(1, u_max) (tests/test_fast_forward.py).
 
    The error feedback's x_N(x_0, u) comes from a function pointer: the compiled terminal map of a
    nonlinear system (terminal_map.py, float64), or NULL for a linear one, whose x_N = A^N x_0 + G u
@@ -64,8 +65,30 @@ static void bounded(const trc_model* m, const float* y, float* u) {
     for (int i = 0; i < m->N_m; ++i) u[i] = m->u_max * tanhf(y[i] / m->u_max);
 }
 
-/* One problem: refinements[s] = the controls after supervision step s (s < steps), each [N m]. */
-static int solve(const trc_model* m, const float* x0, const float* xt, float* refinements, float* work) {
+/* ||x_N(u) - x*|| through the same feedback map. */
+static int terminal_error(const trc_model* m, const float* x0, const float* xt, const float* u, float* error) {
+    float xN[16];
+    double x0_d[16], u_d[4096], xN_d[16];
+    if (m->terminal) {
+        for (int i = 0; i < m->n; ++i) x0_d[i] = x0[i];
+        for (int i = 0; i < m->N_m; ++i) u_d[i] = u[i];
+        if (m->terminal(1, x0_d, u_d, xN_d)) return 1;
+        for (int i = 0; i < m->n; ++i) xN[i] = (float)xN_d[i];
+    } else {
+        matvec(m->A_N, m->n, m->n, x0, xN, 0);
+        matvec(m->G, m->n, m->N_m, u, xN, 1);
+    }
+    float sq = 0.0f;
+    for (int i = 0; i < m->n; ++i) sq += (xN[i] - xt[i]) * (xN[i] - xt[i]);
+    *error = sqrtf(sq);
+    return 0;
+}
+
+/* One problem: refinements[s] = the controls after supervision step s (s < steps), each [N m].
+   With tolerance > 0 it stops after the first step whose answer misses x* by less (halting):
+   the later refinements repeat that answer, *used is the number of steps run, *error its miss. */
+static int solve(const trc_model* m, const float* x0, const float* xt, float* refinements, float* work,
+                 float tolerance, int* used, float* error) {
     int n = m->n, D = m->D, Nm = m->N_m;
     float *context = work, *z = context + D, *question = z + D, *h = question + D, *ce = h + D;
     float *y = ce + D, *u = y + Nm, *gu = u + Nm, *hidden = gu + 2 * m->H, *scaled = hidden + m->H;
@@ -103,20 +126,32 @@ static int solve(const trc_model* m, const float* x0, const float* xt, float* re
             net(m, h, gu, hidden);
             matvec(m->decode, Nm, D, h, y, 1);
         }
-        bounded(m, y, refinements + (long)s * Nm);
+        float* answer = refinements + (long)s * Nm;
+        bounded(m, y, answer);
+        *used = s + 1;
+        if (tolerance > 0.0f) {
+            if (terminal_error(m, x0, xt, answer, error)) return 1;
+            if (*error < tolerance) {
+                for (int later = s + 1; later < m->steps; ++later)
+                    memcpy(refinements + (long)later * Nm, answer, sizeof(float) * Nm);
+                break;
+            }
+        }
     }
     return 0;
 }
 
-/* refinements: [steps, B, N m]. Returns 0, or non-zero if the terminal map failed. */
-int trc_forward(const trc_model* m, long long B, const float* x0, const float* xt, float* refinements) {
+/* refinements: [steps, B, N m]; used [B], errors [B]: see solve (tolerance 0: every step, no
+   errors computed). Returns 0, or non-zero if the terminal map failed. */
+int trc_forward(const trc_model* m, long long B, const float* x0, const float* xt, float tolerance,
+                float* refinements, int* used, float* errors) {
     long size = 6L * m->D + 2L * m->N_m + 3L * m->H + 2L * m->n + m->N_m + 16;
     float* work = malloc(sizeof(float) * size);
     float* one = malloc(sizeof(float) * (long)m->steps * m->N_m);
     if (!work || !one) { free(work); free(one); return 3; }
     int status = 0;
     for (long long b = 0; b < B && !status; ++b) {
-        status = solve(m, x0 + b * m->n, xt + b * m->n, one, work);
+        status = solve(m, x0 + b * m->n, xt + b * m->n, one, work, tolerance, used + b, errors + b);
         for (int s = 0; s < m->steps; ++s)
             memcpy(refinements + ((long)s * B + b) * m->N_m, one + (long)s * m->N_m, sizeof(float) * m->N_m);
     }
