@@ -268,9 +268,12 @@ class TinyRecursiveControl(nn.Module):
         device: run there (the model moves there and stays); default: where the model is.
         """
         x0, xt, autocast = self._inference_inputs(initial_states, target_states, device)
+        fast = None if hasattr(self, "_compiled_forward") else self._fast_forward(x0)
+        if fast is not None:  # no train/eval switch: it reads the weights only (and costs ~0.1 ms at batch 1)
+            return fast(x0, xt).double().numpy()
         was_training = self.training
         self.eval()
-        forward = getattr(self, "_compiled_forward", None) or self._fast_forward(x0) or self
+        forward = getattr(self, "_compiled_forward", None) or self
         with autocast:
             out = forward(x0, xt)
         self.train(was_training)
