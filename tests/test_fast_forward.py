@@ -73,9 +73,10 @@ def test_without_a_compiler_predict_runs_pytorch(monkeypatch):
     np.testing.assert_array_equal(model.predict(x0, xt), eager.double().numpy())
 
 
-@pytest.mark.parametrize("system", ["double_integrator", "vanderpol"])
-def test_halting_in_c_stops_where_pytorch_does(system):
-    model = moving_model(system)
+@pytest.mark.parametrize("system, overrides", [("double_integrator", {}), ("vanderpol", {}),
+                                               ("vanderpol", {"error_feedback": False})])
+def test_halting_in_c_stops_where_pytorch_does(system, overrides):
+    model = moving_model(system, **overrides)
     rng = np.random.default_rng(2)
     x0, xt = rng.uniform(-1, 1, (FAST_FORWARD_MAX_BATCH + 4, 2)), np.zeros((FAST_FORWARD_MAX_BATCH + 4, 2))
     first = model.predict_anytime(x0, xt, tolerance=1e9)  # every problem stops after one step

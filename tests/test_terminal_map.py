@@ -23,7 +23,7 @@ def test_matches_the_float64_rollout(system):
     exact = system.rollout(x0, u)[:, -1]
     mapped = terminal_map(system)
     assert mapped.compiled
-    np.testing.assert_allclose(mapped.terminal_states_numpy(x0, u), exact, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(mapped.terminal_states(torch.tensor(x0), torch.tensor(u)).numpy(), exact, rtol=0, atol=1e-12)
     in_float32 = terminal_state(torch.tensor(x0, dtype=torch.float32), torch.tensor(u, dtype=torch.float32), system)
     assert in_float32.dtype == torch.float32
     # the inputs are rounded to float32 first; the rollout itself is float64
@@ -34,7 +34,7 @@ def test_matches_the_float64_rollout(system):
 def test_large_batches_split_over_threads_give_the_same_answers(system, monkeypatch):
     x0, u = random_problems(system, 3000, seed=1)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
-    threaded = terminal_map(system).terminal_states_numpy(x0, u)
+    threaded = terminal_map(system).terminal_states(torch.tensor(x0), torch.tensor(u)).numpy()
     np.testing.assert_array_equal(threaded, system.rollout(x0, u)[:, -1])
 
 
@@ -67,7 +67,7 @@ def test_without_a_compiler_the_eager_rollout_stands_in(monkeypatch, tmp_path):
         fallback = TerminalMap(system)
     assert not fallback.compiled
     x0, u = random_problems(system, 5)
-    np.testing.assert_allclose(fallback.terminal_states_numpy(x0, u), system.rollout(x0, u)[:, -1], atol=1e-12)
+    np.testing.assert_allclose(fallback.terminal_states(torch.tensor(x0), torch.tensor(u)).numpy(), system.rollout(x0, u)[:, -1], atol=1e-12)
     grad_x0, grad_u = fallback.vjp(torch.tensor(x0), torch.tensor(u), torch.ones(5, 2, dtype=torch.float64))
     assert grad_u.shape == u.shape and torch.isfinite(grad_u).all()
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())

@@ -6,7 +6,7 @@ hundreds of operations of an answer (and ONNX Runtime about one). `forward.c` is
 recursion as model.py with nothing between the products: it reads transposed copies of the
 model's weights (remade whenever a weight changes), calls the compiled terminal map
 (terminal_map.py) for a nonlinear system's error feedback, and is compiled once per machine
-with the CPU's own vector instructions (`-O3 -march=native`), cached like the terminal map. It computes in float32 like the model;
+with the CPU's own vector instructions (`-O3 -march=native`, c_library.py). It computes in float32 like the model;
 parity with the eager forward is tested to
 1e-5 x max(1, u_max).
 
@@ -17,18 +17,14 @@ Larger batches go to PyTorch, whose matrix-matrix products use the CPU far bette
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
 import platform
-import shutil
-import subprocess
-import tempfile
 import weakref
 from pathlib import Path
 
 import torch
 
-from .terminal_map import cache_dir, terminal_map
+from .c_library import compiled_library
+from .terminal_map import terminal_map
 
 # Up to this batch predict() runs forward.c. Its time grows linearly with the batch, PyTorch's
 # much more slowly: on a 2-core AMD EPYC (Zen 4), small Van der Pol model, C against PyTorch:
@@ -59,34 +55,15 @@ def _cpu_identity() -> str:
 
 
 def _library() -> ctypes.CDLL | None:
-    """forward.c compiled (once per machine, cached); None without a working C compiler."""
+    """forward.c compiled for this CPU (c_library.py); None without a working C compiler."""
     global _LIBRARY
-    if _LIBRARY is not None:
-        return _LIBRARY or None
-    source = SOURCE.read_text()
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    digest = hashlib.sha256((source + _cpu_identity()).encode()).hexdigest()[:16]
-    library = cache_dir() / f"forward_{digest}.so"
-    if compiler and not library.exists():
-        library.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="trc-cc-") as folder:
-            built = Path(folder, "forward.so")
-            try:
-                done = subprocess.run([compiler, "-O3", "-march=native", "-fPIC", "-shared", str(SOURCE),
-                                       "-o", str(built), "-lm"], capture_output=True, text=True)
-            except OSError:
-                done = None
-            if done is not None and done.returncode == 0:
-                partial = library.with_suffix(f".{os.getpid()}.tmp")
-                shutil.copyfile(built, partial)
-                os.replace(partial, library)
-    if not (compiler and library.exists()):
-        _LIBRARY = False
-        return None
-    _LIBRARY = ctypes.CDLL(str(library))
-    _LIBRARY.trc_forward.argtypes = [ctypes.POINTER(_Model), ctypes.c_longlong, ctypes.c_void_p, ctypes.c_void_p,
-                                     ctypes.c_float] + [ctypes.c_void_p] * 3
-    return _LIBRARY
+    if _LIBRARY is None:
+        library = compiled_library(SOURCE.read_text(), "forward", ("-O3", "-march=native"), _cpu_identity())
+        if library is not None:
+            library.trc_forward.argtypes = [ctypes.POINTER(_Model), ctypes.c_longlong, ctypes.c_void_p,
+                                            ctypes.c_void_p, ctypes.c_float] + [ctypes.c_void_p] * 3
+        _LIBRARY = library or False
+    return _LIBRARY or None
 
 
 _LIBRARY: ctypes.CDLL | bool | None = None
@@ -121,8 +98,8 @@ class FastForward:
         if library is None:
             return None
         system = model.problem.system
-        terminal = None
-        if model.config.error_feedback and not system.is_linear:
+        terminal = None  # a nonlinear system's x_N for the feedback and for halting; the linear one's is A^N, G
+        if not system.is_linear:
             mapped = terminal_map(system)
             if not mapped.compiled:
                 return None

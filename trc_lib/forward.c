@@ -29,7 +29,7 @@ typedef struct {
     const float *decode;          /* [D, N m] */
     const float *z_init;          /* [D] */
     const float *A_N, *G;         /* [n, n], [N m, n]: linear systems */
-    terminal_map_fn terminal;     /* nonlinear systems */
+    terminal_map_fn terminal;     /* nonlinear systems (feedback and halting) */
 } trc_model;
 
 /* y = W x (y += W x when accumulate), with W given transposed: WT [cols, rows]. Going down the
@@ -65,22 +65,18 @@ static void bounded(const trc_model* m, const float* y, float* u) {
     for (int i = 0; i < m->N_m; ++i) u[i] = m->u_max * tanhf(y[i] / m->u_max);
 }
 
-/* ||x_N(u) - x*|| through the same feedback map. */
-static int terminal_error(const trc_model* m, const float* x0, const float* xt, const float* u, float* error) {
-    float xN[16];
-    double x0_d[16], u_d[4096], xN_d[16];
-    if (m->terminal) {
-        for (int i = 0; i < m->n; ++i) x0_d[i] = x0[i];
-        for (int i = 0; i < m->N_m; ++i) u_d[i] = u[i];
-        if (m->terminal(1, x0_d, u_d, xN_d)) return 1;
-        for (int i = 0; i < m->n; ++i) xN[i] = (float)xN_d[i];
-    } else {
+/* xN = x_N(x0, u): the compiled terminal map (float64), or A^N x0 + G u for a linear system. */
+static int terminal_state(const trc_model* m, const float* x0, const float* u, float* xN) {
+    if (!m->terminal) {
         matvec(m->A_N, m->n, m->n, x0, xN, 0);
         matvec(m->G, m->n, m->N_m, u, xN, 1);
+        return 0;
     }
-    float sq = 0.0f;
-    for (int i = 0; i < m->n; ++i) sq += (xN[i] - xt[i]) * (xN[i] - xt[i]);
-    *error = sqrtf(sq);
+    double x0_d[16], u_d[4096], xN_d[16];
+    for (int i = 0; i < m->n; ++i) x0_d[i] = x0[i];
+    for (int i = 0; i < m->N_m; ++i) u_d[i] = u[i];
+    if (m->terminal(1, x0_d, u_d, xN_d)) return 1;
+    for (int i = 0; i < m->n; ++i) xN[i] = (float)xN_d[i];
     return 0;
 }
 
@@ -92,7 +88,7 @@ static int solve(const trc_model* m, const float* x0, const float* xt, float* re
     int n = m->n, D = m->D, Nm = m->N_m;
     float *context = work, *z = context + D, *question = z + D, *h = question + D, *ce = h + D;
     float *y = ce + D, *u = y + Nm, *gu = u + Nm, *hidden = gu + 2 * m->H, *scaled = hidden + m->H;
-    double x0_d[16], u_d[4096], xN_d[16];
+    float miss[16];
     if (n > 16 || Nm > 4096) return 2;
     for (int i = 0; i < n; ++i) { scaled[i] = x0[i] / m->state_scale; scaled[n + i] = xt[i] / m->state_scale; }
     matvec(m->embed_context, D, 2 * n, scaled, context, 0);
@@ -105,16 +101,7 @@ static int solve(const trc_model* m, const float* x0, const float* xt, float* re
             matvec(m->embed_controls, D, Nm, scaled, ce, 0);
             for (int i = 0; i < D; ++i) question[i] = context[i] + ce[i];
             if (m->feedback) {
-                float miss[16];
-                if (m->terminal) {
-                    for (int i = 0; i < n; ++i) x0_d[i] = x0[i];
-                    for (int i = 0; i < Nm; ++i) u_d[i] = u[i];
-                    if (m->terminal(1, x0_d, u_d, xN_d)) return 1;
-                    for (int i = 0; i < n; ++i) miss[i] = (float)xN_d[i];
-                } else {
-                    matvec(m->A_N, n, n, x0, miss, 0);
-                    matvec(m->G, n, Nm, u, miss, 1);
-                }
+                if (terminal_state(m, x0, u, miss)) return 1;
                 for (int i = 0; i < n; ++i) miss[i] = (miss[i] - xt[i]) / m->state_scale;
                 matvec(m->embed_error, D, n, miss, question, 1);
             }
@@ -130,7 +117,10 @@ static int solve(const trc_model* m, const float* x0, const float* xt, float* re
         bounded(m, y, answer);
         *used = s + 1;
         if (tolerance > 0.0f) {
-            if (terminal_error(m, x0, xt, answer, error)) return 1;
+            if (terminal_state(m, x0, answer, miss)) return 1;
+            float sq = 0.0f;
+            for (int i = 0; i < n; ++i) sq += (miss[i] - xt[i]) * (miss[i] - xt[i]);
+            *error = sqrtf(sq);
             if (*error < tolerance) {
                 for (int later = s + 1; later < m->steps; ++later)
                     memcpy(refinements + (long)later * Nm, answer, sizeof(float) * Nm);

@@ -124,7 +124,7 @@ class TinyRecursiveControl(nn.Module):
             self.register_buffer("G", torch.tensor(Gamma[-1], dtype=torch.float32))
         else:  # x_N through the task's own integrator, compiled to C (terminal_map.py)
             self._system_key = system_key(system)
-            terminal_map(system)  # compiles once per machine (about a second), here rather than mid-forward
+            terminal_map(system)  # compiles once per machine (under a second), here rather than mid-forward
         z_init = torch.nn.init.trunc_normal_(torch.empty(D), std=1.0, generator=torch.Generator().manual_seed(0))
         self.register_buffer("z_init", z_init)
 

@@ -13,40 +13,32 @@ its reverse-mode derivative:
     terminal_state      (x_0 [n], u [N, m])                  -> x_N [n]
     terminal_state_vjp  (x_0 [n], u [N, m], w [n])           -> (w^T dx_N/dx_0 [n], w^T dx_N/du [N, m])
 
-A loop over the batch is appended, the system's C compiler (`cc`, or $CC) builds a shared
-library, and ctypes calls it; the call releases the GIL, so large batches are split over the
-CPU's threads. Everything runs in float64 (the answer is exact to float64 round-off; float32
-inputs are widened and the result narrowed). The library is cached under $TRC_CACHE_DIR
-(default ~/.cache/trc_lib), named by the hash of its source, so a process compiles a system at
-most once per machine.
+A loop over the batch is appended, the system's C compiler builds a shared library once per
+machine (c_library.py: cached by content, under a second), and ctypes calls it; the call
+releases the GIL, so large batches are split over the CPU's threads. Everything runs in float64
+(the answer is exact to float64 round-off; float32 inputs are widened and the result narrowed).
 
 `terminal_state(x_0, u, system)` is a torch custom op (`torch.ops.trc.terminal_state`): torch.compile
 treats it as one opaque call, and autograd differentiates it through the generated derivative.
-Without a working C compiler (or for a linear system) `TerminalMap` falls back to the system's
-eager torch rollout: the same numbers, only slower.
+Without a working C compiler `TerminalMap` falls back to the system's eager torch rollout: the
+same numbers, only slower. (A linear system needs none of this: its x_N is one matrix product.)
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import os
-import shutil
-import subprocess
 import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from .c_library import compiled_library
+
 PARALLEL_FROM = 512  # problems per call from which the batch is split over threads
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("TRC_CACHE_DIR", Path.home() / ".cache" / "trc_lib"))
 
 
 def _c_source(system) -> str:
@@ -99,32 +91,6 @@ int trc_terminal_state_vjp_batch(long long B, const double* x0, const double* u,
 """
 
 
-def _build(source: str) -> Path | None:
-    """The shared library of `source`, compiled once and cached; None if there is no working compiler."""
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not compiler:
-        return None
-    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-    library = cache_dir() / f"terminal_map_{digest}.so"
-    if library.exists():
-        return library
-    library.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="trc-cc-") as folder:
-        c_file, built = Path(folder, "terminal_map.c"), Path(folder, "terminal_map.so")
-        c_file.write_text(source)
-        try:
-            done = subprocess.run([compiler, "-O2", "-fPIC", "-shared", str(c_file), "-o", str(built), "-lm"],
-                                  capture_output=True, text=True)
-        except OSError:  # $CC names no program
-            return None
-        if done.returncode != 0:
-            return None
-        partial = library.with_suffix(f".{os.getpid()}.tmp")
-        shutil.copyfile(built, partial)
-        os.replace(partial, library)  # another process may have raced us to the same file: same bytes
-    return library
-
-
 class TerminalMap:
     """x_N(x_0, u) of one nonlinear system, compiled (see the module docstring).
 
@@ -136,12 +102,11 @@ class TerminalMap:
             raise ValueError("TerminalMap is for nonlinear systems; a linear one's x_N is a matrix product")
         self.system = system
         self.shape = (system.state_dim, system.num_steps, system.control_dim)
-        library = _build(_c_source(system))
-        self.compiled = library is not None
+        self._library = compiled_library(_c_source(system), "terminal_map")
+        self.compiled = self._library is not None
         if not self.compiled:
             warnings.warn("no working C compiler: the error feedback runs the eager torch rollout (slow)")
             return
-        self._library = ctypes.CDLL(str(library))
         self._forward = self._library.trc_terminal_state_batch
         self._forward.argtypes = [ctypes.c_longlong] + [ctypes.c_void_p] * 3
         self._reverse = self._library.trc_terminal_state_vjp_batch
@@ -184,10 +149,6 @@ class TerminalMap:
         self._run(self._reverse, [x0, u, w, grad_x0, grad_u])
         return grad_x0, grad_u
 
-    def terminal_states_numpy(self, initial_states: np.ndarray, controls: np.ndarray) -> np.ndarray:
-        """x_N [B, n] (numpy float64) for x_0 [B, n] and controls [B, N, m] (numpy)."""
-        return self.terminal_states(torch.as_tensor(initial_states), torch.as_tensor(controls)).numpy()
-
 
 def _float64(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach().to(device="cpu", dtype=torch.float64).contiguous()
@@ -218,7 +179,8 @@ def terminal_map(system) -> TerminalMap:
 
 
 def _map_of(key: str) -> TerminalMap:
-    if key not in _MAPS:  # e.g. a op traced in another process: rebuild from the description
+    """The TerminalMap a system key names (the op's argument is the key, not the system)."""
+    if key not in _MAPS:  # e.g. an op in a graph traced by another process: rebuild from the description
         from .systems import make_system
         description = {k: v for k, v in json.loads(key).items() if k != "dt"}
         system = make_system(description.pop("name"), description.pop("time_horizon"),
@@ -227,23 +189,7 @@ def _map_of(key: str) -> TerminalMap:
     return _MAPS[key]
 
 
-# ---- torch: an autograd Function for eager code, a custom op for torch.compile ------------------
-
-class _TerminalState(torch.autograd.Function):
-    """Eager x_N with its generated derivative (a custom op's dispatch costs tens of microseconds)."""
-
-    @staticmethod
-    def forward(ctx, initial_states, controls, key):
-        ctx.save_for_backward(initial_states, controls)
-        ctx.key = key
-        return _map_of(key).terminal_states(initial_states, controls).to(initial_states)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        initial_states, controls = ctx.saved_tensors
-        grad_x0, grad_u = _map_of(ctx.key).vjp(initial_states, controls, grad_output)
-        return grad_x0.to(initial_states), grad_u.to(controls).view(controls.shape), None
-
+# ---- the torch op: one opaque call under torch.compile, differentiated by the generated VJP ----
 
 @torch.library.custom_op("trc::terminal_state", mutates_args=())
 def _terminal_state_op(initial_states: torch.Tensor, controls: torch.Tensor, system: str) -> torch.Tensor:
@@ -286,14 +232,12 @@ def terminal_state(initial_states: torch.Tensor, controls: torch.Tensor, system,
     """Differentiable x_N [B, n] of `system` from x_0 [B, n] and controls [B, N, m], in their dtype
     and on their device. key: system_key(system), when the caller has it at hand.
 
-    The compiled C when a compiler is at hand (a custom op under torch.compile, an autograd
-    Function otherwise); the system's eager torch rollout without one.
+    The compiled C when a compiler is at hand (the custom op, or a plain call where there is
+    neither a graph to record nor one to trace); the system's eager torch rollout without one.
     """
     key = key or system_key(system)
     if not _map_of(key).compiled:
         return system.terminal_state_torch(initial_states, controls)
-    if torch.compiler.is_compiling():
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():
         return _terminal_state_op(initial_states, controls, key)
-    if not torch.is_grad_enabled():  # inference: no graph to record
-        return _map_of(key).terminal_states(initial_states, controls).to(initial_states)
-    return _TerminalState.apply(initial_states, controls, key)
+    return _map_of(key).terminal_states(initial_states, controls).to(initial_states)

@@ -102,9 +102,14 @@ def train_model(data, output_dir="outputs/supervised", model_size="medium", epoc
                  resume=resume, progress=progress, log=log)
 
 
-def _check_tolerance(tolerance):
-    if tolerance is not None and not (tolerance > 0 and np.isfinite(tolerance)):
+def _check_tolerance(tolerance, model=None):
+    """A halting tolerance: None, or positive for a .pt model (halting simulates between refinements)."""
+    if tolerance is None:
+        return
+    if not (tolerance > 0 and np.isfinite(tolerance)):
         raise TRCError(f"--tolerance must be a positive number, got {tolerance}")
+    if isinstance(model, OnnxController):
+        raise TRCError("--tolerance: halting needs the .pt checkpoint (it simulates between refinements)")
 
 
 def _check_threshold(success_threshold):
@@ -139,11 +144,10 @@ def evaluate_checkpoint(checkpoint, test_data, output=None, success_threshold=0.
     model = load_model(checkpoint, device)
     test = read_dataset(test_data)
     _check_same_problem(model, test, checkpoint)
+    _check_tolerance(tolerance, model)
     if isinstance(model, OnnxController):
         if precision != "float32":
             raise TRCError(f"--precision {precision}: an ONNX model runs in float32; pass a .pt checkpoint")
-        if tolerance is not None:
-            raise TRCError("--tolerance: halting needs the .pt checkpoint (it simulates between refinements)")
         controller = model
     else:
         controller = TRCController(model.set_inference_precision(precision), device, tolerance)
@@ -189,6 +193,7 @@ def compare(test_data, trc_checkpoint=None, output=None, train_data=None, extern
         device = resolve_device(device)
         model = load_model(trc_checkpoint, device)
         _check_same_problem(model, test, trc_checkpoint)
+        _check_tolerance(tolerance, model)
         if train_data is None and not isinstance(model, OnnxController):
             train_data = read_checkpoint(trc_checkpoint).get("data", {}).get("path")
     if train_data is None:
@@ -209,8 +214,6 @@ def compare(test_data, trc_checkpoint=None, output=None, train_data=None, extern
         controllers += [*steps, final]
         untimed |= {s.name for s in steps}
         if tolerance is not None:
-            if isinstance(model, OnnxController):
-                raise TRCError("--tolerance: halting needs the .pt checkpoint (it simulates between refinements)")
             controllers.append(TRCController(model, device, tolerance))
         if newton_steps:
             from .projection import ProjectedController

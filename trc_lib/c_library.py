@@ -1,0 +1,48 @@
+"""C compiled once per machine into a shared library, cached by content, loaded with ctypes.
+
+terminal_map.py (the rollout CasADi generates) and fast_forward.py (forward.c) both build C at
+run time with the system's compiler ($CC, else `cc` or `gcc`). A library is named by the hash of
+its source, its flags and anything else it depends on (the CPU, for -march=native), and written
+under $TRC_CACHE_DIR (default ~/.cache/trc_lib) through a temporary file and a rename, so
+concurrent processes never load half a file. Without a working compiler the caller falls back
+to PyTorch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TRC_CACHE_DIR", Path.home() / ".cache" / "trc_lib"))
+
+
+def compiled_library(source: str, name: str, flags: tuple[str, ...] = ("-O2",), depends_on: str = "") -> ctypes.CDLL | None:
+    """The library built from C `source` (cached as NAME_<hash>.so); None without a working compiler."""
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not compiler:
+        return None
+    digest = hashlib.sha256("\n".join([source, *flags, depends_on]).encode()).hexdigest()[:16]
+    library = cache_dir() / f"{name}_{digest}.so"
+    if not library.exists():
+        library.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="trc-cc-") as folder:
+            c_file, built = Path(folder, f"{name}.c"), Path(folder, f"{name}.so")
+            c_file.write_text(source)
+            try:
+                done = subprocess.run([compiler, *flags, "-fPIC", "-shared", str(c_file), "-o", str(built), "-lm"],
+                                      capture_output=True, text=True)
+            except OSError:  # $CC names no program
+                return None
+            if done.returncode != 0:
+                return None
+            partial = library.with_suffix(f".{os.getpid()}.tmp")
+            shutil.copyfile(built, partial)
+            os.replace(partial, library)  # a racing process writes the same bytes
+    return ctypes.CDLL(str(library))
