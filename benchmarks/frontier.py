@@ -1,0 +1,204 @@
+"""Benchmark: TRC's speed/accuracy frontier against the optimizer it replaces, in one run per task.
+
+    python benchmarks/frontier.py [--tasks vanderpol] [--sizes small medium] [--tolerances 0.01 0.001]
+                                  [--num_samples 10000 --epochs 100] [--large_batch 10000]
+
+For each task (bounded_double_integrator: x'' = u on [-5, 5]^2 where the bound binds; vanderpol;
+pendulum) it generates 10,000 training and 1,000 test problems (seeds 42 and 123; reused when
+already there), trains a model of each size (reused when its checkpoint is there, unless
+--retrain), and scores every configuration on the test set:
+
+    path        "C": predict() as a user calls it (forward.c up to batch 16, PyTorch above);
+                "PyTorch": the eager forward at every batch; "bfloat16": PyTorch under bfloat16
+                autocast (timed only where the CPU has bfloat16 instructions)
+    tolerance   "-": every refinement; t: halting once the simulated terminal error is below t
+
+Columns: success (||x_N - x*|| < 0.1), median and p90 cost gap to the oracle, mean refinements,
+batch-1 latency (median over calls, after warm-up) and time per problem at --large_batch. The
+oracle is timed in the same run on the same problems: one solve after another on one core
+(IPOPT on the compiled NLP from every start of the task, keeping the best; the exact QP on the
+linear task), and "on every core" as that time divided by the core count - perfect scaling, the
+most favourable figure for the optimizer. Writes outputs/benchmark/frontier/frontier.json, a
+success-versus-latency plot per task, and the page docs/results/frontier.md. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+import trc_lib.fast_forward as fast_forward
+from trc_lib import load_model, read_dataset, workflow
+from trc_lib.baselines import OracleController
+from trc_lib.compare import format_percent
+from trc_lib.evaluate import metrics, score_controls, time_inference
+from trc_lib.files import write_json
+from trc_lib.pipeline import TEST_SEED, TRAIN_SEED
+
+from results_page import write_page
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "outputs" / "benchmark" / "frontier"
+TASKS = {
+    "bounded_double_integrator": {"system": "double_integrator", "state_range": (-5.0, 5.0)},
+    "vanderpol": {"system": "vanderpol"},
+    "pendulum": {"system": "pendulum"},
+}
+# as in beyond.py: the bounded double integrator needs the terminal loss, the pendulum a lower lr
+TRAINING = {"bounded_double_integrator": {"terminal_weight": 1.0}, "pendulum": {"lr": 3e-4}}
+ORACLE_TIMED_PROBLEMS = 50  # one-core oracle solves timed per task (IPOPT: ~10 ms each on Van der Pol)
+
+
+def has_bfloat16_instructions() -> bool:
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def dataset(folder: Path, count: int, seed: int, options: dict) -> Path:
+    path = folder / "lqr_dataset.npz"
+    if not workflow.dataset_matches(path, num_samples=count, seed=seed, **options):
+        workflow.generate(folder, count, seed=seed, progress=True, log=print, **options)
+    return path
+
+
+def trained(task: str, size: str, train_path: Path, args) -> Path:
+    folder = OUT / task / size
+    if args.retrain or not (folder / "best_model.pt").exists():
+        workflow.train_model(train_path, folder, size, epochs=args.epochs, seed=0, device="cpu",
+                             **TRAINING.get(task, {}))
+    return folder / "best_model.pt"
+
+
+def pytorch_only(predict):
+    """predict with forward.c switched off (FAST_FORWARD_MAX_BATCH is read at every call)."""
+    def run(*a, **kw):
+        saved, fast_forward.FAST_FORWARD_MAX_BATCH = fast_forward.FAST_FORWARD_MAX_BATCH, 0
+        try:
+            return predict(*a, **kw)
+        finally:
+            fast_forward.FAST_FORWARD_MAX_BATCH = saved
+    return run
+
+
+def score_configuration(model, test, path: str, tolerance, large_batch: int) -> dict:
+    model.set_inference_precision("bfloat16" if path == "bfloat16" else "float32")
+    predict = (lambda x0, xt: model.predict(x0, xt, tolerance=tolerance)) if path == "C" else \
+        pytorch_only(lambda x0, xt: model.predict(x0, xt, tolerance=tolerance))
+    if tolerance is None:
+        controls, used = predict(test.initial_states, test.target_states), model.config.num_supervision_steps
+    else:
+        answer = (model.predict_anytime if path == "C" else pytorch_only(model.predict_anytime))(
+            test.initial_states, test.target_states, tolerance)
+        controls, used = answer.controls, float(answer.refinements.mean())
+    summary = metrics(score_controls(test, controls))
+    row = {"path": path, "tolerance": tolerance, "success": summary["success_rate"],
+           "gap_median": summary["cost_gap"]["median"], "gap_p90": summary["cost_gap"]["p90"],
+           "refinements": float(used)}
+    timed_at_batch_1 = path != "bfloat16"  # bfloat16 never helps at batch 1
+    if timed_at_batch_1:
+        row["batch_1_ms"] = time_inference(predict, test.initial_states, test.target_states, 1)["median_ms"]
+    if path != "bfloat16" or has_bfloat16_instructions():
+        row["large_us"] = time_inference(predict, test.initial_states, test.target_states, large_batch,
+                                         repeats=3)["us_per_problem"]
+    model.set_inference_precision("float32")
+    return row
+
+
+def oracle_times(test) -> dict:
+    """The oracle's time per problem on one core (median over ORACLE_TIMED_PROBLEMS solves) and on every core."""
+    oracle = OracleController(test.problem)
+    oracle.predict(test.initial_states[:1], test.target_states[:1])  # builds (and compiles) the solver
+    times = []
+    for i in range(min(ORACLE_TIMED_PROBLEMS, len(test))):
+        started = time.perf_counter()
+        oracle.predict(test.initial_states[i:i + 1], test.target_states[i:i + 1])
+        times.append(time.perf_counter() - started)
+    one_core_ms = 1e3 * float(np.median(times))
+    return {"name": oracle.name, "one_core_ms": one_core_ms, "every_core_us": 1e3 * one_core_ms / os.cpu_count()}
+
+
+def format_rows(task: str, rows: list[dict], oracle: dict, large_batch: int) -> str:
+    lines = [f"## {task}", "",
+             f"{oracle['name']}: {oracle['one_core_ms']:.3f} ms per problem on one core (median of "
+             f"{ORACLE_TIMED_PROBLEMS} solves); {oracle['every_core_us']:.1f} us per problem on all "
+             f"{os.cpu_count()} cores at perfect scaling.", "",
+             f"| size | path | tolerance | success | median gap | p90 gap | refinements | batch 1 (ms) "
+             f"| x faster than the oracle at batch 1 | batch {large_batch:,} (us/problem) "
+             f"| x faster than the oracle on every core |", "|" + "---|" * 11]
+    for r in rows:
+        t1 = f"{r['batch_1_ms']:.3f}" if "batch_1_ms" in r else "-"
+        x1 = f"{oracle['one_core_ms'] / r['batch_1_ms']:.1f}" if "batch_1_ms" in r else "-"
+        tl = f"{r['large_us']:.2f}" if "large_us" in r else "-"
+        xl = f"{oracle['every_core_us'] / r['large_us']:.1f}" if "large_us" in r else "-"
+        tol = "-" if r["tolerance"] is None else f"{r['tolerance']:g}"
+        lines.append(f"| {r['size']} | {r['path']} | {tol} | {100 * r['success']:.1f}% | "
+                     f"{format_percent(r['gap_median'])} | {format_percent(r['gap_p90'])} | {r['refinements']:.2f} "
+                     f"| {t1} | {x1} | {tl} | {xl} |")
+    return "\n".join(lines)
+
+
+def plot_frontier(task: str, rows: list[dict], oracle: dict, path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for r in rows:
+        if "batch_1_ms" in r:
+            label = f"{r['size']}, {r['path']}" + ("" if r["tolerance"] is None else f", halt {r['tolerance']:g}")
+            ax.scatter(r["batch_1_ms"], 100 * r["success"], label=label)
+    ax.axvline(oracle["one_core_ms"], color="k", ls="--", label=f"{oracle['name']} (one core)")
+    ax.set(xscale="log", xlabel="batch-1 latency (ms)", ylabel="success (%)", title=f"{task}: success vs latency")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--sizes", nargs="+", default=["small", "medium"], choices=["small", "medium", "large"])
+    parser.add_argument("--tolerances", nargs="+", type=float, default=[0.01])
+    parser.add_argument("--num_samples", type=int, default=10000, help="training problems per task")
+    parser.add_argument("--test_samples", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--large_batch", type=int, default=10000)
+    parser.add_argument("--retrain", action="store_true", help="train again even where a checkpoint exists")
+    args = parser.parse_args()
+    results, sections, figures = [], [], {}
+    paths = ["C", "PyTorch", "bfloat16"]
+    for task in args.tasks:
+        options = TASKS[task]
+        train_path = dataset(OUT / task / "train", args.num_samples, TRAIN_SEED, options)
+        test = read_dataset(dataset(OUT / task / "test", args.test_samples, TEST_SEED, options))
+        oracle = oracle_times(test)
+        rows = []
+        for size in args.sizes:
+            model = load_model(trained(task, size, train_path, args))
+            for path in paths:
+                for tolerance in [None, *args.tolerances]:
+                    if path == "bfloat16" and tolerance is not None:
+                        continue
+                    row = {"size": size, **score_configuration(model, test, path, tolerance, args.large_batch)}
+                    print(json.dumps(row))
+                    rows.append(row)
+        results.append({"task": task, "oracle": oracle, "rows": rows})
+        sections.append(format_rows(task, rows, oracle, args.large_batch))
+        figures[task] = plot_frontier(task, rows, oracle, OUT / f"frontier_{task}.png")
+        print(sections[-1])
+    write_json(OUT / "frontier.json", {"results": results, "args": vars(args)})
+    write_page("frontier", "Speed/accuracy frontier: TRC against the optimizer it replaces", "\n\n".join(sections),
+               figures)
+
+
+if __name__ == "__main__":
+    main()
