@@ -22,6 +22,8 @@ from trc_lib.evaluate import hardware
 from trc_lib.files import atomic_path, write_json
 from trc_lib.pipeline import TEST_SEED, TRAIN_SEED
 
+from results_page import write_page
+
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = {"double_integrator": {"system": "double_integrator", "state_range": (-5.0, 5.0)},
            "vanderpol": {"system": "vanderpol"}}
@@ -67,6 +69,7 @@ def main():
         write_json(out / "ablation.json", {"hardware": hw, "args": vars(args), "results": results})
         with atomic_path(out / "ablation.md") as tmp:
             tmp.write_text(text + "\n")
+        write_page("ablation", "Does recursion help? The ablation", text)
     print(f"(written to {out / 'ablation.md'} and ablation.json)")
 
 

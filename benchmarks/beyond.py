@@ -31,6 +31,8 @@ from trc_lib.hybrid import HybridController
 from trc_lib.pipeline import TEST_SEED, TRAIN_SEED
 from trc_lib.projection import ProjectedController
 
+from results_page import write_page
+
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = {
     "bounded_double_integrator": {"system": "double_integrator", "state_range": (-5.0, 5.0)},
@@ -281,6 +283,7 @@ def main():
         text = report(saved["results"], args)
         with atomic_path(out / "beyond.md") as tmp:
             tmp.write_text(text + "\n")
+        write_page("beyond", "Beyond the guide: bounded double integrator, Van der Pol, pendulum", text)
         print(text)
         return
     # each task's numbers are saved as soon as they exist; tasks not run this time keep earlier results
@@ -295,6 +298,7 @@ def main():
     write_json(out / "beyond.json", {"hardware": hardware(), "args": vars(args), "results": results})
     with atomic_path(out / "beyond.md") as tmp:
         tmp.write_text(text + "\n")
+    write_page("beyond", "Beyond the guide: bounded double integrator, Van der Pol, pendulum", text)
     print(f"(written to {out / 'beyond.md'} and beyond.json)")
 
 

@@ -38,6 +38,8 @@ from trc_lib.tasks import make_problem
 from trc_lib.teacher import clipped_lqr_labels
 from trc_lib.training import train
 
+from results_page import write_page
+
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SEED = 123
 
@@ -131,6 +133,7 @@ def main():
                                                "seconds": times, "hardware": hw})
     with atomic_path(out / "finetune_teacher.md") as tmp:
         tmp.write_text(report + "\n")
+    write_page("finetune_teacher", "Fine-tuning past a sub-optimal teacher", report)
     print(f"\n(written to {out})")
 
 

@@ -25,6 +25,8 @@ from trc_lib.evaluate import hardware
 from trc_lib.files import atomic_path, write_json
 from trc_lib.generalization import STUDIES, studies_for, study_values, sweep
 
+from results_page import write_page
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "outputs" / "benchmark"
 BENCH = OUT / "beyond"
@@ -83,6 +85,7 @@ def main():
     markdown = "\n".join(lines)
     with atomic_path(OUT / "generalization.md") as tmp:
         tmp.write_text(markdown + "\n")
+    write_page("generalization", "Generalization beyond the training boxes", markdown)
     print("\n" + markdown)
 
 

@@ -22,6 +22,8 @@ from trc_lib.evaluate import hardware
 from trc_lib.files import atomic_path
 from trc_lib.pipeline import TEST_SEED, TRAIN_SEED
 
+from results_page import write_page
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -84,6 +86,7 @@ def main():
     print("\n" + report)
     with atomic_path(out / "guide_pipeline.md") as tmp:
         tmp.write_text(report + "\n")
+    write_page("guide_pipeline", "The training guide's full run", report)
     print(f"\n(written to {out / 'guide_pipeline.md'})")
 
 

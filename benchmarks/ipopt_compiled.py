@@ -22,6 +22,8 @@ from trc_lib.evaluate import hardware
 from trc_lib.labels import make_optimizer
 from trc_lib.tasks import label_starts, make_problem, sampling_boxes, target_center
 
+from results_page import write_page
+
 
 def problems(system: str, count: int) -> tuple[np.ndarray, np.ndarray]:
     """x_0, x* [count, n] from the task's default boxes, as `trc generate` draws them."""
@@ -70,6 +72,7 @@ def main():
                      f"| {r['max_abs_control_difference']:.1e} |")
         print(lines[-1], flush=True)
     print("\n" + "\n".join(lines))
+    write_page("ipopt_compiled", "IPOPT on the interpreted and the compiled NLP", "\n".join(lines))
 
 
 if __name__ == "__main__":

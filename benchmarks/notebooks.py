@@ -14,6 +14,8 @@ from pathlib import Path
 from trc_lib.evaluate import hardware
 from trc_lib.pipeline import NOTEBOOKS_DIR, run_notebook
 
+from results_page import write_page
+
 
 def main():
     workspace = Path(tempfile.mkdtemp(prefix="trc-notebook-benchmark-"))
@@ -25,10 +27,10 @@ def main():
         rows.append((notebook.stem, time.perf_counter() - started))
         print(f"{notebook.stem}: {rows[-1][1]:.1f} s", flush=True)
     hw = hardware()
-    print(f"\nDefault run of each notebook, in order, fresh workspace; {hw['cpu']}, {hw['cpu_count']} cores\n")
-    print("| notebook | wall time |\n|---|---|")
-    for name, seconds in rows:
-        print(f"| {name} | {seconds:.1f} s |")
+    lines = [f"Default run of each notebook, in order, fresh workspace; {hw['cpu']}, {hw['cpu_count']} cores", "",
+             "| notebook | wall time |", "|---|---|", *(f"| {name} | {seconds:.1f} s |" for name, seconds in rows)]
+    print("\n" + "\n".join(lines))
+    write_page("notebooks", "Notebook run times", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ from trc_lib.export import OnnxController, export_onnx
 from trc_lib.files import atomic_path, write_json
 from trc_lib.training import train
 
+from results_page import write_page
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "outputs" / "benchmark"  # performance.json and .md; the guide run has its own folder
 BATCHES = (1, 1000, 10000)
@@ -306,6 +308,7 @@ def main():
     markdown = render(report, reference)
     with atomic_path(OUT / "performance.md") as tmp:
         tmp.write_text(markdown + "\n")
+    write_page("performance", "Speed against the hardware's limits", markdown)
     print("\n" + markdown)
 
 
