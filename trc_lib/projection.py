@@ -19,16 +19,18 @@ quadratically once the answer is in the basin, and finding the basin is the netw
 projection cannot, and it is not an optimizer. It fixes the terminal condition and moves the
 cost only as much as that minimal correction does.
 
-x_N(u) and J come from one CasADi Function on the task's own integrator (RK4 with its substeps,
-the oracle's and the scorer's integrator), evaluated in C in float64; no gradient through the
-network is involved. Compare hybrid.py, which hands the answer to IPOPT (exact KKT, slower).
+x_N(u) and J come from the compiled terminal map of the task's own integrator (RK4 with its
+substeps, the oracle's and the scorer's; terminal_map.py, the one the model's feedback uses), in
+float64, J by one reverse pass per state component; no gradient through the network is involved. Compare hybrid.py, which hands the answer to IPOPT (exact KKT, slower).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from .problem import ControlProblem
+from .terminal_map import terminal_map
 
 ITERATIONS = 10  # Newton steps at most, by default (from a good start it stops after about three)
 BOUND_MARGIN = 1e-9  # relative: a step may overshoot u_max by this much before its control is held
@@ -45,9 +47,6 @@ class TerminalProjection:
 
     def __init__(self, problem: ControlProblem, iterations: int = ITERATIONS, tolerance: float = 1e-10,
                  dampings: tuple = (0.0, 1e-6, 1e-4, 1e-2, 1.0)):
-        import casadi as ca
-
-        from .systems import rk4
         system = problem.system
         if system.is_linear:
             raise ValueError("the projection is for nonlinear systems (the linear oracle is already exact)")
@@ -55,33 +54,21 @@ class TerminalProjection:
             raise ValueError(f"iterations must be a positive integer, got {iterations}")
         self.problem, self.iterations = problem, int(iterations)
         self.tolerance, self.dampings = float(tolerance), tuple(dampings)
-        n, m, N = system.state_dim, system.control_dim, system.num_steps
-        f = system.casadi_vector_field()
-        x0, U = ca.SX.sym("x0", n), ca.SX.sym("u", N * m)
-        x = x0
-        for k in range(N):
-            x = rk4(f, x, U[k * m:(k + 1) * m], system.dt / system.substeps, system.substeps)[0]
-        self._terminal = ca.Function("x_N", [x0, U], [x])
-        self._terminal_and_jacobian = ca.Function("x_N_and_J", [x0, U], [x, ca.jacobian(x, U)])
-        self._mapped = {}
+        self._terminal_map = terminal_map(system)
 
-    def _map(self, function, B: int):
-        key = (function.name(), B)
-        if key not in self._mapped:
-            self._mapped[key] = function.map(B)
-        return self._mapped[key]
+    def _as_tensors(self, initial_states: np.ndarray, controls: np.ndarray):
+        system = self.problem.system
+        u = np.asarray(controls, dtype=np.float64).reshape(len(initial_states), system.num_steps, system.control_dim)
+        return torch.from_numpy(np.asarray(initial_states, dtype=np.float64)), torch.from_numpy(u)
 
     def terminal_states(self, initial_states: np.ndarray, controls: np.ndarray) -> np.ndarray:
         """x_N [B, n] for x_0 [B, n] and controls [B, N m] (float64)."""
-        B = len(initial_states)
-        return self._map(self._terminal, B)(initial_states.T, controls.T).full().T
+        return self._terminal_map.terminal_states(*self._as_tensors(initial_states, controls)).numpy()
 
     def terminal_states_and_jacobian(self, initial_states: np.ndarray, controls: np.ndarray):
         """(x_N [B, n], J = dx_N/du [B, n, N m]) for x_0 [B, n] and controls [B, N m] (float64)."""
-        B, n = initial_states.shape
-        x_N, J = self._map(self._terminal_and_jacobian, B)(initial_states.T, controls.T)
-        # the mapped Jacobian is [n, B * N m]: problem b's block is columns b*Nm .. (b+1)*Nm
-        return x_N.full().T, J.full().reshape(n, B, -1).transpose(1, 0, 2)
+        x0, u = self._as_tensors(initial_states, controls)
+        return self._terminal_map.terminal_states(x0, u).numpy(), self._terminal_map.jacobian(x0, u).numpy()
 
     def _step(self, J: np.ndarray, r: np.ndarray, u: np.ndarray, u_max: float, damping=0.0) -> np.ndarray:
         """The minimum-norm (damped) Newton step [B, N m] that keeps |u| <= u_max (an active set).

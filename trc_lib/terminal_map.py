@@ -149,6 +149,16 @@ class TerminalMap:
         self._run(self._reverse, [x0, u, w, grad_x0, grad_u])
         return grad_x0, grad_u
 
+    def jacobian(self, initial_states: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+        """dx_N/du [B, n, N m] (float64, CPU): one reverse pass per state component."""
+        x0, u = _float64(initial_states), _float64(controls)
+        rows = []
+        for i in range(self.shape[0]):
+            seed = torch.zeros_like(x0)
+            seed[:, i] = 1.0
+            rows.append(self.vjp(x0, u, seed)[1].reshape(len(x0), -1))
+        return torch.stack(rows, dim=1)
+
 
 def _float64(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach().to(device="cpu", dtype=torch.float64).contiguous()
