@@ -5,21 +5,25 @@
 
 For each task (bounded_double_integrator: x'' = u on [-5, 5]^2 where the bound binds; vanderpol;
 pendulum) it generates 10,000 training and 1,000 test problems (seeds 42 and 123; reused when
-already there), trains a model of each size (reused when its checkpoint is there, unless
---retrain), and scores every configuration on the test set:
+already there), trains a model of each size (reused when an earlier run finished training it,
+unless --retrain), and scores every configuration on the test set:
 
     path        "C": predict() as a user calls it (forward.c up to batch 16, PyTorch above);
                 "PyTorch": the eager forward at every batch; "bfloat16": PyTorch under bfloat16
                 autocast (timed only where the CPU has bfloat16 instructions)
     tolerance   "-": every refinement; t: halting once the simulated terminal error is below t
+    Newton      nonlinear tasks, --newton_steps K > 0: "C + Newton (K, final)" projects the final
+                answer onto the terminal constraint by K Gauss-Newton steps (projection.py);
+                "C + Newton (K, every)" projects every refinement and keeps the cheapest that
+                reaches the target; both timed with the network
 
 Columns: success (||x_N - x*|| < 0.1), median and p90 cost gap to the oracle, mean refinements,
 batch-1 latency (median over calls, after warm-up) and time per problem at --large_batch. The
 oracle is timed in the same run on the same problems: one solve after another on one core
 (IPOPT on the compiled NLP from every start of the task, keeping the best; the exact QP on the
 linear task), and "on every core" as that time divided by the core count - perfect scaling, the
-most favourable figure for the optimizer. Writes outputs/benchmark/frontier/frontier.json, a
-success-versus-latency plot per task, and the page docs/results/frontier.md. Nothing is asserted.
+most favourable figure for the optimizer. Writes, per task, outputs/benchmark/frontier/TASK.json,
+a success-versus-latency plot and the page docs/results/frontier_TASK.md. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import numpy as np
 import trc_lib.fast_forward as fast_forward
 from trc_lib import load_model, read_dataset, workflow
 from trc_lib.baselines import OracleController
-from trc_lib.compare import format_percent
+from trc_lib.compare import TRCController, format_percent
 from trc_lib.evaluate import metrics, score_controls, time_inference
 from trc_lib.files import write_json
 from trc_lib.pipeline import TEST_SEED, TRAIN_SEED
@@ -70,8 +74,11 @@ def dataset(folder: Path, count: int, seed: int, options: dict) -> Path:
 
 
 def trained(task: str, size: str, train_path: Path, args) -> Path:
+    """The task's model of this size, trained here unless an earlier run finished training it."""
     folder = OUT / task / size
-    if args.retrain or not (folder / "best_model.pt").exists():
+    stats = folder / "training_stats.json"
+    finished = stats.exists() and json.loads(stats.read_text())["status"] in ("finished", "early_stopped")
+    if args.retrain or not finished:
         workflow.train_model(train_path, folder, size, epochs=args.epochs, seed=0, device="cpu",
                              **TRAINING.get(task, {}))
     return folder / "best_model.pt"
@@ -110,6 +117,18 @@ def score_configuration(model, test, path: str, tolerance, large_batch: int) -> 
                                          repeats=3)["us_per_problem"]
     model.set_inference_precision("float32")
     return row
+
+
+def score_newton(model, test, steps: int, every_refinement: bool, large_batch: int) -> dict:
+    from trc_lib.projection import ProjectedController
+    polished = ProjectedController(TRCController(model), test.problem, steps, every_refinement=every_refinement)
+    summary = metrics(score_controls(test, polished.predict(test.initial_states, test.target_states)))
+    return {"path": f"C + Newton ({steps}, {'every' if every_refinement else 'final'})", "tolerance": None,
+            "success": summary["success_rate"], "gap_median": summary["cost_gap"]["median"],
+            "gap_p90": summary["cost_gap"]["p90"], "refinements": float(model.config.num_supervision_steps),
+            "batch_1_ms": time_inference(polished.predict, test.initial_states, test.target_states, 1)["median_ms"],
+            "large_us": time_inference(polished.predict, test.initial_states, test.target_states, large_batch,
+                                       repeats=3)["us_per_problem"]}
 
 
 def oracle_times(test) -> dict:
@@ -172,9 +191,10 @@ def main() -> None:
     parser.add_argument("--test_samples", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--large_batch", type=int, default=10000)
+    parser.add_argument("--newton_steps", type=int, default=3, help="nonlinear tasks: Gauss-Newton steps of the "
+                                                                     "polished rows (0: none)")
     parser.add_argument("--retrain", action="store_true", help="train again even where a checkpoint exists")
     args = parser.parse_args()
-    results, sections, figures = [], [], {}
     paths = ["C", "PyTorch", "bfloat16"]
     for task in args.tasks:
         options = TASKS[task]
@@ -188,16 +208,18 @@ def main() -> None:
                 for tolerance in [None, *args.tolerances]:
                     if path == "bfloat16" and tolerance is not None:
                         continue
-                    row = {"size": size, **score_configuration(model, test, path, tolerance, args.large_batch)}
-                    print(json.dumps(row))
-                    rows.append(row)
-        results.append({"task": task, "oracle": oracle, "rows": rows})
-        sections.append(format_rows(task, rows, oracle, args.large_batch))
-        figures[task] = plot_frontier(task, rows, oracle, OUT / f"frontier_{task}.png")
-        print(sections[-1])
-    write_json(OUT / "frontier.json", {"results": results, "args": vars(args)})
-    write_page("frontier", "Speed/accuracy frontier: TRC against the optimizer it replaces", "\n\n".join(sections),
-               figures)
+                    rows.append({"size": size, **score_configuration(model, test, path, tolerance, args.large_batch)})
+                    print(json.dumps(rows[-1]))
+            if args.newton_steps and not test.problem.system.is_linear:
+                for every_refinement in (False, True):
+                    rows.append({"size": size, **score_newton(model, test, args.newton_steps, every_refinement,
+                                                              args.large_batch)})
+                    print(json.dumps(rows[-1]))
+        write_json(OUT / f"{task}.json", {"task": task, "oracle": oracle, "rows": rows, "args": vars(args)})
+        section = format_rows(task, rows, oracle, args.large_batch)
+        print(section)
+        write_page(f"frontier_{task}", f"Speed/accuracy frontier on {task}: TRC against the optimizer it replaces",
+                   section, {"latency": plot_frontier(task, rows, oracle, OUT / f"frontier_{task}.png")})
 
 
 if __name__ == "__main__":
