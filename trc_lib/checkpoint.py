@@ -61,12 +61,17 @@ def model_from_checkpoint(payload: dict, path="checkpoint") -> TinyRecursiveCont
 def load_model(path, device="cpu"):
     """A trained model, ready for `model.predict(initial_states, target_states)` (numpy in and out).
 
-    A .pt checkpoint gives a TinyRecursiveControl on `device`; a .onnx file (from `trc export`)
-    gives an export.OnnxController, run by ONNX Runtime on the CPU.
+    A .pt checkpoint gives a TinyRecursiveControl on `device` (on the CPU with its C path for small
+    batches prepared: fast_forward.py); a .onnx file (from `trc export`) gives an
+    export.OnnxController, run by ONNX Runtime on the CPU.
     """
     if Path(path).suffix == ".onnx":
         from .export import OnnxController
         if not Path(path).is_file():
             raise TRCError(f"{path}: no such ONNX file")
         return OnnxController(path)
-    return model_from_checkpoint(read_checkpoint(path), path).to(device)
+    model = model_from_checkpoint(read_checkpoint(path), path).to(device)
+    if next(model.parameters()).device.type == "cpu":  # compile forward.c now (once per machine), not in the first predict
+        from .fast_forward import FastForward
+        FastForward.of(model)
+    return model
