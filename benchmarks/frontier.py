@@ -165,17 +165,31 @@ def format_rows(task: str, rows: list[dict], oracle: dict, large_batch: int) -> 
 
 
 def plot_frontier(task: str, rows: list[dict], oracle: dict, path: Path) -> Path:
+    """Success against batch-1 latency: a marker per model size, a colour per configuration, the
+    Pareto front (no other point both faster and more successful) as a line."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for r in rows:
-        if "batch_1_ms" in r:
-            label = f"{r['size']}, {r['path']}" + ("" if r["tolerance"] is None else f", halt {r['tolerance']:g}")
-            ax.scatter(r["batch_1_ms"], 100 * r["success"], label=label)
+    timed = [r for r in rows if "batch_1_ms" in r]
+    configurations = sorted({(r["path"], r["tolerance"] or 0.0) for r in timed}, key=str)
+    colours = plt.cm.tab10(np.linspace(0, 1, 10))
+    markers = {"small": "o", "medium": "s", "large": "^"}
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    for r in timed:
+        index = configurations.index((r["path"], r["tolerance"] or 0.0))
+        label = f"{r['size']}, {r['path']}" + ("" if r["tolerance"] is None else f", halt {r['tolerance']:g}")
+        ax.scatter(r["batch_1_ms"], 100 * r["success"], marker=markers[r["size"]], color=colours[index % 10],
+                   s=45, label=label)
+    front, best = [], -1.0
+    for r in sorted(timed, key=lambda r: r["batch_1_ms"]):
+        if r["success"] > best:
+            front.append(r)
+            best = r["success"]
+    ax.plot([r["batch_1_ms"] for r in front], [100 * r["success"] for r in front], color="grey", lw=1,
+            zorder=0, label="Pareto front")
     ax.axvline(oracle["one_core_ms"], color="k", ls="--", label=f"{oracle['name']} (one core)")
     ax.set(xscale="log", xlabel="batch-1 latency (ms)", ylabel="success (%)", title=f"{task}: success vs latency")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
