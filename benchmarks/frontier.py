@@ -55,6 +55,7 @@ TASKS = {
 }
 # as in beyond.py: the bounded double integrator needs the terminal loss, the pendulum a lower lr
 TRAINING = {"bounded_double_integrator": {"terminal_weight": 1.0}, "pendulum": {"lr": 3e-4}}
+LARGE_BATCH_REPEATS = 5  # calls timed at --large_batch (median); three left a 2x spread between identical paths
 ORACLE_TIMED_PROBLEMS = 50  # one-core oracle solves timed per task (IPOPT: ~10 ms each on Van der Pol)
 
 
@@ -114,7 +115,7 @@ def score_configuration(model, test, path: str, tolerance, large_batch: int) -> 
         row["batch_1_ms"] = time_inference(predict, test.initial_states, test.target_states, 1)["median_ms"]
     if path != "bfloat16" or has_bfloat16_instructions():
         row["large_us"] = time_inference(predict, test.initial_states, test.target_states, large_batch,
-                                         repeats=3)["us_per_problem"]
+                                         repeats=LARGE_BATCH_REPEATS)["us_per_problem"]
     model.set_inference_precision("float32")
     return row
 
@@ -128,7 +129,7 @@ def score_newton(model, test, steps: int, every_refinement: bool, large_batch: i
             "gap_p90": summary["cost_gap"]["p90"], "refinements": float(model.config.num_supervision_steps),
             "batch_1_ms": time_inference(polished.predict, test.initial_states, test.target_states, 1)["median_ms"],
             "large_us": time_inference(polished.predict, test.initial_states, test.target_states, large_batch,
-                                       repeats=3)["us_per_problem"]}
+                                       repeats=LARGE_BATCH_REPEATS)["us_per_problem"]}
 
 
 def oracle_times(test) -> dict:
