@@ -14,8 +14,8 @@ unless --retrain), and scores every configuration on the test set:
     tolerance   "-": every refinement; t: halting once the simulated terminal error is below t
     Newton      nonlinear tasks, --newton_steps K > 0: "C + Newton (K, final)" projects the final
                 answer onto the terminal constraint by K Gauss-Newton steps (projection.py);
-                "C + Newton (K, every)" projects every refinement and keeps the cheapest that
-                reaches the target; both timed with the network
+                "C + Newton (K, fallback)" also projects the earlier refinements, latest first, for
+                the problems still short of the target; both timed with the network
 
 Columns: success (||x_N - x*|| < 0.1), median and p90 cost gap to the oracle, mean refinements,
 batch-1 latency (median over calls, after warm-up) and time per problem at --large_batch. The
@@ -124,7 +124,7 @@ def score_newton(model, test, steps: int, every_refinement: bool, large_batch: i
     from trc_lib.projection import ProjectedController
     polished = ProjectedController(TRCController(model), test.problem, steps, every_refinement=every_refinement)
     summary = metrics(score_controls(test, polished.predict(test.initial_states, test.target_states)))
-    return {"path": f"C + Newton ({steps}, {'every' if every_refinement else 'final'})", "tolerance": None,
+    return {"path": f"C + Newton ({steps}, {'fallback' if every_refinement else 'final'})", "tolerance": None,
             "success": summary["success_rate"], "gap_median": summary["cost_gap"]["median"],
             "gap_p90": summary["cost_gap"]["p90"], "refinements": float(model.config.num_supervision_steps),
             "batch_1_ms": time_inference(polished.predict, test.initial_states, test.target_states, 1)["median_ms"],
@@ -206,7 +206,7 @@ def main() -> None:
     parser.add_argument("--test_samples", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--large_batch", type=int, default=10000)
-    parser.add_argument("--newton_steps", type=int, default=3, help="nonlinear tasks: Gauss-Newton steps of the "
+    parser.add_argument("--newton_steps", type=int, default=10, help="nonlinear tasks: Gauss-Newton steps of the "
                                                                      "polished rows (0: none)")
     parser.add_argument("--retrain", action="store_true", help="train again even where a checkpoint exists")
     args = parser.parse_args()

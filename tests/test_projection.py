@@ -85,21 +85,38 @@ def test_the_controller_wrapper_names_itself_and_refuses_linear_problems(vanderp
         TerminalProjection(make_problem())
 
 
-def test_every_refinement_is_a_start_and_the_cheapest_that_arrives_is_kept(vanderpol):
+class _Refining:
+    """A controller whose refinements are given: predict() is the last."""
+    name = "refining"
+
+    def __init__(self, refinements):
+        self.refinements = refinements
+
+    def predict_refinements(self, a, b):
+        return self.refinements
+
+    def predict(self, a, b):
+        return self.refinements[-1]
+
+
+def test_the_final_answer_is_projected_first_and_kept_when_it_arrives(vanderpol):
     problem, x0, xt, u = vanderpol
-
-    class Refining:
-        name = "refining"
-
-        def predict_refinements(self, a, b):
-            # a hopeless first answer (beyond the bound everywhere) and the optimum itself
-            return np.stack([np.full_like(u, 50.0), u])
-
-        def predict(self, a, b):
-            return self.predict_refinements(a, b)[-1]
-
-    controller = ProjectedController(Refining(), problem)
-    assert controller.name == "refining + Newton projection (10 steps, every refinement)"
-    chosen = controller.predict(x0, xt)
-    np.testing.assert_allclose(chosen, u, atol=1e-6)  # the optimum: reached and cheapest
+    # a hopeless first refinement (beyond the bound everywhere), the optimum last
+    controller = ProjectedController(_Refining(np.stack([np.full_like(u, 50.0), u])), problem)
+    assert controller.name == "refining + Newton projection (10 steps, earlier refinements as fallback starts)"
+    np.testing.assert_allclose(controller.predict(x0, xt), u, atol=1e-6)
     assert (controller.residuals < 1e-6).all()
+
+
+def test_an_earlier_refinement_is_the_fallback_start_where_the_final_answer_misses(vanderpol):
+    problem, x0, xt, u = vanderpol
+    hopeless = np.full_like(u, 50.0)
+    hopeless[0] = u[0]  # the final answer reaches for the first problem only
+    controller = ProjectedController(_Refining(np.stack([u, hopeless])), problem, iterations=3)
+    chosen = controller.predict(x0, xt)
+    assert (controller.residuals < 1e-6).all()
+    np.testing.assert_allclose(chosen, u, atol=1e-6)
+    only_final = ProjectedController(_Refining(np.stack([u, hopeless])), problem, iterations=3,
+                                     every_refinement=False)
+    only_final.predict(x0, xt)
+    assert (only_final.residuals[1:] > 1e-3).all()  # without the fallback the others stay short

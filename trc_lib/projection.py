@@ -144,10 +144,12 @@ class ProjectedController:
     """A controller followed by the Newton projection (name: '... + Newton projection (K steps)').
 
     When the controller also offers predict_refinements (TRC does: its answer after each
-    supervision step), every refinement is projected and, per problem, the cheapest that reaches
-    the target is kept (or the one that comes closest when none does): the refinements serve as
-    the starts of a multi-start Newton method, as several starts serve the oracle, at no extra
-    network cost. every_refinement=False projects the final answer only.
+    supervision step), the refinements are fallback starts of a multi-start Newton method, as
+    several starts serve the oracle, at no extra network cost: the final answer is projected
+    first, and only the problems it leaves short of the target are projected again from the
+    refinement before it, and so on. Each problem keeps the first projection that reaches the
+    target (or, when none does, the one that comes closest). A problem the final answer solves,
+    nearly all of them, costs one projection. every_refinement=False projects the final answer only.
     """
 
     num_parameters = None
@@ -159,7 +161,7 @@ class ProjectedController:
         self.projection = TerminalProjection(problem, iterations)
         self.every_refinement = every_refinement and hasattr(controller, "predict_refinements")
         self.name = (f"{controller.name} + Newton projection ({iterations} step{'s' if iterations != 1 else ''}"
-                     f"{', every refinement' if self.every_refinement else ''})")
+                     f"{', earlier refinements as fallback starts' if self.every_refinement else ''})")
 
     def predict(self, initial_states, target_states) -> np.ndarray:
         x0 = np.asarray(initial_states, dtype=np.float64)
@@ -168,17 +170,16 @@ class ProjectedController:
             u = self.projection.project(x0, xt, self.controller.predict(x0, xt))
             self.residuals = self.projection.residuals
             return u
-        best = None
-        for start in self.controller.predict_refinements(x0, xt):
-            u = self.projection.project(x0, xt, start)
-            residual = self.projection.residuals
-            reached = residual < REACHED
-            cost = self.problem.cost(self.problem.system.rollout(x0, u), u, xt)
-            if best is None:
-                best = [u, residual, reached, cost]
-                continue
-            better = (reached & (~best[2] | (cost < best[3]))) | (~reached & ~best[2] & (residual < best[1]))
-            for kept, new in zip(best, (u, residual, reached, cost)):
-                kept[better] = new[better]
-        self.residuals = best[1]
-        return best[0]
+        starts = list(self.controller.predict_refinements(x0, xt))
+        u = self.projection.project(x0, xt, starts[-1])
+        residuals = self.projection.residuals.copy()
+        for start in reversed(starts[:-1]):
+            short = np.flatnonzero(residuals >= REACHED)
+            if not len(short):
+                break
+            retried = self.projection.project(x0[short], xt[short], np.asarray(start)[short])
+            closer = self.projection.residuals < residuals[short]
+            u[short[closer]] = retried[closer]
+            residuals[short[closer]] = self.projection.residuals[closer]
+        self.residuals = residuals
+        return u
