@@ -221,8 +221,6 @@ def main() -> None:
             model = load_model(trained(task, size, train_path, args))
             for path in paths:
                 for tolerance in [None, *args.tolerances]:
-                    if path == "bfloat16" and tolerance is not None:
-                        continue
                     rows.append({"size": size, **score_configuration(model, test, path, tolerance, args.large_batch)})
                     print(json.dumps(rows[-1]))
             if args.newton_steps and not test.problem.system.is_linear:

@@ -13,10 +13,24 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+
+
+NATIVE = ("-O3", "-march=native")  # flags for this CPU's vector units; pass cpu_identity() as depends_on
+
+
+def cpu_identity() -> str:
+    """What -march=native compiles for: a library built on one CPU may not run on another."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            lines = [line for line in fh if line.startswith(("model name", "flags"))][:2]
+    except OSError:
+        lines = []
+    return platform.machine() + "".join(lines)
 
 
 def cache_dir() -> Path:

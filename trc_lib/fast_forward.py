@@ -17,13 +17,12 @@ Larger batches go to PyTorch, whose matrix-matrix products use the CPU far bette
 from __future__ import annotations
 
 import ctypes
-import platform
 import weakref
 from pathlib import Path
 
 import torch
 
-from .c_library import compiled_library
+from .c_library import NATIVE, compiled_library, cpu_identity
 from .terminal_map import terminal_map
 
 # Up to this batch predict() runs forward.c. Its time grows linearly with the batch, PyTorch's
@@ -44,21 +43,11 @@ class _Model(ctypes.Structure):
                     "A_N", "G", "terminal")])
 
 
-def _cpu_identity() -> str:
-    """What -march=native compiles for: a library built on one CPU may not run on another."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            lines = [line for line in fh if line.startswith(("model name", "flags"))][:2]
-    except OSError:
-        lines = []
-    return platform.machine() + "".join(lines)
-
-
 def _library() -> ctypes.CDLL | None:
     """forward.c compiled for this CPU (c_library.py); None without a working C compiler."""
     global _LIBRARY
     if _LIBRARY is None:
-        library = compiled_library(SOURCE.read_text(), "forward", ("-O3", "-march=native"), _cpu_identity())
+        library = compiled_library(SOURCE.read_text(), "forward", NATIVE, cpu_identity())
         if library is not None:
             library.trc_forward.argtypes = [ctypes.POINTER(_Model), ctypes.c_longlong, ctypes.c_void_p,
                                             ctypes.c_void_p, ctypes.c_float] + [ctypes.c_void_p] * 3
