@@ -15,7 +15,8 @@ unless --retrain), and scores every configuration on the test set:
     Newton      nonlinear tasks, --newton_steps K > 0: "C + Newton (K, final)" projects the final
                 answer onto the terminal constraint by K Gauss-Newton steps (projection.py);
                 "C + Newton (K, fallback)" also projects the earlier refinements, latest first, for
-                the problems still short of the target; both timed with the network
+                the problems still short of the target; with a tolerance t, TRC halts at t and only
+                the problems it leaves missing by t or more are projected; timed with the network
 
 Columns: success (||x_N - x*|| < 0.1), median and p90 cost gap to the oracle, mean refinements,
 batch-1 latency (median over calls, after warm-up) and time per problem at --large_batch. The
@@ -120,16 +121,27 @@ def score_configuration(model, test, path: str, tolerance, large_batch: int) -> 
     return row
 
 
-def score_newton(model, test, steps: int, every_refinement: bool, large_batch: int) -> dict:
-    from trc_lib.projection import ProjectedController
-    polished = ProjectedController(TRCController(model), test.problem, steps, every_refinement=every_refinement)
+def score_newton(model, test, steps: int, every_refinement: bool, tolerance, path: str, large_batch: int) -> dict:
+    """TRC's answer polished by `steps` Newton steps (projection.py). tolerance None: every answer
+    is projected onto the target; a number t: TRC halts at t and only the problems it leaves
+    missing by t or more are projected (until they miss by less)."""
+    from trc_lib.projection import REACHED, ProjectedController
+    model.set_inference_precision("bfloat16" if path == "bfloat16" else "float32")
+    polished = ProjectedController(TRCController(model, tolerance=tolerance), test.problem, steps,
+                                   every_refinement=every_refinement, tolerance=tolerance or REACHED)
     summary = metrics(score_controls(test, polished.predict(test.initial_states, test.target_states)))
-    return {"path": f"C + Newton ({steps}, {'fallback' if every_refinement else 'final'})", "tolerance": None,
-            "success": summary["success_rate"], "gap_median": summary["cost_gap"]["median"],
-            "gap_p90": summary["cost_gap"]["p90"], "refinements": float(model.config.num_supervision_steps),
-            "batch_1_ms": time_inference(polished.predict, test.initial_states, test.target_states, 1)["median_ms"],
-            "large_us": time_inference(polished.predict, test.initial_states, test.target_states, large_batch,
-                                       repeats=LARGE_BATCH_REPEATS)["us_per_problem"]}
+    used = polished.controller.refinements_used
+    row = {"path": f"{path} + Newton ({steps}, {'fallback' if every_refinement else 'final'})",
+           "tolerance": tolerance, "success": summary["success_rate"], "gap_median": summary["cost_gap"]["median"],
+           "gap_p90": summary["cost_gap"]["p90"],
+           "refinements": float(model.config.num_supervision_steps if used is None or every_refinement else used.mean())}
+    if path != "bfloat16":
+        row["batch_1_ms"] = time_inference(polished.predict, test.initial_states, test.target_states, 1)["median_ms"]
+    if path != "bfloat16" or has_bfloat16_instructions():
+        row["large_us"] = time_inference(polished.predict, test.initial_states, test.target_states, large_batch,
+                                         repeats=LARGE_BATCH_REPEATS)["us_per_problem"]
+    model.set_inference_precision("float32")
+    return row
 
 
 def oracle_times(test) -> dict:
@@ -224,9 +236,11 @@ def main() -> None:
                     rows.append({"size": size, **score_configuration(model, test, path, tolerance, args.large_batch)})
                     print(json.dumps(rows[-1]))
             if args.newton_steps and not test.problem.system.is_linear:
-                for every_refinement in (False, True):
+                polished = [(False, None, "C"), (True, None, "C")]
+                polished += [(False, t, path) for t in args.tolerances for path in ("C", "bfloat16")]
+                for every_refinement, tolerance, path in polished:
                     rows.append({"size": size, **score_newton(model, test, args.newton_steps, every_refinement,
-                                                              args.large_batch)})
+                                                              tolerance, path, args.large_batch)})
                     print(json.dumps(rows[-1]))
         write_json(OUT / f"{task}.json", {"task": task, "oracle": oracle, "rows": rows, "args": vars(args)})
         section = format_rows(task, rows, oracle, args.large_batch)

@@ -129,3 +129,11 @@ def test_time_inference_reports_median_p90_and_time_per_problem(test_set):
     assert timing["us_per_problem"] == pytest.approx(1e3 * timing["median_ms"] / 250)
     # two warm-up calls, then the timed repeats, each on a batch tiled up to the requested size
     assert calls == [250] * 7
+
+
+def test_time_inference_times_batch_one_over_the_problems_not_on_one(test_set):
+    seen = []
+    time_inference(lambda x0, xt: seen.append(x0[0].copy()), test_set.initial_states, test_set.target_states,
+                   batch_size=1, repeats=len(test_set))
+    timed = np.array(seen[2:])  # after the two warm-up calls
+    np.testing.assert_array_equal(timed, test_set.initial_states)

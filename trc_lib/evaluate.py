@@ -80,31 +80,38 @@ def metrics(scores: dict, success_threshold: float = 0.1) -> dict:
 
 def time_inference(predict, initial_states: np.ndarray, target_states: np.ndarray, batch_size: int,
                    repeats: int | None = None) -> dict:
-    """Wall time of predict(x0[:b], x*[:b]) after warm-up: median and p90 over repeats.
+    """Wall time of predict on batches of batch_size problems after warm-up: median and p90 over repeats.
 
+    Call r times problems r b, ..., r b + b - 1 of the test set (cyclically): a controller whose
+    work depends on the problem (halting, a Newton polish) is timed over the problems, not on one.
     Two warm-up calls (one if the first took over a second); repeats default to 200 at batch 1
     and 20 otherwise, fewer for slow controllers so that timing takes about ten seconds.
 
-    Returns milliseconds per call and microseconds per problem. Inputs are tiled if the test
-    set is smaller than batch_size.
+    Returns milliseconds per call and microseconds per problem.
     """
-    reps = -(-batch_size // len(initial_states))
-    x0 = np.tile(initial_states, (reps, 1))[:batch_size]
-    xt = np.tile(target_states, (reps, 1))[:batch_size]
     if repeats is not None and repeats < 1:
         raise ValueError(f"repeats must be a positive integer, got {repeats}")
-    start = time.perf_counter()
-    predict(x0, xt)
-    first = time.perf_counter() - start
+    count = len(initial_states)
+    reps = -(-(batch_size + count) // count)
+    x0_tiled, xt_tiled = np.tile(initial_states, (reps, 1)), np.tile(target_states, (reps, 1))
+
+    def batch(r):
+        start = (r * batch_size) % count
+        return x0_tiled[start:start + batch_size], xt_tiled[start:start + batch_size]
+
+    started = time.perf_counter()
+    predict(*batch(0))
+    first = time.perf_counter() - started
     if repeats is None:  # 200 (batch 1) or 20 calls, fewer for slow controllers (about 10 s in all)
         repeats = max(3, min(200 if batch_size == 1 else 20, int(10.0 / max(first, 1e-9))))
     if first < 1.0:
-        predict(x0, xt)
+        predict(*batch(1))
+    batches = [batch(r) for r in range(repeats)]
     times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    for x0, xt in batches:
+        started = time.perf_counter()
         predict(x0, xt)
-        times.append(time.perf_counter() - start)
+        times.append(time.perf_counter() - started)
     median, p90 = np.median(times), np.percentile(times, 90)
     return {"batch_size": batch_size, "repeats": repeats, "median_ms": 1e3 * median, "p90_ms": 1e3 * p90,
             "us_per_problem": 1e6 * median / batch_size}

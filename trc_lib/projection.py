@@ -104,8 +104,9 @@ class TerminalProjection:
         B = len(x0)
         u_max = self.problem.control_bound
         u = np.clip(np.asarray(controls, dtype=np.float64).reshape(B, -1), -u_max, u_max)
-        x_N, J = self.terminal_states_and_jacobian(x0, u)
+        x_N = self.terminal_states(x0, u)
         r = x_N - xt
+        J = np.zeros((B, len(xt[0]) if B else 0, u.shape[1]))
         self.steps_taken = 0
         for iteration in range(self.iterations):
             norm = np.linalg.norm(r, axis=1)
@@ -114,6 +115,8 @@ class TerminalProjection:
                 break
             self.steps_taken = iteration + 1
             idx = np.flatnonzero(active)
+            if iteration == 0:  # the sensitivities of the problems that need a step, only
+                J[idx] = self.terminal_states_and_jacobian(x0[idx], u[idx])[1]
             # Gauss-Newton first; where the residual does not shrink, more and more damping
             scale = np.einsum("bij,bij->b", J[idx], J[idx]) / J.shape[1]
             todo = np.arange(len(idx))
@@ -150,18 +153,24 @@ class ProjectedController:
     refinement before it, and so on. Each problem keeps the first projection that reaches the
     target (or, when none does, the one that comes closest). A problem the final answer solves,
     nearly all of them, costs one projection. every_refinement=False projects the final answer only.
+
+    tolerance: a problem counts as reached once |x_N - x*| is below it; an answer that already
+    is (a halting TRC's usually is) is kept as it is, at the price of one evaluation of x_N.
     """
 
     num_parameters = None
     memory_bytes = None
 
     def __init__(self, controller, problem: ControlProblem, iterations: int = ITERATIONS,
-                 every_refinement: bool = True):
-        self.controller, self.problem = controller, problem
-        self.projection = TerminalProjection(problem, iterations)
+                 every_refinement: bool = True, tolerance: float = REACHED):
+        if not (tolerance > 0 and np.isfinite(tolerance)):
+            raise ValueError(f"tolerance must be a positive number, got {tolerance}")
+        self.controller, self.problem, self.tolerance = controller, problem, float(tolerance)
+        self.projection = TerminalProjection(problem, iterations, tolerance=self.tolerance)
         self.every_refinement = every_refinement and hasattr(controller, "predict_refinements")
         self.name = (f"{controller.name} + Newton projection ({iterations} step{'s' if iterations != 1 else ''}"
-                     f"{', earlier refinements as fallback starts' if self.every_refinement else ''})")
+                     f"{', earlier refinements as fallback starts' if self.every_refinement else ''}"
+                     f"{'' if tolerance == REACHED else f', where it misses by {tolerance:g} or more'})")
 
     def predict(self, initial_states, target_states) -> np.ndarray:
         x0 = np.asarray(initial_states, dtype=np.float64)
@@ -174,7 +183,7 @@ class ProjectedController:
         u = self.projection.project(x0, xt, starts[-1])
         residuals = self.projection.residuals.copy()
         for start in reversed(starts[:-1]):
-            short = np.flatnonzero(residuals >= REACHED)
+            short = np.flatnonzero(residuals >= self.tolerance)
             if not len(short):
                 break
             retried = self.projection.project(x0[short], xt[short], np.asarray(start)[short])

@@ -12,14 +12,17 @@ So the rollout is compiled to C once per system, from the system's own vector fi
     terminal_state      (x_0 [n], u [N, m])                  -> x_N [n]
     terminal_state_vjp  (x_0 [n], u [N, m], w [n])           -> (w^T dx_N/dx_0 [n], w^T dx_N/du [N, m])
 
-x_N integrates LANES problems side by side: each of the interval map's CasADi SX instructions
-becomes a loop over the lanes, which the compiler turns into vector instructions (CasADi's own
-C is scalar; the lanes are ~15x faster per problem on a large batch). The derivative is CasADi's
-reverse mode, generated as C with a loop over the batch appended. The system's C compiler
-builds a shared library once per machine (c_library.py: cached by content and CPU, under a
-second), and ctypes calls it; the call releases the GIL, so large batches are split over the
+Both integrate LANES problems side by side. The interval map x_(k+1) = F(x_k, u_k) and its
+vector-Jacobian product (CasADi's reverse mode, as an SX expression) are translated instruction
+by instruction into C in which every instruction is a loop over the lanes, and the compiler
+turns those loops into vector instructions (CasADi's own generated C is scalar, one problem at a
+time; the lanes are ~15x faster per problem on a large batch). The VJP runs the N intervals
+forwards, keeps their states, and runs the intervals' VJPs backwards. The system's C compiler
+builds a shared library once per machine and CPU (c_library.py: cached by content, a few
+seconds), and ctypes calls it; the call releases the GIL, so large batches are split over the
 CPU's threads. Everything runs in float64, in the numpy rollout's order of operations, so x_N
-is the scorer's to the last bit (float32 inputs are widened and the result narrowed).
+is the scorer's to the last bit where f is arithmetic only (Van der Pol; a sine may be a last bit
+away from numpy's). float32 inputs are widened and the result narrowed.
 
 `terminal_state(x_0, u, system)` is a torch custom op (`torch.ops.trc.terminal_state`): torch.compile
 treats it as one opaque call, and autograd differentiates it through the generated derivative.
@@ -31,11 +34,8 @@ from __future__ import annotations
 
 import ctypes
 import json
-import os
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import torch
 
@@ -61,107 +61,109 @@ def _c_expressions():
             ca.OP_FMIN: "fmin({0}, {1})", ca.OP_FMAX: "fmax({0}, {1})", ca.OP_ATAN2: "atan2({0}, {1})"}
 
 
-def _interval_source(interval, lanes: int) -> str:
-    """C of one control interval for `lanes` problems side by side: the interval map's SX
-    instructions, each a loop over the lanes, which the compiler turns into vector instructions
-    (CasADi's own C integrates one problem at a time, with scalar arithmetic)."""
+def _lanes_function(function, lanes: int) -> str:
+    """C of a CasADi SX function for `lanes` problems side by side, as
+    `static void NAME_LANES(double in0[size][LANES], ..., double out0[size][LANES], ...)`:
+    each SX instruction becomes a loop over the lanes, which the compiler turns into vector
+    instructions (CasADi's own C evaluates one problem at a time, with scalar arithmetic).
+    Outputs must not alias inputs."""
     import casadi as ca
     expressions, lines = _c_expressions(), []
-    for k in range(interval.n_instructions()):
-        op, inputs, outputs = interval.instruction_id(k), interval.instruction_input(k), interval.instruction_output(k)
-        if op == ca.OP_INPUT:  # input 0 is x [n], input 1 is u [m]
-            value = f"{'x' if inputs[0] == 0 else 'u'}[{inputs[1]}][l]"
-        elif op == ca.OP_OUTPUT:
-            lines.append(f"for (int l = 0; l < {lanes}; ++l) next[{outputs[1]}][l] = w[{inputs[0]}][l];")
+    for k in range(function.n_instructions()):
+        op, inputs, outputs = function.instruction_id(k), function.instruction_input(k), function.instruction_output(k)
+        if op == ca.OP_OUTPUT:
+            lines.append(f"for (int l = 0; l < {lanes}; ++l) out{outputs[0]}[{outputs[1]}][l] = w[{inputs[0]}][l];")
             continue
+        if op == ca.OP_INPUT:
+            value = f"in{inputs[0]}[{inputs[1]}][l]"
         elif op == ca.OP_CONST:
-            value = repr(float(interval.instruction_constant(k)))
+            value = repr(float(function.instruction_constant(k)))
         elif op in expressions:
             value = expressions[op].format(*(f"w[{i}][l]" for i in inputs))
         else:
             raise NotImplementedError(f"CasADi operation {op} has no C expression in terminal_map.py")
         lines.append(f"for (int l = 0; l < {lanes}; ++l) w[{outputs[0]}][l] = {value};")
-    n, m = interval.size1_in(0), interval.size1_in(1)
+    arguments = [f"double in{i}[{function.nnz_in(i)}][{lanes}]" for i in range(function.n_in())]
+    arguments += [f"double out{i}[{function.nnz_out(i)}][{lanes}]" for i in range(function.n_out())]
     body = "\n  ".join(lines)
     return f"""
-static inline void trc_interval_{lanes}(double x[{n}][{lanes}], double u[{m}][{lanes}], double next[{n}][{lanes}]) {{
-  double w[{interval.sz_w()}][{lanes}];
+static void {function.name()}_{lanes}({', '.join(arguments)}) {{
+  double w[{function.sz_w()}][{lanes}];
   {body}
-}}
-
-/* x_N of {lanes} problems: x0 [{lanes}, n], u [{lanes}, N, m] -> xN [{lanes}, n] (the batch's row-major layout) */
-static void trc_terminal_state_{lanes}(const double* x0, const double* u, double* xN) {{
-  double x[{n}][{lanes}], uk[{m}][{lanes}], next[{n}][{lanes}];
-  for (int i = 0; i < {n}; ++i)
-    for (int l = 0; l < {lanes}; ++l) x[i][l] = x0[l * {n} + i];
-  for (int k = 0; k < N_INTERVALS; ++k) {{
-    for (int j = 0; j < {m}; ++j)
-      for (int l = 0; l < {lanes}; ++l) uk[j][l] = u[l * N_INTERVALS * {m} + k * {m} + j];
-    trc_interval_{lanes}(x, uk, next);
-    for (int i = 0; i < {n}; ++i)
-      for (int l = 0; l < {lanes}; ++l) x[i][l] = next[i][l];
-  }}
-  for (int i = 0; i < {n}; ++i)
-    for (int l = 0; l < {lanes}; ++l) xN[l * {n} + i] = x[i][l];
 }}
 """
 
 
-def _lanes_source(interval, n: int, m: int, N: int) -> str:
-    """x_N for a batch: LANES problems at a time, the last few one by one."""
+def _blocks_source(n: int, m: int, N: int, lanes: int) -> str:
+    """x_N and its vector-Jacobian product for `lanes` problems side by side, in the batch's
+    row-major layout: x0 [lanes, n], u [lanes, N, m], seed [lanes, n]. The reverse pass keeps the
+    N + 1 states of the forward one and runs the intervals' own VJPs backwards."""
+    L = lanes
+    load = lambda target, source, stride, offset, size: (
+        f"for (int i = 0; i < {size}; ++i) for (int l = 0; l < {L}; ++l) "
+        f"{target}[i][l] = {source}[l * {stride} + {offset}i];")
     return f"""
-/* ---- x_N, LANES problems side by side (trc_lib.terminal_map._interval_source) ---- */
-#include <math.h>
-#define N_INTERVALS {N}
-{_interval_source(interval, LANES)}
-{_interval_source(interval, 1)}
-int trc_terminal_state_lanes_batch(long long B, const double* x0, const double* u, double* xN) {{
-  long long b = 0;
-  for (; b + {LANES} <= B; b += {LANES}) trc_terminal_state_{LANES}(x0 + b * {n}, u + b * {N * m}, xN + b * {n});
-  for (; b < B; ++b) trc_terminal_state_1(x0 + b * {n}, u + b * {N * m}, xN + b * {n});
-  return 0;
+static void terminal_state_{L}(const double* x0, const double* u, double* xN) {{
+  double x[{n}][{L}], uk[{m}][{L}], next[{n}][{L}];
+  {load("x", "x0", n, "", n)}
+  for (int k = 0; k < {N}; ++k) {{
+    {load("uk", "u", N * m, f"k * {m} + ", m)}
+    interval_{L}(x, uk, next);
+    for (int i = 0; i < {n}; ++i) for (int l = 0; l < {L}; ++l) x[i][l] = next[i][l];
+  }}
+  for (int i = 0; i < {n}; ++i) for (int l = 0; l < {L}; ++l) xN[l * {n} + i] = x[i][l];
+}}
+
+static void terminal_state_vjp_{L}(const double* x0, const double* u, const double* seed,
+                                   double* grad_x0, double* grad_u) {{
+  double x[{N + 1}][{n}][{L}], uk[{m}][{L}], w[{n}][{L}], w_before[{n}][{L}], g[{m}][{L}];
+  {load("x[0]", "x0", n, "", n)}
+  for (int k = 0; k < {N}; ++k) {{
+    {load("uk", "u", N * m, f"k * {m} + ", m)}
+    interval_{L}(x[k], uk, x[k + 1]);
+  }}
+  {load("w", "seed", n, "", n)}
+  for (int k = {N - 1}; k >= 0; --k) {{  /* w <- w^T dx_(k+1)/dx_k; g = w^T dx_(k+1)/du_k */
+    {load("uk", "u", N * m, f"k * {m} + ", m)}
+    interval_vjp_{L}(x[k], uk, w, w_before, g);
+    for (int j = 0; j < {m}; ++j) for (int l = 0; l < {L}; ++l) grad_u[l * {N * m} + k * {m} + j] = g[j][l];
+    for (int i = 0; i < {n}; ++i) for (int l = 0; l < {L}; ++l) w[i][l] = w_before[i][l];
+  }}
+  for (int i = 0; i < {n}; ++i) for (int l = 0; l < {L}; ++l) grad_x0[l * {n} + i] = w[i][l];
 }}
 """
 
 
 def _c_source(system) -> str:
-    """C for x_N (lanes, _lanes_source) and for its reverse-mode derivative (CasADi, with a batch loop)."""
+    """C for x_N and its vector-Jacobian product, LANES problems at a time and the last few one
+    by one, from the system's own vector field and integrator."""
     import casadi as ca
 
     from .systems import rk4
     n, m, N = system.state_dim, system.control_dim, system.num_steps
-    x, u = ca.SX.sym("x", n), ca.SX.sym("u", m)
-    interval = ca.Function("interval", [x, u], [rk4(system.casadi_vector_field(), x, u,
-                                                    system.dt / system.substeps, system.substeps)[0]])
-    x0, U = ca.MX.sym("x0", n), ca.MX.sym("u", m, N)  # column k of U is u_k: memory order [N, m]
-    forward = ca.Function("trc_terminal_state", [x0, U], [interval.mapaccum("intervals", N)(x0, U)[:, -1]])
-    reverse = forward.reverse(1)  # (x0, U, x_N (unused), w) -> (w dx_N/dx0, w dx_N/dU)
-    reverse = ca.Function("trc_terminal_state_vjp", reverse.mx_in(), reverse.call(reverse.mx_in()))
-    with tempfile.TemporaryDirectory(prefix="trc-codegen-") as folder:
-        cwd = os.getcwd()
-        try:  # CasADi writes into the working directory
-            os.chdir(folder)
-            generator = ca.CodeGenerator("terminal_map.c", {"with_header": False})
-            generator.add(reverse)
-            generator.generate()
-            source = Path(folder, "terminal_map.c").read_text()
-        finally:
-            os.chdir(cwd)
-    work = lambda f: f"const casadi_real* arg[{f.sz_arg()}]; casadi_real* res[{f.sz_res()}]; " \
-                     f"casadi_int iw[{f.sz_iw() + 1}]; casadi_real w[{f.sz_w() + 1}];"
-    return source + _lanes_source(interval, n, m, N) + f"""
-/* ---- batch loop (trc_lib.terminal_map): problem b reads x0 + b n, u + b N m ---- */
-int trc_terminal_state_vjp_batch(long long B, const double* x0, const double* u, const double* seed,
-                                 double* grad_x0, double* grad_u) {{
-  {work(reverse)}
-  for (long long b = 0; b < B; ++b) {{
-    arg[0] = x0 + b * {n}; arg[1] = u + b * {N * m}; arg[2] = 0; arg[3] = seed + b * {n};
-    res[0] = grad_x0 + b * {n}; res[1] = grad_u + b * {N * m};
-    if (trc_terminal_state_vjp(arg, res, iw, w, 0)) return 1;
-  }}
+    x, u, w = ca.SX.sym("x", n), ca.SX.sym("u", m), ca.SX.sym("w", n)
+    x_next = rk4(system.casadi_vector_field(), x, u, system.dt / system.substeps, system.substeps)[0]
+    interval = ca.Function("interval", [x, u], [x_next])
+    # (x_k, u_k, w) -> (w^T dx_(k+1)/dx_k, w^T dx_(k+1)/du_k): reverse mode through one interval
+    interval_vjp = ca.Function("interval_vjp", [x, u, w], [ca.jtimes(x_next, x, w, True), ca.jtimes(x_next, u, w, True)])
+    pieces = ["/* generated by trc_lib.terminal_map for " + system_key(system).replace("*/", "") + " */",
+              "#include <math.h>"]
+    for lanes in (LANES, 1):
+        pieces += [_lanes_function(interval, lanes), _lanes_function(interval_vjp, lanes), _blocks_source(n, m, N, lanes)]
+    batch = lambda name, args, offsets: f"""
+int trc_{name}_batch(long long B, {', '.join(f'{t} {a}' for t, a in args)}) {{
+  long long b = 0;
+  for (; b + {LANES} <= B; b += {LANES}) {name}_{LANES}({', '.join(f'{a} + b * {o}' for (_, a), o in zip(args, offsets))});
+  for (; b < B; ++b) {name}_1({', '.join(f'{a} + b * {o}' for (_, a), o in zip(args, offsets))});
   return 0;
 }}
 """
+    pieces.append(batch("terminal_state", [("const double*", "x0"), ("const double*", "u"), ("double*", "xN")],
+                        [n, N * m, n]))
+    pieces.append(batch("terminal_state_vjp", [("const double*", "x0"), ("const double*", "u"),
+                                               ("const double*", "seed"), ("double*", "grad_x0"), ("double*", "grad_u")],
+                        [n, N * m, n, n, N * m]))
+    return "\n".join(pieces)
 
 
 class TerminalMap:
@@ -180,7 +182,7 @@ class TerminalMap:
         if not self.compiled:
             warnings.warn("no working C compiler: the error feedback runs the eager torch rollout (slow)")
             return
-        self._forward = self._library.trc_terminal_state_lanes_batch
+        self._forward = self._library.trc_terminal_state_batch
         self._forward.argtypes = [ctypes.c_longlong] + [ctypes.c_void_p] * 3
         self._reverse = self._library.trc_terminal_state_vjp_batch
         self._reverse.argtypes = [ctypes.c_longlong] + [ctypes.c_void_p] * 5
