@@ -9,8 +9,10 @@ already there), trains a model of each size (reused when an earlier run finished
 unless --retrain), and scores every configuration on the test set:
 
     path        "C": predict() as a user calls it (forward.c up to batch 16, PyTorch above);
-                "PyTorch": the eager forward at every batch; "bfloat16": PyTorch under bfloat16
-                autocast (timed only where the CPU has bfloat16 instructions)
+                "PyTorch": the eager forward, timed at batch 1 only (at --large_batch it is the
+                code the C row times); "bfloat16": PyTorch under bfloat16 autocast, timed at
+                --large_batch only (it never helps at batch 1) and only where the CPU has
+                bfloat16 instructions
     tolerance   "-": every refinement; t: halting once the simulated terminal error is below t
     Newton      nonlinear tasks, --newton_steps K > 0: "C + Newton (K, final)" projects the final
                 answer onto the terminal constraint by K Gauss-Newton steps (projection.py);
@@ -37,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-import trc_lib.fast_forward as fast_forward
+from trc_lib.fast_forward import pytorch_only
 from trc_lib import load_model, read_dataset, workflow
 from trc_lib.baselines import OracleController
 from trc_lib.compare import TRCController, format_percent
@@ -56,7 +58,7 @@ TASKS = {
 }
 # as in beyond.py: the bounded double integrator needs the terminal loss, the pendulum a lower lr
 TRAINING = {"bounded_double_integrator": {"terminal_weight": 1.0}, "pendulum": {"lr": 3e-4}}
-LARGE_BATCH_REPEATS = 5  # calls timed at --large_batch (median); three left a 2x spread between identical paths
+LARGE_BATCH_REPEATS = 7  # calls timed at --large_batch (median); three left a 2x spread between identical paths
 ORACLE_TIMED_PROBLEMS = 50  # one-core oracle solves timed per task (IPOPT: ~10 ms each on Van der Pol)
 
 
@@ -86,17 +88,6 @@ def trained(task: str, size: str, train_path: Path, args) -> Path:
     return folder / "best_model.pt"
 
 
-def pytorch_only(predict):
-    """predict with forward.c switched off (FAST_FORWARD_MAX_BATCH is read at every call)."""
-    def run(*a, **kw):
-        saved, fast_forward.FAST_FORWARD_MAX_BATCH = fast_forward.FAST_FORWARD_MAX_BATCH, 0
-        try:
-            return predict(*a, **kw)
-        finally:
-            fast_forward.FAST_FORWARD_MAX_BATCH = saved
-    return run
-
-
 def score_configuration(model, test, path: str, tolerance, large_batch: int) -> dict:
     model.set_inference_precision("bfloat16" if path == "bfloat16" else "float32")
     predict = (lambda x0, xt: model.predict(x0, xt, tolerance=tolerance)) if path == "C" else \
@@ -114,7 +105,7 @@ def score_configuration(model, test, path: str, tolerance, large_batch: int) -> 
     timed_at_batch_1 = path != "bfloat16"  # bfloat16 never helps at batch 1
     if timed_at_batch_1:
         row["batch_1_ms"] = time_inference(predict, test.initial_states, test.target_states, 1)["median_ms"]
-    if path != "bfloat16" or has_bfloat16_instructions():
+    if path == "C" or (path == "bfloat16" and has_bfloat16_instructions()):
         row["large_us"] = time_inference(predict, test.initial_states, test.target_states, large_batch,
                                          repeats=LARGE_BATCH_REPEATS)["us_per_problem"]
     model.set_inference_precision("float32")

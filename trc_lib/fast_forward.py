@@ -153,3 +153,15 @@ class FastForward:
         if status:
             raise RuntimeError(f"forward.c failed (status {status})")
         return refinements, used, errors
+
+
+def pytorch_only(predict):
+    """predict with forward.c switched off: PyTorch at every batch size (for comparisons)."""
+    def run(*args, **kwargs):
+        global FAST_FORWARD_MAX_BATCH
+        saved, FAST_FORWARD_MAX_BATCH = FAST_FORWARD_MAX_BATCH, 0
+        try:
+            return predict(*args, **kwargs)
+        finally:
+            FAST_FORWARD_MAX_BATCH = saved
+    return run
