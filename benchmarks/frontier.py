@@ -38,16 +38,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results_page import write_page
 
-from trc_lib.fast_forward import pytorch_only
 from trc_lib import load_model, read_dataset, workflow
 from trc_lib.baselines import OracleController
 from trc_lib.compare import TRCController, format_percent
 from trc_lib.evaluate import metrics, score_controls, time_inference
+from trc_lib.fast_forward import pytorch_only
 from trc_lib.files import write_json
+from trc_lib.model import ModelConfig
 from trc_lib.pipeline import TEST_SEED, TRAIN_SEED
-
-from results_page import write_page
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "outputs" / "benchmark" / "frontier"
@@ -56,8 +56,10 @@ TASKS = {
     "vanderpol": {"system": "vanderpol"},
     "pendulum": {"system": "pendulum"},
 }
-# as in beyond.py: the bounded double integrator needs the terminal loss, the pendulum a lower lr
-TRAINING = {"bounded_double_integrator": {"terminal_weight": 1.0}, "pendulum": {"lr": 3e-4}}
+# as in beyond.py: the bounded double integrator needs the terminal loss, the pendulum a lower lr; the
+# bounded double integrator also trains six supervision steps (TRM's deep supervision, which halting
+# then cuts short): its answers keep improving to the fifth, where three steps stopped at 98% success
+TRAINING = {"bounded_double_integrator": {"terminal_weight": 1.0, "num_supervision_steps": 6}, "pendulum": {"lr": 3e-4}}
 LARGE_BATCH_REPEATS = 7  # calls timed at --large_batch (median); three left a 2x spread between identical paths
 ORACLE_TIMED_PROBLEMS = 50  # one-core oracle solves timed per task (IPOPT: ~10 ms each on Van der Pol)
 
@@ -81,10 +83,16 @@ def trained(task: str, size: str, train_path: Path, args) -> Path:
     """The task's model of this size, trained here unless an earlier run finished training it."""
     folder = OUT / task / size
     stats = folder / "training_stats.json"
-    finished = stats.exists() and json.loads(stats.read_text())["status"] in ("finished", "early_stopped")
-    if args.retrain or not finished:
-        workflow.train_model(train_path, folder, size, epochs=args.epochs, seed=0, device="cpu",
-                             **TRAINING.get(task, {}))
+    options = TRAINING.get(task, {})
+    reusable = False
+    if stats.exists():
+        run = json.loads(stats.read_text())
+        config = run["run"]["model_config"]
+        reusable = (run["status"] in ("finished", "early_stopped")
+                    and config["num_supervision_steps"] == options.get("num_supervision_steps", ModelConfig.num_supervision_steps)
+                    and run["run"]["terminal_weight"] == options.get("terminal_weight", 0.0))
+    if args.retrain or not reusable:
+        workflow.train_model(train_path, folder, size, epochs=args.epochs, seed=0, device="cpu", **options)
     return folder / "best_model.pt"
 
 
@@ -146,6 +154,32 @@ def oracle_times(test) -> dict:
         times.append(time.perf_counter() - started)
     one_core_ms = 1e3 * float(np.median(times))
     return {"name": oracle.name, "one_core_ms": one_core_ms, "every_core_us": 1e3 * one_core_ms / os.cpu_count()}
+
+
+def halting_check_cost(model, test, large_batch: int) -> dict:
+    """What the exact halting check costs (one rollout of the answer, per problem and refinement)
+    against one refinement of the model (its C row at large_batch, divided by N_sup): a learned
+    halting head, TRM's alternative, could save at most that share."""
+    import torch
+
+    from trc_lib.terminal_map import terminal_map
+    rollout = terminal_map(test.problem.system)
+    u = np.zeros((len(test), *model.control_shape))
+    check = lambda x0, xt: rollout.terminal_states(torch.from_numpy(x0), torch.from_numpy(u[:len(x0)].copy()))
+    reps = -(-large_batch // len(test))
+    u = np.tile(u, (reps, 1, 1))
+    return {"batch_1_us": 1e3 * float(time_inference(check, test.initial_states, test.target_states, 1)["median_ms"]),
+            "large_us": float(time_inference(check, test.initial_states, test.target_states, large_batch,
+                                             repeats=LARGE_BATCH_REPEATS)["us_per_problem"])}
+
+
+def format_halting_check(task_rows: list[dict], check: dict, large_batch: int) -> str:
+    refinement = next(r["large_us"] / r["refinements"] for r in task_rows if r["path"] == "C" and r["tolerance"] is None)
+    return (f"The exact halting check, one rollout of the answer through the task's integrator: "
+            f"{check['batch_1_us']:.1f} us at batch 1 (with Python's call overhead; forward.c calls it directly), "
+            f"{check['large_us']:.2f} us per problem at batch {large_batch:,}, against {refinement:.1f} us per "
+            f"problem for one refinement of the {task_rows[0]['size']} model at that batch: a learned halting head "
+            f"could save at most {100 * check['large_us'] / refinement:.1f}% of a refinement, and it can be wrong.")
 
 
 def format_rows(task: str, rows: list[dict], oracle: dict, large_batch: int) -> str:
@@ -233,8 +267,13 @@ def main() -> None:
                     rows.append({"size": size, **score_newton(model, test, args.newton_steps, every_refinement,
                                                               tolerance, path, args.large_batch)})
                     print(json.dumps(rows[-1]))
-        write_json(OUT / f"{task}.json", {"task": task, "oracle": oracle, "rows": rows, "args": vars(args)})
+        check = None if test.problem.system.is_linear else halting_check_cost(model, test, args.large_batch)
+        write_json(OUT / f"{task}.json", {"task": task, "oracle": oracle, "rows": rows, "halting_check": check,
+                                          "args": vars(args)})
         section = format_rows(task, rows, oracle, args.large_batch)
+        if check is not None:
+            section += "\n\n" + format_halting_check([r for r in rows if r["size"] == args.sizes[0]], check,
+                                                     args.large_batch)
         print(section)
         write_page(f"frontier_{task}", f"Speed/accuracy frontier on {task}: TRC against the optimizer it replaces",
                    section, {"latency": plot_frontier(task, rows, oracle, OUT / f"frontier_{task}.png")})

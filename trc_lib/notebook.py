@@ -26,6 +26,12 @@ def workspace() -> Path:
     return Path(os.environ.get("TRC_WORKSPACE", REPO_ROOT)).resolve()
 
 
+def results_figures(pattern: str) -> list[Path]:
+    """The figures the benchmarks wrote under docs/results/ of the repository that match the glob
+    `pattern` (none in an installed copy without the repository)."""
+    return sorted((REPO_ROOT / "docs" / "results").glob(pattern))
+
+
 def resolve(path) -> Path:
     """A notebook path: absolute as given, otherwise relative to the workspace (not the cwd)."""
     path = Path(path)
