@@ -47,7 +47,7 @@ def test_top_level_help_lists_every_subcommand(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     names = list(subcommands())
-    assert names == ["generate", "train", "evaluate", "compare", "finetune", "export", "pipeline"]
+    assert names == ["generate", "train", "evaluate", "compare", "prompts", "finetune", "export", "pipeline"]
     for name in names:
         assert f"    {name}" in out
 

@@ -197,8 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train_data", default=None,
                    help="training set for the least-squares baseline (default: the checkpoint's)")
     p.add_argument("--external", action="append", default=[], metavar="NAME=FILE",
-                   help="controls computed elsewhere (e.g. by an LLM) for the same test cases: .npz with key "
-                        "control_sequences [B, N, 1], or JSON; repeatable")
+                   help="controls computed elsewhere for the same test cases: an LLM's answers to `trc prompts` "
+                        "(.jsonl: id, answer text, optional latency_ms, memory_bytes, num_parameters; unreadable "
+                        "answers count as failures), or control sequences (.npz with key control_sequences "
+                        "[B, N, m], or JSON); repeatable")
     p.add_argument("--output", default=None, help="JSON file for the results (default: print only)")
     p.add_argument("--success_threshold", type=positive_float, default=0.1,
                    help="a case succeeds when ||x_N - x*|| is below this (default: %(default)s)")
@@ -213,6 +215,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="halting: stop refining each problem once its simulated terminal error ||x_N - x*|| is "
                         "below this, as an extra TRC row with the refinements it used (.pt only; default: run every refinement)")
     _add_system_check(p)
+
+    p = sub.add_parser("prompts", help="write the test cases as prompts for an LLM (compare its answers after)",
+                       description="One JSON line per test case: id, prompt (the problem in words and numbers and "
+                                   "the answer format), x0, x*, N and m. Run the prompts through any LLM, save its "
+                                   "raw answers as JSON lines {\"id\", \"answer\"} (plus latency_ms, memory_bytes, "
+                                   "num_parameters when measured), and score them with `trc compare --external "
+                                   "NAME=answers.jsonl`. docs/llm.md has the default template and the fields.")
+    p.add_argument("--test_data", default="data/lqr_test/lqr_dataset.npz", help="test set (default: %(default)s)")
+    p.add_argument("--output", default="outputs/prompts.jsonl", help="JSON-lines file to write (default: %(default)s)")
+    p.add_argument("--template", default=None, metavar="FILE",
+                   help="your own prompt text with {placeholders} (docs/llm.md lists them; default: the built-in "
+                        "template)")
 
     p = sub.add_parser("finetune", help="fine-tune a trained model on the task's true objective",
                        description="The guide's optional fine-tuning beyond imitation: train a checkpoint on the "
@@ -328,6 +342,8 @@ def run(args) -> None:
         workflow.compare(args.test_data, args.trc_checkpoint, args.output, args.train_data,
                          _external_pairs(args.external), args.success_threshold, args.seed, args.device,
                          args.newton_steps, args.tolerance)
+    elif args.command == "prompts":
+        workflow.prompts(args.test_data, args.output, args.template)
     elif args.command == "finetune":
         workflow.finetune_checkpoint(args.checkpoint, args.data, args.output_dir, args.epochs, args.lr,
                                      args.batch_size, args.terminal_penalty, args.val_fraction, args.device,

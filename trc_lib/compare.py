@@ -61,9 +61,13 @@ def evaluate_controller(controller, test: ControlDataset, success_threshold: flo
                         solution=None, timing: bool = True, batch_sizes=(1, 1000)) -> dict:
     """One row: name, size, metrics and (unless timing is False) inference times."""
     controls = controller.predict(test.initial_states, test.target_states)
-    scores = score_controls(test, controls, success_threshold, solution)
+    scores = score_controls(test, controls, success_threshold, solution, getattr(controller, "answered", None))
     row = {"name": controller.name, "num_parameters": controller.num_parameters,
            "memory_bytes": controller.memory_bytes, **metrics(scores, success_threshold)}
+    if getattr(controller, "failures", None):  # a text model's unreadable answers, by test case id
+        row["failures"] = [{"id": int(case), "reason": reason} for case, reason in controller.failures]
+    if getattr(controller, "reported_latency_ms", None) is not None:  # measured where it ran
+        row["reported_latency_ms"] = controller.reported_latency_ms
     if getattr(controller, "refinements_used", None) is not None:  # the scoring call's, not the timing calls'
         row["refinements"] = summarize(controller.refinements_used)
     if timing:  # a controller may time fewer sizes (IPOPT: batch 1 only, 1,000 solves take minutes)
@@ -93,16 +97,28 @@ def format_percent(fraction: float) -> str:
 
 def format_table(rows: list[dict]) -> str:
     """A markdown table of the comparison rows."""
-    header = ("| controller | params | success | terminal error mean / median | cost gap median / p90 "
-              "| time batch 1 (ms) | time per problem at batch 1000 (us) | refinements (mean) |")
-    lines = [header, "|" + "---|" * 8]
+    header = ("| controller | params | memory | success | unanswered | terminal error mean / median "
+              "| cost gap median / p90 | time batch 1 (ms) | time per problem at batch 1000 (us) | refinements (mean) |")
+    lines = [header, "|" + "---|" * 10]
     for r in rows:
         params = "-" if r["num_parameters"] is None else f"{r['num_parameters']:,}"
+        memory = "-" if r.get("memory_bytes") is None else format_bytes(r["memory_bytes"])
         times = r.get("inference_time")
         t1 = f"{times['batch_1']['median_ms']:.3f}" if times and "batch_1" in times else "-"
+        if "reported_latency_ms" in r:
+            t1 = f"{r['reported_latency_ms']:.3f} (reported)"
         t1000 = f"{times['batch_1000']['us_per_problem']:.2f}" if times and "batch_1000" in times else "-"
         used = f"{r['refinements']['mean']:.2f}" if "refinements" in r else "-"
-        lines.append(f"| {r['name']} | {params} | {100 * r['success_rate']:.1f}% "
+        unanswered = str(r["unanswered"]) if "unanswered" in r else "-"
+        lines.append(f"| {r['name']} | {params} | {memory} | {100 * r['success_rate']:.1f}% | {unanswered} "
                      f"| {r['terminal_error']['mean']:.2e} / {r['terminal_error']['median']:.2e} "
                      f"| {format_percent(r['cost_gap']['median'])} / {format_percent(r['cost_gap']['p90'])} | {t1} | {t1000} | {used} |")
     return "\n".join(lines)
+
+
+def format_bytes(count: int) -> str:
+    """1536 -> '1.5 KiB'."""
+    for unit, size in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} B"

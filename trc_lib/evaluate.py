@@ -35,16 +35,21 @@ from .errors import TRCError
 
 
 def summarize(values: np.ndarray) -> dict:
+    """mean, median, p90 and max of the values that are not NaN (NaN marks an unanswered case)."""
     values = np.asarray(values, dtype=np.float64)
+    values = values[~np.isnan(values)]
     return {"mean": float(values.mean()), "median": float(np.median(values)),
             "p90": float(np.percentile(values, 90)), "max": float(values.max())}
 
 
 def score_controls(test: ControlDataset, control_sequences: np.ndarray, success_threshold: float = 0.1,
-                   solution: optimal.OptimalSolution | None = None) -> dict:
+                   solution: optimal.OptimalSolution | None = None, answered: np.ndarray | None = None) -> dict:
     """Per-sample arrays: terminal_error, success, cost, cost_gap, bound_violation (all [B]).
 
     control_sequences: [B, N, m]; solution: the oracle's answer for `test` (default: its labels).
+    answered: [B] bool, for a controller that may give no answer (a text model whose reply could
+    not be read): the unanswered cases fail, and their error, cost and gap are NaN, left out of
+    the summaries (metrics reports how many there were).
     """
     problem = test.problem
     expected = (len(test), *test.control_sequences.shape[1:])
@@ -64,18 +69,27 @@ def score_controls(test: ControlDataset, control_sequences: np.ndarray, success_
     lagrangian = cost + np.einsum("bi,bi->b", solution.terminal_multipliers, miss)
     # relative to J*; J* = 0 only when doing nothing is optimal (x* = A^N x_0), measure zero here
     cost_gap = (lagrangian - solution.costs) / np.maximum(solution.costs, 1e-12)
-    return {"terminal_error": terminal_error, "success": terminal_error < success_threshold, "cost": cost,
-            "cost_gap": cost_gap,
-            "bound_violation": violation, "state_trajectories": states}
+    scores = {"terminal_error": terminal_error, "success": terminal_error < success_threshold, "cost": cost,
+              "cost_gap": cost_gap, "bound_violation": violation, "state_trajectories": states}
+    if answered is not None:
+        answered = np.asarray(answered, dtype=bool)
+        for key in ("terminal_error", "cost", "cost_gap", "bound_violation"):
+            scores[key] = np.where(answered, scores[key], np.nan)
+        scores["success"] = scores["success"] & answered
+        scores["answered"] = answered
+    return scores
 
 
 def metrics(scores: dict, success_threshold: float = 0.1) -> dict:
     """Summary statistics of score_controls' output (JSON-ready)."""
-    return {"success_rate": float(np.mean(scores["success"])), "success_threshold": success_threshold,
-            "terminal_error": summarize(scores["terminal_error"]), "cost": summarize(scores["cost"]),
-            "cost_gap": summarize(scores["cost_gap"]),
-            "bound_violation": {"max": float(scores["bound_violation"].max()),
-                                "fraction": float(np.mean(scores["bound_violation"] > 0))}}
+    violation = scores["bound_violation"]
+    summary = {"success_rate": float(np.mean(scores["success"])), "success_threshold": success_threshold,
+               "terminal_error": summarize(scores["terminal_error"]), "cost": summarize(scores["cost"]),
+               "cost_gap": summarize(scores["cost_gap"]),
+               "bound_violation": {"max": float(np.nanmax(violation)), "fraction": float(np.mean(violation > 0))}}
+    if "answered" in scores:
+        summary["unanswered"] = int((~scores["answered"]).sum())
+    return summary
 
 
 def time_inference(predict, initial_states: np.ndarray, target_states: np.ndarray, batch_size: int,

@@ -218,8 +218,10 @@ def compare(test_data, trc_checkpoint=None, output=None, train_data=None, extern
         if newton_steps:
             from .projection import ProjectedController
             controllers.append(ProjectedController(final, problem, int(newton_steps)))
-    for name, path in external:
-        controllers.append(ExternalControls(name, path, test))
+    for name, path in external:  # answers an LLM wrote (.jsonl, llm.py) or control sequences (.npz, .json)
+        from .llm import TextAnswers
+        controllers.append(TextAnswers(name, path, test) if Path(path).suffix == ".jsonl"
+                           else ExternalControls(name, path, test))
         untimed.add(name)
     controllers.append(OracleController(problem))
     rows = compare_controllers(test, controllers, success_threshold, untimed=untimed)
@@ -231,6 +233,19 @@ def compare(test_data, trc_checkpoint=None, output=None, train_data=None, extern
         log(f"wrote {output}")
     log(format_table(rows))
     return rows
+
+
+def prompts(test_data, output, template=None, log=print) -> Path:
+    """`trc prompts`: the test cases as prompts for a language model, one JSON line each (llm.py)."""
+    from .files import check_writable
+    from .llm import DEFAULT_TEMPLATE, prompts as make_prompts, read_template, write_jsonl
+    text = DEFAULT_TEMPLATE if template is None else read_template(template)
+    check_writable(output)
+    test = read_dataset(test_data)
+    path = write_jsonl(output, make_prompts(test, text))
+    log(f"wrote {len(test)} prompts to {path}; answer them, then: trc compare --test_data {test.path} "
+        f"--external \"NAME={Path(path).with_name('answers.jsonl')}\" ...")
+    return path
 
 
 def finetune_checkpoint(checkpoint, data, output_dir="outputs/finetuned", epochs=20, lr=1e-4, batch_size=64,
