@@ -96,12 +96,17 @@ class FastForward:
         return cls(model, library, terminal)
 
     def _weights(self) -> list[torch.Tensor]:
+        """The tensors forward.c reads, looked up afresh (an assignment or a move may replace one),
+        straight from the modules' tables: Module.__getattr__ would cost ~10 us a call at batch 1."""
         model = self.model
-        blocks = [w for b in model.net for w in (b.gate_up.weight, b.down.weight)]
-        optional = [model.embed_error.weight if model.embed_error is not None else None,
-                    getattr(model, "A_N", None), getattr(model, "G", None)]
-        return [model.embed_context.weight, model.embed_controls.weight, model.decode.weight, model.z_init,
-                *blocks, *optional]
+        if getattr(self, "_layers", None) is None:  # the architecture's modules never change
+            self._layers = ([model.embed_context, model.embed_controls, model.decode]
+                            + [layer for b in model.net for layer in (b.gate_up, b.down)])
+        error = model.embed_error._parameters["weight"] if model.embed_error is not None else None
+        buffers = model._buffers
+        return [*(layer._parameters["weight"] for layer in self._layers[:3]), buffers["z_init"],
+                *(layer._parameters["weight"] for layer in self._layers[3:]),
+                error, buffers.get("A_N"), buffers.get("G")]
 
     def _struct(self) -> _Model:
         """The model's sizes and transposed copies of its weights, remade when a weight has changed

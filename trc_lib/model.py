@@ -22,6 +22,7 @@ evaluation runs every step anyway.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -253,12 +254,15 @@ class TinyRecursiveControl(nn.Module):
         the model moves to; and the autocast context of the inference precision."""
         from .device import resolve_device
         initial_states, target_states = check_states(initial_states, target_states, self.problem.system.state_dim)
-        device = resolve_device(device) if device is not None else next(self.parameters()).device
-        if next(self.parameters()).device != device:
+        here = self.z_init.device  # every tensor of the model lives together
+        device = here if device is None else resolve_device(device)
+        if here != device:
             self.to(device)
         as_tensor = lambda a: torch.as_tensor(a.astype(np.float32), device=device)
-        precision = getattr(self, "_inference_precision", "float32")
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+        if getattr(self, "_inference_precision", "float32") == "bfloat16":
+            autocast = torch.autocast(device.type, dtype=torch.bfloat16)
+        else:  # nothing to enter at every call (a batch-1 answer takes a fraction of a millisecond)
+            autocast = contextlib.nullcontext()
         return as_tensor(initial_states), as_tensor(target_states), autocast
 
     @torch.inference_mode()
