@@ -56,7 +56,8 @@ def test_unknown_parameter_is_an_error_not_a_warning(tmp_path):
 
 
 def test_failing_cell_names_the_notebook_and_the_error(tmp_path):
-    with pytest.raises(TRCError, match=r"01_generate_data.ipynb failed in cell \d+: ValueError: num_samples"):
+    with pytest.raises(TRCError, match=r"01_generate_data.ipynb failed in cell \d+: TRCError: parameter num_samples: "
+                       r"must be a positive integer, got -5"):
         run_notebook(NOTEBOOKS_DIR / "01_generate_data.ipynb",
                      {"num_samples": -5, "data_dir": str(tmp_path / "data")}, tmp_path / "out.ipynb", progress=False)
     assert (tmp_path / "out.ipynb").exists()  # the executed copy shows where it failed

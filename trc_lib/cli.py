@@ -17,9 +17,13 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
+import threading
 
 from .errors import TRCError
+from .model import MODEL_SIZES
+from .parameters import DEVICES, SCHEDULERS
 from .tasks import TASKS
 
 
@@ -124,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="data/lqr_train/lqr_dataset.npz",
                    help="training dataset (.npz from `trc generate`); --val_fraction of it is held out for "
                         "validation (default: %(default)s)")
-    p.add_argument("--model_size", default="medium", choices=["small", "medium", "large"],
+    p.add_argument("--model_size", default="medium", choices=list(MODEL_SIZES),
                    help="small ~114K, medium ~527K, large ~2.6M parameters (default: %(default)s)")
     p.add_argument("--latent_dim", type=positive_int, default=None,
                    help="custom width of the latent z and the shared net (overrides --model_size's)")
@@ -148,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--terminal_weight", type=nonnegative_float, default=0.0,
                    help="add this weight times the squared terminal miss ||x_N - x*||^2 (through the exact "
                         "dynamics, in units of the state scale) to the imitation loss (default: %(default)s)")
-    p.add_argument("--scheduler", default="cosine", choices=["cosine", "step", "plateau", "none"],
+    p.add_argument("--scheduler", default="cosine", choices=list(SCHEDULERS),
                    help="learning-rate schedule: cosine annealing to 0, step (x0.1 every third of the epochs), "
                         "plateau (x0.5 after max(1, patience/4) epochs without improvement), none "
                         "(default: %(default)s)")
@@ -158,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val_fraction", type=unit_interval, default=0.1,
                    help="share of the data held out for validation (default: %(default)s)")
     p.add_argument("--output_dir", default="outputs/supervised", help="where the files go (default: %(default)s)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+    p.add_argument("--device", default="auto", choices=list(DEVICES),
                    help="auto picks the GPU when there is one (default: %(default)s)")
     p.add_argument("--seed", type=seed_int, default=0, help="seed for initialization, split and shuffling "
                                                        "(default: %(default)s)")
@@ -177,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="JSON file for the results (default: print only)")
     p.add_argument("--success_threshold", type=positive_float, default=0.1,
                    help="a case succeeds when ||x_N - x*|| is below this (default: %(default)s)")
-    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
+    p.add_argument("--device", default="cpu", choices=list(DEVICES),
                    help="where inference runs and is timed (default: %(default)s)")
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
                    help="arithmetic of the matrix products at inference; bfloat16 is faster at large batches "
@@ -205,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--success_threshold", type=positive_float, default=0.1,
                    help="a case succeeds when ||x_N - x*|| is below this (default: %(default)s)")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the random-controls baseline (default: %(default)s)")
-    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
+    p.add_argument("--device", default="cpu", choices=list(DEVICES),
                    help="where TRC runs and is timed (default: %(default)s)")
     p.add_argument("--newton_steps", type=nonnegative_int, default=0, metavar="K",
                    help="nonlinear systems: also score TRC's answer after K Newton steps onto the terminal "
@@ -246,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val_fraction", type=unit_interval, default=0.1,
                    help="share of the data held out for validation (default: %(default)s)")
     p.add_argument("--output_dir", default="outputs/finetuned", help="where the files go (default: %(default)s)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+    p.add_argument("--device", default="auto", choices=list(DEVICES),
                    help="auto picks the GPU when there is one (default: %(default)s)")
     p.add_argument("--seed", type=seed_int, default=0, help="seed for the split and shuffling (default: %(default)s)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -267,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("num_samples", type=positive_int, nargs="?", default=10000,
                    help="training samples (default: %(default)s)")
     p.add_argument("epochs", type=positive_int, nargs="?", default=100, help="epochs (default: %(default)s)")
-    p.add_argument("model_size", nargs="?", default="medium", choices=["small", "medium", "large"],
+    p.add_argument("model_size", nargs="?", default="medium", choices=list(MODEL_SIZES),
                    help="model size (default: %(default)s)")
     p.add_argument("--test_samples", type=positive_int, default=1000, help="test cases (default: %(default)s)")
     p.add_argument("--system", default="double_integrator", choices=list(TASKS),
@@ -286,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=positive_int, default=64, help="mini-batch size (default: %(default)s)")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate (default: %(default)s)")
     p.add_argument("--patience", type=nonnegative_int, default=20, help="early-stopping patience (default: %(default)s)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+    p.add_argument("--device", default="auto", choices=list(DEVICES),
                    help="training device (default: %(default)s)")
     p.add_argument("--seed", type=seed_int, default=0, help="training seed (default: %(default)s)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -359,8 +363,19 @@ def run(args) -> None:
                      state_range=args.state_range, progress=not args.no_progress)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what `kill` and batch schedulers send), handled like Ctrl-C: the run stops at a
+    safe point, says so, and a training can be resumed."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
         run(args)
     except (TRCError, ValueError, ArithmeticError) as e:
@@ -376,10 +391,14 @@ def main(argv=None) -> int:
     except MemoryError:
         print(f"trc {args.command}: error: out of memory; use smaller sizes", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"trc {args.command}: interrupted" + (" (continue with --resume)" if args.command == "train" else ""),
+    except KeyboardInterrupt as e:
+        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"trc {args.command}: {how}" + (" (continue with --resume)" if args.command == "train" else ""),
               file=sys.stderr)
-        return 130
+        return 143 if isinstance(e, Terminated) else 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -5,6 +5,9 @@ class TRCError(Exception):
     """A user-facing error: bad input, a missing or corrupt file, a mismatch. The message names
     the file or option and says what is wrong."""
 
+    def _render_traceback_(self):  # IPython (a notebook, papermill) shows it as one line too
+        return [f"TRCError: {self}"]
+
 
 def describe_difference(a: dict, b: dict, prefix="") -> list[str]:
     """['key: a_value vs b_value', ...] for the leaves where two nested dicts differ."""

@@ -1,9 +1,16 @@
-"""Writing files atomically: a reader (or an interrupted run) never sees half a file."""
+"""Writing files atomically: a reader (or an interrupted run) never sees half a file.
+
+A file is written to a temporary `.NAME.PID.XXXXXXXX.tmp` beside it and renamed onto NAME. A
+process killed outright (SIGKILL, a power cut) cannot delete its temporary file; the process id
+in the name lets the next write into the same folder recognize it as stale (its writer is gone)
+and delete it, without touching the files of a writer still running.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +37,53 @@ def check_writable(path) -> Path:
     return path
 
 
+def check_folder(folder, option: str = "output folder") -> Path:
+    """Fail early, naming `folder`, if files cannot be written into it (it may not exist yet)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OSError(20, f"{option}: is a file, not a folder", str(folder))
+    for existing in (folder, *folder.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                raise OSError(20, f"{option}: {existing} is a file, not a folder", str(folder))
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise OSError(13, f"{option}: permission denied", str(folder))
+            break
+    return folder
+
+
+_TEMPORARY = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
+
+
+def remove_stale_temporaries(folder) -> list[Path]:
+    """Delete the temporary files of atomic_path in `folder` whose writing process is gone."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if not match or int(match.group(1)) == os.getpid() or _alive(int(match.group(1))):
+            continue
+        try:
+            entry.unlink()
+            removed.append(entry)
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 @contextmanager
 def atomic_path(path):
     """Yield a temporary path beside `path`; on success rename it onto `path`, else delete it.
@@ -40,7 +94,8 @@ def atomic_path(path):
     path = check_writable(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        remove_stale_temporaries(path.parent)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     except OSError as e:
         raise OSError(e.errno, e.strerror, str(path)) from None
     os.close(fd)

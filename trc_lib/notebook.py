@@ -26,6 +26,14 @@ def workspace() -> Path:
     return Path(os.environ.get("TRC_WORKSPACE", REPO_ROOT)).resolve()
 
 
+def check_parameters(namespace: dict) -> None:
+    """Call as check_parameters(globals()) first thing after the parameters cell: an unknown
+    name, a value of the wrong type or a bad value stops the notebook in one line before any
+    work (parameters.py, the checks the command line uses)."""
+    from .parameters import check_namespace
+    check_namespace(namespace)
+
+
 def results_figures(pattern: str) -> list[Path]:
     """The figures the benchmarks wrote under docs/results/ of the repository that match the glob
     `pattern` (none in an installed copy without the repository)."""

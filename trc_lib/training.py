@@ -29,7 +29,7 @@ from .checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from .data import BatchLoader
 from .device import describe_device, resolve_device
 from .errors import TRCError, describe_difference
-from .files import write_json
+from .files import check_folder, write_json
 from .model import TinyRecursiveControl
 
 SCHEDULERS = ("cosine", "step", "plateau", "none")
@@ -108,8 +108,8 @@ def train(model: TinyRecursiveControl, train_loader: BatchLoader, val_loader: Ba
         raise TRCError(f"{train_loader.dataset.path}: the data's problem {problem} does not match the "
                        f"model's {model.config.problem}")
     device = resolve_device(device)
+    output_dir = check_folder(output_dir, "output_dir")  # before any work, not at the first save
     log(f"training on {describe_device(device)}; {model.num_parameters():,} parameters")
-    output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     model.to(device).train()
     train_loader.to(device), val_loader.to(device)

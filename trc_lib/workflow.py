@@ -19,7 +19,7 @@ from .device import resolve_device
 from .errors import TRCError, describe_difference
 from .evaluate import hardware
 from .export import OnnxController, export_onnx
-from .files import write_json
+from .files import check_folder, write_json
 from .model import INFERENCE_PRECISIONS, TinyRecursiveControl
 from .tasks import sampling_boxes
 
@@ -260,6 +260,7 @@ def finetune_checkpoint(checkpoint, data, output_dir="outputs/finetuned", epochs
     from .finetune import finetune
     if Path(checkpoint).suffix == ".onnx":
         raise TRCError(f"{checkpoint}: an ONNX file cannot be trained; pass the .pt checkpoint")
+    check_folder(output_dir, "output_dir")  # before the epochs, not after them
     model = load_model(checkpoint, "cpu")
     train_set, val_set = load_dataset(data, val_fraction=val_fraction, seed=seed)
     _check_same_problem(model, train_set, checkpoint)
