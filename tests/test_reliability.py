@@ -106,3 +106,94 @@ def test_bad_notebook_parameters_stop_it_in_one_line_before_any_work(tmp_path, m
     assert message in failure.value.evalue
     assert failure.value.traceback == [f"TRCError: {failure.value.evalue}"]  # one line, no frames
     assert not (tmp_path / "data").exists()  # nothing generated, nothing trained
+
+
+def _train_command(data, out, *extra):
+    return [sys.executable, "-m", "trc_lib.cli", "train", "--data", str(data), "--output_dir", str(out),
+            "--model_size", "small", "--latent_dim", "16", "--epochs", "5", "--patience", "0", "--seed", "3",
+            "--no_progress", *extra]
+
+
+def test_sigkill_at_random_times_then_resume_finishes_as_if_never_killed(tmp_path, train_path):
+    """SIGKILL (no handler runs) at seeded random moments after the first epoch, then --resume:
+    no temporary file is left and the result equals an uninterrupted run's."""
+    import random
+
+    import torch
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(_train_command(train_path, straight), check=True, capture_output=True)
+    delays = random.Random(0)
+    for attempt in range(2):
+        process = subprocess.Popen(_train_command(train_path, killed, *(["--resume"] if attempt else [])),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while not (killed / "last_model.pt").exists() and time.time() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        time.sleep(delays.uniform(0.0, 0.5))  # somewhere inside a later epoch, or inside a write
+        process.kill()
+        process.wait()
+    subprocess.run(_train_command(train_path, killed, "--resume"), check=True, capture_output=True)
+    assert not [p.name for p in killed.iterdir() if p.name.endswith(".tmp")]
+    for name in ("best_model.pt", "last_model.pt"):
+        a = torch.load(straight / name, weights_only=True)["model_state"]
+        b = torch.load(killed / name, weights_only=True)["model_state"]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    history = [json.loads((run / "training_stats.json").read_text())["history"] for run in (straight, killed)]
+    strip = [[{k: v for k, v in epoch.items() if k != "seconds"} for epoch in h] for h in history]
+    assert strip[0] == strip[1] and len(strip[0]) == 5
+
+
+def test_library_train_refuses_zero_epochs_and_never_writes_infinity(tmp_path, train_path):
+    from trc_lib import create_data_loaders, load_dataset, train
+    from trc_lib.errors import TRCError
+    from trc_lib.model import TinyRecursiveControl
+    train_set, val_set = load_dataset(train_path)
+    model = TinyRecursiveControl.create("small", problem=train_set.problem, latent_dim=16)
+    with pytest.raises(TRCError, match="epochs must be a positive integer, got 0"):
+        train(model, *create_data_loaders(train_set, val_set), epochs=0, output_dir=tmp_path / "e0", progress=False)
+    assert not (tmp_path / "e0").exists()
+    write_json(tmp_path / "s.json", {"best_val_loss": float("inf"), "history": [{"loss": float("nan")}]})
+    assert json.loads((tmp_path / "s.json").read_text(), parse_constant=lambda c: pytest.fail(c)) == \
+        {"best_val_loss": None, "history": [{"loss": None}]}
+
+
+def test_resume_with_nothing_to_resume_leaves_no_folder(capsys, tmp_path, train_path):
+    out = tmp_path / "nothing"
+    assert main(["train", "--data", str(train_path), "--output_dir", str(out), "--resume", "--epochs", "1",
+                 "--no_progress"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err and not out.exists()
+
+
+def test_training_again_into_the_same_folder_says_it_replaces_the_earlier_run(capsys, tmp_path, train_path):
+    arguments = ["train", "--data", str(train_path), "--output_dir", str(tmp_path / "r"), "--model_size", "small",
+                 "--latent_dim", "16", "--epochs", "1", "--no_progress"]
+    assert main(arguments) == 0
+    assert "replacing" not in capsys.readouterr().out
+    assert main(arguments) == 0
+    assert f"replacing the earlier run in {tmp_path / 'r'}" in capsys.readouterr().out
+
+
+def test_a_dataset_larger_than_memory_is_refused_naming_the_option(capsys, tmp_path):
+    assert main(["generate", "--num_samples", str(10**12), "--output_dir", str(tmp_path / "d"), "--no_progress"]) == 2
+    err = capsys.readouterr().err
+    assert "num_samples: 1000000000000 problems need about" in err and "GiB of memory" in err
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("contents, message", [
+    ({"control_sequences": "OPTIMAL", "initial_states": [["a", "b"]]}, "'initial_states' must hold numbers only"),
+    ({"control_sequences": [["1.5"]]}, "'control_sequences' must hold numbers only (found str '1.5')"),
+    ({"control_sequences": [[True]]}, "'control_sequences' must hold numbers only (found bool True)"),
+    ({"control_sequences": [[1.0], [True, 2.0]]}, "'control_sequences' must hold numbers only (found bool True)"),
+    ({"control_sequences": [[1.0], [1.0, 2.0]]}, "'control_sequences' is ragged"),
+])
+def test_external_controls_must_be_numbers(tmp_path, test_set, contents, message):
+    from trc_lib.baselines import read_external_controls
+    from trc_lib.errors import TRCError
+    if contents["control_sequences"] == "OPTIMAL":  # right controls, states given as text
+        contents = {**contents, "control_sequences": test_set.control_sequences.tolist()}
+    path = tmp_path / "answers.json"
+    path.write_text(json.dumps(contents))
+    with pytest.raises(TRCError) as failure:
+        read_external_controls(path, test_set)
+    assert message in str(failure.value) and str(path) in str(failure.value)

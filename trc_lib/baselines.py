@@ -142,6 +142,32 @@ def save_external_controls(path, control_sequences, test: ControlDataset) -> Pat
     return path
 
 
+def _numbers(value, key: str, path: Path) -> np.ndarray:
+    """`value` as a float64 array, refusing anything that is not a number: "1.5" and true
+    would otherwise be converted silently (numpy turns both into floats)."""
+    if isinstance(value, (list, tuple, str, bool)):  # read from JSON: look at every leaf
+        wrong = next((x for x in _leaves(value) if isinstance(x, bool) or not isinstance(x, (int, float))), None)
+        if wrong is not None:
+            raise TRCError(f"{path}: '{key}' must hold numbers only (found {type(wrong).__name__} {wrong!r})")
+    try:
+        array = np.asarray(value)
+    except ValueError:
+        raise TRCError(f"{path}: '{key}' is ragged: every row must have the same length") from None
+    if array.dtype.kind not in "iuf":
+        found = {"b": "true/false", "U": "text", "S": "text", "O": "mixed values"}.get(array.dtype.kind,
+                                                                                     str(array.dtype))
+        raise TRCError(f"{path}: '{key}' must hold numbers only (found {found})")
+    return array.astype(np.float64)
+
+
+def _leaves(value):
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _leaves(item)
+    else:
+        yield value
+
+
 def read_external_controls(path, test: ControlDataset) -> np.ndarray:
     """Read and check a file of control sequences for the test set; returns [B, N, m]."""
     path = Path(path)
@@ -158,7 +184,7 @@ def read_external_controls(path, test: ControlDataset) -> np.ndarray:
             raise TRCError(f"{path}: expected a .npz or .json file")
         if "control_sequences" not in contents:
             raise TRCError(f"{path}: no 'control_sequences' in the file")
-        arrays = {k: np.asarray(v, dtype=np.float64) for k, v in contents.items()
+        arrays = {k: _numbers(v, k, path) for k, v in contents.items()
                   if k in ("control_sequences", "initial_states", "target_states")}
     except (zipfile.BadZipFile, json.JSONDecodeError, ValueError, TypeError, OSError) as e:
         raise TRCError(f"{path}: unreadable control sequences ({type(e).__name__}: {e})") from None

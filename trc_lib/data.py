@@ -23,6 +23,7 @@ stored answer, which must come back no better (a label that is not even locally 
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,7 @@ def generate_dataset(problem: ControlProblem, num_samples: int, seed: int = 42,
             raise ValueError(f"{label} must be two finite numbers LOW {relation} HIGH, got {low} {high}")
     if int(num_samples) != num_samples or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples}")
+    _check_memory(problem, num_samples)
     rng = np.random.default_rng(seed)
     system = problem.system
     n = system.state_dim
@@ -135,6 +137,21 @@ def generate_dataset(problem: ControlProblem, num_samples: int, seed: int = 42,
     return ControlDataset(initial_states[:num_samples], target_states[:num_samples],
                           *(arrays[k][:num_samples] for k in ("control_sequences", "state_trajectories", "costs",
                                                              "terminal_multipliers")), metadata)
+
+
+def _check_memory(problem: ControlProblem, num_samples: int, copies: int = 4) -> None:
+    """Refuse, before any solve, a dataset that cannot fit in this machine's memory: its arrays
+    (x_0, x*, u, x, cost, multipliers) in float64, held about `copies` times while they are
+    drawn, solved and concatenated."""
+    n, m, N = problem.system.state_dim, problem.system.control_dim, problem.num_steps
+    needed = copies * 8 * num_samples * (2 * n + N * m + (N + 1) * n + 1 + n + 1)
+    try:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not every platform reports it
+        return
+    if needed > available:
+        raise TRCError(f"num_samples: {num_samples} problems need about {needed / 2**30:,.0f} GiB of memory, "
+                       f"more than this machine's {available / 2**30:,.0f} GiB")
 
 
 def save_dataset(dataset: ControlDataset, path) -> Path:

@@ -9,6 +9,7 @@ and delete it, without touching the files of a writer still running.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -109,6 +110,17 @@ def atomic_path(path):
 
 
 def write_json(path, obj) -> None:
-    """Write `obj` as indented JSON, atomically."""
+    """Write `obj` as indented JSON, atomically. Non-finite floats (a best loss that was never
+    set, a diverged one) are written as null: Infinity and NaN are not JSON."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        tmp.write_text(json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n")
+
+
+def _finite(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj

@@ -98,9 +98,10 @@ def train(model: TinyRecursiveControl, train_loader: BatchLoader, val_loader: Ba
     epochs without a lower validation loss (0 disables early stopping); resume: continue
     from output_dir/last_model.pt, which must come from the same model and data.
     """
-    for label, value in (("epochs", epochs), ("patience", patience)):
-        if int(value) != value or value < 0:
-            raise TRCError(f"--{label} must be a non-negative integer, got {value}")
+    if int(epochs) != epochs or epochs < 1:
+        raise TRCError(f"epochs must be a positive integer, got {epochs}")
+    if int(patience) != patience or patience < 0:
+        raise TRCError(f"patience must be a non-negative integer, got {patience}")
     if not (lr > 0 and math.isfinite(lr)):
         raise TRCError(f"--lr must be a positive number, got {lr}")
     problem = train_loader.dataset.metadata.get("problem")
@@ -109,6 +110,10 @@ def train(model: TinyRecursiveControl, train_loader: BatchLoader, val_loader: Ba
                        f"model's {model.config.problem}")
     device = resolve_device(device)
     output_dir = check_folder(output_dir, "output_dir")  # before any work, not at the first save
+    if resume and not (output_dir / "last_model.pt").exists():
+        raise TRCError(f"resume: {output_dir / 'last_model.pt'} does not exist (nothing to resume in this output_dir)")
+    if not resume and (output_dir / "last_model.pt").exists():
+        log(f"replacing the earlier run in {output_dir} (resume continues it instead)")
     log(f"training on {describe_device(device)}; {model.num_parameters():,} parameters")
     output_dir.mkdir(parents=True, exist_ok=True)
     model.to(device).train()
