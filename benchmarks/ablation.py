@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from trc_lib import read_dataset, workflow
-from trc_lib.ablation import VARIANTS, format_steps, format_variants, score_variants, steps_at_inference, \
+from trc_lib import read_dataset
+
+from trc_lib.interfaces import workflow
+from trc_lib.studies.ablation import VARIANTS, format_steps, format_variants, score_variants, steps_at_inference, \
     train_variants
 from trc_lib.evaluate import hardware
 from trc_lib.files import atomic_path, write_json
-from trc_lib.pipeline import TEST_SEED, TRAIN_SEED
+from trc_lib.interfaces.pipeline import TEST_SEED, TRAIN_SEED
 
 from results_page import write_page
 

@@ -23,13 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from trc_lib import load_model, read_dataset, workflow
+from trc_lib import load_model, read_dataset
+
+from trc_lib.interfaces import workflow
 from trc_lib.compare import TRCController, evaluate_controller, format_table
 from trc_lib.evaluate import hardware, time_inference
 from trc_lib.files import atomic_path, write_json
-from trc_lib.hybrid import HybridController
-from trc_lib.pipeline import TEST_SEED, TRAIN_SEED
-from trc_lib.projection import ProjectedController
+from trc_lib.studies.hybrid import HybridController
+from trc_lib.interfaces.pipeline import TEST_SEED, TRAIN_SEED
+from trc_lib.studies.projection import ProjectedController
 
 from results_page import write_page
 
@@ -66,7 +68,7 @@ def sensitivity(test) -> dict:
     """How precise an open-loop answer must be, at the test set's optima: the singular values of
     dx_N/du (median over cases). (The model's error feedback runs the task's own integrator,
     terminal_map.py, so it needs no diagnostic of its own.)"""
-    from trc_lib.projection import TerminalProjection
+    from trc_lib.studies.projection import TerminalProjection
     u = test.control_sequences
     _, J = TerminalProjection(test.problem).terminal_states_and_jacobian(test.initial_states, u.reshape(len(u), -1))
     singular = np.linalg.svd(J, compute_uv=False)
@@ -78,7 +80,7 @@ def closed_loop_study(model, test, num_cases: int, seed: int) -> list[dict]:
     import dataclasses
 
     from trc_lib.baselines import OracleController
-    from trc_lib.closed_loop import compare_closed_loop
+    from trc_lib.studies.closed_loop import compare_closed_loop
     problem = test.problem
     x0, xt = test.initial_states[:num_cases], test.target_states[:num_cases]
     planners = {"TRC": model.predict, "IPOPT": OracleController(problem).predict}
@@ -246,7 +248,7 @@ def report(results: list[dict], args) -> str:
                       f"{', '.join(f'{v:.3g}' for v in sens['singular_values_median'])}, so a control error of "
                       f"norm {0.1 / sens['singular_values_median'][0]:.2g} in the worst direction moves x_N by 0.1.", ""]
         if "closed_loop" in result:
-            from trc_lib.closed_loop import format_closed_loop
+            from trc_lib.studies.closed_loop import format_closed_loop
             lines += ["Closed loop (first cases of the test set, run for twice the horizon):", "",
                       format_closed_loop(result["closed_loop"]), ""]
         lines += ["| model | bar (Beyond issue) | measured | met |", "|---|---|---|---|"]

@@ -32,10 +32,10 @@ from trc_lib.checkpoint import save_checkpoint
 from trc_lib.data import create_data_loaders, generate_dataset
 from trc_lib.evaluate import hardware, metrics, score_controls
 from trc_lib.files import atomic_path, write_json
-from trc_lib.finetune import finetune
+from trc_lib.studies.finetune import finetune
 from trc_lib.model import TinyRecursiveControl
 from trc_lib.tasks import make_problem
-from trc_lib.teacher import clipped_lqr_labels
+from trc_lib.studies.teacher import clipped_lqr_labels
 from trc_lib.training import train
 
 from results_page import write_page

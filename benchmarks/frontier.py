@@ -40,14 +40,16 @@ from pathlib import Path
 import numpy as np
 from results_page import write_page
 
-from trc_lib import load_model, read_dataset, workflow
+from trc_lib import load_model, read_dataset
+
+from trc_lib.interfaces import workflow
 from trc_lib.baselines import OracleController
 from trc_lib.compare import TRCController, format_percent
 from trc_lib.evaluate import metrics, score_controls, time_inference
 from trc_lib.fast_forward import pytorch_only
 from trc_lib.files import write_json
 from trc_lib.model import ModelConfig
-from trc_lib.pipeline import TEST_SEED, TRAIN_SEED
+from trc_lib.interfaces.pipeline import TEST_SEED, TRAIN_SEED
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "outputs" / "benchmark" / "frontier"
@@ -124,7 +126,7 @@ def score_newton(model, test, steps: int, every_refinement: bool, tolerance, pat
     """TRC's answer polished by `steps` Newton steps (projection.py). tolerance None: every answer
     is projected onto the target; a number t: TRC halts at t and only the problems it leaves
     missing by t or more are projected (until they miss by less)."""
-    from trc_lib.projection import REACHED, ProjectedController
+    from trc_lib.studies.projection import REACHED, ProjectedController
     model.set_inference_precision("bfloat16" if path == "bfloat16" else "float32")
     polished = ProjectedController(TRCController(model, tolerance=tolerance), test.problem, steps,
                                    every_refinement=every_refinement, tolerance=tolerance or REACHED)

@@ -23,7 +23,7 @@ from trc_lib.baselines import LeastSquaresController
 from trc_lib.compare import format_percent
 from trc_lib.evaluate import hardware
 from trc_lib.files import atomic_path, write_json
-from trc_lib.generalization import STUDIES, studies_for, study_values, sweep
+from trc_lib.studies.generalization import STUDIES, studies_for, study_values, sweep
 
 from results_page import write_page
 

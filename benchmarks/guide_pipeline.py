@@ -16,11 +16,11 @@ import shutil
 import time
 from pathlib import Path
 
-from trc_lib import workflow
+from trc_lib.interfaces import workflow
 from trc_lib.compare import format_table
 from trc_lib.evaluate import hardware
 from trc_lib.files import atomic_path
-from trc_lib.pipeline import TEST_SEED, TRAIN_SEED
+from trc_lib.interfaces.pipeline import TEST_SEED, TRAIN_SEED
 
 from results_page import write_page
 

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from trc_lib.evaluate import hardware
-from trc_lib.labels import make_optimizer
+from trc_lib.oracles.labels import make_optimizer
 from trc_lib.tasks import label_starts, make_problem, sampling_boxes, target_center
 
 from results_page import write_page

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from trc_lib.evaluate import hardware
-from trc_lib.pipeline import NOTEBOOKS_DIR, run_notebook
+from trc_lib.interfaces.pipeline import NOTEBOOKS_DIR, run_notebook
 
 from results_page import write_page
 

@@ -41,7 +41,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trc_lib import TinyRecursiveControl, load_model, workflow
+from trc_lib import TinyRecursiveControl, load_model
+
+from trc_lib.interfaces import workflow
 from trc_lib.data import create_data_loaders, generate_dataset, load_dataset, make_problem, save_dataset
 from trc_lib.evaluate import hardware
 from trc_lib.export import OnnxController, export_onnx
@@ -230,7 +232,7 @@ def main():
         times = timed(lambda: generate_dataset(problem, 10000, seed=42, state_range=box), 3)
         report["generation"][label] = float(np.median(times))
         print(f"generate 10,000 samples, {label}: {np.median(times):.3f} s", flush=True)
-    from trc_lib.labels import solve_nonlinear, vanderpol_problem
+    from trc_lib.oracles.labels import solve_nonlinear, vanderpol_problem
     vdp = vanderpol_problem()
     x0 = np.random.default_rng(0).uniform(-2, 2, (10000, 2))
     started = time.perf_counter()
@@ -266,7 +268,7 @@ def main():
     M = closed_form_matrix(problem).astype(np.float32)
     reference = latency_and_throughput(lambda x0, xt: np.concatenate([x0, xt], axis=1) @ M.T)
     report["inference"]["exact closed-form matrix (numpy)"] = reference
-    from trc_lib.optimal import solve
+    from trc_lib.oracles.closed_form import solve
     report["inference"]["exact oracle (optimal.solve, float64)"] = latency_and_throughput(
         lambda x0, xt: solve(problem, x0.astype(np.float64), xt.astype(np.float64)))
     for size in args.sizes:

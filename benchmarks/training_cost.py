@@ -19,7 +19,7 @@ import time
 
 from frontier import OUT, TASKS, TRAIN_SEED, dataset
 from results_page import write_page
-from trc_lib import workflow
+from trc_lib.interfaces import workflow
 
 CONFIGURATIONS = [("no feedback", False, 0.0), ("feedback", True, 0.0),
                   ("no feedback, terminal loss", False, 1.0), ("feedback, terminal loss", True, 1.0)]

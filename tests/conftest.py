@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from trc_lib import workflow
+from trc_lib.interfaces import workflow
 from trc_lib.data import read_dataset
 
 torch.set_num_threads(1)  # tests are many tiny problems; threads only add overhead

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from trc_lib.notebook import REPO_ROOT
-from trc_lib.pipeline import NOTEBOOKS_DIR
+from trc_lib.interfaces.notebook import REPO_ROOT
+from trc_lib.interfaces.pipeline import NOTEBOOKS_DIR
 
 CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")
 NOTEBOOK = "05_explore_trajectories.ipynb"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from trc_lib.cli import build_parser, main
+from trc_lib.interfaces.cli import build_parser, main
 from trc_lib.data import DATASET_FILENAME, read_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -220,7 +220,7 @@ def test_bad_input_in_a_real_process_gives_one_line_and_no_traceback(tmp_path):
     missing = tmp_path / "missing_model.pt"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("TRC_DEBUG", None)
-    result = subprocess.run([sys.executable, "-m", "trc_lib.cli", "evaluate", "--checkpoint", str(missing),
+    result = subprocess.run([sys.executable, "-m", "trc_lib.interfaces.cli", "evaluate", "--checkpoint", str(missing),
                              "--test_data", str(tmp_path / "test.npz")],
                             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert result.returncode == 2

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from trc_lib.baselines import OracleController, RandomController, ZeroController
-from trc_lib.closed_loop import (
+from trc_lib.studies.closed_loop import (
     ClosedLoopResult,
     compare_closed_loop,
     format_closed_loop,

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from trc_lib import workflow
+from trc_lib.interfaces import workflow
 from trc_lib.baselines import (ExternalControls, LeastSquaresController, OracleController, RandomController,
                                ZeroController, read_external_controls)
 from trc_lib.compare import compare_controllers, evaluate_controller, format_table

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from trc_lib import optimal
+from trc_lib.oracles import closed_form
 from trc_lib.data import (ARRAY_KEYS, DATASET_FILENAME, FORMAT_VERSION, BatchLoader, ControlDataset, create_data_loaders,
                           generate_dataset, load_dataset, make_problem, read_dataset, save_dataset)
 from trc_lib.errors import TRCError
@@ -69,7 +69,7 @@ def test_generated_metadata_states_the_problem_and_the_sampling(small):
 
 
 def test_generated_labels_are_the_oracles_solution(small, problem):
-    solution = optimal.solve(problem, small.initial_states, small.target_states)
+    solution = closed_form.solve(problem, small.initial_states, small.target_states)
     np.testing.assert_array_equal(small.control_sequences, solution.control_sequences)
     np.testing.assert_array_equal(small.costs, solution.costs)
     np.testing.assert_allclose(small.state_trajectories[:, -1], small.target_states, atol=1e-8)
@@ -89,7 +89,7 @@ def test_unreachable_pairs_are_redrawn_on_a_wide_box(problem):
     assert len(wide) == 300
     assert wide.metadata["num_redrawn"] > 0
     assert wide.metadata["num_bound_active"] > 0
-    assert (optimal.reachability_margin(problem, wide.initial_states, wide.target_states) > 1e-6).all()
+    assert (closed_form.reachability_margin(problem, wide.initial_states, wide.target_states) > 1e-6).all()
     assert np.abs(wide.state_trajectories[:, -1] - wide.target_states).max() < 1e-8
     assert np.abs(wide.control_sequences).max() <= 4.0 + 1e-12
 
@@ -321,7 +321,7 @@ def test_subset_keeps_metadata_and_selects_rows(small):
 
 
 def test_cached_data_with_another_target_range_does_not_match(tmp_path):
-    from trc_lib import workflow
+    from trc_lib.interfaces import workflow
     workflow.generate(tmp_path, 50, seed=42, target_range=(-0.5, 0.5), log=lambda *_: None)
     settings = dict(num_samples=50, seed=42, state_range=(-2.0, 2.0), num_steps=15, time_horizon=5.0,
                     control_bound=4.0, controller="min_energy")

@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from trc_lib import optimal
+from trc_lib.oracles import closed_form
 from trc_lib.evaluate import metrics, score_controls, summarize, time_inference
 from trc_lib.errors import TRCError
 
 
 @pytest.fixture(scope="module")
 def solution(test_set):
-    return optimal.solve(test_set.problem, test_set.initial_states, test_set.target_states)
+    return closed_form.solve(test_set.problem, test_set.initial_states, test_set.target_states)
 
 
 def test_oracle_controls_score_perfectly(test_set, solution):

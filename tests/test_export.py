@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from trc_lib import load_model
-from trc_lib.cli import main
+from trc_lib.interfaces.cli import main
 from trc_lib.errors import TRCError
 from trc_lib.export import OnnxController
 

@@ -5,13 +5,13 @@ import pytest
 import scipy.linalg
 import torch
 
-from trc_lib import optimal
+from trc_lib.oracles import closed_form
 from trc_lib.data import generate_dataset
 from trc_lib.evaluate import score_controls
-from trc_lib.finetune import finetune, measure, trajectory_cost
+from trc_lib.studies.finetune import finetune, measure, trajectory_cost
 from trc_lib.model import TinyRecursiveControl
 from trc_lib.tasks import make_problem
-from trc_lib.teacher import LABELS, clipped_lqr_labels, linearize
+from trc_lib.studies.teacher import LABELS, clipped_lqr_labels, linearize
 
 torch.set_num_threads(1)
 
@@ -70,7 +70,7 @@ def test_clipped_lqr_with_a_huge_bound_is_the_exact_finite_horizon_lqr():
     x0 = rng.uniform(-2, 2, size=(25, 2))
     targets = np.stack([rng.uniform(-2, 2, size=25), np.zeros(25)], axis=1)
     teacher = clipped_lqr_labels(problem, x0, targets)
-    exact = optimal.solve(problem, x0, targets)
+    exact = closed_form.solve(problem, x0, targets)
     assert not exact.bound_active.any()
     np.testing.assert_allclose(teacher.control_sequences, exact.control_sequences, rtol=0, atol=1e-9)
     np.testing.assert_allclose(teacher.costs, exact.costs, rtol=1e-10)
@@ -144,7 +144,7 @@ def test_finetune_refuses_data_from_another_problem():
 
 def test_trc_finetune_writes_a_loadable_checkpoint(trained_dir, train_path, tmp_path, capsys):
     from trc_lib import load_model
-    from trc_lib.cli import main
+    from trc_lib.interfaces.cli import main
     out = tmp_path / "finetuned"
     assert main(["finetune", "--checkpoint", str(trained_dir / "best_model.pt"), "--data", str(train_path),
                  "--epochs", "1", "--output_dir", str(out), "--no_progress", "--device", "cpu"]) == 0

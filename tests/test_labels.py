@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from trc_lib.labels import make_optimizer, solve_nonlinear, vanderpol_problem
+from trc_lib.oracles.labels import make_optimizer, solve_nonlinear, vanderpol_problem
 from trc_lib.problem import ControlProblem
 
 
@@ -46,7 +46,7 @@ def test_an_unreachable_target_is_reported_as_unsolved(problem):
 
 
 def test_large_batches_compile_the_nlp_once_and_get_the_same_labels(problem, monkeypatch, tmp_path):
-    import trc_lib.labels as labels
+    import trc_lib.oracles.labels as labels
     monkeypatch.chdir(tmp_path)  # CasADi's JIT writes into the working directory: nothing may be left there
     rng = np.random.default_rng(1)
     x0, xt = rng.uniform(-1.5, 1.5, (8, 2)), np.zeros((8, 2))

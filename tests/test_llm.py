@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from trc_lib.cli import main
+from trc_lib.interfaces.cli import main
 from trc_lib.errors import TRCError
 from trc_lib.llm import FIELDS, TextAnswers, example_answers, parse_answer, prompts, write_jsonl
 

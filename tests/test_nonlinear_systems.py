@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from trc_lib.systems import NUMPY_OPS, Pendulum, VanDerPol
-from trc_lib.trajectory_optimizer import TrajectoryOptimizer
+from trc_lib.oracles.shooting import TrajectoryOptimizer
 
 SYSTEMS = [VanDerPol(), Pendulum(damping=0.1)]
 

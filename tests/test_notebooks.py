@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from trc_lib.cli import build_parser
+from trc_lib.interfaces.cli import build_parser
 from trc_lib.errors import TRCError
-from trc_lib.pipeline import NOTEBOOKS_DIR, PIPELINE_NOTEBOOKS, notebook_parameters, run_notebook
+from trc_lib.interfaces.pipeline import NOTEBOOKS_DIR, PIPELINE_NOTEBOOKS, notebook_parameters, run_notebook
 
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 

@@ -2,8 +2,8 @@
 
 import json
 
-from trc_lib import notebook
-from trc_lib.cli import main
+from trc_lib.interfaces import notebook
+from trc_lib.interfaces.cli import main
 
 
 def _images(path):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from trc_lib.labels import solve_nonlinear
-from trc_lib.projection import ProjectedController, TerminalProjection
+from trc_lib.oracles.labels import solve_nonlinear
+from trc_lib.studies.projection import ProjectedController, TerminalProjection
 from trc_lib.tasks import make_problem
 
 

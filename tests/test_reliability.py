@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from trc_lib.cli import main
+from trc_lib.interfaces.cli import main
 from trc_lib.files import remove_stale_temporaries, write_json
 
 
@@ -69,7 +69,7 @@ def test_train_refuses_a_read_only_folder_before_training(capsys, tmp_path, trai
 def test_sigterm_stops_training_like_ctrl_c(tmp_path, train_path):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "trc_lib.cli", "train", "--data", str(train_path),
+    process = subprocess.Popen([sys.executable, "-m", "trc_lib.interfaces.cli", "train", "--data", str(train_path),
                                 "--output_dir", str(out), "--model_size", "small", "--latent_dim", "16",
                                 "--epochs", "100000", "--patience", "0", "--no_progress"],
                                stderr=subprocess.PIPE, text=True, env=env)
@@ -97,7 +97,7 @@ def test_bad_notebook_parameters_stop_it_in_one_line_before_any_work(tmp_path, m
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    from trc_lib.pipeline import NOTEBOOKS_DIR
+    from trc_lib.interfaces.pipeline import NOTEBOOKS_DIR
     monkeypatch.setenv("TRC_WORKSPACE", str(tmp_path))
     with pytest.raises(PapermillExecutionError) as failure:
         papermill.execute_notebook(str(NOTEBOOKS_DIR / "02_train.ipynb"), str(tmp_path / "executed.ipynb"),
@@ -109,7 +109,7 @@ def test_bad_notebook_parameters_stop_it_in_one_line_before_any_work(tmp_path, m
 
 
 def _train_command(data, out, *extra):
-    return [sys.executable, "-m", "trc_lib.cli", "train", "--data", str(data), "--output_dir", str(out),
+    return [sys.executable, "-m", "trc_lib.interfaces.cli", "train", "--data", str(data), "--output_dir", str(out),
             "--model_size", "small", "--latent_dim", "16", "--epochs", "5", "--patience", "0", "--seed", "3",
             "--no_progress", *extra]
 

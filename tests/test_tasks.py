@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from trc_lib import compare as compare_module
-from trc_lib import workflow
-from trc_lib.cli import main
+from trc_lib.interfaces import workflow
+from trc_lib.interfaces.cli import main
 from trc_lib.data import generate_dataset, read_dataset, save_dataset, verify_nonlinear_labels
 from trc_lib.errors import TRCError
 from trc_lib.evaluate import score_controls, time_inference
@@ -66,7 +66,7 @@ def test_vanderpol_labels_reach_the_origin_and_survive_a_round_trip(vanderpol_se
 
 
 def test_suboptimal_nonlinear_labels_are_refused(vanderpol_set):
-    from trc_lib.labels import optimum
+    from trc_lib.oracles.labels import optimum
     # feasible but worse labels for the same pairs: the optimum under a tighter bound
     tight_problem = dataclasses.replace(vanderpol_set.problem, control_bound=0.8)
     tight, solved = optimum(tight_problem, vanderpol_set.initial_states, vanderpol_set.target_states, workers=1)
@@ -128,7 +128,7 @@ def test_cli_generates_nonlinear_data_and_checks_the_system(tmp_path, capsys):
 
 
 def test_generalization_sweeps_mu_on_vanderpol(vanderpol_set):
-    from trc_lib.generalization import studies_for, sweep
+    from trc_lib.studies.generalization import studies_for, sweep
     assert studies_for(vanderpol_set.problem) == ["box", "horizon", "mu"]
     zero = lambda x0, xt: np.zeros((len(x0), vanderpol_set.problem.num_steps, 1))
     rows = sweep({"zero": zero}, "mu", [0.5, 1.5], num_samples=4, train=vanderpol_set)
@@ -141,7 +141,7 @@ def test_generalization_sweeps_mu_on_vanderpol(vanderpol_set):
 
 def test_hybrid_polishes_a_guess_into_the_optimum(vanderpol_set):
     from trc_lib.baselines import ZeroController
-    from trc_lib.hybrid import HybridController
+    from trc_lib.studies.hybrid import HybridController
     problem, cases = vanderpol_set.problem, vanderpol_set.subset(np.arange(4))
     converged = HybridController(ZeroController(problem), problem)
     assert converged.name == "zero + IPOPT (to convergence)"

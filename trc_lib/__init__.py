@@ -4,7 +4,7 @@ The pipeline, one module per step: systems -> problem -> optimal (the oracle) ->
 -> train -> evaluate / compare -> plots / widgets; `cli` and the notebooks are thin faces over it.
 """
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: F401  (trc_lib.__version__)
 
 from .checkpoint import load_model
 from .data import create_data_loaders, generate_dataset, load_dataset, read_dataset, save_dataset

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import optimal
+from .oracles import closed_form
 from .data import ControlDataset
 from .errors import TRCError
 from .problem import ControlProblem
@@ -70,11 +70,11 @@ class OracleController:
 
     def predict(self, initial_states, target_states):
         if self.problem.system.is_linear:
-            return optimal.solve(self.problem, initial_states, target_states).control_sequences
+            return closed_form.solve(self.problem, initial_states, target_states).control_sequences
         # IPOPT alone, one problem after another on this core, with the optimizer built once and its
         # NLP compiled (the fastest IPOPT here, whatever this process did before): no progress bar,
         # rollout or cost bookkeeping in the time it is charged with
-        from .labels import cached_optimizer
+        from .oracles.labels import cached_optimizer
         from .tasks import label_starts
         return cached_optimizer(self.problem, compiled=True).solve_batch(initial_states, target_states,
                                                                          label_starts(self.problem)).controls

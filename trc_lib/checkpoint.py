@@ -20,7 +20,7 @@ FORMAT_VERSION = 1
 
 def save_checkpoint(path, model: TinyRecursiveControl, weights: dict, **extra) -> None:
     """Write a checkpoint atomically. weights: the state_dict to predict with (EMA when used)."""
-    from . import __version__
+    from .version import __version__
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "trc_lib_version": __version__,
                "config": model.config_dict(), "model_state": weights, **extra}
     with atomic_path(path) as tmp:

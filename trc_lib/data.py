@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import optimal
+from .oracles import closed_form
 from .errors import TRCError
 from .files import atomic_path
 from .problem import ControlProblem
@@ -68,11 +68,11 @@ class ControlDataset:
         arrays = {k: getattr(self, k)[indices] for k in ARRAY_KEYS}
         return ControlDataset(**arrays, metadata=self.metadata, path=self.path)
 
-    def optimum(self) -> optimal.OptimalSolution:
+    def optimum(self) -> closed_form.OptimalSolution:
         """The stored labels as the oracle's answer (what the evaluator scores against)."""
         u_max = self.problem.control_bound
         bound_active = np.isclose(np.abs(self.control_sequences), u_max, rtol=0, atol=1e-9).any(axis=(1, 2))
-        return optimal.OptimalSolution(self.control_sequences, self.state_trajectories, self.costs,
+        return closed_form.OptimalSolution(self.control_sequences, self.state_trajectories, self.costs,
                                        self.terminal_multipliers, bound_active)
 
 
@@ -88,7 +88,7 @@ def generate_dataset(problem: ControlProblem, num_samples: int, seed: int = 42,
     processes (default: every core), and pairs it fails on are re-drawn. How many were
     re-drawn is recorded in metadata['num_redrawn']. The same seed gives identical arrays.
     """
-    from .labels import optimum
+    from .oracles.labels import optimum
     target_range = state_range if target_range is None else target_range
     # a target range may be a point (a fixed target); the initial states must vary
     for label, (low, high), below in (("state_range", state_range, np.less),
@@ -109,7 +109,7 @@ def generate_dataset(problem: ControlProblem, num_samples: int, seed: int = 42,
         x0 = rng.uniform(*state_range, size=(need, n))
         xt = center + rng.uniform(*target_range, size=(need, n))
         if system.is_linear and problem.objective.terminal_constraint:
-            keep = optimal.reachability_margin(problem, x0, xt) > reachability_margin
+            keep = closed_form.reachability_margin(problem, x0, xt) > reachability_margin
             x0, xt = x0[keep], xt[keep]
         solution, keep = optimum(problem, x0, xt, workers=workers, progress=progress) if len(x0) else (None, [])
         num_redrawn += need - int(np.sum(keep))
@@ -124,7 +124,7 @@ def generate_dataset(problem: ControlProblem, num_samples: int, seed: int = 42,
     arrays = {key: np.concatenate([getattr(sol, key)[keep] for _, _, sol, keep in parts])
               for key in ("control_sequences", "state_trajectories", "costs", "terminal_multipliers",
                           "bound_active")}
-    from . import __version__
+    from .version import __version__
     metadata = {
         "format_version": FORMAT_VERSION, "trc_lib_version": __version__,
         "problem": problem.to_dict(), "controller": problem.objective.name,
@@ -216,7 +216,7 @@ def read_dataset(path, verify_labels: bool = True) -> ControlDataset:
                              metadata=metadata, path=str(path))
     if verify_labels and problem.system.is_linear:
         try:
-            solution = optimal.solve(problem, dataset.initial_states, dataset.target_states)
+            solution = closed_form.solve(problem, dataset.initial_states, dataset.target_states)
         except ValueError as e:
             raise TRCError(f"{path}: {e}") from None
         scale = 1.0 + np.abs(solution.control_sequences).max()
@@ -241,7 +241,7 @@ def verify_nonlinear_labels(dataset: ControlDataset, num_spot_checks: int = NUM_
     unchanged, anything else comes back cheaper and is refused. (Re-solving all of them would
     take as long as generating them.)
     """
-    from .labels import solve_nonlinear
+    from .oracles.labels import solve_nonlinear
     problem, path = dataset.problem, dataset.path
     states = problem.system.rollout(dataset.initial_states, dataset.control_sequences)
     scale = 1.0 + np.abs(states).max()

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import optimal
+from .oracles import closed_form
 from .data import ControlDataset
 from .evaluate import score_controls
-from .labels import optimum
+from .oracles.labels import optimum
 from .plots import plot_trajectories
 
 
@@ -32,7 +32,7 @@ def explore(model, test: ControlDataset, source="test case", case=0, initial_pos
     else:
         x0, xt = np.array([[initial_position, initial_velocity]]), np.array([[target_position, target_velocity]])
         reachable = not (problem.system.is_linear and problem.objective.terminal_constraint
-                         and optimal.reachability_margin(problem, x0, xt)[0] <= 0)
+                         and closed_form.reachability_margin(problem, x0, xt)[0] <= 0)
         if reachable:
             solution, success = optimum(problem, x0, xt, workers=1)
             reachable = bool(success[0])

@@ -21,10 +21,10 @@ import signal
 import sys
 import threading
 
-from .errors import TRCError
-from .model import MODEL_SIZES
+from ..errors import TRCError
+from ..model import MODEL_SIZES
 from .parameters import DEVICES, SCHEDULERS
-from .tasks import TASKS
+from ..tasks import TASKS
 
 
 class Parser(argparse.ArgumentParser):
@@ -309,7 +309,7 @@ def _external_pairs(items):
 
 def _check_outputs(args) -> None:
     """Refuse an unwritable --output before any long work."""
-    from .files import check_writable
+    from ..files import check_writable
     if getattr(args, "output", None) is not None:
         if not args.output:
             raise TRCError("--output: empty file name")

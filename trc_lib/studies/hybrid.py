@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .problem import ControlProblem
+from ..problem import ControlProblem
 
 WARM_START = {"mu_init": 1e-4, "warm_start_init_point": "yes"}
 
@@ -33,7 +33,7 @@ class HybridController:
     memory_bytes = None
 
     def __init__(self, controller, problem: ControlProblem, max_iterations: int | None = None):
-        from .labels import make_optimizer
+        from ..oracles.labels import make_optimizer
         if problem.system.is_linear:
             raise ValueError("the hybrid is for nonlinear systems (the linear oracle is already exact and fast)")
         self.controller, self.problem = controller, problem

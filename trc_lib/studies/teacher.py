@@ -27,10 +27,10 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from .data import FORMAT_VERSION, ControlDataset
-from .model import check_states
-from .problem import ControlProblem
-from .systems import TORCH_OPS
+from ..data import FORMAT_VERSION, ControlDataset
+from ..model import check_states
+from ..problem import ControlProblem
+from ..systems import TORCH_OPS
 
 TERMINAL_WEIGHT = 1e3  # stands in for x_N = x* (see the module docstring)
 LABELS = "clipped linearized LQR (teacher, sub-optimal)"
@@ -108,7 +108,7 @@ def clipped_lqr_labels(problem: ControlProblem, initial_states, target_states, m
         states.append(system.step(states[-1], u))
     control_sequences = np.stack(controls, axis=1)
     state_trajectories = np.stack(states, axis=1)
-    from . import __version__
+    from ..version import __version__
     metadata = {**(metadata or {}), "format_version": FORMAT_VERSION, "trc_lib_version": __version__,
                 "problem": problem.to_dict(), "controller": problem.objective.name, "oracle": LABELS,
                 "labels": LABELS, "teacher_terminal_weight": float(terminal_weight), "num_samples": len(x0)}

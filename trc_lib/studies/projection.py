@@ -29,8 +29,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .problem import ControlProblem
-from .terminal_map import terminal_map
+from ..problem import ControlProblem
+from ..terminal_map import terminal_map
 
 ITERATIONS = 10  # Newton steps at most, by default (from a good start it stops after about three)
 BOUND_MARGIN = 1e-9  # relative: a step may overshoot u_max by this much before its control is held

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import TRCError
+from ..errors import TRCError
 from .notebook import REPO_ROOT
 
 TRAIN_SEED, TEST_SEED = 42, 123  # the guide's seeds
@@ -76,6 +76,6 @@ def run_pipeline(num_samples=10000, epochs=100, model_size="medium", test_sample
         executed.append(run_notebook(NOTEBOOKS_DIR / name, parameters[name], output_path, progress))
     comparison = Path(output_dir) / "comparison_results.json"
     if comparison.exists():
-        from .compare import format_table
+        from ..compare import format_table
         log(format_table(json.loads(comparison.read_text())["controllers"]))
     return executed

@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 
 from . import workflow
-from .data import DATASET_FILENAME
-from .device import describe_device, resolve_device
+from ..data import DATASET_FILENAME
+from ..device import describe_device, resolve_device
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 QUICK_SAMPLES, QUICK_TEST_SAMPLES, QUICK_EPOCHS, QUICK_SIZE = 2000, 1000, 10, "small"
 
 
@@ -48,7 +48,7 @@ def resolve(path) -> Path:
 
 def named_files(items) -> list[tuple[str, Path]]:
     """["NAME:FILE", ...] -> [(name, path resolved against the workspace)]; one clear error if malformed."""
-    from .errors import TRCError
+    from ..errors import TRCError
     if isinstance(items, str):
         items = [items]
     pairs = []

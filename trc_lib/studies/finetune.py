@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data import ControlDataset
-from .device import resolve_device
-from .model import TinyRecursiveControl
-from .problem import ControlProblem
+from ..data import ControlDataset
+from ..device import resolve_device
+from ..model import TinyRecursiveControl
+from ..problem import ControlProblem
 
 
 def trajectory_cost(problem: ControlProblem, initial_states: torch.Tensor, target_states: torch.Tensor,

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from .compare import format_percent
-from .data import ControlDataset, generate_dataset
-from .evaluate import metrics, score_controls
-from .problem import ControlProblem
+from ..compare import format_percent
+from ..data import ControlDataset, generate_dataset
+from ..evaluate import metrics, score_controls
+from ..problem import ControlProblem
 
 STUDIES = {"box": "half-width v of the box for x0 (and x* on the double integrator)",
            "target_box": "half-width v of the box for x*", "horizon": "horizon T [s]",
@@ -54,7 +54,7 @@ def sweep(controllers: dict, study: str, values, num_samples=500, seed=7, train:
     if study not in STUDIES:
         raise ValueError(f"unknown study {study!r}; choose one of {list(STUDIES)}")
     if train is None:
-        from .tasks import make_problem
+        from ..tasks import make_problem
         problem, state_range, target_range = make_problem(), (-2.0, 2.0), (-2.0, 2.0)
     else:
         problem = train.problem

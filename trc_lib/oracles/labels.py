@@ -19,9 +19,9 @@ import os
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import optimal
-from .optimal import OptimalSolution
-from .problem import ControlProblem
+from . import closed_form
+from .closed_form import OptimalSolution
+from ..problem import ControlProblem
 
 _worker_optimizer = None  # one per worker process, built by _init_worker
 _worker_problem = None  # the problem (as a dict) it was built for
@@ -33,21 +33,21 @@ COMPILE_FROM_PROBLEMS_PER_PROCESS = 2000
 def vanderpol_problem(time_horizon=5.0, num_steps=50, substeps=4, mu=1.0, control_bound=2.0) -> ControlProblem:
     """The default Van der Pol task: regulate to x* (the origin by default) exactly at t = T,
     minimizing dt * sum (|x_k - x*|^2 + u_k^2), with |u| <= 2."""
-    from .tasks import make_problem
+    from ..tasks import make_problem
     return make_problem(num_steps, time_horizon, control_bound, system="vanderpol", substeps=substeps, mu=mu)
 
 
 def optimum(problem: ControlProblem, initial_states, target_states, workers=None, progress=False):
     """The oracle for any task: (OptimalSolution, success [B] bool).
 
-    Linear systems: the exact QP (optimal.solve; every sample succeeds, an unreachable target
+    Linear systems: the exact QP (closed_form.solve; every sample succeeds, an unreachable target
     raises ValueError). Nonlinear systems: IPOPT from the task's starts (tasks.label_starts),
     best successful start kept; success False where no start converged to a feasible point.
     """
     if problem.system.is_linear:
-        solution = optimal.solve(problem, initial_states, target_states)
+        solution = closed_form.solve(problem, initial_states, target_states)
         return solution, np.ones(len(solution.costs), bool)
-    from .tasks import label_starts
+    from ..tasks import label_starts
     return solve_nonlinear(problem, initial_states, target_states, label_starts(problem), workers=workers,
                            progress=progress)
 
@@ -55,7 +55,7 @@ def optimum(problem: ControlProblem, initial_states, target_states, workers=None
 def make_optimizer(problem: ControlProblem, **options):
     """A TrajectoryOptimizer for `problem`'s system, bound and objective; options go to its
     constructor (max_iterations, ipopt_options, compiled, ...)."""
-    from .trajectory_optimizer import TrajectoryOptimizer
+    from .shooting import TrajectoryOptimizer
     Q, R, Q_f = (np.asarray(M) for M in problem.objective.matrices())
     system = problem.system
 

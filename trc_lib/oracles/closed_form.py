@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .problem import ControlProblem
+from ..problem import ControlProblem
 
 
 @dataclass

@@ -59,7 +59,7 @@ from typing import Callable
 import casadi as ca
 import numpy as np
 
-from .systems import rk4
+from ..systems import rk4
 
 CONVERGED = ("Solve_Succeeded",)
 ACCEPTABLE = ("Solved_To_Acceptable_Level",)

@@ -9,19 +9,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .baselines import (ExternalControls, LeastSquaresController, OracleController, RandomController,
+from ..baselines import (ExternalControls, LeastSquaresController, OracleController, RandomController,
                         ZeroController)
-from .checkpoint import load_model, read_checkpoint
-from .compare import RefinementStep, TRCController, compare_controllers, evaluate_controller, format_table
-from .data import DATASET_FILENAME, create_data_loaders, generate_dataset, load_dataset, make_problem, \
+from ..checkpoint import load_model, read_checkpoint
+from ..compare import RefinementStep, TRCController, compare_controllers, evaluate_controller, format_table
+from ..data import DATASET_FILENAME, create_data_loaders, generate_dataset, load_dataset, make_problem, \
     read_dataset, save_dataset
-from .device import resolve_device
-from .errors import TRCError, describe_difference
-from .evaluate import hardware
-from .export import OnnxController, export_onnx
-from .files import check_folder, write_json
-from .model import INFERENCE_PRECISIONS, TinyRecursiveControl
-from .tasks import sampling_boxes
+from ..device import resolve_device
+from ..errors import TRCError, describe_difference
+from ..evaluate import hardware
+from ..export import OnnxController, export_onnx
+from ..files import check_folder, write_json
+from ..model import INFERENCE_PRECISIONS, TinyRecursiveControl
+from ..tasks import sampling_boxes
 
 
 def generate(output_dir, num_samples=10000, num_steps=None, time_horizon=None, seed=42, state_range=None,
@@ -86,7 +86,7 @@ def train_model(data, output_dir="outputs/supervised", model_size="medium", epoc
                 ema_decay=0.999, weight_decay=0.0, terminal_weight=0.0, error_feedback=None, progress=True,
                 log=print) -> TinyRecursiveControl:
     """Build a model of the requested size for the data's problem and train it (see train.train)."""
-    from .training import train
+    from ..training import train
     torch.manual_seed(seed)
     train_set, val_set = load_dataset(data, val_fraction=val_fraction, seed=seed)
     overrides = {k: v for k, v in (("latent_dim", latent_dim), ("num_outer_cycles", num_outer_cycles),
@@ -216,10 +216,10 @@ def compare(test_data, trc_checkpoint=None, output=None, train_data=None, extern
         if tolerance is not None:
             controllers.append(TRCController(model, device, tolerance))
         if newton_steps:
-            from .projection import ProjectedController
+            from ..studies.projection import ProjectedController
             controllers.append(ProjectedController(final, problem, int(newton_steps)))
     for name, path in external:  # answers an LLM wrote (.jsonl, llm.py) or control sequences (.npz, .json)
-        from .llm import TextAnswers
+        from ..llm import TextAnswers
         controllers.append(TextAnswers(name, path, test) if Path(path).suffix == ".jsonl"
                            else ExternalControls(name, path, test))
         untimed.add(name)
@@ -237,8 +237,8 @@ def compare(test_data, trc_checkpoint=None, output=None, train_data=None, extern
 
 def prompts(test_data, output, template=None, log=print) -> Path:
     """`trc prompts`: the test cases as prompts for a language model, one JSON line each (llm.py)."""
-    from .files import check_writable
-    from .llm import DEFAULT_TEMPLATE, prompts as make_prompts, read_template, write_jsonl
+    from ..files import check_writable
+    from ..llm import DEFAULT_TEMPLATE, prompts as make_prompts, read_template, write_jsonl
     text = DEFAULT_TEMPLATE if template is None else read_template(template)
     check_writable(output)
     test = read_dataset(test_data)
@@ -256,8 +256,8 @@ def finetune_checkpoint(checkpoint, data, output_dir="outputs/finetuned", epochs
     Uses the problems of `data` (split as in training), not its labels. Writes
     OUTPUT_DIR/finetuned_model.pt and OUTPUT_DIR/finetune_stats.json (the history).
     """
-    from .checkpoint import save_checkpoint
-    from .finetune import finetune
+    from ..checkpoint import save_checkpoint
+    from ..studies.finetune import finetune
     if Path(checkpoint).suffix == ".onnx":
         raise TRCError(f"{checkpoint}: an ONNX file cannot be trained; pass the .pt checkpoint")
     check_folder(output_dir, "output_dir")  # before the epochs, not after them

@@ -37,8 +37,8 @@ from numbers import Integral
 import numpy as np
 from tqdm.auto import tqdm
 
-from .evaluate import summarize
-from .problem import ControlProblem
+from ..evaluate import summarize
+from ..problem import ControlProblem
 
 Planner = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (x [B, n], x* [B, n]) -> u [B, N, m]
 

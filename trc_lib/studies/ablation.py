@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .compare import TRCController
-from .data import ControlDataset
-from .evaluate import metrics, score_controls, time_inference
+from ..compare import TRCController
+from ..data import ControlDataset
+from ..evaluate import metrics, score_controls, time_inference
 
 VARIANTS = {
     "MLP (no recursion)": dict(num_inner_cycles=1, num_outer_cycles=1, num_supervision_steps=1, error_feedback=False),
@@ -44,7 +44,7 @@ def network_passes(config) -> int:
 def train_variants(train_path, output_dir, variants=None, model_size="small", epochs=20, batch_size=64, seed=0,
                    progress=False, log=print) -> dict:
     """Train each variant (names of VARIANTS) into output_dir/<slug>; returns {name: model}."""
-    from .workflow import train_model
+    from ..interfaces.workflow import train_model
     models = {}
     for name in variants or list(VARIANTS):
         log(f"training {name}")

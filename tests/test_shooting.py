@@ -6,7 +6,7 @@ import casadi as ca
 import numpy as np
 import pytest
 
-from trc_lib.trajectory_optimizer import CONVERGED, TrajectoryOptimizer
+from trc_lib.oracles.shooting import CONVERGED, TrajectoryOptimizer
 
 # ---------------------------------------------------------------------------------------------
 # the problems, written from their statements

@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 import types
 
-from .errors import TRCError
-from .model import MODEL_SIZES
+from ..errors import TRCError
+from ..model import MODEL_SIZES
 
 SCHEDULERS = ("cosine", "step", "plateau", "none")
 DEVICES = ("auto", "cpu", "cuda")
@@ -36,7 +36,7 @@ def _choice(options):
 
 
 def _tasks():
-    from .tasks import TASKS
+    from ..tasks import TASKS
     return tuple(TASKS)
 
 

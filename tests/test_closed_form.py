@@ -6,7 +6,7 @@ import pytest
 import scipy.linalg
 import scipy.optimize
 
-from trc_lib import optimal
+from trc_lib.oracles import closed_form
 from trc_lib.data import make_problem
 from trc_lib.problem import ControlProblem, Objective
 from trc_lib.systems import make_system
@@ -75,7 +75,7 @@ def wide_samples(default_problem):
     """Reachable pairs from [-5, 5]^4, where the bound |u| <= 4 binds on a sizeable share."""
     rng = np.random.default_rng(7)
     x0, xt = rng.uniform(-5, 5, size=(2, 600, 2))
-    keep = optimal.reachability_margin(default_problem, x0, xt) > 1e-6
+    keep = closed_form.reachability_margin(default_problem, x0, xt) > 1e-6
     return x0[keep], xt[keep]
 
 
@@ -86,7 +86,7 @@ def wide_samples(default_problem):
 def test_oracle_reaches_every_target(default_problem):
     rng = np.random.default_rng(1)
     x0, xt = rng.uniform(-2, 2, size=(2, 2000, 2))
-    solution = optimal.solve(default_problem, x0, xt)
+    solution = closed_form.solve(default_problem, x0, xt)
     assert solution.control_sequences.shape == (2000, 15, 1)
     assert solution.state_trajectories.shape == (2000, 16, 2)
     np.testing.assert_array_equal(solution.state_trajectories[:, 0], x0)
@@ -103,20 +103,20 @@ def test_oracle_equals_the_minimum_norm_closed_form_when_no_bound_binds(default_
     """u = G^T (G G^T)^-1 (x* - A^N x0)."""
     rng = np.random.default_rng(2)
     x0, xt = rng.uniform(-2, 2, size=(2, 500, 2))
-    solution = optimal.solve(default_problem, x0, xt)
+    solution = closed_form.solve(default_problem, x0, xt)
     free = ~solution.bound_active
     assert free.sum() > 400
     A, B, _ = exact_matrices()
     G = np.hstack([np.linalg.matrix_power(A, 14 - j) @ B for j in range(15)])
     b = xt - x0 @ np.linalg.matrix_power(A, 15).T
-    closed_form = np.linalg.solve(G @ G.T, b.T).T @ G                 # rows of G^T (G G^T)^-1 b, [B, 15]
-    np.testing.assert_allclose(solution.control_sequences[free, :, 0], closed_form[free], rtol=0, atol=1e-9)
-    assert np.abs(closed_form[free]).max() <= 4.0
+    minimum_norm = np.linalg.solve(G @ G.T, b.T).T @ G                # rows of G^T (G G^T)^-1 b, [B, 15]
+    np.testing.assert_allclose(solution.control_sequences[free, :, 0], minimum_norm[free], rtol=0, atol=1e-9)
+    assert np.abs(minimum_norm[free]).max() <= 4.0
 
 
 def test_bound_binds_on_a_share_of_wide_samples(default_problem, wide_samples):
     """Sanity of the setup the next test relies on: roughly one in six reachable pairs hit the bound."""
-    solution = optimal.solve(default_problem, *wide_samples)
+    solution = closed_form.solve(default_problem, *wide_samples)
     share = solution.bound_active.mean()
     assert 0.08 < share < 0.3
     assert np.abs(solution.control_sequences).max() <= 4.0 + 1e-12
@@ -124,7 +124,7 @@ def test_bound_binds_on_a_share_of_wide_samples(default_problem, wide_samples):
 
 def test_bounded_min_energy_costs_match_slsqp(default_problem, wide_samples):
     x0, xt = wide_samples
-    solution = optimal.solve(default_problem, x0, xt)
+    solution = closed_form.solve(default_problem, x0, xt)
     active = np.flatnonzero(solution.bound_active)[:30]
     assert len(active) == 30
     Q = np.zeros((2, 2))
@@ -141,8 +141,8 @@ def test_bounded_min_energy_costs_match_slsqp(default_problem, wide_samples):
 def test_bound_active_costs_exceed_the_unbounded_optimum(default_problem, wide_samples):
     """Where the bound binds, the unconstrained least-norm solution leaves the box and is cheaper."""
     x0, xt = wide_samples
-    solution = optimal.solve(default_problem, x0, xt)
-    unbounded = optimal.solve(make_problem(control_bound=1e6), x0, xt)
+    solution = closed_form.solve(default_problem, x0, xt)
+    unbounded = closed_form.solve(make_problem(control_bound=1e6), x0, xt)
     active = solution.bound_active
     assert (np.abs(unbounded.control_sequences[active]).max(axis=(1, 2)) > 4.0).all()
     assert (solution.costs[active] > unbounded.costs[active]).all()
@@ -153,7 +153,7 @@ def test_reachability_margin_agrees_with_an_lp_feasibility_check(default_problem
     rng = np.random.default_rng(3)
     x0 = rng.uniform(-5, 5, size=(150, 2))
     xt = rng.uniform(-12, 12, size=(150, 2))
-    margin = optimal.reachability_margin(default_problem, x0, xt)
+    margin = closed_form.reachability_margin(default_problem, x0, xt)
     A, B, _ = exact_matrices()
     G = np.hstack([np.linalg.matrix_power(A, 14 - j) @ B for j in range(15)])
     b = xt - x0 @ np.linalg.matrix_power(A, 15).T
@@ -171,7 +171,7 @@ def test_reachability_margin_is_the_relative_slack_of_the_bound(default_problem)
     """b is reachable with bound u_max * (1 - margin) and no less: the margin is a gauge, not just a sign."""
     rng = np.random.default_rng(4)
     x0, xt = rng.uniform(-4, 4, size=(2, 10, 2))
-    margin = optimal.reachability_margin(default_problem, x0, xt)
+    margin = closed_form.reachability_margin(default_problem, x0, xt)
     A, B, _ = exact_matrices()
     G = np.hstack([np.linalg.matrix_power(A, 14 - j) @ B for j in range(15)])
     b = xt - x0 @ np.linalg.matrix_power(A, 15).T
@@ -187,9 +187,9 @@ def test_reachability_margin_is_the_relative_slack_of_the_bound(default_problem)
 def test_solve_raises_for_an_unreachable_target(default_problem):
     x0 = np.array([[0.0, 0.0], [0.0, 0.0]])
     xt = np.array([[1.0, 0.0], [100.0, 0.0]])  # 100 m in 5 s with |u| <= 4 is impossible
-    assert optimal.reachability_margin(default_problem, x0, xt)[1] < 0
+    assert closed_form.reachability_margin(default_problem, x0, xt)[1] < 0
     with pytest.raises(ValueError, match="not reachable"):
-        optimal.solve(default_problem, x0, xt)
+        closed_form.solve(default_problem, x0, xt)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,7 +233,7 @@ def test_lqr_oracle_costs_equal_a_backward_riccati_recursion():
     problem = make_problem(controller="lqr", control_bound=1e3)
     rng = np.random.default_rng(5)
     x0, xt = rng.uniform(-2, 2, size=(2, 40, 2))
-    solution = optimal.solve(problem, x0, xt)
+    solution = closed_form.solve(problem, x0, xt)
     assert not solution.bound_active.any()
     np.testing.assert_array_equal(solution.terminal_multipliers, 0.0)
     A, B, dt = exact_matrices()
@@ -249,7 +249,7 @@ def test_lqr_oracle_follows_other_weights_and_horizons():
                            lqr_Q=(2.0, 0.0), lqr_R=(0.5,), lqr_Qf=(10.0, 1.0))
     rng = np.random.default_rng(6)
     x0, xt = rng.uniform(-2, 2, size=(2, 20, 2))
-    solution = optimal.solve(problem, x0, xt)
+    solution = closed_form.solve(problem, x0, xt)
     A, B, dt = exact_matrices(3.0, 9)
     costs, _ = riccati_tracking(A, B, dt, np.diag([2.0, 0.0]), np.array([[0.5]]), np.diag([10.0, 1.0]), x0, xt, 9)
     np.testing.assert_allclose(solution.costs, costs, rtol=1e-6)
@@ -269,7 +269,7 @@ def test_lqr_with_the_dare_terminal_weight_is_the_stationary_dlqr_feedback():
     rng = np.random.default_rng(8)
     x0 = rng.uniform(-2, 2, size=(25, 2))
     xt = np.column_stack([rng.uniform(-2, 2, 25), np.zeros(25)])
-    solution = optimal.solve(problem, x0, xt)
+    solution = closed_form.solve(problem, x0, xt)
     errors = solution.state_trajectories[:, :-1] - xt[:, None, :]          # [B, N, 2]
     feedback = -np.einsum("ij,bkj->bki", K, errors)                        # [B, N, 1]
     np.testing.assert_allclose(solution.control_sequences, feedback, rtol=0, atol=1e-6)
@@ -282,7 +282,7 @@ def _check_bounded_lqr_against_slsqp(control_bound, num_samples, seed):
     problem = make_problem(controller="lqr", control_bound=control_bound)
     rng = np.random.default_rng(seed)
     x0, xt = rng.uniform(-2, 2, size=(2, num_samples, 2))
-    solution = optimal.solve(problem, x0, xt)
+    solution = closed_form.solve(problem, x0, xt)
     assert solution.bound_active.sum() >= num_samples // 2
     assert np.abs(solution.control_sequences).max() <= control_bound + 1e-12
     Q, Qf = np.diag([1.0, 1.0]), np.diag([100.0, 100.0])
@@ -312,9 +312,9 @@ def test_lagrangian_is_never_below_the_optimum_within_the_bound(default_problem,
     including pairs where the bound is active (box 5)."""
     rng = np.random.default_rng(10)
     x0, xt = rng.uniform(-box, box, size=(2, 300, 2))
-    keep = optimal.reachability_margin(default_problem, x0, xt) > 1e-6
+    keep = closed_form.reachability_margin(default_problem, x0, xt) > 1e-6
     x0, xt = x0[keep], xt[keep]
-    solution = optimal.solve(default_problem, x0, xt)
+    solution = closed_form.solve(default_problem, x0, xt)
     if box == 5.0:
         assert solution.bound_active.sum() > 10
     assert np.abs(solution.terminal_multipliers).max() > 0
@@ -335,7 +335,7 @@ def test_plain_cost_can_beat_the_optimum_by_missing_the_target(default_problem):
     call it better than optimal, the Lagrangian does not."""
     rng = np.random.default_rng(11)
     x0, xt = rng.uniform(-2, 2, size=(2, 100, 2))
-    solution = optimal.solve(default_problem, x0, xt)
+    solution = closed_form.solve(default_problem, x0, xt)
     u = 0.95 * solution.control_sequences
     states = default_problem.system.rollout(x0, u)
     plain = default_problem.cost(states, u, xt)
