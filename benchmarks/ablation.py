@@ -34,7 +34,7 @@ OPTIONS = {"double_integrator": {"system": "double_integrator", "state_range": (
 def dataset(folder: Path, count: int, seed: int, options: dict) -> Path:
     path = folder / "lqr_dataset.npz"
     if not workflow.dataset_matches(path, num_samples=count, seed=seed, **options):
-        workflow.generate(folder, count, seed=seed, log=print, **options)
+        workflow.generate(folder, num_samples=count, seed=seed, log=print, **options)
     return path
 
 

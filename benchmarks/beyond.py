@@ -58,7 +58,7 @@ def generate(folder: Path, count: int, seed: int, options: dict, reuse: bool) ->
         return path, recorded["seconds"], "recorded by an earlier run" + (f": {recorded['note']}" if "note" in recorded
                                                                            else "")
     started = time.perf_counter()
-    workflow.generate(folder, count, seed=seed, progress=True, log=print, **options)
+    workflow.generate(folder, num_samples=count, seed=seed, progress=True, log=print, **options)
     seconds = time.perf_counter() - started
     write_json(record, {"seconds": seconds, "num_samples": count, **options})
     return path, seconds, "measured in this run"
@@ -105,11 +105,12 @@ def run_task(name: str, options: dict, args, out: Path) -> dict:
     test_path, _, _ = generate(folder / "data" / "lqr_test", args.test_samples, TEST_SEED, options, args.reuse_data)
     started = time.perf_counter()
     if not args.skip_training:
-        workflow.train_model(train_path, folder / "model", args.model_size, args.epochs, args.batch_size,
+        workflow.train_model(train_path, output_dir=folder / "model", model_size=args.model_size, epochs=args.epochs,
+                             batch_size=args.batch_size,
                              progress=True, log=print, **TRAINING.get(name, {}))
     train_seconds_model = time.perf_counter() - started
     checkpoint = folder / "model" / "best_model.pt"
-    rows = workflow.compare(test_path, checkpoint, folder / "comparison_results.json", log=lambda *_: None)
+    rows = workflow.compare(test_path, trc_checkpoint=checkpoint, output=folder / "comparison_results.json", log=lambda *_: None)
     model, test = load_model(checkpoint), read_dataset(test_path)
     x0 = np.tile(test.initial_states, (10, 1))[:10000]
     xt = np.tile(test.target_states, (10, 1))[:10000]
@@ -121,8 +122,8 @@ def run_task(name: str, options: dict, args, out: Path) -> dict:
         # on the nonlinear systems the error feedback is an RK4 rollout per recursion: measure the model without it
         name_nf = "TRC (no error feedback)"
         if not args.skip_training:
-            workflow.train_model(train_path, folder / "model_no_feedback", args.model_size, args.epochs,
-                                 args.batch_size, error_feedback=False, progress=True, log=print,
+            workflow.train_model(train_path, output_dir=folder / "model_no_feedback", model_size=args.model_size,
+                                 epochs=args.epochs, batch_size=args.batch_size, error_feedback=False, progress=True, log=print,
                                  **TRAINING.get(name, {}))
         model_nf = load_model(folder / "model_no_feedback" / "best_model.pt")
         controller = TRCController(model_nf)

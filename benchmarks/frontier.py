@@ -77,7 +77,7 @@ def has_bfloat16_instructions() -> bool:
 def dataset(folder: Path, count: int, seed: int, options: dict) -> Path:
     path = folder / "lqr_dataset.npz"
     if not workflow.dataset_matches(path, num_samples=count, seed=seed, **options):
-        workflow.generate(folder, count, seed=seed, progress=True, log=print, **options)
+        workflow.generate(folder, num_samples=count, seed=seed, progress=True, log=print, **options)
     return path
 
 
@@ -94,7 +94,7 @@ def trained(task: str, size: str, train_path: Path, args) -> Path:
                     and config["num_supervision_steps"] == options.get("num_supervision_steps", ModelConfig.num_supervision_steps)
                     and run["run"]["terminal_weight"] == options.get("terminal_weight", 0.0))
     if args.retrain or not reusable:
-        workflow.train_model(train_path, folder, size, epochs=args.epochs, seed=0, device="cpu", **options)
+        workflow.train_model(train_path, output_dir=folder, model_size=size, epochs=args.epochs, seed=0, device="cpu", **options)
     return folder / "best_model.pt"
 
 

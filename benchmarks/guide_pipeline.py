@@ -44,20 +44,20 @@ def main():
     times = {}
     started = time.perf_counter()
     t = time.perf_counter()
-    workflow.generate(out / "data" / "lqr_train", args.num_samples, seed=TRAIN_SEED, log=quiet)
-    workflow.generate(out / "data" / "lqr_test", 1000, seed=TEST_SEED, log=quiet)
+    workflow.generate(out / "data" / "lqr_train", num_samples=args.num_samples, seed=TRAIN_SEED, log=quiet)
+    workflow.generate(out / "data" / "lqr_test", num_samples=1000, seed=TEST_SEED, log=quiet)
     times["generate train + test data"] = time.perf_counter() - t
     t = time.perf_counter()
-    workflow.train_model(out / "data" / "lqr_train", out / "supervised", args.model_size, args.epochs,
-                         args.batch_size, device=args.device, progress=True, log=print)
+    workflow.train_model(out / "data" / "lqr_train", output_dir=out / "supervised", model_size=args.model_size,
+                         epochs=args.epochs, batch_size=args.batch_size, device=args.device, progress=True, log=print)
     times["train"] = time.perf_counter() - t
     t = time.perf_counter()
     evaluation = workflow.evaluate_checkpoint(out / "supervised" / "best_model.pt", out / "data" / "lqr_test",
-                                              out / "supervised" / "evaluation_results.json", log=quiet)
+                                              output=out / "supervised" / "evaluation_results.json", log=quiet)
     times["evaluate"] = time.perf_counter() - t
     t = time.perf_counter()
-    rows = workflow.compare(out / "data" / "lqr_test", out / "supervised" / "best_model.pt",
-                            out / "supervised" / "comparison_results.json", log=quiet)
+    rows = workflow.compare(out / "data" / "lqr_test", trc_checkpoint=out / "supervised" / "best_model.pt",
+                            output=out / "supervised" / "comparison_results.json", log=quiet)
     times["compare"] = time.perf_counter() - t
     times["total"] = time.perf_counter() - started
 

@@ -254,7 +254,8 @@ def main():
         print(f"train {size}: {seconds:.1f} s per epoch (10,000 samples, batch 64)", flush=True)
     if not args.skip_full_run:
         started = time.perf_counter()
-        workflow.train_model(train_path, work / "full", "medium", 100, 64, progress=False, log=quiet)
+        workflow.train_model(train_path, output_dir=work / "full", model_size="medium", epochs=100, batch_size=64,
+                             progress=False, log=quiet)
         stats = json.loads((work / "full" / "training_stats.json").read_text())
         report["training"]["guide's full run (medium, 100 epochs, patience 20): minutes"] = \
             (time.perf_counter() - started) / 60

@@ -28,7 +28,7 @@ CONFIGURATIONS = [("no feedback", False, 0.0), ("feedback", True, 0.0),
 def seconds_per_epoch(data, size: str, feedback: bool, terminal_weight: float, epochs: int) -> float:
     with tempfile.TemporaryDirectory(prefix="trc-training-cost-") as folder:
         started = time.perf_counter()
-        workflow.train_model(data, folder, size, epochs=epochs, patience=0, device="cpu", seed=0,
+        workflow.train_model(data, output_dir=folder, model_size=size, epochs=epochs, patience=0, device="cpu", seed=0,
                              error_feedback=feedback, terminal_weight=terminal_weight, progress=False,
                              log=lambda *_: None)
         return (time.perf_counter() - started) / epochs

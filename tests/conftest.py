@@ -14,8 +14,8 @@ torch.set_num_threads(1)  # tests are many tiny problems; threads only add overh
 def data_dir(tmp_path_factory):
     """Train (400 samples, seed 42) and test (100 samples, seed 123) sets of the default problem."""
     root = tmp_path_factory.mktemp("data")
-    workflow.generate(root / "lqr_train", 400, seed=42, log=lambda *_: None)
-    workflow.generate(root / "lqr_test", 100, seed=123, log=lambda *_: None)
+    workflow.generate(root / "lqr_train", num_samples=400, seed=42, log=lambda *_: None)
+    workflow.generate(root / "lqr_test", num_samples=100, seed=123, log=lambda *_: None)
     return root
 
 
@@ -38,7 +38,7 @@ def test_set(test_path):
 def trained_dir(tmp_path_factory, train_path):
     """A tiny model trained for 3 epochs: enough to exercise every file the trainer writes."""
     out = tmp_path_factory.mktemp("trained")
-    workflow.train_model(train_path, out, "small", epochs=3, batch_size=64, latent_dim=32, progress=False,
+    workflow.train_model(train_path, output_dir=out, model_size="small", epochs=3, batch_size=64, latent_dim=32, progress=False,
                          log=lambda *_: None)
     return out
 

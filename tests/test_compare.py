@@ -164,7 +164,7 @@ def compared(trained_dir, test_path, test_set, tmp_path_factory):
     external = folder / "perfect.npz"
     np.savez(external, control_sequences=test_set.control_sequences)
     output = folder / "comparison.json"
-    rows = workflow.compare(test_path, trained_dir / "best_model.pt", output=output,
+    rows = workflow.compare(test_path, trc_checkpoint=trained_dir / "best_model.pt", output=output,
                             external=[("perfect external", external)], log=lambda *_: None)
     return rows, output
 
@@ -221,7 +221,7 @@ def test_compare_without_training_data_is_refused(test_path):
 
 
 def test_compare_refuses_training_data_of_another_problem(test_path, tmp_path):
-    other = workflow.generate(tmp_path / "other", 30, num_steps=10, seed=0, log=lambda *_: None)
+    other = workflow.generate(tmp_path / "other", num_samples=30, num_steps=10, seed=0, log=lambda *_: None)
     with pytest.raises(TRCError, match="state different problems"):
         workflow.compare(test_path, train_data=other, log=lambda *_: None)
 

@@ -322,7 +322,7 @@ def test_subset_keeps_metadata_and_selects_rows(small):
 
 def test_cached_data_with_another_target_range_does_not_match(tmp_path):
     from trc_lib.interfaces import workflow
-    workflow.generate(tmp_path, 50, seed=42, target_range=(-0.5, 0.5), log=lambda *_: None)
+    workflow.generate(tmp_path, num_samples=50, seed=42, target_range=(-0.5, 0.5), log=lambda *_: None)
     settings = dict(num_samples=50, seed=42, state_range=(-2.0, 2.0), num_steps=15, time_horizon=5.0,
                     control_bound=4.0, controller="min_energy")
     assert not workflow.dataset_matches(tmp_path / "lqr_dataset.npz", **settings)

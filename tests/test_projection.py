@@ -69,7 +69,7 @@ def test_a_hopeless_start_is_never_made_worse():
     assert np.abs(projected).max() <= problem.control_bound
 
 
-def test_the_controller_wrapper_names_itself_and_refuses_linear_problems(vanderpol):
+def test_the_controller_wrapper_names_itself(vanderpol):
     problem, x0, xt, u = vanderpol
 
     class Noisy:
@@ -81,8 +81,22 @@ def test_the_controller_wrapper_names_itself_and_refuses_linear_problems(vanderp
     controller = ProjectedController(Noisy(), problem, iterations=2)
     assert controller.name == "noisy optimum + Newton projection (2 steps)"
     assert np.linalg.norm(problem.system.rollout(x0, controller.predict(x0, xt))[:, -1] - xt, axis=1).max() < 1e-6
-    with pytest.raises(ValueError, match="nonlinear"):
-        TerminalProjection(make_problem())
+
+
+def test_on_a_linear_system_one_newton_step_lands_on_the_target():
+    """The double integrator's terminal map is affine (x_N = A^N x_0 + G u, Jacobian G): the
+    first Newton step of the projection is exact."""
+    problem = make_problem()  # double integrator, x_N = x* required, |u| <= 4
+    rng = np.random.default_rng(5)
+    x0, xt = rng.uniform(-1, 1, (2, 20, 2))
+    controls = rng.uniform(-1, 1, (20, problem.num_steps * problem.system.control_dim))
+    projection = TerminalProjection(problem, iterations=1)
+    np.testing.assert_array_equal(projection.terminal_states_and_jacobian(x0, controls)[1][0],
+                                  problem.system.reachability_matrix)
+    projected = projection.project(x0, xt, controls)
+    assert np.abs(projected).max() <= problem.control_bound
+    reached = problem.system.rollout(x0, projected.reshape(20, problem.num_steps, 1))[:, -1]
+    np.testing.assert_allclose(reached, xt, atol=1e-9)
 
 
 class _Refining:

@@ -11,7 +11,8 @@ import torch
 from trc_lib import compare as compare_module
 from trc_lib.interfaces import workflow
 from trc_lib.interfaces.cli import main
-from trc_lib.data import generate_dataset, read_dataset, save_dataset, verify_nonlinear_labels
+from trc_lib.data import generate_dataset, read_dataset, save_dataset
+from trc_lib.oracles import optimum, oracle_of
 from trc_lib.errors import TRCError
 from trc_lib.evaluate import score_controls, time_inference
 from trc_lib.model import TinyRecursiveControl
@@ -66,7 +67,6 @@ def test_vanderpol_labels_reach_the_origin_and_survive_a_round_trip(vanderpol_se
 
 
 def test_suboptimal_nonlinear_labels_are_refused(vanderpol_set):
-    from trc_lib.oracles.labels import optimum
     # feasible but worse labels for the same pairs: the optimum under a tighter bound
     tight_problem = dataclasses.replace(vanderpol_set.problem, control_bound=0.8)
     tight, solved = optimum(tight_problem, vanderpol_set.initial_states, vanderpol_set.target_states, workers=1)
@@ -78,8 +78,8 @@ def test_suboptimal_nonlinear_labels_are_refused(vanderpol_set):
     assert np.all(claimed.costs >= vanderpol_set.costs[keep] - 1e-9)
     assert np.any(claimed.costs > vanderpol_set.costs[keep] * 1.01)
     with pytest.raises(TRCError, match="claimed.npz: IPOPT improves the stored labels"):
-        verify_nonlinear_labels(claimed, num_spot_checks=len(claimed))
-    verify_nonlinear_labels(vanderpol_set, num_spot_checks=len(vanderpol_set))  # the real ones pass
+        oracle_of(claimed.problem).verify(claimed, num_spot_checks=len(claimed))
+    oracle_of(vanderpol_set.problem).verify(vanderpol_set, num_spot_checks=len(vanderpol_set))  # the real ones pass
 
 
 def test_inconsistent_nonlinear_files_are_refused(vanderpol_set, tmp_path):
@@ -99,7 +99,7 @@ def test_model_feeds_back_the_nonlinear_miss_and_trains(vanderpol_set, tmp_path,
     exact = problem.system.rollout(vanderpol_set.initial_states[:4], np.zeros((4, problem.num_steps, 1)))[:, -1]
     np.testing.assert_allclose(model.terminal_states(x0, u).numpy(), exact, rtol=1e-6, atol=1e-6)  # float32 round-off
     path = save_dataset(vanderpol_set, tmp_path / "train.npz")
-    trained = workflow.train_model(path, tmp_path / "out", "small", epochs=2, latent_dim=16, progress=False,
+    trained = workflow.train_model(path, output_dir=tmp_path / "out", model_size="small", epochs=2, latent_dim=16, progress=False,
                                    log=lambda *_: None)
     scores = score_controls(vanderpol_set, trained.predict(vanderpol_set.initial_states, vanderpol_set.target_states))
     assert np.isfinite(scores["cost_gap"]).all() and scores["terminal_error"].shape == (24,)
@@ -107,7 +107,7 @@ def test_model_feeds_back_the_nonlinear_miss_and_trains(vanderpol_set, tmp_path,
     # the final answer, then earlier refinements for the problems still short) misses by less, never by more (test_projection.py checks convergence).
     # Timing is not checked here: one timed call per batch size instead of ~10 s of repeats.
     monkeypatch.setattr(compare_module, "time_inference", functools.partial(time_inference, repeats=1))
-    rows = workflow.compare(path, tmp_path / "out" / "best_model.pt", train_data=path, newton_steps=1,
+    rows = workflow.compare(path, trc_checkpoint=tmp_path / "out" / "best_model.pt", train_data=path, newton_steps=1,
                             log=lambda *_: None)
     trc = next(r for r in rows if r["name"] == "TRC")
     projected = next(r for r in rows if r["name"] == "TRC + Newton projection (1 step, earlier refinements as fallback starts)")
@@ -151,5 +151,5 @@ def test_hybrid_polishes_a_guess_into_the_optimum(vanderpol_set):
     one_step = HybridController(ZeroController(problem), problem, max_iterations=1)
     u1 = one_step.predict(cases.initial_states, cases.target_states)
     assert (one_step.iterations <= 1).all() and np.abs(u1).max() <= problem.control_bound
-    with pytest.raises(ValueError, match="for nonlinear systems"):
+    with pytest.raises(ValueError, match="for the tasks IPOPT solves"):
         HybridController(ZeroController(make_problem()), make_problem())

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from trc_lib.tasks import make_problem
-from trc_lib.terminal_map import TerminalMap, system_key, terminal_map, terminal_state
+from trc_lib.terminal_map import CompiledTerminalMap, system_key, terminal_map, terminal_state
 
 
 @pytest.fixture(params=["vanderpol", "pendulum"])
@@ -71,7 +71,7 @@ def test_without_a_compiler_the_eager_rollout_stands_in(monkeypatch, tmp_path):
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     monkeypatch.setenv("TRC_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.warns(UserWarning, match="no working C compiler"):
-        fallback = TerminalMap(system)
+        fallback = CompiledTerminalMap(system)
     assert not fallback.compiled
     x0, u = random_problems(system, 5)
     np.testing.assert_allclose(fallback.terminal_states(torch.tensor(x0), torch.tensor(u)).numpy(), system.rollout(x0, u)[:, -1], atol=1e-12)

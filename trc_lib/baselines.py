@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .oracles import closed_form
+from .oracles import oracle_of
 from .data import ControlDataset
 from .errors import TRCError
 from .problem import ControlProblem
@@ -54,34 +54,21 @@ class ZeroController:
 
 
 class OracleController:
-    """The oracle as a controller: the exact QP on linear systems, IPOPT (on one core, from the
-    task's starts) on nonlinear ones - the ceiling on quality, and the online solver to beat on speed.
-    IPOPT runs on the NLP compiled to C (built on first use: about 12 s for the default Van der Pol
-    task on a slow machine; CasADi's interpreter where no C compiler works)."""
+    """The oracle as a controller (oracles/: the exact QP, or IPOPT on one core from the task's
+    starts): the ceiling on quality, and the online solver to beat on speed. IPOPT runs on the
+    NLP compiled to C (built on first use; CasADi's interpreter where no C compiler works)."""
 
     num_parameters = None  # a solver, not a learned map
     memory_bytes = None
 
     def __init__(self, problem: ControlProblem):
-        self.problem = problem
-        self.name = oracle_name(problem)
-        if not problem.system.is_linear:
-            self.timing_batch_sizes = (1,)  # per problem it is the same at any batch: one solve after another
+        self.problem, self.oracle = problem, oracle_of(problem)
+        self.name = f"oracle ({self.oracle.name})"
+        if self.oracle.one_problem_at_a_time:
+            self.timing_batch_sizes = (1,)  # per problem it costs the same at any batch size
 
     def predict(self, initial_states, target_states):
-        if self.problem.system.is_linear:
-            return closed_form.solve(self.problem, initial_states, target_states).control_sequences
-        # IPOPT alone, one problem after another on this core, with the optimizer built once and its
-        # NLP compiled (the fastest IPOPT here, whatever this process did before): no progress bar,
-        # rollout or cost bookkeeping in the time it is charged with
-        from .oracles.labels import cached_optimizer
-        from .tasks import label_starts
-        return cached_optimizer(self.problem, compiled=True).solve_batch(initial_states, target_states,
-                                                                         label_starts(self.problem)).controls
-
-
-def oracle_name(problem: ControlProblem) -> str:
-    return "oracle (exact QP)" if problem.system.is_linear else "oracle (IPOPT)"
+        return self.oracle.controls(self.problem, initial_states, target_states)
 
 
 class LeastSquaresController:

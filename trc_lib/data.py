@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .oracles import closed_form
+from .oracles import OptimalSolution, oracle_of
 from .errors import TRCError
 from .files import atomic_path
 from .problem import ControlProblem
@@ -41,7 +41,6 @@ FORMAT_VERSION = 2
 ARRAY_KEYS = ("initial_states", "target_states", "control_sequences", "state_trajectories", "costs",
               "terminal_multipliers")
 DATASET_FILENAME = "lqr_dataset.npz"  # the guide's name, whatever the controller
-NUM_SPOT_CHECKS = 4  # nonlinear labels re-solved by read_dataset
 
 
 @dataclass
@@ -68,27 +67,24 @@ class ControlDataset:
         arrays = {k: getattr(self, k)[indices] for k in ARRAY_KEYS}
         return ControlDataset(**arrays, metadata=self.metadata, path=self.path)
 
-    def optimum(self) -> closed_form.OptimalSolution:
+    def optimum(self) -> OptimalSolution:
         """The stored labels as the oracle's answer (what the evaluator scores against)."""
         u_max = self.problem.control_bound
         bound_active = np.isclose(np.abs(self.control_sequences), u_max, rtol=0, atol=1e-9).any(axis=(1, 2))
-        return closed_form.OptimalSolution(self.control_sequences, self.state_trajectories, self.costs,
+        return OptimalSolution(self.control_sequences, self.state_trajectories, self.costs,
                                        self.terminal_multipliers, bound_active)
 
 
 def generate_dataset(problem: ControlProblem, num_samples: int, seed: int = 42,
-                     state_range=(-2.0, 2.0), target_range=None, reachability_margin=1e-6,
-                     workers=None, progress=False) -> ControlDataset:
+                     state_range=(-2.0, 2.0), target_range=None, workers=None, progress=False) -> ControlDataset:
     """Draw x_0 uniformly from state_range^n and x* = center + uniform(target_range^n), solve each.
 
     center is the task's target center (tasks.py: the origin, or upright for the pendulum).
-    Linear systems: the exact QP; with a terminal constraint, pairs whose target is not
-    reachable within the bound (or lies within `reachability_margin` of the edge of the
-    reachable set) are re-drawn. Nonlinear systems: IPOPT (labels.optimum) over `workers`
-    processes (default: every core), and pairs it fails on are re-drawn. How many were
-    re-drawn is recorded in metadata['num_redrawn']. The same seed gives identical arrays.
+    Each pair is solved by the system's oracle (oracles/: the exact QP, or IPOPT over `workers`
+    processes, default every core); pairs it cannot solve (an unreachable target, an IPOPT
+    failure) are re-drawn, and how many is recorded in metadata['num_redrawn']. The same seed
+    gives identical arrays.
     """
-    from .oracles.labels import optimum
     target_range = state_range if target_range is None else target_range
     # a target range may be a point (a fixed target); the initial states must vary
     for label, (low, high), below in (("state_range", state_range, np.less),
@@ -100,7 +96,7 @@ def generate_dataset(problem: ControlProblem, num_samples: int, seed: int = 42,
         raise ValueError(f"num_samples must be a positive integer, got {num_samples}")
     _check_memory(problem, num_samples)
     rng = np.random.default_rng(seed)
-    system = problem.system
+    system, oracle = problem.system, oracle_of(problem)
     n = system.state_dim
     center = target_center(system.name)
     parts, num_redrawn, have = [], 0, 0
@@ -108,12 +104,13 @@ def generate_dataset(problem: ControlProblem, num_samples: int, seed: int = 42,
         need = num_samples - have
         x0 = rng.uniform(*state_range, size=(need, n))
         xt = center + rng.uniform(*target_range, size=(need, n))
-        if system.is_linear and problem.objective.terminal_constraint:
-            keep = closed_form.reachability_margin(problem, x0, xt) > reachability_margin
-            x0, xt = x0[keep], xt[keep]
-        solution, keep = optimum(problem, x0, xt, workers=workers, progress=progress) if len(x0) else (None, [])
+        tried = oracle.screen(problem, x0, xt)  # the QP's unreachable targets are known without a solve
+        x0, xt = x0[tried], xt[tried]
+        solution, keep = (oracle.optimum(problem, x0, xt, workers=workers, progress=progress) if len(x0)
+                          else (None, []))
         num_redrawn += need - int(np.sum(keep))
-        if num_redrawn > 100 * num_samples or (not system.is_linear and have == 0 and not np.any(keep)):
+        # give up when almost nothing is reachable, or when every problem tried has failed (IPOPT)
+        if num_redrawn > 100 * num_samples or (have == 0 and len(x0) and not np.any(keep)):
             raise ValueError(f"almost no target in {list(target_range)} is reachable from {list(state_range)} "
                              f"with |u| <= {problem.control_bound}: widen the bound or narrow the boxes")
         if len(x0):
@@ -128,7 +125,7 @@ def generate_dataset(problem: ControlProblem, num_samples: int, seed: int = 42,
     metadata = {
         "format_version": FORMAT_VERSION, "trc_lib_version": __version__,
         "problem": problem.to_dict(), "controller": problem.objective.name,
-        "oracle": "exact QP" if system.is_linear else "IPOPT (multiple shooting, best of tasks.label_starts)",
+        "oracle": oracle.method,
         "num_samples": int(num_samples), "seed": int(seed),
         "state_range": [float(v) for v in state_range], "target_range": [float(v) for v in target_range],
         "target_center": [float(v) for v in center],
@@ -167,9 +164,9 @@ def save_dataset(dataset: ControlDataset, path) -> Path:
 def read_dataset(path, verify_labels: bool = True) -> ControlDataset:
     """Read and check a dataset file; raise TRCError naming the file and the problem if it is bad.
 
-    verify_labels checks that the labels are the stated problem's optimum: linear problems are
-    re-solved exactly (about 50 ms per 10,000 samples); nonlinear ones get the checks of
-    verify_nonlinear_labels (about a second).
+    verify_labels checks that the labels are the stated problem's optimum, by the system's oracle
+    (oracles/): the exact QP solves all of them again; IPOPT checks rollouts, costs, bound and
+    targets of all, and solves a seeded handful again.
     """
     path = Path(path)
     if path.is_dir():
@@ -214,62 +211,9 @@ def read_dataset(path, verify_labels: bool = True) -> ControlDataset:
         raise TRCError(f"{path}: the dataset is empty")
     dataset = ControlDataset(**{k: contents[k].astype(np.float64) for k in ARRAY_KEYS},
                              metadata=metadata, path=str(path))
-    if verify_labels and problem.system.is_linear:
-        try:
-            solution = closed_form.solve(problem, dataset.initial_states, dataset.target_states)
-        except ValueError as e:
-            raise TRCError(f"{path}: {e}") from None
-        scale = 1.0 + np.abs(solution.control_sequences).max()
-        if (not np.allclose(solution.control_sequences, dataset.control_sequences, rtol=0, atol=1e-6 * scale)
-                or not np.allclose(solution.costs, dataset.costs, rtol=1e-6, atol=1e-9)
-                or not np.allclose(solution.terminal_multipliers, dataset.terminal_multipliers, rtol=1e-5,
-                                   atol=1e-6 * (1.0 + np.abs(solution.terminal_multipliers).max()))):
-            raise TRCError(f"{path}: 'control_sequences'/'costs'/'terminal_multipliers' are not the exact "
-                           f"optimum of the problem stated in its metadata (a corrupt file, or labels from "
-                           f"another problem)")
-    elif verify_labels:
-        verify_nonlinear_labels(dataset)
+    if verify_labels:
+        oracle_of(problem).verify(dataset)
     return dataset
-
-
-def verify_nonlinear_labels(dataset: ControlDataset, num_spot_checks: int = NUM_SPOT_CHECKS) -> None:
-    """Refuse nonlinear labels that are inconsistent or not optimal (TRCError naming the file).
-
-    Every sample: the trajectory is the rollout of its controls, the cost is J of that, the
-    controls keep the bound and the trajectory ends on x* (when required). A seeded handful
-    is solved again by IPOPT starting from the stored controls: a local optimum comes back
-    unchanged, anything else comes back cheaper and is refused. (Re-solving all of them would
-    take as long as generating them.)
-    """
-    from .oracles.labels import solve_nonlinear
-    problem, path = dataset.problem, dataset.path
-    states = problem.system.rollout(dataset.initial_states, dataset.control_sequences)
-    scale = 1.0 + np.abs(states).max()
-    problems = []
-    if not np.allclose(states, dataset.state_trajectories, rtol=0, atol=1e-8 * scale):
-        problems.append("'state_trajectories' are not the rollout of 'control_sequences'")
-    if not np.allclose(problem.cost(states, dataset.control_sequences, dataset.target_states), dataset.costs,
-                       rtol=1e-8, atol=1e-10):
-        problems.append("'costs' are not J of the stored controls")
-    if np.abs(dataset.control_sequences).max() > problem.control_bound * (1 + 1e-9):
-        problems.append(f"'control_sequences' exceed the bound {problem.control_bound}")
-    if problem.objective.terminal_constraint:
-        miss = np.abs(states[:, -1] - dataset.target_states) / (1.0 + np.abs(dataset.target_states))
-        if miss.max() > 1e-5:
-            problems.append(f"the trajectories miss their targets (by up to {miss.max():.2g})")
-    if not problems:
-        picks = np.random.default_rng(len(dataset)).choice(len(dataset), min(num_spot_checks, len(dataset)),
-                                                           replace=False)
-        picked = dataset.subset(picks)
-        resolved, success = solve_nonlinear(problem, picked.initial_states, picked.target_states,
-                                            picked.control_sequences[:, None], workers=1, progress=False)
-        better = success & (resolved.costs < picked.costs - 1e-6 * (1.0 + np.abs(picked.costs)))
-        if better.any():
-            problems.append(f"IPOPT improves the stored labels of samples {sorted(picks[better].tolist())} "
-                            f"(cost {picked.costs[better][0]:.6g} -> {resolved.costs[better][0]:.6g}): "
-                            f"they are not optimal")
-    if problems:
-        raise TRCError(f"{path}: {'; '.join(problems)} (a corrupt file, or labels from another problem)")
 
 
 def load_dataset(path, val_fraction: float = 0.1, seed: int = 0):

@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from .oracles import closed_form  # noqa: F401  (type of `solution`)
+from .oracles import OptimalSolution
 from .data import ControlDataset
 from .errors import TRCError
 
@@ -43,7 +43,7 @@ def summarize(values: np.ndarray) -> dict:
 
 
 def score_controls(test: ControlDataset, control_sequences: np.ndarray, success_threshold: float = 0.1,
-                   solution: closed_form.OptimalSolution | None = None, answered: np.ndarray | None = None) -> dict:
+                   solution: OptimalSolution | None = None, answered: np.ndarray | None = None) -> dict:
     """Per-sample arrays: terminal_error, success, cost, cost_gap, bound_violation (all [B]).
 
     control_sequences: [B, N, m]; solution: the oracle's answer for `test` (default: its labels).

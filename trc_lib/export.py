@@ -21,6 +21,7 @@ import torch
 
 from .errors import TRCError
 from .files import atomic_path
+from .terminal_map import terminal_map
 
 METADATA_KEY = "trc_model_config"
 
@@ -58,8 +59,8 @@ def export_onnx(model, output, tolerance: float = 1e-5, seed: int = 0, log=print
         raise TRCError("export needs a .pt checkpoint from `trc train`, not an ONNX file")
     if output.suffix != ".onnx":
         raise TRCError(f"--output {output}: the file name must end in .onnx")
-    if model.config.error_feedback and not model.problem.system.is_linear:
-        raise TRCError("export: a model with error feedback on a nonlinear system simulates its answer at every "
+    if model.config.error_feedback and not terminal_map(model.problem.system).onnx_exportable:
+        raise TRCError("export: a model with error feedback on an ODE system simulates its answer at every "
                        "recursion through compiled C (terminal_map.py), which ONNX has no operator for; "
                        "load the .pt checkpoint instead (load_model(path).predict runs that fast path), or "
                        "export a model trained with --no_error_feedback")

@@ -66,8 +66,10 @@ class FastForward:
     or a compiled terminal map missing for a nonlinear system's feedback).
     """
 
-    def __init__(self, model, library: ctypes.CDLL, terminal):
-        self._model, self._library, self._terminal = weakref.ref(model), library, terminal
+    def __init__(self, model, library: ctypes.CDLL, terminal: tuple):
+        """terminal: (A_N, G, None) for a linear system, (None, None, address of the compiled x_N)."""
+        self._model, self._library = weakref.ref(model), library
+        self._matrices, self._terminal = terminal[:2], terminal[2]
 
     @property
     def model(self):
@@ -86,14 +88,10 @@ class FastForward:
         library = _library()
         if library is None:
             return None
-        system = model.problem.system
-        terminal = None  # a nonlinear system's x_N for the feedback and for halting; the linear one's is A^N, G
-        if not system.is_linear:
-            mapped = terminal_map(system)
-            if not mapped.compiled:
-                return None
-            terminal = ctypes.cast(mapped._forward, ctypes.c_void_p).value
-        return cls(model, library, terminal)
+        # x_N for the feedback and for halting: A^N and G for a linear system, a compiled C function
+        # for an ODE system (None: no C compiler, no fast path)
+        terminal = terminal_map(model.problem.system).c_arguments()
+        return None if terminal is None else cls(model, library, terminal)
 
     def _weights(self) -> list[torch.Tensor]:
         """The tensors forward.c reads, looked up afresh (an assignment or a move may replace one),
@@ -103,10 +101,8 @@ class FastForward:
             self._layers = ([model.embed_context, model.embed_controls, model.decode]
                             + [layer for b in model.net for layer in (b.gate_up, b.down)])
         error = model.embed_error._parameters["weight"] if model.embed_error is not None else None
-        buffers = model._buffers
-        return [*(layer._parameters["weight"] for layer in self._layers[:3]), buffers["z_init"],
-                *(layer._parameters["weight"] for layer in self._layers[3:]),
-                error, buffers.get("A_N"), buffers.get("G")]
+        return [*(layer._parameters["weight"] for layer in self._layers[:3]), model._buffers["z_init"],
+                *(layer._parameters["weight"] for layer in self._layers[3:]), error, *self._matrices]
 
     def _struct(self) -> _Model:
         """The model's sizes and transposed copies of its weights, remade when a weight has changed

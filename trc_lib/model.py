@@ -103,6 +103,13 @@ class SwiGLUBlock(nn.Module):
         return F.rms_norm(h + self.down(F.silu(gate) * up), h.shape[-1:])
 
 
+def _drop_matrices_of_older_checkpoints(module, state_dict, prefix, *args):
+    """Checkpoints of linear-system models written before the terminal map moved out of the model
+    stored A^N and G as buffers: the same matrices the system makes now, so they are dropped."""
+    for name in ("A_N", "G"):
+        state_dict.pop(prefix + name, None)
+
+
 class TinyRecursiveControl(nn.Module):
     """Maps (initial_states [B, n], target_states [B, n]) to control sequences [B, N, m]."""
 
@@ -119,13 +126,11 @@ class TinyRecursiveControl(nn.Module):
         self.net = nn.Sequential(*[SwiGLUBlock(D, config.expansion * D) for _ in range(config.num_layers)])
         self.decode = nn.Linear(D, N * m, bias=False)
         nn.init.zeros_(self.decode.weight)  # the first refinements start from zero controls
-        if system.is_linear:  # x_N = A^N x_0 + G u, the differentiable dynamics behind the error feedback
-            Phi, Gamma = system.transition_matrices
-            self.register_buffer("A_N", torch.tensor(Phi[-1], dtype=torch.float32))
-            self.register_buffer("G", torch.tensor(Gamma[-1], dtype=torch.float32))
-        else:  # x_N through the task's own integrator, compiled to C (terminal_map.py)
-            self._system_key = system_key(system)
-            terminal_map(system)  # compiles once per machine (under a second), here rather than mid-forward
+        # x_N, the dynamics behind the error feedback: the system's own terminal map, held by key (a
+        # compiled one never travels with copies of the model); built here rather than mid-forward
+        self._terminal_key = system_key(system)
+        terminal_map(system)
+        self.register_load_state_dict_pre_hook(_drop_matrices_of_older_checkpoints)
         z_init = torch.nn.init.trunc_normal_(torch.empty(D), std=1.0, generator=torch.Generator().manual_seed(0))
         self.register_buffer("z_init", z_init)
 
@@ -166,15 +171,14 @@ class TinyRecursiveControl(nn.Module):
     def terminal_states(self, initial_states: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
         """x_N through the task's own dynamics, exact and differentiable. [B, n], [B, N, m] -> [B, n].
 
-        Linear systems: A^N x_0 + G u, one matrix product. Nonlinear systems: the task's own
-        integrator (every RK4 substep, the oracle's and the scorer's), compiled to C with its
-        derivative (terminal_map.py): a few microseconds per problem instead of the thousands of
-        tensor operations of an eager rollout. Under bfloat16 autocast the miss stays in float32.
+        The system's terminal map (terminal_map.py): for a linear system A^N x_0 + G u, one matrix
+        product; for an ODE system its own integrator (every RK4 substep, the oracle's and the
+        scorer's), compiled to C with its derivative: a few microseconds per problem instead of the
+        thousands of tensor operations of an eager rollout. Under bfloat16 autocast the miss stays
+        in float32.
         """
         with torch.autocast(initial_states.device.type, enabled=False):
-            if self.problem.system.is_linear:
-                return initial_states.float() @ self.A_N.T + controls.float().flatten(1) @ self.G.T
-            return terminal_state(initial_states.float(), controls.float(), self.problem.system, self._system_key)
+            return terminal_state(initial_states.float(), controls.float(), self.problem.system, self._terminal_key)
 
     def context(self, initial_states: torch.Tensor, target_states: torch.Tensor) -> torch.Tensor:
         return self.embed_context(torch.cat([initial_states, target_states], dim=-1) / self.config.state_scale)

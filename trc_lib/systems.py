@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from functools import cached_property
-from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
 import torch
+
+from .integrators import NUMPY_OPS, TORCH_OPS, casadi_ops, rk4
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,8 @@ class DoubleIntegrator:
     num_steps: int = 15
 
     name = "double_integrator"
-    is_linear = True  # exact oracle: the QP of optimal.py
+    is_linear = True
+    oracle = "closed_form"  # the QP of oracles/closed_form.py, solved exactly
     state_dim = 2
     control_dim = 1
     state_names = ("position", "velocity")
@@ -103,48 +105,22 @@ class DoubleIntegrator:
         u = control_sequences.reshape(control_sequences.shape[0], -1)
         return initial_states @ A_N.T + u @ G.T
 
+    def make_terminal_map(self):
+        """x_N = A^N x_0 + G u: one matrix product (terminal_map.py, LinearTerminalMap)."""
+        from .terminal_map import LinearTerminalMap
+        Phi, Gamma = self.transition_matrices
+        return LinearTerminalMap(Phi[-1], Gamma[-1], self.num_steps, self.control_dim)
+
+    def linearization(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(A [n, n], B [n, m]) of x_{k+1} = A x_k + B u_k around `state`: the model itself."""
+        return self.A, self.B
+
     def to_dict(self) -> dict:
         return {"name": self.name, "time_horizon": float(self.time_horizon),
                 "num_steps": int(self.num_steps), "dt": self.dt}
 
 
 # ---- nonlinear systems: xdot = f(x, u), discretized by RK4 ----------------------------------
-
-def rk4(dynamics: Callable, x, u, h: float, substeps: int, quadrature: Callable | None = None):
-    """`substeps` steps of classic RK4 of xdot = dynamics(x, u) over h seconds each, u held constant.
-
-    x, u: numpy arrays, torch tensors or CasADi symbols. quadrature: optional L(x, u), integrated along the same
-    steps as an extra state q (qdot = L, q(0) = 0). Returns (x after substeps * h seconds, q).
-    """
-    q = 0
-    for _ in range(substeps):
-        k1 = dynamics(x, u)
-        k2 = dynamics(x + h / 2 * k1, u)
-        k3 = dynamics(x + h / 2 * k2, u)
-        k4 = dynamics(x + h * k3, u)
-        if quadrature is not None:
-            # the stage cost at the same four stage states, so q is RK4 of the augmented ODE
-            q1 = quadrature(x, u)
-            q2 = quadrature(x + h / 2 * k1, u)
-            q3 = quadrature(x + h / 2 * k2, u)
-            q4 = quadrature(x + h * k3, u)
-            q = q + h / 6 * (q1 + 2 * q2 + 2 * q3 + q4)
-        x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-    return x, q
-
-
-# The few functions a vector field needs, for each array kind: batched numpy [B, n] and torch
-# [B, n] tensors, and CasADi column symbols [n]. A system writes f once against these.
-NUMPY_OPS = SimpleNamespace(sin=np.sin, cos=np.cos, part=lambda x, i: x[..., i],
-                            stack=lambda parts: np.stack(parts, axis=-1))
-TORCH_OPS = SimpleNamespace(sin=torch.sin, cos=torch.cos, part=lambda x, i: x[..., i],
-                            stack=lambda parts: torch.stack(parts, dim=-1))
-
-
-def casadi_ops():
-    import casadi as ca  # only the trajectory optimizer needs CasADi
-    return SimpleNamespace(sin=ca.sin, cos=ca.cos, part=lambda x, i: x[i], stack=lambda parts: ca.vertcat(*parts))
-
 
 @dataclass(frozen=True)
 class ODESystem:
@@ -159,7 +135,8 @@ class ODESystem:
     substeps: int = 4
 
     control_dim = 1
-    is_linear = False  # oracle: IPOPT (labels.py)
+    is_linear = False
+    oracle = "shooting"  # IPOPT on the multiple-shooting NLP (oracles/labels.py)
 
     def __post_init__(self):
         if not (self.time_horizon > 0 and np.isfinite(self.time_horizon)):
@@ -201,12 +178,31 @@ class ODESystem:
     def terminal_state_torch(self, initial_states: torch.Tensor, control_sequences: torch.Tensor) -> torch.Tensor:
         return self.rollout_torch(initial_states, control_sequences)[:, -1]
 
+    def make_terminal_map(self):
+        """x_N through every RK4 substep, compiled to C with its derivative (terminal_map.py)."""
+        from .terminal_map import CompiledTerminalMap
+        return CompiledTerminalMap(self)
+
+    def linearization(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(A [n, n], B [n, m]): the exact zero-order-hold discretization over dt of the dynamics
+        linearized at (state, u = 0). The Jacobians of f by automatic differentiation (float64),
+        then the matrix exponential of the block matrix [[A_c, B_c], [0, 0]] * dt."""
+        import scipy.linalg
+        n, m = self.state_dim, self.control_dim
+        x = torch.as_tensor(state, dtype=torch.float64)
+        u = torch.zeros(m, dtype=torch.float64)
+        A_c, B_c = torch.autograd.functional.jacobian(lambda x, u: self.vector_field(x, u, TORCH_OPS), (x, u))
+        block = np.zeros((n + m, n + m))
+        block[:n, :n], block[:n, n:] = A_c.numpy(), B_c.numpy()
+        transition = scipy.linalg.expm(self.dt * block)  # [[A, B], [0, I]]
+        return transition[:n, :n], transition[:n, n:]
+
     def to_dict(self) -> dict:
         """Name, every constructor field (horizon, steps, substeps, physical parameters) and dt."""
         return {"name": self.name, **{f.name: getattr(self, f.name) for f in fields(self)}, "dt": self.dt}
 
     def casadi_vector_field(self) -> Callable:
-        """f(x, u) on CasADi symbols, for trajectory_optimizer.TrajectoryOptimizer(dynamics=...)."""
+        """f(x, u) on CasADi symbols, for oracles.shooting.TrajectoryOptimizer(dynamics=...)."""
         ops = casadi_ops()
         return lambda x, u: self.vector_field(x, u, ops)
 

@@ -1,4 +1,8 @@
-"""The terminal map x_N = F(x_0, u) of a nonlinear system, compiled to C, as a differentiable torch op.
+"""The terminal map x_N = F(x_0, u): where an answer would end, for the error feedback and halting.
+
+Each system makes its own (system.make_terminal_map): a linear system's is one matrix product,
+x_N = A^N x_0 + G u (LinearTerminalMap); an ODE system's is compiled to C as a differentiable
+torch op (CompiledTerminalMap), as follows.
 
 The error feedback asks at every recursion where the current answer would end: x_N(x_0, u)
 through the task's own integrator (N control intervals of `substeps` RK4 steps each, the same
@@ -24,10 +28,10 @@ CPU's threads. Everything runs in float64, in the numpy rollout's order of opera
 is the scorer's to the last bit where f is arithmetic only (Van der Pol; a sine may be a last bit
 away from numpy's). float32 inputs are widened and the result narrowed.
 
-`terminal_state(x_0, u, system)` is a torch custom op (`torch.ops.trc.terminal_state`): torch.compile
-treats it as one opaque call, and autograd differentiates it through the generated derivative.
-Without a working C compiler `TerminalMap` falls back to the system's eager torch rollout: the
-same numbers, only slower. (A linear system needs none of this: its x_N is one matrix product.)
+The compiled x_N is a torch custom op (`torch.ops.trc.terminal_state`): torch.compile treats it
+as one opaque call, and autograd differentiates it through the generated derivative. Without a
+working C compiler `CompiledTerminalMap` falls back to the system's eager torch rollout: the
+same numbers, only slower.
 """
 
 from __future__ import annotations
@@ -37,9 +41,11 @@ import json
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import torch
 
 from .c_library import compiled_library, cpu_identity
+from .integrators import rk4
 
 PARALLEL_FROM = 512  # problems per call from which the batch is split over threads
 
@@ -139,7 +145,6 @@ def _c_source(system) -> str:
     by one, from the system's own vector field and integrator."""
     import casadi as ca
 
-    from .systems import rk4
     n, m, N = system.state_dim, system.control_dim, system.num_steps
     x, u, w = ca.SX.sym("x", n), ca.SX.sym("u", m), ca.SX.sym("w", n)
     x_next = rk4(system.casadi_vector_field(), x, u, system.dt / system.substeps, system.substeps)[0]
@@ -166,16 +171,56 @@ int trc_{name}_batch(long long B, {', '.join(f'{t} {a}' for t, a in args)}) {{
     return "\n".join(pieces)
 
 
-class TerminalMap:
-    """x_N(x_0, u) of one nonlinear system, compiled (see the module docstring).
+class LinearTerminalMap:
+    """x_N = A^N x_0 + G u of a linear system: one matrix product, differentiable as it stands.
+
+    A_N [n, n], G [n, N m] in float64; each device and dtype it is asked for gets its own copy once.
+    """
+
+    onnx_exportable = True  # a matrix product is an ONNX operator
+
+    def __init__(self, A_N: np.ndarray, G: np.ndarray, num_steps: int, control_dim: int):
+        self.A_N, self.G = np.asarray(A_N, np.float64), np.asarray(G, np.float64)
+        self.shape = (self.A_N.shape[0], num_steps, control_dim)
+        self._copies: dict = {}
+
+    def _matrices(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (like.device, like.dtype)
+        if key not in self._copies:
+            self._copies[key] = tuple(torch.as_tensor(M, dtype=like.dtype, device=like.device)
+                                      for M in (self.A_N, self.G))
+        return self._copies[key]
+
+    def differentiable(self, initial_states: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+        """x_N [B, n] from x_0 [B, n] and controls [B, N, m], in their dtype and on their device."""
+        A_N, G = self._matrices(initial_states)
+        return initial_states @ A_N.T + controls.flatten(1) @ G.T
+
+    def terminal_states(self, initial_states: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+        """x_N [B, n]: float64, on the CPU, no gradient."""
+        with torch.no_grad():
+            return self.differentiable(_float64(initial_states), _float64(controls))
+
+    def jacobian(self, initial_states: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+        """dx_N/du [B, n, N m] (float64, CPU): G for every problem."""
+        return self._matrices(_float64(initial_states))[1].expand(len(initial_states), *self.G.shape)
+
+    def c_arguments(self):
+        """What forward.c's error feedback reads: (A_N, G as float32 CPU tensors, no C function)."""
+        A_N, G = self._matrices(torch.empty(0))
+        return A_N, G, None
+
+
+class CompiledTerminalMap:
+    """x_N(x_0, u) of one ODE system, compiled (see the module docstring).
 
     compiled: whether the C library runs (False: the eager torch rollout stands in).
     """
 
+    onnx_exportable = False  # ONNX has no operator for a call into compiled C
+
     def __init__(self, system):
-        if system.is_linear:
-            raise ValueError("TerminalMap is for nonlinear systems; a linear one's x_N is a matrix product")
-        self.system = system
+        self.system, self.key = system, system_key(system)
         self.shape = (system.state_dim, system.num_steps, system.control_dim)
         self._library = compiled_library(_c_source(system), "terminal_map", FLAGS, cpu_identity())
         self.compiled = self._library is not None
@@ -186,6 +231,23 @@ class TerminalMap:
         self._forward.argtypes = [ctypes.c_longlong] + [ctypes.c_void_p] * 3
         self._reverse = self._library.trc_terminal_state_vjp_batch
         self._reverse.argtypes = [ctypes.c_longlong] + [ctypes.c_void_p] * 5
+
+    def differentiable(self, initial_states: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+        """x_N [B, n] from x_0 [B, n] and controls [B, N, m], in their dtype and on their device.
+
+        The torch custom op where there is a graph to record or one to trace, a plain call of the
+        C otherwise; the system's eager torch rollout without a C compiler.
+        """
+        if not self.compiled:
+            return self.system.terminal_state_torch(initial_states, controls)
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return _terminal_state_op(initial_states, controls, self.key)
+        return self.terminal_states(initial_states, controls).to(initial_states)
+
+    def c_arguments(self):
+        """What forward.c's error feedback reads: (no matrices, the address of the compiled x_N),
+        or None without a C compiler."""
+        return (None, None, ctypes.cast(self._forward, ctypes.c_void_p).value) if self.compiled else None
 
     def _run(self, function, arrays: list[torch.Tensor]) -> None:
         """Call a batch loop on contiguous float64 CPU tensors (inputs, then outputs), whose first
@@ -240,7 +302,7 @@ def _float64(tensor: torch.Tensor) -> torch.Tensor:
 
 
 _POOL: ThreadPoolExecutor | None = None
-_MAPS: dict[str, TerminalMap] = {}
+_MAPS: dict = {}  # system_key -> its terminal map
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -255,22 +317,19 @@ def system_key(system) -> str:
     return json.dumps(system.to_dict(), sort_keys=True)
 
 
-def terminal_map(system) -> TerminalMap:
-    """The TerminalMap of `system`, built once per process."""
+def terminal_map(system):
+    """The terminal map of `system` (system.make_terminal_map: LinearTerminalMap or
+    CompiledTerminalMap), built once per process."""
     key = system_key(system)
     if key not in _MAPS:
-        _MAPS[key] = TerminalMap(system)
+        _MAPS[key] = system.make_terminal_map()
     return _MAPS[key]
 
 
-def _map_of(key: str) -> TerminalMap:
-    """The TerminalMap a system key names (the op's argument is the key, not the system)."""
-    if key not in _MAPS:  # e.g. an op in a graph traced by another process: rebuild from the description
-        from .systems import make_system
-        description = {k: v for k, v in json.loads(key).items() if k != "dt"}
-        system = make_system(description.pop("name"), description.pop("time_horizon"),
-                             description.pop("num_steps"), **description)
-        _MAPS[key] = TerminalMap(system)
+def _map_of(key: str):
+    """The terminal map a system key names (the op's argument is the key, not the system)."""
+    if key not in _MAPS:
+        raise KeyError(f"no terminal map was built in this process for {key}: call terminal_map(system) first")
     return _MAPS[key]
 
 
@@ -315,14 +374,6 @@ _terminal_state_op.register_autograd(_backward, setup_context=_setup_context)
 
 def terminal_state(initial_states: torch.Tensor, controls: torch.Tensor, system, key: str | None = None) -> torch.Tensor:
     """Differentiable x_N [B, n] of `system` from x_0 [B, n] and controls [B, N, m], in their dtype
-    and on their device. key: system_key(system), when the caller has it at hand.
-
-    The compiled C when a compiler is at hand (the custom op, or a plain call where there is
-    neither a graph to record nor one to trace); the system's eager torch rollout without one.
-    """
-    key = key or system_key(system)
-    if not _map_of(key).compiled:
-        return system.terminal_state_torch(initial_states, controls)
-    if torch.is_grad_enabled() or torch.compiler.is_compiling():
-        return _terminal_state_op(initial_states, controls, key)
-    return _map_of(key).terminal_states(initial_states, controls).to(initial_states)
+    and on their device. key: system_key(system), when the caller has it at hand."""
+    mapped = _MAPS.get(key) if key else None
+    return (mapped or terminal_map(system)).differentiable(initial_states, controls)

@@ -22,11 +22,12 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
-from .data import BatchLoader
+from .data import BatchLoader, create_data_loaders, load_dataset
 from .device import describe_device, resolve_device
 from .errors import TRCError, describe_difference
 from .files import check_folder, write_json
@@ -98,16 +99,7 @@ def train(model: TinyRecursiveControl, train_loader: BatchLoader, val_loader: Ba
     epochs without a lower validation loss (0 disables early stopping); resume: continue
     from output_dir/last_model.pt, which must come from the same model and data.
     """
-    if int(epochs) != epochs or epochs < 1:
-        raise TRCError(f"epochs must be a positive integer, got {epochs}")
-    if int(patience) != patience or patience < 0:
-        raise TRCError(f"patience must be a non-negative integer, got {patience}")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise TRCError(f"--lr must be a positive number, got {lr}")
-    problem = train_loader.dataset.metadata.get("problem")
-    if problem != model.config.problem:
-        raise TRCError(f"{train_loader.dataset.path}: the data's problem {problem} does not match the "
-                       f"model's {model.config.problem}")
+    _check_options(model, train_loader, epochs, patience, lr)
     device = resolve_device(device)
     output_dir = check_folder(output_dir, "output_dir")  # before any work, not at the first save
     if resume and not (output_dir / "last_model.pt").exists():
@@ -123,61 +115,90 @@ def train(model: TinyRecursiveControl, train_loader: BatchLoader, val_loader: Ba
     ema = EMA(model, ema_decay) if ema_decay > 0 else None
     run = {"epochs": int(epochs), "lr": lr, "scheduler": scheduler, "patience": int(patience),
            "batch_size": train_loader.batch_size, "weight_decay": weight_decay, "ema_decay": ema_decay,
-           "grad_clip": grad_clip, "terminal_weight": terminal_weight, "device": str(device), "num_parameters": model.num_parameters(),
-           "model_config": model.config_dict(), "data": _resolved(train_loader.dataset.path),
-           "num_train": len(train_loader.dataset), "num_val": len(val_loader.dataset),
-           "validation_sha1": _fingerprint(val_loader.dataset)}
+           "grad_clip": grad_clip, "terminal_weight": terminal_weight, "device": str(device),
+           "num_parameters": model.num_parameters(), "model_config": model.config_dict(),
+           "data": _resolved(train_loader.dataset.path), "num_train": len(train_loader.dataset),
+           "num_val": len(val_loader.dataset), "validation_sha1": _fingerprint(val_loader.dataset)}
     state = {"epoch": 0, "best_val_loss": math.inf, "best_epoch": 0, "epochs_without_improvement": 0,
              "history": [], "run": run}
     if resume:
         state = _restore(output_dir / "last_model.pt", model, optimizer, lr_schedule, ema, train_loader, run)
         log(f"resuming after epoch {state['epoch']}")
-
-    def stats(status):
-        return {"status": status, **{k: state[k] for k in ("epoch", "best_epoch", "best_val_loss")},
-                "run": run, "history": state["history"]}
-
     bar = tqdm(range(state["epoch"], epochs), initial=state["epoch"], total=epochs, desc="epochs",
                disable=not progress, dynamic_ncols=True)
     status = "finished"
     try:
         for epoch in bar:
-            started = time.perf_counter()
-            train_loss = _train_epoch(model, train_loader, optimizer, ema, grad_clip, terminal_weight)
-            scored = ema.shadow if ema else model
-            metrics = validate(scored, val_loader)
-            lr_now = optimizer.param_groups[0]["lr"]
-            if isinstance(lr_schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                lr_schedule.step(metrics["val_loss"])
-            elif lr_schedule is not None:
-                lr_schedule.step()
-            if not math.isfinite(train_loss) or not math.isfinite(metrics["val_loss"]):
-                write_json(output_dir / "training_stats.json", stats("diverged"))
-                raise TRCError(f"training diverged at epoch {epoch + 1} (loss {train_loss}); try a lower --lr")
-            state["epoch"] = epoch + 1
-            state["history"].append({"epoch": epoch + 1, "train_loss": train_loss, **metrics, "lr": lr_now,
-                                     "seconds": time.perf_counter() - started})
-            improved = metrics["val_loss"] < state["best_val_loss"]
-            if improved:
-                state.update(best_val_loss=metrics["val_loss"], best_epoch=epoch + 1, epochs_without_improvement=0)
-                save_checkpoint(output_dir / "best_model.pt", model, scored.state_dict(), epoch=epoch + 1,
-                                val_loss=metrics["val_loss"], data=_data_record(train_loader))
-            else:
-                state["epochs_without_improvement"] += 1
-            _save_last(output_dir / "last_model.pt", model, scored, optimizer, lr_schedule, ema, train_loader, state)
-            write_json(output_dir / "training_stats.json", stats("running"))
-            bar.set_postfix(train=f"{train_loss:.2e}", val=f"{metrics['val_loss']:.2e}",
+            metrics = _epoch(model, train_loader, val_loader, optimizer, lr_schedule, ema, grad_clip, terminal_weight)
+            if not math.isfinite(metrics["train_loss"]) or not math.isfinite(metrics["val_loss"]):
+                write_json(output_dir / "training_stats.json", _stats(state, "diverged"))
+                raise TRCError(f"training diverged at epoch {epoch + 1} (loss {metrics['train_loss']}); "
+                               f"try a lower --lr")
+            _keep(output_dir, model, ema, optimizer, lr_schedule, train_loader, state, metrics)
+            bar.set_postfix(train=f"{metrics['train_loss']:.2e}", val=f"{metrics['val_loss']:.2e}",
                             err=f"{metrics['val_terminal_error']:.1e}")
             if patience and state["epochs_without_improvement"] >= patience:
                 status = "early_stopped"
                 log(f"early stopping after epoch {epoch + 1}: no improvement for {patience} epochs")
                 break
     except KeyboardInterrupt:
-        write_json(output_dir / "training_stats.json", stats("interrupted"))
+        write_json(output_dir / "training_stats.json", _stats(state, "interrupted"))
         bar.close()
         raise
     bar.close()
-    write_json(output_dir / "training_stats.json", stats(status))
+    return _finish(model, output_dir, state, status, log)
+
+
+def _check_options(model, train_loader, epochs, patience, lr) -> None:
+    if int(epochs) != epochs or epochs < 1:
+        raise TRCError(f"epochs must be a positive integer, got {epochs}")
+    if int(patience) != patience or patience < 0:
+        raise TRCError(f"patience must be a non-negative integer, got {patience}")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise TRCError(f"lr must be a positive number, got {lr}")
+    problem = train_loader.dataset.metadata.get("problem")
+    if problem != model.config.problem:
+        raise TRCError(f"{train_loader.dataset.path}: the data's problem {problem} does not match the "
+                       f"model's {model.config.problem}")
+
+
+def _epoch(model, train_loader, val_loader, optimizer, lr_schedule, ema, grad_clip, terminal_weight) -> dict:
+    """One epoch of training, validation of the (EMA) weights, and the schedule's step."""
+    started = time.perf_counter()
+    train_loss = _train_epoch(model, train_loader, optimizer, ema, grad_clip, terminal_weight)
+    metrics = validate(ema.shadow if ema else model, val_loader)
+    lr_now = optimizer.param_groups[0]["lr"]
+    if isinstance(lr_schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        lr_schedule.step(metrics["val_loss"])
+    elif lr_schedule is not None:
+        lr_schedule.step()
+    return {"train_loss": train_loss, **metrics, "lr": lr_now, "seconds": time.perf_counter() - started}
+
+
+def _keep(output_dir, model, ema, optimizer, lr_schedule, train_loader, state, metrics) -> None:
+    """Record an epoch: history, best_model.pt when it improved, last_model.pt, training_stats.json."""
+    epoch = state["epoch"] = state["epoch"] + 1
+    state["history"].append({"epoch": epoch, **metrics})
+    scored = ema.shadow if ema else model
+    if metrics["val_loss"] < state["best_val_loss"]:
+        state.update(best_val_loss=metrics["val_loss"], best_epoch=epoch, epochs_without_improvement=0)
+        save_checkpoint(output_dir / "best_model.pt", model, scored.state_dict(), epoch=epoch,
+                        val_loss=metrics["val_loss"], data=_data_record(train_loader))
+    else:
+        state["epochs_without_improvement"] += 1
+    _save_last(output_dir / "last_model.pt", model, scored, optimizer, lr_schedule, ema, train_loader, state)
+    write_json(output_dir / "training_stats.json", _stats(state, "running"))
+
+
+def _stats(state: dict, status: str) -> dict:
+    """training_stats.json: the status, the best epoch so far, the options and the history."""
+    return {"status": status, **{k: state[k] for k in ("epoch", "best_epoch", "best_val_loss")},
+            "run": state["run"], "history": state["history"]}
+
+
+def _finish(model, output_dir, state, status, log) -> TinyRecursiveControl:
+    """Write the final statistics and curves; return the model carrying its best weights."""
+    write_json(output_dir / "training_stats.json", _stats(state, status))
     if state["history"]:
         from .plots import plot_training_curves
         plot_training_curves(state["history"], output_dir / "training_curves.png")
@@ -277,3 +298,24 @@ def _restore(path, model, optimizer, lr_schedule, ema, loader, run) -> dict:
     return {"epoch": ts["epoch"], "best_val_loss": ts["best_val_loss"], "best_epoch": ts["best_epoch"],
             "epochs_without_improvement": ts["epochs_without_improvement"],
             "history": json.loads(ts["history_json"]), "run": run}
+
+
+def train_model(data, *, output_dir="outputs/supervised", model_size="medium", epochs=100, batch_size=64,
+                lr=1e-3, patience=20, scheduler="cosine", latent_dim=None, num_outer_cycles=None,
+                num_inner_cycles=None, num_supervision_steps=None, device="auto", seed=0, resume=False,
+                val_fraction=0.1, ema_decay=0.999, weight_decay=0.0, terminal_weight=0.0, error_feedback=None,
+                progress=True, log=print) -> TinyRecursiveControl:
+    """Build a model of `model_size` for the problem of the dataset file `data` and train it (see
+    train). The architecture options left None take the size's values (model.MODEL_SIZES)."""
+    torch.manual_seed(seed)
+    train_set, val_set = load_dataset(data, val_fraction=val_fraction, seed=seed)
+    overrides = {k: v for k, v in (("latent_dim", latent_dim), ("num_outer_cycles", num_outer_cycles),
+                                   ("num_inner_cycles", num_inner_cycles),
+                                   ("num_supervision_steps", num_supervision_steps),
+                                   ("error_feedback", error_feedback)) if v is not None}
+    state_scale = float(np.abs(np.concatenate([train_set.initial_states, train_set.target_states])).max())
+    model = TinyRecursiveControl.create(model_size, problem=train_set.problem, state_scale=state_scale, **overrides)
+    train_loader, val_loader = create_data_loaders(train_set, val_set, batch_size, seed=seed)
+    return train(model, train_loader, val_loader, epochs=epochs, lr=lr, device=device, output_dir=output_dir,
+                 scheduler=scheduler, patience=patience, weight_decay=weight_decay, ema_decay=ema_decay,
+                 terminal_weight=terminal_weight, resume=resume, progress=progress, log=log)

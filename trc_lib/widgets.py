@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .oracles import closed_form
 from .data import ControlDataset
 from .evaluate import score_controls
-from .oracles.labels import optimum
+from .oracles import oracle_of
 from .plots import plot_trajectories
 
 
@@ -31,15 +30,12 @@ def explore(model, test: ControlDataset, source="test case", case=0, initial_pos
         case_set = test.subset([case])  # its label is the oracle's answer: nothing to solve
     else:
         x0, xt = np.array([[initial_position, initial_velocity]]), np.array([[target_position, target_velocity]])
-        reachable = not (problem.system.is_linear and problem.objective.terminal_constraint
-                         and closed_form.reachability_margin(problem, x0, xt)[0] <= 0)
-        if reachable:
-            solution, success = optimum(problem, x0, xt, workers=1)
-            reachable = bool(success[0])
-        if not reachable:
+        oracle = oracle_of(problem)
+        solution, success = oracle.optimum(problem, x0, xt, workers=1)
+        if not success[0]:
             if show:
                 print(f"x* = {xt[0]} cannot be reached from x0 = {x0[0]} with |u| <= {problem.control_bound}"
-                      + ("" if problem.system.is_linear else " (IPOPT found no feasible solution)"))
+                      f" ({oracle.name}: {oracle.failure})")
             return {"reachable": False, "terminal_error_trc": None, "cost_gap": None, "figure": None}
         case_set = ControlDataset(x0, xt, solution.control_sequences, solution.state_trajectories, solution.costs,
                                   solution.terminal_multipliers, test.metadata)

@@ -101,7 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
                                 "trained on and scored against the exact optimum.",
         epilog="Run `trc COMMAND --help` for the options of each command.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_generate(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_compare(sub)
+    _add_prompts(sub)
+    _add_finetune(sub)
+    _add_export(sub)
+    _add_pipeline(sub)
+    return parser
 
+
+def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="generate a dataset of exact optimal solutions",
                        description="Draw initial and target states uniformly from boxes, solve each problem "
                                    "exactly, write OUTPUT_DIR/lqr_dataset.npz.")
@@ -121,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     _add_problem_options(p)
 
+
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model on a dataset",
                        description="Train TinyRecursiveControl by imitation of the exact optimum with deep "
                                    "supervision. Writes best_model.pt, last_model.pt, training_stats.json "
@@ -171,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     _add_system_check(p)
 
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="score a trained model on a test set",
                        description="Terminal error, success rate, cost and cost gap to the exact optimum, "
                                    "bound violation and inference time (median after warm-up at batch 1 and "
@@ -191,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "below this, and report the refinements used (.pt only; default: run every refinement)")
     _add_system_check(p)
 
+
+def _add_compare(sub) -> None:
     p = sub.add_parser("compare", help="compare TRC with baselines and the oracle",
                        description="On the same test cases and metrics: random controls, zero controls, a "
                                    "least-squares linear policy, TRC after each refinement step, any external "
@@ -220,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "below this, as an extra TRC row with the refinements it used (.pt only; default: run every refinement)")
     _add_system_check(p)
 
+
+def _add_prompts(sub) -> None:
     p = sub.add_parser("prompts", help="write the test cases as prompts for an LLM (compare its answers after)",
                        description="One JSON line per test case: id, prompt (the problem in words and numbers and "
                                    "the answer format), x0, x*, N and m. Run the prompts through any LLM, save its "
@@ -232,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="your own prompt text with {placeholders} (docs/llm.md lists them; default: the built-in "
                         "template)")
 
+
+def _add_finetune(sub) -> None:
     p = sub.add_parser("finetune", help="fine-tune a trained model on the task's true objective",
                        description="The guide's optional fine-tuning beyond imitation: train a checkpoint on the "
                                    "task's own cost J(u) / J_ref + TERMINAL_PENALTY ||x_N - x*||^2 through the "
@@ -255,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=seed_int, default=0, help="seed for the split and shuffling (default: %(default)s)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
 
+
+def _add_export(sub) -> None:
     p = sub.add_parser("export", help="export a trained model to ONNX (the guide's Deploy step)",
                        description="Write the model as ONNX (batch size free) and check that ONNX Runtime "
                                    "reproduces PyTorch to 1e-5 x max(1, control bound) on random inputs; load it with "
@@ -263,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="outputs/supervised/best_model.pt", help="model (default: %(default)s)")
     p.add_argument("--output", default="outputs/supervised/model.onnx", help="ONNX file (default: %(default)s)")
 
+
+def _add_pipeline(sub) -> None:
     p = sub.add_parser("pipeline", help="generate, train, evaluate and compare in one go (the guide's train.sh)",
                        description="The guide's ./train.sh: runs notebooks 01-04 headless (papermill) with these "
                                    "parameters: generate the training set (NUM_SAMPLES, seed 42) and test set "
@@ -294,7 +319,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training device (default: %(default)s)")
     p.add_argument("--seed", type=seed_int, default=0, help="training seed (default: %(default)s)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
-    return parser
 
 
 def _external_pairs(items):
@@ -322,7 +346,7 @@ def run(args) -> None:
     if args.command == "generate":
         if args.mu is not None and args.system != "vanderpol":
             raise TRCError(f"--mu is the Van der Pol parameter; it does not apply to --system {args.system}")
-        workflow.generate(args.output_dir, args.num_samples, seed=args.seed,
+        workflow.generate(args.output_dir, num_samples=args.num_samples, seed=args.seed,
                           state_range=tuple(args.state_range) if args.state_range else None,
                           target_range=tuple(args.target_range) if args.target_range else None,
                           num_steps=args.num_steps, time_horizon=args.time_horizon,
@@ -334,33 +358,38 @@ def run(args) -> None:
         data = {"train": "data", "evaluate": "test_data", "compare": "test_data"}[args.command]
         workflow.check_system(getattr(args, data), args.system, f"--{data}")
     if args.command == "train":
-        workflow.train_model(args.data, args.output_dir, args.model_size, args.epochs, args.batch_size, args.lr,
-                             args.patience, args.scheduler, args.latent_dim, args.num_outer_cycles,
-                             args.num_inner_cycles, args.num_supervision_steps, args.device, args.seed,
-                             args.resume, args.val_fraction, args.ema_decay, args.weight_decay, args.terminal_weight,
+        workflow.train_model(args.data, **_options(args, "output_dir", "model_size", "epochs", "batch_size", "lr",
+                                                   "patience", "scheduler", "latent_dim", "num_outer_cycles",
+                                                   "num_inner_cycles", "num_supervision_steps", "device", "seed",
+                                                   "resume", "val_fraction", "ema_decay", "weight_decay",
+                                                   "terminal_weight"),
                              error_feedback=False if args.no_error_feedback else None, progress=not args.no_progress)
     elif args.command == "evaluate":
-        workflow.evaluate_checkpoint(args.checkpoint, args.test_data, args.output, args.success_threshold,
-                                     args.device, args.precision, args.tolerance)
+        workflow.evaluate_checkpoint(args.checkpoint, args.test_data,
+                                     **_options(args, "output", "success_threshold", "device", "precision",
+                                                "tolerance"))
     elif args.command == "compare":
-        workflow.compare(args.test_data, args.trc_checkpoint, args.output, args.train_data,
-                         _external_pairs(args.external), args.success_threshold, args.seed, args.device,
-                         args.newton_steps, args.tolerance)
+        workflow.compare(args.test_data, external=_external_pairs(args.external),
+                         **_options(args, "trc_checkpoint", "output", "train_data", "success_threshold", "seed",
+                                    "device", "newton_steps", "tolerance"))
     elif args.command == "prompts":
-        workflow.prompts(args.test_data, args.output, args.template)
+        workflow.prompts(args.test_data, args.output, template=args.template)
     elif args.command == "finetune":
-        workflow.finetune_checkpoint(args.checkpoint, args.data, args.output_dir, args.epochs, args.lr,
-                                     args.batch_size, args.terminal_penalty, args.val_fraction, args.device,
-                                     args.seed, progress=not args.no_progress)
+        workflow.finetune_checkpoint(args.checkpoint, args.data, progress=not args.no_progress,
+                                     **_options(args, "output_dir", "epochs", "lr", "batch_size", "terminal_penalty",
+                                                "val_fraction", "device", "seed"))
     elif args.command == "export":
         workflow.export(args.checkpoint, args.output)
     elif args.command == "pipeline":
         from .pipeline import run_pipeline
-        run_pipeline(args.num_samples, args.epochs, args.model_size, test_samples=args.test_samples,
-                     data_dir=args.data_dir, output_dir=args.output_dir, notebooks_dir=args.notebooks_dir,
-                     batch_size=args.batch_size, lr=args.lr,
-                     patience=args.patience, device=args.device, seed=args.seed, system=args.system,
-                     state_range=args.state_range, progress=not args.no_progress)
+        run_pipeline(args.num_samples, args.epochs, args.model_size, progress=not args.no_progress,
+                     **_options(args, "test_samples", "data_dir", "output_dir", "notebooks_dir", "batch_size", "lr",
+                                "patience", "device", "seed", "system", "state_range"))
+
+
+def _options(args, *names) -> dict:
+    """The named options, as keyword arguments of the library function of the same names."""
+    return {name: getattr(args, name) for name in names}
 
 
 class Terminated(KeyboardInterrupt):

@@ -18,6 +18,7 @@ from ..data import DATASET_FILENAME
 from ..device import describe_device, resolve_device
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+TRAIN_SEED, TEST_SEED = 42, 123  # the guide's seeds
 QUICK_SAMPLES, QUICK_TEST_SAMPLES, QUICK_EPOCHS, QUICK_SIZE = 2000, 1000, 10, "small"
 
 
@@ -69,7 +70,6 @@ def ensure_datasets(data_dir="data", num_samples=QUICK_SAMPLES, test_samples=QUI
     (sample count, seeds 42 and 123, problem, boxes) is replaced; otherwise any valid file is used
     as it is.
     """
-    from .pipeline import TEST_SEED, TRAIN_SEED
     paths = []
     for name, count, seed in (("train", num_samples, TRAIN_SEED), ("test", test_samples, TEST_SEED)):
         path = resolve(data_dir) / f"lqr_{name}" / DATASET_FILENAME
@@ -78,7 +78,7 @@ def ensure_datasets(data_dir="data", num_samples=QUICK_SAMPLES, test_samples=QUI
         if exists:
             log(f"using {path}")
         else:
-            workflow.generate(path.parent, count, seed=seed, log=log, **problem_options)
+            workflow.generate(path.parent, num_samples=count, seed=seed, log=log, **problem_options)
         paths.append(path)
     return tuple(paths)
 
@@ -91,7 +91,8 @@ def ensure_checkpoint(output_dir="outputs/supervised", data_dir="data", log=prin
         return checkpoint
     train_path, _ = ensure_datasets(data_dir, log=log)
     log(f"no model at {checkpoint}: training a quick {QUICK_SIZE} one ({QUICK_EPOCHS} epochs)")
-    workflow.train_model(train_path, checkpoint.parent, QUICK_SIZE, QUICK_EPOCHS, log=log)
+    workflow.train_model(train_path, output_dir=checkpoint.parent, model_size=QUICK_SIZE, epochs=QUICK_EPOCHS,
+                         log=log)
     return checkpoint
 
 

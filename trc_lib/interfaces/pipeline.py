@@ -13,9 +13,8 @@ import json
 from pathlib import Path
 
 from ..errors import TRCError
-from .notebook import REPO_ROOT
+from .notebook import REPO_ROOT, TEST_SEED, TRAIN_SEED  # noqa: F401  (the seeds: the pipeline's data)
 
-TRAIN_SEED, TEST_SEED = 42, 123  # the guide's seeds
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PIPELINE_NOTEBOOKS = ("01_generate_data.ipynb", "02_train.ipynb", "03_evaluate.ipynb", "04_compare_baselines.ipynb")
 
@@ -45,7 +44,7 @@ def run_notebook(notebook, parameters: dict, output_path, progress=True) -> Path
     return output_path
 
 
-def run_pipeline(num_samples=10000, epochs=100, model_size="medium", test_samples=1000, data_dir=None,
+def run_pipeline(num_samples=10000, epochs=100, model_size="medium", *, test_samples=1000, data_dir=None,
                  output_dir=None, notebooks_dir=None, batch_size=64, lr=1e-3,
                  patience=20, device="auto", seed=0, system="double_integrator", state_range=None, progress=True,
                  log=print) -> list[Path]:

@@ -13,18 +13,19 @@ from ..baselines import (ExternalControls, LeastSquaresController, OracleControl
                         ZeroController)
 from ..checkpoint import load_model, read_checkpoint
 from ..compare import RefinementStep, TRCController, compare_controllers, evaluate_controller, format_table
-from ..data import DATASET_FILENAME, create_data_loaders, generate_dataset, load_dataset, make_problem, \
-    read_dataset, save_dataset
+from ..data import DATASET_FILENAME, generate_dataset, load_dataset, make_problem, read_dataset, save_dataset
 from ..device import resolve_device
 from ..errors import TRCError, describe_difference
 from ..evaluate import hardware
 from ..export import OnnxController, export_onnx
 from ..files import check_folder, write_json
+from ..oracles import oracle_of
+from ..training import train_model  # noqa: F401  (a step of the guide, as the faces call it)
 from ..model import INFERENCE_PRECISIONS, TinyRecursiveControl
 from ..tasks import sampling_boxes
 
 
-def generate(output_dir, num_samples=10000, num_steps=None, time_horizon=None, seed=42, state_range=None,
+def generate(output_dir, *, num_samples=10000, num_steps=None, time_horizon=None, seed=42, state_range=None,
              target_range=None, control_bound=None, controller=None, system="double_integrator",
              lqr_Q=(1.0, 1.0), lqr_R=(0.1,), lqr_Qf=(100.0, 100.0), workers=None, progress=True, log=print,
              **system_parameters) -> Path:
@@ -42,10 +43,9 @@ def generate(output_dir, num_samples=10000, num_steps=None, time_horizon=None, s
                                progress=progress)
     path = save_dataset(dataset, Path(output_dir) / DATASET_FILENAME)
     meta = dataset.metadata
-    unreachable = "unreachable" if problem.system.is_linear else "unsolved"
     log(f"wrote {path}: {num_samples} {system} {problem.objective.name} solutions ({meta['oracle']}), "
         f"dt = {problem.dt:.6g} s, {meta['num_bound_active']} with the bound active, {meta['num_redrawn']} "
-        f"{unreachable} pairs re-drawn ({time.perf_counter() - started:.2f} s)")
+        f"{oracle_of(problem).failure} pairs re-drawn ({time.perf_counter() - started:.2f} s)")
     return path
 
 
@@ -80,28 +80,6 @@ def check_system(path, system: str, option: str) -> None:
                        f"`trc generate --system {system}`)")
 
 
-def train_model(data, output_dir="outputs/supervised", model_size="medium", epochs=100, batch_size=64, lr=1e-3,
-                patience=20, scheduler="cosine", latent_dim=None, num_outer_cycles=None, num_inner_cycles=None,
-                num_supervision_steps=None, device="auto", seed=0, resume=False, val_fraction=0.1,
-                ema_decay=0.999, weight_decay=0.0, terminal_weight=0.0, error_feedback=None, progress=True,
-                log=print) -> TinyRecursiveControl:
-    """Build a model of the requested size for the data's problem and train it (see train.train)."""
-    from ..training import train
-    torch.manual_seed(seed)
-    train_set, val_set = load_dataset(data, val_fraction=val_fraction, seed=seed)
-    overrides = {k: v for k, v in (("latent_dim", latent_dim), ("num_outer_cycles", num_outer_cycles),
-                                   ("num_inner_cycles", num_inner_cycles),
-                                   ("num_supervision_steps", num_supervision_steps),
-                                   ("error_feedback", error_feedback)) if v is not None}
-    state_scale = float(np.abs(np.concatenate([train_set.initial_states, train_set.target_states])).max())
-    model = TinyRecursiveControl.create(model_size, problem=train_set.problem, state_scale=state_scale, **overrides)
-    train_loader, val_loader = create_data_loaders(train_set, val_set, batch_size, seed=seed)
-    return train(model, train_loader, val_loader, epochs=epochs, lr=lr, device=device, output_dir=output_dir,
-                 scheduler=scheduler, patience=patience, weight_decay=weight_decay, ema_decay=ema_decay,
-                 terminal_weight=terminal_weight,
-                 resume=resume, progress=progress, log=log)
-
-
 def _check_tolerance(tolerance, model=None):
     """A halting tolerance: None, or positive for a .pt model (halting simulates between refinements)."""
     if tolerance is None:
@@ -129,7 +107,7 @@ def _check_same_problem(model, test, checkpoint):
                        f"(model vs data: {difference})")
 
 
-def evaluate_checkpoint(checkpoint, test_data, output=None, success_threshold=0.1, device="cpu",
+def evaluate_checkpoint(checkpoint, test_data, *, output=None, success_threshold=0.1, device="cpu",
                         precision="float32", tolerance=None, log=print) -> dict:
     """Metrics and inference times of a trained model on a test set; written to `output` as JSON.
 
@@ -162,32 +140,19 @@ def evaluate_checkpoint(checkpoint, test_data, output=None, success_threshold=0.
     return result
 
 
-def compare(test_data, trc_checkpoint=None, output=None, train_data=None, external=(), success_threshold=0.1,
+def compare(test_data, *, trc_checkpoint=None, output=None, train_data=None, external=(), success_threshold=0.1,
             seed=0, device="cpu", newton_steps=0, tolerance=None, log=print) -> list[dict]:
     """Random, zero, least squares, TRC per refinement step, TRC, external files and the oracle,
     on the same test cases. external: sequence of (name, path). newton_steps > 0 adds TRC's
-    answer polished by that many Newton steps onto the terminal constraint (projection.py;
+    answer polished by that many Newton steps onto the terminal constraint (studies/projection.py;
     nonlinear tasks). tolerance adds TRC halting at that simulated terminal error (.pt only).
     Writes JSON to `output`."""
-    _check_threshold(success_threshold)
-    _check_tolerance(tolerance)
-    if int(newton_steps) != newton_steps or newton_steps < 0:
-        raise TRCError(f"--newton_steps must be a non-negative integer, got {newton_steps}")
-    if newton_steps and not trc_checkpoint:
-        raise TRCError("--newton_steps polishes TRC's answer: pass --trc_checkpoint too")
-    names = [name for name, _ in external]
-    reserved = {"random", "zero", "least squares (linear)", "TRC", "TRC (ONNX Runtime)", "oracle (exact QP)",
-                "oracle (IPOPT)"}
-    if (len(set(names)) < len(names) or reserved & set(names)
-            or any(n.startswith(("TRC after step", "TRC + Newton", "TRC (halting")) for n in names)):
-        raise TRCError(f"--external names must be unique and differ from the built-in controllers "
-                       f"{sorted(reserved)}; got {names}")
+    _check_compare_options(success_threshold, tolerance, newton_steps, trc_checkpoint, external)
     test = read_dataset(test_data)
     problem = test.problem
-    if newton_steps and problem.system.is_linear:
+    if newton_steps and oracle_of(problem).exact_and_fast:
         raise TRCError(f"--newton_steps is for the nonlinear systems; {test.path} states a linear one, "
                        f"whose oracle is already exact")
-    controllers = [RandomController(problem, seed), ZeroController(problem)]
     model = None
     if trc_checkpoint:
         device = resolve_device(device)
@@ -196,28 +161,14 @@ def compare(test_data, trc_checkpoint=None, output=None, train_data=None, extern
         _check_tolerance(tolerance, model)
         if train_data is None and not isinstance(model, OnnxController):
             train_data = read_checkpoint(trc_checkpoint).get("data", {}).get("path")
-    if train_data is None:
-        raise TRCError("the least-squares baseline needs the training set: pass --train_data "
-                       "(or --trc_checkpoint, whose training data is used)")
-    try:
-        train_set = read_dataset(train_data)
-    except TRCError as e:
-        raise TRCError(f"training set for the least-squares baseline: {e} (pass --train_data)") from None
-    if train_set.metadata["problem"] != test.metadata["problem"]:
-        raise TRCError(f"{train_data} and {test.path} state different problems")
-    controllers.append(LeastSquaresController(problem).fit(train_set))
+    train_set = _training_set(train_data, test)
+    controllers = [RandomController(problem, seed), ZeroController(problem),
+                   LeastSquaresController(problem).fit(train_set)]
     untimed = set()
     if model is not None:
-        final = model if isinstance(model, OnnxController) else TRCController(model, device)
-        refinements = model.predict_refinements(test.initial_states, test.target_states)
-        steps = [RefinementStep(final, r, refinements) for r in range(1, len(refinements))]
-        controllers += [*steps, final]
-        untimed |= {s.name for s in steps}
-        if tolerance is not None:
-            controllers.append(TRCController(model, device, tolerance))
-        if newton_steps:
-            from ..studies.projection import ProjectedController
-            controllers.append(ProjectedController(final, problem, int(newton_steps)))
+        trc, steps = _trc_controllers(model, device, test, tolerance, newton_steps)
+        controllers += trc
+        untimed |= steps
     for name, path in external:  # answers an LLM wrote (.jsonl, llm.py) or control sequences (.npz, .json)
         from ..llm import TextAnswers
         controllers.append(TextAnswers(name, path, test) if Path(path).suffix == ".jsonl"
@@ -235,7 +186,52 @@ def compare(test_data, trc_checkpoint=None, output=None, train_data=None, extern
     return rows
 
 
-def prompts(test_data, output, template=None, log=print) -> Path:
+def _check_compare_options(success_threshold, tolerance, newton_steps, trc_checkpoint, external) -> None:
+    _check_threshold(success_threshold)
+    _check_tolerance(tolerance)
+    if int(newton_steps) != newton_steps or newton_steps < 0:
+        raise TRCError(f"--newton_steps must be a non-negative integer, got {newton_steps}")
+    if newton_steps and not trc_checkpoint:
+        raise TRCError("--newton_steps polishes TRC's answer: pass --trc_checkpoint too")
+    names = [name for name, _ in external]
+    reserved = {"random", "zero", "least squares (linear)", "TRC", "TRC (ONNX Runtime)", "oracle (exact QP)",
+                "oracle (IPOPT)"}
+    if (len(set(names)) < len(names) or reserved & set(names)
+            or any(n.startswith(("TRC after step", "TRC + Newton", "TRC (halting")) for n in names)):
+        raise TRCError(f"--external names must be unique and differ from the built-in controllers "
+                       f"{sorted(reserved)}; got {names}")
+
+
+def _training_set(train_data, test):
+    """The least-squares baseline's training set, checked against the test set's problem."""
+    if train_data is None:
+        raise TRCError("the least-squares baseline needs the training set: pass --train_data "
+                       "(or --trc_checkpoint, whose training data is used)")
+    try:
+        train_set = read_dataset(train_data)
+    except TRCError as e:
+        raise TRCError(f"training set for the least-squares baseline: {e} (pass --train_data)") from None
+    if train_set.metadata["problem"] != test.metadata["problem"]:
+        raise TRCError(f"{train_data} and {test.path} state different problems")
+    return train_set
+
+
+def _trc_controllers(model, device, test, tolerance, newton_steps) -> tuple[list, set]:
+    """TRC after each refinement (untimed: read off one forward pass), TRC, and TRC halting or
+    with Newton steps when asked; returns (controllers, names of the untimed ones)."""
+    final = model if isinstance(model, OnnxController) else TRCController(model, device)
+    refinements = model.predict_refinements(test.initial_states, test.target_states)
+    steps = [RefinementStep(final, r, refinements) for r in range(1, len(refinements))]
+    controllers = [*steps, final]
+    if tolerance is not None:
+        controllers.append(TRCController(model, device, tolerance))
+    if newton_steps:
+        from ..studies.projection import ProjectedController
+        controllers.append(ProjectedController(final, test.problem, int(newton_steps)))
+    return controllers, {s.name for s in steps}
+
+
+def prompts(test_data, output, *, template=None, log=print) -> Path:
     """`trc prompts`: the test cases as prompts for a language model, one JSON line each (llm.py)."""
     from ..files import check_writable
     from ..llm import DEFAULT_TEMPLATE, prompts as make_prompts, read_template, write_jsonl
@@ -248,7 +244,7 @@ def prompts(test_data, output, template=None, log=print) -> Path:
     return path
 
 
-def finetune_checkpoint(checkpoint, data, output_dir="outputs/finetuned", epochs=20, lr=1e-4, batch_size=64,
+def finetune_checkpoint(checkpoint, data, *, output_dir="outputs/finetuned", epochs=20, lr=1e-4, batch_size=64,
                         terminal_penalty=10.0, val_fraction=0.1, device="auto", seed=0, progress=True,
                         log=print) -> TinyRecursiveControl:
     """`trc finetune`: train a checkpoint further on its task's true objective (finetune.py).
@@ -279,6 +275,6 @@ def finetune_checkpoint(checkpoint, data, output_dir="outputs/finetuned", epochs
     return model
 
 
-def export(checkpoint, output, log=print) -> dict:
+def export(checkpoint, output, *, log=print) -> dict:
     """`trc export`: a checkpoint to ONNX, checked against PyTorch (see export.export_onnx)."""
     return export_onnx(load_model(checkpoint), output, log=log)

@@ -206,3 +206,62 @@ def solve(problem: ControlProblem, initial_states: np.ndarray, target_states: np
     costs = problem.cost(states, control_sequences, target)
     multipliers = mu if q else np.zeros((len(x0), n))
     return OptimalSolution(control_sequences, states, costs, multipliers, bound_active)
+
+
+class ClosedFormOracle:
+    """The oracle of a linear system: the QP solved exactly (`solve`), the global optimum.
+
+    With a terminal constraint, a target that cannot be reached within the bound, or lies within
+    `margin` of the edge of the reachable set (reachability_margin), is a failure.
+    """
+
+    name = "exact QP"
+    method = "exact QP"  # as datasets record it
+    failure = "unreachable"  # what a failed problem is called in messages
+    exact_and_fast = True  # nothing a Newton correction or an IPOPT polish of a learned answer could add
+    one_problem_at_a_time = False  # a batch is one computation: time it at every batch size
+    margin = 1e-6
+
+    def screen(self, problem: ControlProblem, initial_states, target_states) -> np.ndarray:
+        """[B] bool: the problems that can be solved (cheap: no solve)."""
+        if not problem.objective.terminal_constraint:
+            return np.ones(len(initial_states), bool)
+        return reachability_margin(problem, initial_states, target_states) > self.margin
+
+    def optimum(self, problem: ControlProblem, initial_states, target_states, workers=None, progress=False):
+        """(OptimalSolution [B], success [B] bool); the rows of failures are NaN."""
+        x0, xt = (np.asarray(a, dtype=np.float64) for a in (initial_states, target_states))
+        success = self.screen(problem, x0, xt)
+        if not success.any():
+            n, N, m = problem.system.state_dim, problem.num_steps, problem.system.control_dim
+            nan = lambda *shape: np.full((len(x0), *shape), np.nan)
+            return OptimalSolution(nan(N, m), nan(N + 1, n), nan(), nan(n), np.zeros(len(x0), bool)), success
+        solved = solve(problem, x0[success], xt[success])
+        rows = []
+        for part in (solved.control_sequences, solved.state_trajectories, solved.costs,
+                     solved.terminal_multipliers, solved.bound_active):
+            full = np.full((len(x0), *part.shape[1:]), False if part.dtype == bool else np.nan, part.dtype)
+            full[success] = part
+            rows.append(full)
+        return OptimalSolution(*rows), success
+
+    def controls(self, problem: ControlProblem, initial_states, target_states) -> np.ndarray:
+        """The optimal controls [B, N, m] and nothing else: what a user waiting for them would run."""
+        return solve(problem, initial_states, target_states).control_sequences
+
+    def verify(self, dataset) -> None:
+        """Refuse labels that are not the exact optimum of the problem the dataset states
+        (TRCError naming the file): all of them are solved again, in milliseconds."""
+        from ..errors import TRCError
+        try:
+            solution = solve(dataset.problem, dataset.initial_states, dataset.target_states)
+        except ValueError as e:
+            raise TRCError(f"{dataset.path}: {e}") from None
+        scale = 1.0 + np.abs(solution.control_sequences).max()
+        if (not np.allclose(solution.control_sequences, dataset.control_sequences, rtol=0, atol=1e-6 * scale)
+                or not np.allclose(solution.costs, dataset.costs, rtol=1e-6, atol=1e-9)
+                or not np.allclose(solution.terminal_multipliers, dataset.terminal_multipliers, rtol=1e-5,
+                                   atol=1e-6 * (1.0 + np.abs(solution.terminal_multipliers).max()))):
+            raise TRCError(f"{dataset.path}: 'control_sequences'/'costs'/'terminal_multipliers' are not the exact "
+                           f"optimum of the problem stated in its metadata (a corrupt file, or labels from "
+                           f"another problem)")

@@ -1,4 +1,4 @@
-"""Optimal labels for nonlinear problems: IPOPT (trajectory_optimizer.py) in parallel over cores.
+"""The oracle of the nonlinear systems: IPOPT (shooting.py) from several starts, in parallel over cores.
 
 A ControlProblem on an ODESystem (Van der Pol, pendulum) has no closed form; each (x_0, x*) is
 solved by direct multiple shooting on the same RK4 integrator the evaluation uses, with the
@@ -19,7 +19,6 @@ import os
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import closed_form
 from .closed_form import OptimalSolution
 from ..problem import ControlProblem
 
@@ -28,6 +27,7 @@ _worker_problem = None  # the problem (as a dict) it was built for
 # Compile the NLP to C (TrajectoryOptimizer's `compiled`) when each process has at least this many
 # problems: compiling costs about as much as 1,300 interpreted solves of the default Van der Pol task.
 COMPILE_FROM_PROBLEMS_PER_PROCESS = 2000
+NUM_SPOT_CHECKS = 4  # labels solved again when a dataset is read (all of them would take as long as making them)
 
 
 def vanderpol_problem(time_horizon=5.0, num_steps=50, substeps=4, mu=1.0, control_bound=2.0) -> ControlProblem:
@@ -35,21 +35,6 @@ def vanderpol_problem(time_horizon=5.0, num_steps=50, substeps=4, mu=1.0, contro
     minimizing dt * sum (|x_k - x*|^2 + u_k^2), with |u| <= 2."""
     from ..tasks import make_problem
     return make_problem(num_steps, time_horizon, control_bound, system="vanderpol", substeps=substeps, mu=mu)
-
-
-def optimum(problem: ControlProblem, initial_states, target_states, workers=None, progress=False):
-    """The oracle for any task: (OptimalSolution, success [B] bool).
-
-    Linear systems: the exact QP (closed_form.solve; every sample succeeds, an unreachable target
-    raises ValueError). Nonlinear systems: IPOPT from the task's starts (tasks.label_starts),
-    best successful start kept; success False where no start converged to a feasible point.
-    """
-    if problem.system.is_linear:
-        solution = closed_form.solve(problem, initial_states, target_states)
-        return solution, np.ones(len(solution.costs), bool)
-    from ..tasks import label_starts
-    return solve_nonlinear(problem, initial_states, target_states, label_starts(problem), workers=workers,
-                           progress=progress)
 
 
 def make_optimizer(problem: ControlProblem, **options):
@@ -141,3 +126,78 @@ def solve_nonlinear(problem: ControlProblem, initial_states, target_states, init
     solution = OptimalSolution(controls, states, costs, np.nan_to_num(multipliers),
                                np.isclose(np.abs(controls), problem.control_bound, atol=1e-6).any(axis=(1, 2)))
     return solution, success
+
+
+class ShootingOracle:
+    """The oracle of a nonlinear system: IPOPT on the multiple-shooting NLP from each of the
+    task's starts (tasks.label_starts), the best converged start kept. A problem none of them
+    solves to a feasible point is a failure."""
+
+    name = "IPOPT"
+    method = "IPOPT (multiple shooting, best of tasks.label_starts)"  # as datasets record it
+    failure = "unsolved"
+    exact_and_fast = False  # a local optimum, in milliseconds per problem
+    one_problem_at_a_time = True  # per problem it costs the same at any batch: one solve after another
+
+    def screen(self, problem: ControlProblem, initial_states, target_states) -> np.ndarray:
+        """[B] bool: nothing is known without solving, so every problem is tried."""
+        return np.ones(len(initial_states), bool)
+
+    def optimum(self, problem: ControlProblem, initial_states, target_states, workers=None, progress=False):
+        """(OptimalSolution [B], success [B] bool), over `workers` processes (default: every core)."""
+        from ..tasks import label_starts
+        return solve_nonlinear(problem, initial_states, target_states, label_starts(problem), workers=workers,
+                               progress=progress)
+
+    def controls(self, problem: ControlProblem, initial_states, target_states) -> np.ndarray:
+        """The optimal controls [B, N, m] and nothing else: IPOPT alone, one problem after another on
+        this core, the optimizer built once and its NLP compiled (the fastest IPOPT here); no progress
+        bar, rollout or cost bookkeeping."""
+        from ..tasks import label_starts
+        return cached_optimizer(problem, compiled=True).solve_batch(initial_states, target_states,
+                                                                    label_starts(problem)).controls
+
+    def verify(self, dataset, num_spot_checks: int = NUM_SPOT_CHECKS) -> None:
+        """Refuse labels that are inconsistent or not optimal (TRCError naming the file).
+
+        Every sample: the trajectory is the rollout of its controls, the cost is J of that, the
+        controls keep the bound and the trajectory ends on x* (when required). A seeded handful
+        is solved again by IPOPT starting from the stored controls: a local optimum comes back
+        unchanged, anything else comes back cheaper and is refused.
+        """
+        from ..errors import TRCError
+        problem = dataset.problem
+        problems = _inconsistencies(dataset)
+        if not problems:
+            picks = np.random.default_rng(len(dataset)).choice(len(dataset), min(num_spot_checks, len(dataset)),
+                                                               replace=False)
+            picked = dataset.subset(picks)
+            resolved, success = solve_nonlinear(problem, picked.initial_states, picked.target_states,
+                                                picked.control_sequences[:, None], workers=1, progress=False)
+            better = success & (resolved.costs < picked.costs - 1e-6 * (1.0 + np.abs(picked.costs)))
+            if better.any():
+                problems.append(f"IPOPT improves the stored labels of samples {sorted(picks[better].tolist())} "
+                                f"(cost {picked.costs[better][0]:.6g} -> {resolved.costs[better][0]:.6g}): "
+                                f"they are not optimal")
+        if problems:
+            raise TRCError(f"{dataset.path}: {'; '.join(problems)} (a corrupt file, or labels from another problem)")
+
+
+def _inconsistencies(dataset) -> list[str]:
+    """What is wrong with a dataset's labels that needs no solve: rollout, cost, bound, target."""
+    problem = dataset.problem
+    states = problem.system.rollout(dataset.initial_states, dataset.control_sequences)
+    scale = 1.0 + np.abs(states).max()
+    problems = []
+    if not np.allclose(states, dataset.state_trajectories, rtol=0, atol=1e-8 * scale):
+        problems.append("'state_trajectories' are not the rollout of 'control_sequences'")
+    if not np.allclose(problem.cost(states, dataset.control_sequences, dataset.target_states), dataset.costs,
+                       rtol=1e-8, atol=1e-10):
+        problems.append("'costs' are not J of the stored controls")
+    if np.abs(dataset.control_sequences).max() > problem.control_bound * (1 + 1e-9):
+        problems.append(f"'control_sequences' exceed the bound {problem.control_bound}")
+    if problem.objective.terminal_constraint:
+        miss = np.abs(states[:, -1] - dataset.target_states) / (1.0 + np.abs(dataset.target_states))
+        if miss.max() > 1e-5:
+            problems.append(f"the trajectories miss their targets (by up to {miss.max():.2g})")
+    return problems

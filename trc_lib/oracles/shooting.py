@@ -186,6 +186,17 @@ class TrajectoryBatchResult:
     results: list
 
 
+def _check_sizes(time_horizon, state_dim, control_dim, num_steps, substeps, cost_quadrature) -> None:
+    if not (time_horizon > 0 and np.isfinite(time_horizon)):
+        raise ValueError(f"time_horizon must be a positive number, got {time_horizon}")
+    for name, value in (("state_dim", state_dim), ("control_dim", control_dim),
+                        ("num_steps", num_steps), ("substeps", substeps)):
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value}")
+    if cost_quadrature not in ("rectangle", "rk4"):
+        raise ValueError(f"cost_quadrature must be 'rectangle' or 'rk4', got {cost_quadrature!r}")
+
+
 class TrajectoryOptimizer:
     """Direct multiple shooting for one problem structure; `solve` it for any (x_0, x*).
 
@@ -222,14 +233,7 @@ class TrajectoryOptimizer:
                  cost_quadrature: str = "rectangle", feasibility_tolerance: float = 1e-6,
                  accept_acceptable: bool = True, max_iterations: int = 1000,
                  ipopt_options: dict | None = None, compiled: bool = False):
-        if not (time_horizon > 0 and np.isfinite(time_horizon)):
-            raise ValueError(f"time_horizon must be a positive number, got {time_horizon}")
-        for name, value in (("state_dim", state_dim), ("control_dim", control_dim),
-                            ("num_steps", num_steps), ("substeps", substeps)):
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value}")
-        if cost_quadrature not in ("rectangle", "rk4"):
-            raise ValueError(f"cost_quadrature must be 'rectangle' or 'rk4', got {cost_quadrature!r}")
+        _check_sizes(time_horizon, state_dim, control_dim, num_steps, substeps, cost_quadrature)
         n, m, N = int(state_dim), int(control_dim), int(num_steps)
         self.state_dim, self.control_dim, self.num_steps, self.substeps = n, m, N, int(substeps)
         self.time_horizon = float(time_horizon)
@@ -244,7 +248,13 @@ class TrajectoryOptimizer:
         self.state_upper = _bounds(state_upper, n, np.inf, "state_upper")
         if (self.control_lower > self.control_upper).any() or (self.state_lower > self.state_upper).any():
             raise ValueError("a lower bound is above its upper bound")
+        self._build_functions(dynamics, stage_cost, terminal_cost)
+        self._build_solver(max_iterations, ipopt_options, compiled)
 
+    def _build_functions(self, dynamics, stage_cost, terminal_cost) -> None:
+        """The interval map (x_k, u_k, x*) -> (x_(k+1), l_k), the terminal cost and their maps over N
+        intervals, as CasADi Functions: the NLP and the numpy rollout both use them."""
+        n, m, N = self.state_dim, self.control_dim, self.num_steps
         x, u, target = ca.SX.sym("x", n), ca.SX.sym("u", m), ca.SX.sym("x_target", n)
         f = lambda x_, u_: _column(dynamics(x_, u_), n, "dynamics(x, u)")
         L = (lambda x_, u_: _column(stage_cost(x_, u_, target) if _takes_target(stage_cost, 2)
@@ -255,8 +265,8 @@ class TrajectoryOptimizer:
 
         # One interval: (x_k, u_k, x*) -> (x_{k+1}, l_k). Both the NLP and the numpy rollout use it.
         h = self.dt / self.substeps
-        x_next, q = rk4(f, x, u, h, self.substeps, L if cost_quadrature == "rk4" else None)
-        if L is not None and cost_quadrature == "rectangle":
+        x_next, q = rk4(f, x, u, h, self.substeps, L if self.cost_quadrature == "rk4" else None)
+        if L is not None and self.cost_quadrature == "rectangle":
             q = L(x, u) * self.dt
         self.F = ca.Function("F", [x, u], [x_next], ["x", "u"], ["x_next"])
         self._interval = ca.Function("interval", [x, u, target], [x_next, _column(q, 1, "stage cost")],
@@ -265,6 +275,10 @@ class TrajectoryOptimizer:
         self._rollout = self._interval.mapaccum("rollout", N)  # (x0, U [m, N], X* [n, N]) -> X [n, N], l [1, N]
         self._mapped = {}
 
+    def _build_solver(self, max_iterations, ipopt_options, compiled) -> None:
+        """IPOPT on the multiple-shooting NLP (compiled to C when asked)."""
+        n, m, N = self.state_dim, self.control_dim, self.num_steps
+        target = ca.SX.sym("x_target", n)
         # The NLP: w = [u_0 .. u_{N-1}, x_1 .. x_N], parameters p = [x_0, x*].
         U, X = ca.SX.sym("U", m, N), ca.SX.sym("X", n, N)  # X[:, k] is x_{k+1}
         x0 = ca.SX.sym("x0", n)

@@ -44,12 +44,13 @@ def network_passes(config) -> int:
 def train_variants(train_path, output_dir, variants=None, model_size="small", epochs=20, batch_size=64, seed=0,
                    progress=False, log=print) -> dict:
     """Train each variant (names of VARIANTS) into output_dir/<slug>; returns {name: model}."""
-    from ..interfaces.workflow import train_model
+    from ..training import train_model
     models = {}
     for name in variants or list(VARIANTS):
         log(f"training {name}")
         slug = "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
-        models[name] = train_model(train_path, Path(output_dir) / slug, model_size, epochs, batch_size, seed=seed,
+        models[name] = train_model(train_path, output_dir=Path(output_dir) / slug, model_size=model_size, epochs=epochs,
+                                   batch_size=batch_size, seed=seed,
                                    progress=progress, log=lambda *_: None, **VARIANTS[name])
     return models
 

@@ -121,29 +121,10 @@ def simulate(problem: ControlProblem, plan: Planner, initial_states, target_stat
     disturbance_std: standard deviation of the noise added to each state component after each step,
     drawn from np.random.default_rng(seed). progress: show a tqdm bar over the steps.
     """
-    system = problem.system
-    plant = system if plant is None else plant
-    n, m, N = system.state_dim, system.control_dim, problem.num_steps
-    x = np.array(initial_states, dtype=np.float64)
-    x_target = np.array(target_states, dtype=np.float64)
-    if x.ndim != 2 or x.shape[1] != n or len(x) == 0:
-        raise ValueError(f"initial_states must have shape [B, {n}] with B >= 1, got {list(x.shape)}")
-    if x_target.shape != x.shape:
-        raise ValueError(f"target_states must have the shape of initial_states {list(x.shape)}, "
-                         f"got {list(x_target.shape)}")
-    K = 2 * N if num_steps is None else num_steps
-    if not (isinstance(K, Integral) and K >= 1):
-        raise ValueError(f"num_steps must be a positive integer, got {num_steps}")
-    if replan_every is not None and not (isinstance(replan_every, Integral) and replan_every >= 1):
-        raise ValueError(f"replan_every must be a positive integer (or None for open loop), got {replan_every}")
-    if not (np.isfinite(disturbance_std) and disturbance_std >= 0):
-        raise ValueError(f"disturbance_std must be a non-negative number, got {disturbance_std}")
-    if (plant.state_dim, plant.control_dim) != (n, m):
-        raise ValueError(f"plant {plant.name} has state and control sizes {(plant.state_dim, plant.control_dim)}, "
-                         f"the problem's system {system.name} has {(n, m)}")
-    if not np.isclose(plant.dt, problem.dt):
-        # a plan's controls are each held for the problem's dt; another step length is not a plant of this plan
-        raise ValueError(f"plant dt {plant.dt} s differs from the problem's dt {problem.dt} s")
+    plant = problem.system if plant is None else plant
+    x, x_target, K = _check_run(problem, plant, initial_states, target_states, num_steps, replan_every,
+                                disturbance_std)
+    n, m, N = plant.state_dim, plant.control_dim, problem.num_steps
 
     # all the noise up front, so the sequence is the same whatever the planner does
     rng = np.random.default_rng(seed)
@@ -171,6 +152,33 @@ def simulate(problem: ControlProblem, plan: Planner, initial_states, target_stat
     return ClosedLoopResult(states=np.stack(states, axis=1), controls=np.stack(controls, axis=1),
                             target_states=x_target, num_plans=num_plans, plan_time=plan_time,
                             dt=float(plant.dt), problem=problem)
+
+
+def _check_run(problem, plant, initial_states, target_states, num_steps, replan_every, disturbance_std):
+    """Refuse a run that cannot be made; returns (x_0 [B, n], x* [B, n], K) in float64."""
+    system = problem.system
+    n, m, N = system.state_dim, system.control_dim, problem.num_steps
+    x = np.array(initial_states, dtype=np.float64)
+    x_target = np.array(target_states, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != n or len(x) == 0:
+        raise ValueError(f"initial_states must have shape [B, {n}] with B >= 1, got {list(x.shape)}")
+    if x_target.shape != x.shape:
+        raise ValueError(f"target_states must have the shape of initial_states {list(x.shape)}, "
+                         f"got {list(x_target.shape)}")
+    K = 2 * N if num_steps is None else num_steps
+    if not (isinstance(K, Integral) and K >= 1):
+        raise ValueError(f"num_steps must be a positive integer, got {num_steps}")
+    if replan_every is not None and not (isinstance(replan_every, Integral) and replan_every >= 1):
+        raise ValueError(f"replan_every must be a positive integer (or None for open loop), got {replan_every}")
+    if not (np.isfinite(disturbance_std) and disturbance_std >= 0):
+        raise ValueError(f"disturbance_std must be a non-negative number, got {disturbance_std}")
+    if (plant.state_dim, plant.control_dim) != (n, m):
+        raise ValueError(f"plant {plant.name} has state and control sizes {(plant.state_dim, plant.control_dim)}, "
+                         f"the problem's system {system.name} has {(n, m)}")
+    if not np.isclose(plant.dt, problem.dt):
+        # a plan's controls are each held for the problem's dt; another step length is not a plant of this plan
+        raise ValueError(f"plant dt {plant.dt} s differs from the problem's dt {problem.dt} s")
+    return x, x_target, K
 
 
 def compare_closed_loop(problem: ControlProblem, planners: dict, initial_states, target_states,

@@ -89,27 +89,59 @@ def finetune(model: TinyRecursiveControl, train: ControlDataset, val: ControlDat
 
     Only train.initial_states and train.target_states are used, plus the labels' mean cost as
     the scale J_ref unless cost_scale is given (see the module docstring); never the label
-    controls, so the model can end up cheaper than whatever produced them.
-
-    The loss is that of the final answer only, back-propagated through every supervision step
-    (the carry is not detached), because the final answer is what gets used and scored. Deep
-    supervision (deep_supervision=True: the loss summed over every step's answer, carry detached
-    in between, as in imitation training) was tried and trains the wrong thing here: the first
-    answer misses x* by ~4x more than the last (Van der Pol after imitation: 0.20 vs 0.05), so its
-    penalty is ~20x larger and dominates the gradient, and the shared weights fix the first answer
-    at the expense of the last (lr 3e-4, batch 64, penalty 100: the final answer's mean J rose from 6.18 to
-    7.23 over 20 epochs; final-only kept it flat). The intermediate answers are then no longer trained
-    to be answers themselves; they remain control sequences within the bound.
-
-    AdamW (torch defaults), gradients clipped at norm 1, batches shuffled by a torch.Generator
-    seeded with `seed`. No EMA: fine-tuning starts from trained (EMA) weights at a small
-    learning rate, and the history reports the weights as they are.
+    controls, so the model can end up cheaper than whatever produced them. The loss is that of
+    the final answer (see _batch_loss for why not deep supervision). AdamW (torch defaults),
+    gradients clipped at norm 1, batches shuffled by a torch.Generator seeded with `seed`. No
+    EMA: fine-tuning starts from trained (EMA) weights at a small learning rate.
 
     Returns {"cost_scale": J_ref, "terminal_penalty", "initial" and "final": measure() on the
     training problems before and after, "epoch": [1, 2, ...], and per epoch:
     "loss", "cost", "terminal_error" (training means of the final answer, during the epoch),
     "val_loss", "val_cost", "val_terminal_error" (of the final answer after it; None without val)}.
     """
+    cost_scale = _check_options(model, train, val, epochs, batch_size, lr, terminal_penalty, cost_scale)
+    device = resolve_device(device)
+    model.to(device)
+    initial = measure(model, train, cost_scale, terminal_penalty)
+    x0_all, xt_all = (torch.as_tensor(a, dtype=torch.float32, device=device)
+                      for a in (train.initial_states, train.target_states))
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    history = {"cost_scale": cost_scale, "terminal_penalty": terminal_penalty, "initial": initial, "epoch": [],
+               "loss": [], "cost": [], "terminal_error": [], "val_loss": [], "val_cost": [],
+               "val_terminal_error": [], "seconds": []}
+    model.train()
+    bar = tqdm(range(epochs), desc="fine-tuning", disable=not progress, dynamic_ncols=True)
+    for epoch in bar:
+        started = time.perf_counter()
+        totals = np.zeros(3)
+        for index in torch.randperm(len(train), generator=generator).split(int(batch_size)):
+            index = index.to(device)
+            x0, xt = x0_all[index], xt_all[index]
+            loss, cost, miss = _batch_loss(model, x0, xt, cost_scale, terminal_penalty, deep_supervision)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            totals += len(x0) * np.array([objective_loss(cost, miss, cost_scale, terminal_penalty).mean().item(),
+                                          cost.mean().item(), torch.linalg.vector_norm(miss, dim=-1).mean().item()])
+        loss, cost, error = totals / len(train)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"fine-tuning diverged at epoch {epoch + 1} (loss {loss}); try a lower lr")
+        scores = measure(model, val, cost_scale, terminal_penalty) if val is not None else {}
+        _record(history, epoch + 1, loss, cost, error, scores, time.perf_counter() - started)
+        bar.set_postfix(J=f"{cost:.3g}", err=f"{error:.1e}",
+                        **({"val_err": f"{scores['terminal_error']:.1e}"} if scores else {}))
+    bar.close()
+    history["final"] = final = measure(model, train, cost_scale, terminal_penalty)
+    log(f"fine-tuned {epochs} epochs on the true objective: on the training problems mean J "
+        f"{initial['cost']:.4g} -> {final['cost']:.4g}, terminal error {initial['terminal_error']:.2g} -> "
+        f"{final['terminal_error']:.2g}")
+    return history
+
+
+def _check_options(model, train, val, epochs, batch_size, lr, terminal_penalty, cost_scale) -> float:
+    """Refuse bad options before any work; returns J_ref (default: the labels' mean cost)."""
     if int(epochs) != epochs or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs}")
     if int(batch_size) != batch_size or batch_size < 1:
@@ -128,58 +160,38 @@ def finetune(model: TinyRecursiveControl, train: ControlDataset, val: ControlDat
     if not (cost_scale > 0 and math.isfinite(cost_scale)):
         raise ValueError(f"cost_scale (J_ref; default: the labels' mean cost) must be a positive number, "
                          f"got {cost_scale}")
-    device = resolve_device(device)
-    model.to(device)
+    return cost_scale
+
+
+def _batch_loss(model, x0, xt, cost_scale, terminal_penalty, deep_supervision):
+    """(loss to back-propagate, cost [b], miss [b, n] of the final answer).
+
+    The loss is that of the final answer only, back-propagated through every supervision step
+    (the carry is not detached), because the final answer is what gets used and scored. Deep
+    supervision (deep_supervision=True: the loss summed over every step's answer, carry detached
+    in between, as in imitation training) was tried and trains the wrong thing here: the first
+    answer misses x* by ~4x more than the last (Van der Pol after imitation: 0.20 vs 0.05), so its
+    penalty is ~20x larger and dominates the gradient, and the shared weights fix the first answer
+    at the expense of the last (lr 3e-4, batch 64, penalty 100: the final answer's mean J rose from
+    6.18 to 7.23 over 20 epochs; final-only kept it flat). The intermediate answers are then no
+    longer trained to be answers themselves; they remain control sequences within the bound.
+    """
     problem = model.problem
-    initial = measure(model, train, cost_scale, terminal_penalty)
-    x0_all, xt_all = (torch.as_tensor(a, dtype=torch.float32, device=device)
-                      for a in (train.initial_states, train.target_states))
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    history = {"cost_scale": cost_scale, "terminal_penalty": terminal_penalty, "initial": initial, "epoch": [],
-               "loss": [], "cost": [], "terminal_error": [], "val_loss": [], "val_cost": [],
-               "val_terminal_error": [], "seconds": []}
-    model.train()
-    bar = tqdm(range(epochs), desc="fine-tuning", disable=not progress, dynamic_ncols=True)
-    for epoch in bar:
-        started = time.perf_counter()
-        totals = np.zeros(3)
-        for index in torch.randperm(len(train), generator=generator).split(int(batch_size)):
-            index = index.to(device)
-            x0, xt = x0_all[index], xt_all[index]
-            if deep_supervision:
-                carry = model.initial_carry(len(x0))
-                loss = 0.0
-                for _ in range(model.config.num_supervision_steps):
-                    carry, controls = model.supervision_step(x0, xt, carry)
-                    cost, miss = trajectory_cost(problem, x0, xt, controls)
-                    step_loss = objective_loss(cost, miss, cost_scale, terminal_penalty).mean()
-                    loss = loss + step_loss
-                    carry = tuple(c.detach() for c in carry)
-            else:
-                cost, miss = trajectory_cost(problem, x0, xt, model(x0, xt)[-1])
-                loss = step_loss = objective_loss(cost, miss, cost_scale, terminal_penalty).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            totals += len(x0) * np.array([step_loss.item(), cost.mean().item(),
-                                          torch.linalg.vector_norm(miss, dim=-1).mean().item()])
-        loss, cost, error = totals / len(train)
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"fine-tuning diverged at epoch {epoch + 1} (loss {loss}); try a lower lr")
-        scores = measure(model, val, cost_scale, terminal_penalty) if val is not None else {}
-        history["epoch"].append(epoch + 1)
-        for key, value in (("loss", loss), ("cost", cost), ("terminal_error", error),
-                           ("val_loss", scores.get("loss")), ("val_cost", scores.get("cost")),
-                           ("val_terminal_error", scores.get("terminal_error")),
-                           ("seconds", time.perf_counter() - started)):
-            history[key].append(None if value is None else float(value))
-        bar.set_postfix(J=f"{cost:.3g}", err=f"{error:.1e}",
-                        **({"val_err": f"{scores['terminal_error']:.1e}"} if scores else {}))
-    bar.close()
-    history["final"] = final = measure(model, train, cost_scale, terminal_penalty)
-    log(f"fine-tuned {epochs} epochs on the true objective: on the training problems mean J "
-        f"{initial['cost']:.4g} -> {final['cost']:.4g}, terminal error {initial['terminal_error']:.2g} -> "
-        f"{final['terminal_error']:.2g}")
-    return history
+    if not deep_supervision:
+        cost, miss = trajectory_cost(problem, x0, xt, model(x0, xt)[-1])
+        return objective_loss(cost, miss, cost_scale, terminal_penalty).mean(), cost, miss
+    carry, loss = model.initial_carry(len(x0)), 0.0
+    for _ in range(model.config.num_supervision_steps):
+        carry, controls = model.supervision_step(x0, xt, carry)
+        cost, miss = trajectory_cost(problem, x0, xt, controls)
+        loss = loss + objective_loss(cost, miss, cost_scale, terminal_penalty).mean()
+        carry = tuple(c.detach() for c in carry)
+    return loss, cost, miss
+
+
+def _record(history: dict, epoch: int, loss, cost, error, scores: dict, seconds: float) -> None:
+    history["epoch"].append(epoch)
+    for key, value in (("loss", loss), ("cost", cost), ("terminal_error", error),
+                       ("val_loss", scores.get("loss")), ("val_cost", scores.get("cost")),
+                       ("val_terminal_error", scores.get("terminal_error")), ("seconds", seconds)):
+        history[key].append(None if value is None else float(value))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..oracles import oracle_of
 from ..problem import ControlProblem
 
 WARM_START = {"mu_init": 1e-4, "warm_start_init_point": "yes"}
@@ -34,8 +35,8 @@ class HybridController:
 
     def __init__(self, controller, problem: ControlProblem, max_iterations: int | None = None):
         from ..oracles.labels import make_optimizer
-        if problem.system.is_linear:
-            raise ValueError("the hybrid is for nonlinear systems (the linear oracle is already exact and fast)")
+        if oracle_of(problem).exact_and_fast:
+            raise ValueError("the hybrid is for the tasks IPOPT solves (this task's oracle is already exact and fast)")
         self.controller, self.problem = controller, problem
         self.optimizer = make_optimizer(problem, max_iterations=max_iterations or 1000, ipopt_options=WARM_START)
         self.name = (f"{controller.name} + IPOPT ({max_iterations} iteration{'s' if max_iterations != 1 else ''})"

@@ -37,7 +37,7 @@ BOUND_MARGIN = 1e-9  # relative: a step may overshoot u_max by this much before 
 
 
 class TerminalProjection:
-    """project(x0, x*, u) -> u with x_N(u) = x* to round-off, for a nonlinear ControlProblem.
+    """project(x0, x*, u) -> u with x_N(u) = x* to round-off, for any ControlProblem.
 
     iterations: Newton steps at most (each: one evaluation of x_N and J, plus one evaluation of
     x_N per damping tried); tolerance: stop once every |r| is below it; dampings: the
@@ -47,9 +47,7 @@ class TerminalProjection:
 
     def __init__(self, problem: ControlProblem, iterations: int = ITERATIONS, tolerance: float = 1e-10,
                  dampings: tuple = (0.0, 1e-6, 1e-4, 1e-2, 1.0)):
-        system = problem.system
-        if system.is_linear:
-            raise ValueError("the projection is for nonlinear systems (the linear oracle is already exact)")
+        system = problem.system  # any system: a linear one's terminal map is affine, one step reaches x*
         if int(iterations) != iterations or iterations < 1:
             raise ValueError(f"iterations must be a positive integer, got {iterations}")
         self.problem, self.iterations = problem, int(iterations)

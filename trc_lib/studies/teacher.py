@@ -24,35 +24,19 @@ respects a bound. On a linear system with a huge bound, they are the exact LQR o
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg
-import torch
 
 from ..data import FORMAT_VERSION, ControlDataset
 from ..model import check_states
 from ..problem import ControlProblem
-from ..systems import TORCH_OPS
 
 TERMINAL_WEIGHT = 1e3  # stands in for x_N = x* (see the module docstring)
 LABELS = "clipped linearized LQR (teacher, sub-optimal)"
 
 
 def linearize(problem: ControlProblem, target_state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exact zero-order-hold discretization (A [n, n], B [n, m]) of the dynamics linearized at (x*, u = 0).
-
-    Linear systems already carry theirs. Nonlinear ones: the Jacobians of the continuous vector
-    field at (x*, 0) by automatic differentiation (exact, float64), then expm of the block matrix.
-    """
-    system = problem.system
-    if system.is_linear:
-        return system.A, system.B
-    n, m = system.state_dim, system.control_dim
-    x = torch.as_tensor(target_state, dtype=torch.float64)
-    u = torch.zeros(m, dtype=torch.float64)
-    A_c, B_c = torch.autograd.functional.jacobian(lambda x, u: system.vector_field(x, u, TORCH_OPS), (x, u))
-    block = np.zeros((n + m, n + m))
-    block[:n, :n], block[:n, n:] = A_c.numpy(), B_c.numpy()
-    transition = scipy.linalg.expm(problem.dt * block)  # [[A, B], [0, I]]
-    return transition[:n, :n], transition[:n, n:]
+    """(A [n, n], B [n, m]): the system's discrete-time dynamics linearized at (x*, u = 0)
+    (systems.py: exact for a linear system; Jacobians and expm for an ODE system)."""
+    return problem.system.linearization(target_state)
 
 
 def lqr_gains(problem: ControlProblem, A: np.ndarray, B: np.ndarray,
