@@ -2,6 +2,7 @@
 #   make run    the guide's pipeline with quick defaults on the CPU
 #   make test   the test suite (unit tests, every notebook under nbval, the browser test if chromium is installed)
 #   make lab    JupyterLab on the notebooks
+#   make docs   the rendered tutorial in build/site (open build/site/index.html)
 # GPU users: make run TORCH="torch==2.13.0 --index-url <your CUDA wheel index>" DEVICE=auto
 
 PYTHON ?= python3
@@ -14,7 +15,7 @@ EPOCHS  ?= 10
 SIZE    ?= small
 DEVICE  ?= cpu
 
-.PHONY: run test lab benchmark clean
+.PHONY: run test lab docs benchmark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +36,12 @@ test: $(VENV)/.installed
 lab: $(VENV)/.installed
 	$(BIN)/jupyter lab notebooks
 
+# the rendered tutorial: every notebook executed with its quick defaults, the docs pages, the results pages
+docs: $(VENV)/.installed
+	$(BIN)/python -m trc_lib.interfaces.site --output build/site
+
 benchmark: $(VENV)/.installed
 	$(BIN)/python benchmarks/guide_pipeline.py
 
 clean:
-	rm -rf $(VENV) outputs/* data/*
+	rm -rf $(VENV) outputs/* data/* build

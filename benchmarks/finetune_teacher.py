@@ -12,7 +12,7 @@ origin exactly at t = T, minimizing dt sum(|x|^2 + u^2)):
    which uses the problems but not the labels;
 4. the teacher, the imitation-only model and the fine-tuned model scored on a test set labelled
    by IPOPT (the true optimum; seed 123): success rate (terminal error < 0.1), terminal error,
-   and the cost gap to the optimum (evaluate.py: J(u) + mu . (x_N - x*) - J*, over J*).
+   and the cost gap to the optimum (evaluate.py: J(u) + λ . (x_N - x*) - J*, over J*).
 
 Writes finetune_teacher.json and finetune_teacher.md (and the imitation run's files under
 imitation/, the fine-tuned weights as finetuned_model.pt) to --output_dir, and prints the table.
@@ -114,7 +114,7 @@ def main():
     setup = (f"{len(train_set)} teacher-labelled training problems ({len(val_set)} validation), {args.epochs} "
              f"imitation epochs, {args.finetune_epochs} fine-tuning epochs (lr {args.finetune_lr:g}, batch "
              f"{args.finetune_batch_size}, terminal penalty {args.terminal_penalty:g}); {len(test)} IPOPT-labelled "
-             f"test problems (seed {TEST_SEED}). Cost gap: (J + mu.(x_N - x*) - J*) / J*.")
+             f"test problems (seed {TEST_SEED}). Cost gap: (J + λ.(x_N - x*) - J*) / J*.")
     header = ("| controller | success (err < 0.1) | mean terminal error | median cost gap | mean cost gap "
               "| mean J / J* |")
     lines = [f"## Fine-tuning past a sub-optimal teacher: Van der Pol, {args.model_size} TRC", "", setup, "",

@@ -2,7 +2,10 @@
 
 import json
 
+import pytest
+
 from trc_lib.interfaces import notebook
+from trc_lib.errors import TRCError
 from trc_lib.interfaces.cli import main
 
 
@@ -39,3 +42,10 @@ def test_pipeline_runs_the_notebooks_and_reuses_existing_data(tmp_path, capsys):
     assert data.stat().st_mtime_ns != made, "data with other settings was not regenerated"
     executed = json.loads((tmp_path / "nb" / "01_generate_data.ipynb").read_text())
     assert "regenerate_if_different=True" in "".join("".join(c["source"]) for c in executed["cells"])
+
+
+def test_external_controllers_are_named_the_same_way_in_notebooks_and_on_the_command_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRC_WORKSPACE", str(tmp_path))
+    assert notebook.named_files(["my LLM=answers.jsonl"]) == [("my LLM", tmp_path / "answers.jsonl")]
+    with pytest.raises(TRCError, match=r"external 'my_llm:answers.jsonl': expected NAME=FILE"):
+        notebook.named_files("my_llm:answers.jsonl")

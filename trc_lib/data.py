@@ -1,15 +1,15 @@
 """Datasets of optimal control problems: generate, save, read (with checks), split, batch.
 
-A dataset file `lqr_dataset.npz` holds, for N problems on a system with n states, m
-controls and `num_steps` steps:
+A dataset file `lqr_dataset.npz` holds, for B problems on a system with n states, m
+controls and N steps:
 
-    initial_states     [N, n]               x_0
-    target_states      [N, n]               x*
-    control_sequences  [N, num_steps, m]    the exact optimum u*
-    state_trajectories [N, num_steps+1, n]  its trajectory
-    costs              [N]                  J(u*) on the stated objective
-    terminal_multipliers [N, n]             mu of the terminal constraint x_N = x* (zeros without
-                                            one): dJ*/dx* = -mu, used by the evaluator's cost gap
+    initial_states     [B, n]               x_0
+    target_states      [B, n]               x*
+    control_sequences  [B, N, m]            the exact optimum u*
+    state_trajectories [B, N+1, n]          its trajectory
+    costs              [B]                  J(u*) on the stated objective
+    terminal_multipliers [B, n]             λ of the terminal constraint x_N = x* (zeros without
+                                            one): dJ*/dx* = -λ, used by the evaluator's cost gap
     metadata           JSON string          problem (system, dt, bound, objective), sampling
                                             boxes, seed, controller, re-draw count, version
 

@@ -5,15 +5,15 @@ For each test case a controller proposes u [N, m]. The actuator saturates it at 
 
 - terminal error  ||x_N - x*||;  success: terminal error < success_threshold (0.1 by default);
 - cost            J(u) on the dataset's own objective (problem.py);
-- cost gap        (J(u) + mu . (x_N - x*) - J*) / J*, where mu is the oracle's multiplier of the
+- cost gap        (J(u) + λ . (x_N - x*) - J*) / J*, where λ is the oracle's multiplier of the
                   terminal constraint (zero when the problem has none). The correction term is
                   what the missed target would have cost at the margin: by convexity and strong
-                  duality J(u) + mu . (x_N - x*) >= J* for every u within the bound, so the gap is
+                  duality J(u) + λ . (x_N - x*) >= J* for every u within the bound, so the gap is
                   never negative. A plain (J(u) - J*) / J* can be: missing the target by 0.1
                   saves up to a third of the energy on this problem, so a sloppy controller
                   would look "better than optimal". (`tests/test_evaluate.py` checks both facts.)
 
-On the nonlinear tasks J* is IPOPT's optimum (the best of the task's starts) and mu its
+On the nonlinear tasks J* is IPOPT's optimum (the best of the task's starts) and λ its
 multiplier, with the same formula. There J*(x*) is not convex, so the correction is the
 first-order estimate of J*(x_N(u)) - J*(x*), not a guaranteed bound: the gap estimates how much
 u overpays for the place it actually reached, and a small negative value is possible (as is a

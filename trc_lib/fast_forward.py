@@ -26,8 +26,9 @@ from .c_library import NATIVE, compiled_library, cpu_identity
 from .terminal_map import terminal_map
 
 # Up to this batch predict() runs forward.c. Its time grows linearly with the batch, PyTorch's
-# much more slowly: on a 2-core AMD EPYC (Zen 4), small Van der Pol model, C against PyTorch:
-# 0.22 against 2.8 ms at batch 1, 3.5 against 5.4 at 16, 12.9 against 14.2 at 64.
+# much more slowly (PyTorch's cost at small batches is dispatch, not arithmetic): where they were
+# measured the two met at a few dozen problems, so 16 keeps C on the side where it is clearly faster.
+# benchmarks/frontier.py times both paths at batch 1.
 FAST_FORWARD_MAX_BATCH = 16
 SOURCE = Path(__file__).with_name("forward.c")
 

@@ -6,18 +6,18 @@ Reasoning with Tiny Networks"), with the answer y being the control sequence its
     context x = embed(x_0, x*)
     repeat N_sup supervision steps (training: a loss after each, the carry (y, z)
                                     detached in between):
-        repeat T recursions (all but the last without gradient):
+        repeat N_out recursions (all but the last without gradient):
             u = u_max * tanh(y / u_max)                          # within the bound by construction
             e = x_N(u) - x*                                      # error feedback: simulated miss
-            repeat n times:  z <- net(x + embed(u) + embed(e) + z)
+            repeat N_in times:  z <- net(x + embed(u) + embed(e) + z)
             y <- y + decode(net(embed(u) + z))
 
 `net` is one small shared network (two post-norm RMSNorm SwiGLU blocks, no biases). The
 initial y is zero controls and the initial z a fixed random vector, neither learned.
 Every y is a complete control sequence; the answer after each supervision step is returned,
 so the refinement can be scored and plotted step by step.
-Halting (TRM's Q-head) is left out: it only decides when a training sample moves on, and
-evaluation runs every step anyway.
+TRM's learned halting head (its Q-head) is left out: the simulator knows each answer's miss
+exactly, so predict(..., tolerance=t) stops refining a problem once its miss is below t.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ class ModelConfig:
     """Everything needed to rebuild a model; stored in every checkpoint.
 
     latent_dim: width D of the latent z and of the shared net; expansion: SwiGLU hidden width
-    is expansion * D; num_layers: blocks in the shared net; num_inner_cycles: n, latent
-    updates per recursion; num_outer_cycles: T, recursions per supervision step;
+    is expansion * D; num_layers: blocks in the shared net; num_inner_cycles: N_in, latent
+    updates per recursion; num_outer_cycles: N_out, recursions per supervision step;
     num_supervision_steps: N_sup; error_feedback: feed the simulated terminal error;
     state_scale: typical |state| (inputs are divided by it); problem: ControlProblem.to_dict().
     """
@@ -190,7 +190,7 @@ class TinyRecursiveControl(nn.Module):
         return y, self.z_init.expand(batch_size, -1)
 
     def recursion(self, context, initial_states, target_states, y, z):
-        """One recursion: n latent updates, then one update of the answer. Returns (y, z)."""
+        """One recursion: N_in latent updates, then one update of the answer. Returns (y, z)."""
         u = self.controls(y)
         controls_embedding = self.embed_controls(u.flatten(1) / self.control_bound)
         question = context + controls_embedding
@@ -203,7 +203,7 @@ class TinyRecursiveControl(nn.Module):
         return y, z
 
     def supervision_step(self, initial_states, target_states, carry):
-        """T recursions; gradient flows through the last one only (TRM's deep recursion).
+        """N_out recursions; gradient flows through the last one only (TRM's deep recursion).
 
         Returns (carry, controls [B, N, m]) where controls come from the last recursion.
         """
@@ -219,7 +219,7 @@ class TinyRecursiveControl(nn.Module):
                 num_supervision_steps: int | None = None) -> torch.Tensor:
         """The answer after every supervision step: [N_sup, B, N, m]; the last is the final answer.
 
-        These are the refinements: each is the answer that training supervises, after T
+        These are the refinements: each is the answer that training supervises, after N_out
         recursions (the recursions inside a step are the model's own reasoning and are not
         trained to be answers). Pass num_supervision_steps to run more or fewer than in training.
         """
@@ -277,7 +277,7 @@ class TinyRecursiveControl(nn.Module):
         """
         x0, xt, autocast = self._inference_inputs(initial_states, target_states, device)
         fast = None if hasattr(self, "_compiled_forward") else self._fast_forward(x0)
-        if fast is not None:  # no train/eval switch: it reads the weights only (and costs ~0.1 ms at batch 1)
+        if fast is not None:  # no train/eval switch: forward.c reads the weights only (a switch costs as much)
             return fast(x0, xt).double().numpy()
         was_training = self.training
         self.eval()

@@ -23,7 +23,7 @@ import threading
 
 from ..errors import TRCError
 from ..model import MODEL_SIZES
-from .parameters import DEVICES, SCHEDULERS
+from .parameters import DEVICES, SCHEDULERS, named_files
 from ..tasks import TASKS
 
 
@@ -146,9 +146,9 @@ def _add_train(sub) -> None:
     p.add_argument("--latent_dim", type=positive_int, default=None,
                    help="custom width of the latent z and the shared net (overrides --model_size's)")
     p.add_argument("--num_outer_cycles", type=positive_int, default=None,
-                   help="T: recursions per supervision step, all but the last without gradient (default 2)")
+                   help="N_out: recursions per supervision step, all but the last without gradient (default 2)")
     p.add_argument("--num_inner_cycles", type=positive_int, default=None,
-                   help="n: latent updates per recursion (default 3)")
+                   help="N_in: latent updates per recursion (default 3)")
     p.add_argument("--num_supervision_steps", type=positive_int, default=None,
                    help="N_sup: deep-supervision steps, each with its own loss on the answer, carry detached "
                         "in between (default 3)")
@@ -321,16 +321,6 @@ def _add_pipeline(sub) -> None:
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
 
 
-def _external_pairs(items):
-    pairs = []
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise TRCError(f"--external {item!r}: expected NAME=FILE")
-        pairs.append((name, path))
-    return pairs
-
-
 def _check_outputs(args) -> None:
     """Refuse an unwritable --output before any long work."""
     from ..files import check_writable
@@ -369,7 +359,7 @@ def run(args) -> None:
                                      **_options(args, "output", "success_threshold", "device", "precision",
                                                 "tolerance"))
     elif args.command == "compare":
-        workflow.compare(args.test_data, external=_external_pairs(args.external),
+        workflow.compare(args.test_data, external=named_files(args.external, "--external"),
                          **_options(args, "trc_checkpoint", "output", "train_data", "success_threshold", "seed",
                                     "device", "newton_steps", "tolerance"))
     elif args.command == "prompts":

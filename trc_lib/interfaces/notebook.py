@@ -48,17 +48,9 @@ def resolve(path) -> Path:
 
 
 def named_files(items) -> list[tuple[str, Path]]:
-    """["NAME:FILE", ...] -> [(name, path resolved against the workspace)]; one clear error if malformed."""
-    from ..errors import TRCError
-    if isinstance(items, str):
-        items = [items]
-    pairs = []
-    for item in items:
-        name, sep, path = str(item).partition(":")
-        if not sep or not name or not path:
-            raise TRCError(f"external {item!r}: expected 'NAME:FILE'")
-        pairs.append((name, resolve(path)))
-    return pairs
+    """["NAME=FILE", ...] -> [(name, path resolved against the workspace)] (parameters.named_files)."""
+    from .parameters import named_files
+    return [(name, resolve(path)) for name, path in named_files(items)]
 
 
 def ensure_datasets(data_dir="data", num_samples=QUICK_SAMPLES, test_samples=QUICK_TEST_SAMPLES,

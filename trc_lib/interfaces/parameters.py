@@ -83,3 +83,18 @@ def check_namespace(namespace: dict) -> None:
         if not fits:
             raise TRCError(f"parameter {name}: must be {getattr(kind, '__name__', kind)}, got {value!r}")
         check(name, value)
+
+
+def named_files(items, option: str = "external") -> list[tuple[str, str]]:
+    """["NAME=FILE", ...] -> [(name, file)]: the one syntax of external controllers, on the command
+    line (--external NAME=FILE) and in notebook 04 (external = ["NAME=FILE"]). A malformed item
+    is one clear error naming `option`."""
+    if isinstance(items, str):
+        items = [items]
+    pairs = []
+    for item in items:
+        name, sep, path = str(item).partition("=")
+        if not sep or not name or not path:
+            raise TRCError(f"{option} {item!r}: expected NAME=FILE")
+        pairs.append((name, path))
+    return pairs

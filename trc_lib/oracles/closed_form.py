@@ -14,8 +14,8 @@ are solved exactly by a primal-dual active-set method (Hintermueller, Ito & Kuni
 once the active bounds are known, the optimum is one linear solve. Every answer is checked
 against the KKT conditions.
 
-The multiplier mu of the terminal constraint is kept: by convexity and strong duality,
-J(u) + mu . (x_N(u) - x*) >= J* for every u inside the bounds, which is what makes the
+The multiplier lam (λ) of the terminal constraint is kept: by convexity and strong duality,
+J(u) + lam . (x_N(u) - x*) >= J* for every u inside the bounds, which is what makes the
 evaluator's cost gap impossible to game by missing the target.
 """
 
@@ -33,7 +33,7 @@ class OptimalSolution:
     """Exact optimum for a batch of B problems.
 
     control_sequences: [B, N, m]; state_trajectories: [B, N+1, n]; costs: [B] (J*);
-    terminal_multipliers: [B, n] (mu, zero without a terminal constraint);
+    terminal_multipliers: [B, n] (lam, zero without a terminal constraint);
     bound_active: [B] bool, whether any |u_k| = u_max at the optimum.
     """
 
@@ -87,9 +87,9 @@ def reachability_margin(problem: ControlProblem, initial_states: np.ndarray, tar
 
 
 def _solve_kkt(H, f, E, c, at_upper, at_lower, lower, upper):
-    """Exact solution for given active bounds: (u [B, p], mu [B, q], bound multipliers [B, p]).
+    """Exact solution for given active bounds: (u [B, p], lam [B, q], bound multipliers [B, p]).
 
-    Active controls are fixed at their bound; the rest satisfy H u + f + E^T mu = 0, E u = c.
+    Active controls are fixed at their bound; the rest satisfy H u + f + E^T lam = 0, E u = c.
     """
     B, p = f.shape
     q = 0 if E is None else E.shape[0]
@@ -107,16 +107,16 @@ def _solve_kkt(H, f, E, c, at_upper, at_lower, lower, upper):
         solution = np.linalg.solve(K_batch, rhs[..., None])[..., 0]
     except np.linalg.LinAlgError:  # a guess with fewer free controls than constraints
         solution = (np.linalg.pinv(K_batch) @ rhs[..., None])[..., 0]
-    u, mu = solution[:, :p], solution[:, p:]
-    bound_multipliers = -(u @ H + f + (mu @ E if q else 0.0))
+    u, lam = solution[:, :p], solution[:, p:]
+    bound_multipliers = -(u @ H + f + (lam @ E if q else 0.0))
     bound_multipliers[~active] = 0.0
-    return u, mu, bound_multipliers
+    return u, lam, bound_multipliers
 
 
-def _kkt_holds(H, f, E, c, u, mu, at_upper, at_lower, bound_multipliers, lower, upper):
+def _kkt_holds(H, f, E, c, u, lam, at_upper, at_lower, bound_multipliers, lower, upper):
     """[B] bool: stationarity on the free controls, feasibility and multiplier signs, to round-off."""
     scale = (1.0 + np.abs(f).max(axis=1) + np.abs(H).max())[:, None]
-    gradient = u @ H + f + (mu @ E if E is not None else 0.0) + bound_multipliers
+    gradient = u @ H + f + (lam @ E if E is not None else 0.0) + bound_multipliers
     ok = (np.abs(gradient) <= 1e-9 * scale * (1.0 + np.abs(u))).all(axis=1)
     ok &= ((u <= upper + 1e-9) & (u >= lower - 1e-9)).all(axis=1)
     ok &= (np.where(at_upper, -bound_multipliers, 0.0) <= 1e-9 * scale).all(axis=1)
@@ -141,7 +141,7 @@ def solve_box_qp(H, f, E, c, lower, upper, max_iterations: int = 50):
     """Exact solution of min 1/2 u'Hu + f'u s.t. Eu = c, lower <= u <= upper, batched.
 
     H: [p, p] positive definite; f: [B, p]; E: [q, p] or None; c: [B, q] or None;
-    lower, upper: scalars. Returns (u [B, p], mu [B, q], bound_multipliers [B, p]).
+    lower, upper: scalars. Returns (u [B, p], lam [B, q], bound_multipliers [B, p]).
     Primal-dual active set: guess the active bounds, solve the KKT system exactly for that
     guess, update the guess from the primal and dual residuals; stop when it repeats. The
     method can cycle when H is not diagonal (it does on some bounded LQR problems); those
@@ -153,24 +153,24 @@ def solve_box_qp(H, f, E, c, lower, upper, max_iterations: int = 50):
     at_upper = np.zeros((B, p), bool)
     at_lower = np.zeros((B, p), bool)
     for _ in range(max_iterations):
-        u, mu, bound_multipliers = _solve_kkt(H, f, E, c, at_upper, at_lower, lower, upper)
+        u, lam, bound_multipliers = _solve_kkt(H, f, E, c, at_upper, at_lower, lower, upper)
         new_upper = bound_multipliers + kappa * (u - upper) > 0
         new_lower = bound_multipliers + kappa * (u - lower) < 0
         settled = (new_upper == at_upper).all(axis=1) & (new_lower == at_lower).all(axis=1)
         at_upper, at_lower = new_upper, new_lower
         if settled.all():
             break
-    ok = settled & _kkt_holds(H, f, E, c, u, mu, at_upper, at_lower, bound_multipliers, lower, upper)
+    ok = settled & _kkt_holds(H, f, E, c, u, lam, at_upper, at_lower, bound_multipliers, lower, upper)
     for i in np.flatnonzero(~ok):
         at_upper[i], at_lower[i] = _active_set_from_slsqp(H, f[i], E, None if E is None else c[i], lower, upper)
     if not ok.all():
         rows = ~ok
-        u[rows], mu[rows], bound_multipliers[rows] = _solve_kkt(H, f[rows], E, None if E is None else c[rows],
+        u[rows], lam[rows], bound_multipliers[rows] = _solve_kkt(H, f[rows], E, None if E is None else c[rows],
                                                                 at_upper[rows], at_lower[rows], lower, upper)
-        ok = _kkt_holds(H, f, E, c, u, mu, at_upper, at_lower, bound_multipliers, lower, upper)
+        ok = _kkt_holds(H, f, E, c, u, lam, at_upper, at_lower, bound_multipliers, lower, upper)
     if not ok.all():
         raise RuntimeError(f"the QP solution failed its KKT check for {np.sum(~ok)} of {B} samples")
-    return u, mu, bound_multipliers
+    return u, lam, bound_multipliers
 
 
 def solve(problem: ControlProblem, initial_states: np.ndarray, target_states: np.ndarray) -> OptimalSolution:
@@ -193,18 +193,18 @@ def solve(problem: ControlProblem, initial_states: np.ndarray, target_states: np
     K = np.block([[H, E.T], [E, np.zeros((q, q))]]) if q else H
     rhs = np.concatenate([-f, c], axis=1) if q else -f
     solution = np.linalg.solve(K, rhs.T).T
-    u, mu = solution[:, :p], solution[:, p:]
+    u, lam = solution[:, :p], solution[:, p:]
 
     bound_active = np.abs(u).max(axis=1) > u_max
     if bound_active.any():
         idx = np.flatnonzero(bound_active)
-        u[idx], mu[idx], _ = solve_box_qp(H, f[idx], E, None if E is None else c[idx], -u_max, u_max)
+        u[idx], lam[idx], _ = solve_box_qp(H, f[idx], E, None if E is None else c[idx], -u_max, u_max)
         bound_active[idx] = np.isclose(np.abs(u[idx]), u_max, rtol=0, atol=1e-12).any(axis=1)
 
     control_sequences = u.reshape(-1, N, m)
     states = system.rollout(x0, control_sequences)
     costs = problem.cost(states, control_sequences, target)
-    multipliers = mu if q else np.zeros((len(x0), n))
+    multipliers = lam if q else np.zeros((len(x0), n))
     return OptimalSolution(control_sequences, states, costs, multipliers, bound_active)
 
 

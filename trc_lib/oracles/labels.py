@@ -25,7 +25,7 @@ from ..problem import ControlProblem
 _worker_optimizer = None  # one per worker process, built by _init_worker
 _worker_problem = None  # the problem (as a dict) it was built for
 # Compile the NLP to C (TrajectoryOptimizer's `compiled`) when each process has at least this many
-# problems: compiling costs about as much as 1,300 interpreted solves of the default Van der Pol task.
+# problems: compiling costs as much as about a thousand interpreted solves (benchmarks/ipopt_compiled.py).
 COMPILE_FROM_PROBLEMS_PER_PROCESS = 2000
 NUM_SPOT_CHECKS = 4  # labels solved again when a dataset is read (all of them would take as long as making them)
 

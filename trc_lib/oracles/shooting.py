@@ -32,10 +32,10 @@ terminal condition, and IPOPT's own nodes agree with the integrator (the defects
 and the cost returned are those of that numpy rollout, not IPOPT's internal copies.
 
 Terminal multipliers. IPOPT's Lagrangian is J + lam_g . g; the terminal constraint is written
-g = x_N - x*, so mu = lam_g (its rows) is the multiplier of the project's cost gap
-J(u) + mu . (x_N(u) - x*) - J*, and, by the envelope theorem, dJ*/dx* = -mu:
+g = x_N - x*, so lam = lam_g (its rows) is the multiplier of the project's cost gap
+J(u) + lam . (x_N(u) - x*) - J*, and, by the envelope theorem, dJ*/dx* = -lam:
 
-    J*(x* + eps) = J*(x*) - mu . eps + O(|eps|^2).
+    J*(x* + eps) = J*(x*) - lam . eps + O(|eps|^2).
 
 Accuracy: IPOPT's tolerance is 1e-8 (its `tol`; pass a smaller one in ipopt_options), and its
 bounds are not relaxed (bound_relax_factor 0), so answers lie inside the box rather than up to
@@ -132,7 +132,7 @@ class TrajectoryResult:
     controls: [N, m] (clipped into the control bounds, against round-off); states: [N+1, n], the numpy rollout of `controls` from x_0; cost: J on that
     rollout; success: see the module docstring; status: IPOPT's return status of the returned start;
     iterations: IPOPT iterations of that start; solve_time: seconds for the whole call (all starts
-    and checks); terminal_multipliers: mu [n], with J*(x* + eps) ~ J* - mu . eps, or None without a
+    and checks); terminal_multipliers: lam [n], with J*(x* + eps) ~ J* - lam . eps, or None without a
     terminal constraint; constraint_violation: the largest scaled violation found by the check.
     start_costs [S], start_success [S], start_status [S], start_iterations [S], start_controls
     [S, N, m]: every start, in the order they were run (given guesses first, then random ones).
@@ -220,9 +220,8 @@ class TrajectoryOptimizer:
         bound_relax_factor 0, print_time and show_eval_warnings off).
     compiled: translate the NLP's functions (objective, constraints, their derivatives) to C and
         compile them with the system's C compiler (CasADi's JIT, `gcc -O0`) instead of running them
-        in CasADi's interpreter. Building takes seconds longer (about 12 s for the default Van der
-        Pol task on a slow 2-core machine); each solve is then faster (25 -> 15 ms there), with the
-        same answers to the last bit in the tests. Without a working compiler it falls back to the
+        in CasADi's interpreter. Building takes seconds longer; each solve is then faster, with the
+        same answers to the last bit in the tests (benchmarks/ipopt_compiled.py measures both). Without a working compiler it falls back to the
         interpreter; `self.compiled` says which one runs.
     """
 
@@ -424,7 +423,7 @@ class TrajectoryOptimizer:
         return worst if finite and np.isfinite(worst) else np.inf
 
     def _solve_from(self, x0, target, u_guess):
-        """One IPOPT run. Returns (controls, states, cost, converged, violation, status, iterations, mu)."""
+        """One IPOPT run. Returns (controls, states, cost, converged, violation, status, iterations, lam)."""
         N, n, m = self.num_steps, self.state_dim, self.control_dim
         w0 = np.concatenate([u_guess.ravel(), self._state_guess(x0, u_guess, target).ravel()])
         try:
@@ -442,9 +441,9 @@ class TrajectoryOptimizer:
         states, l, terminal = self._rollout_and_costs(x0[None], u[None], target[None])
         states, cost = states[0], float(l.sum() + terminal[0])
         violation = self._violation(x0, target, u_raw, nodes, states)
-        mu = solution["lam_g"].full().ravel()[-n:] if self.terminal_constraint else None
+        lam = solution["lam_g"].full().ravel()[-n:] if self.terminal_constraint else None
         converged = status in self.converged_statuses and np.isfinite(cost)
-        return u, states, cost, converged, violation, status, iterations, mu
+        return u, states, cost, converged, violation, status, iterations, lam
 
     def solve(self, x0: np.ndarray, x_target: np.ndarray | None = None, initial_guesses=None,
               num_random_starts: int = 0, seed=None) -> TrajectoryResult:
@@ -473,12 +472,12 @@ class TrajectoryOptimizer:
         violations = np.array([r[4] for r in runs])
         best = (int(np.flatnonzero(success)[np.argmin(costs[success])]) if success.any()
                 else int(np.lexsort((costs, violations))[0]))
-        u, states, cost, _, violation, status, iterations, mu = runs[best]
+        u, states, cost, _, violation, status, iterations, lam = runs[best]
         if states is None:  # every start raised: report the guess played out, marked as failed
             states = self.rollout(x0, u)
         return TrajectoryResult(
             controls=u, states=states, cost=cost, success=bool(success[best]), status=status,
-            iterations=iterations, solve_time=time.perf_counter() - started, terminal_multipliers=mu,
+            iterations=iterations, solve_time=time.perf_counter() - started, terminal_multipliers=lam,
             constraint_violation=violation, best_start=best, start_costs=costs, start_success=success,
             start_status=[r[5] for r in runs], start_iterations=np.array([r[6] for r in runs]),
             start_controls=np.stack([r[0] for r in runs]))

@@ -4,12 +4,12 @@ Every variant has the same shared network (so the same parameter count, to withi
 embedding's 2 x D weights) and is trained for the same epochs on the same samples; only how
 often the network is applied, and what it is told, changes:
 
-    MLP (no recursion)      one pass of context -> net -> controls: n = 1, T = 1, N_sup = 1,
+    MLP (no recursion)      one pass of context -> net -> controls: N_in = 1, N_out = 1, N_sup = 1,
                             no error feedback. A feed-forward residual MLP of the same weights.
-    TRC, K steps            K = 1, 2, 4, 8 supervision steps (refinements), each with T = 2
-                            recursions of n = 3 latent updates, error feedback on.
+    TRC, K steps            K = 1, 2, 4, 8 supervision steps (refinements), each with N_out = 2
+                            recursions of N_in = 3 latent updates, error feedback on.
     TRC, no error feedback  the default (3 steps) without the simulated terminal miss.
-    TRC, no deep supervision one supervision step of T = 6 recursions: the same number of
+    TRC, no deep supervision one supervision step of N_out = 6 recursions: the same number of
                             network passes as the default's 3 x 2, but one loss on the last answer.
 
 Then the default model is run with more and fewer refinement steps at test time than it was
@@ -37,7 +37,7 @@ VARIANTS = {
 
 
 def network_passes(config) -> int:
-    """Applications of the shared net per answer: N_sup * T * (n + 1)."""
+    """Applications of the shared net per answer: N_sup * N_out * (N_in + 1)."""
     return config.num_supervision_steps * config.num_outer_cycles * (config.num_inner_cycles + 1)
 
 
