@@ -279,3 +279,16 @@ def test_newton_steps_are_refused_on_a_linear_task_and_without_a_model(capsys, t
                "trc compare: error:", "--newton_steps is for the nonlinear systems", str(test_path))
     fails_with(capsys, ["compare", "--test_data", str(test_path), "--newton_steps", "2"],
                "trc compare: error:", "--newton_steps polishes TRC's answer: pass --trc_checkpoint")
+
+
+def test_library_errors_name_parameters_and_the_cli_gives_them_their_dashes():
+    from argparse import Namespace
+
+    from trc_lib.interfaces.cli import _as_flags
+    args = Namespace(command="train", data="d", output_dir="o", model_size="s", latent_dim=1, lr=1.0, resume=True)
+    assert _as_flags("resume: /tmp/data/output_dir/last_model.pt does not exist (nothing to resume in this "
+                     "output_dir)", args) == ("--resume: /tmp/data/output_dir/last_model.pt does not exist "
+                                              "(nothing to resume in this --output_dir)")
+    assert _as_flags("training diverged at epoch 3; try a lower lr", args).endswith("try a lower --lr")
+    assert _as_flags("use the same model_size and latent_dim", args) == "use the same --model_size and --latent_dim"
+    assert _as_flags("/x/data.npz: the data's problem differs", args) == "/x/data.npz: the data's problem differs"

@@ -15,9 +15,9 @@ def resolve_device(device="auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise TRCError("--device cuda: no CUDA GPU is available here (use --device cpu or auto)")
+        raise TRCError("device cuda: no CUDA GPU is available here (choose cpu or auto)")
     if device.split(":")[0] not in ("cpu", "cuda"):
-        raise TRCError(f"--device {device!r}: choose one of {list(DEVICES)}")
+        raise TRCError(f"device {device!r}: choose one of {list(DEVICES)}")
     return torch.device(device)
 
 

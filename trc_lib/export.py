@@ -58,7 +58,7 @@ def export_onnx(model, output, tolerance: float = 1e-5, seed: int = 0, log=print
     if not hasattr(model, "config_dict"):
         raise TRCError("export needs a .pt checkpoint from `trc train`, not an ONNX file")
     if output.suffix != ".onnx":
-        raise TRCError(f"--output {output}: the file name must end in .onnx")
+        raise TRCError(f"output {output}: the file name must end in .onnx")
     if model.config.error_feedback and not terminal_map(model.problem.system).onnx_exportable:
         raise TRCError("export: a model with error feedback on an ODE system simulates its answer at every "
                        "recursion through compiled C (terminal_map.py), which ONNX has no operator for; "

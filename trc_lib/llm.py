@@ -83,8 +83,8 @@ def read_template(path) -> str:
     try:
         template = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
-        raise TRCError(f"--template {path}: cannot read it ({type(e).__name__})") from None
-    check_template(template, f"--template {path}")
+        raise TRCError(f"template {path}: cannot read it ({type(e).__name__})") from None
+    check_template(template, f"template {path}")
     return template
 
 

@@ -46,7 +46,7 @@ def make_scheduler(name: str, optimizer, epochs: int, patience: int):
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=max(1, patience // 4))
     if name == "none":
         return None
-    raise TRCError(f"--scheduler {name!r}: choose one of {list(SCHEDULERS)}")
+    raise TRCError(f"scheduler {name!r}: choose one of {list(SCHEDULERS)}")
 
 
 class EMA:
@@ -133,7 +133,7 @@ def train(model: TinyRecursiveControl, train_loader: BatchLoader, val_loader: Ba
             if not math.isfinite(metrics["train_loss"]) or not math.isfinite(metrics["val_loss"]):
                 write_json(output_dir / "training_stats.json", _stats(state, "diverged"))
                 raise TRCError(f"training diverged at epoch {epoch + 1} (loss {metrics['train_loss']}); "
-                               f"try a lower --lr")
+                               f"try a lower lr")
             _keep(output_dir, model, ema, optimizer, lr_schedule, train_loader, state, metrics)
             bar.set_postfix(train=f"{metrics['train_loss']:.2e}", val=f"{metrics['val_loss']:.2e}",
                             err=f"{metrics['val_terminal_error']:.1e}")
@@ -272,7 +272,7 @@ def _save_last(path, model, scored, optimizer, lr_schedule, ema, loader, state):
 
 def _restore(path, model, optimizer, lr_schedule, ema, loader, run) -> dict:
     if not path.exists():
-        raise TRCError(f"--resume: {path} does not exist (nothing to resume in this output_dir)")
+        raise TRCError(f"resume: {path} does not exist (nothing to resume in this output_dir)")
     payload = read_checkpoint(path)
     ts = payload["training_state"]
     saved = json.loads(ts["run_json"])
@@ -280,12 +280,12 @@ def _restore(path, model, optimizer, lr_schedule, ema, loader, run) -> dict:
             "terminal_weight", "data", "num_train", "num_val", "validation_sha1")
     changed = [f"{k}: {saved.get(k)} before, {run.get(k)} now" for k in same if saved.get(k) != run.get(k)]
     if changed:
-        raise TRCError(f"--resume continues the run in {path.parent} with the same options and data; changed: "
+        raise TRCError(f"resume continues the run in {path.parent} with the same options and data; changed: "
                        + "; ".join(changed) + " (validation_sha1 changes with --seed or --val_fraction)")
     if payload["config"] != model.config_dict():
-        raise TRCError(f"--resume: {path} was trained with another model configuration ("
+        raise TRCError(f"resume: {path} was trained with another model configuration ("
                        + "; ".join(describe_difference(payload["config"], model.config_dict()))
-                       + " before vs now); use the same --model_size/--latent_dim options")
+                       + " before vs now); use the same model_size and latent_dim")
     model.load_state_dict(ts["raw_model_state"])
     optimizer.load_state_dict(ts["optimizer"])
     if lr_schedule is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -377,6 +378,20 @@ def run(args) -> None:
                                 "patience", "device", "seed", "system", "state_range"))
 
 
+def _as_flags(message: str, args) -> str:
+    """The library names its parameters (`resume: ...`, `try a lower lr`); on the command line they
+    are options. Given their two dashes: a name the message starts with, a name with an underscore
+    (an identifier, never an English word) anywhere, and the name after "a lower"."""
+    options = sorted((name for name in vars(args) if name != "command"), key=len, reverse=True)
+    if not options or message.startswith("-"):
+        return message
+    names = "|".join(options)
+    message = re.sub(rf"^({names})(?=[\s:])", r"--\1", message)
+    message = re.sub(rf"(?<![\w/.-])({'|'.join(o for o in options if '_' in o) or '$^'})(?![\w/.-])", r"--\1",
+                     message)
+    return re.sub(rf"(?<=a lower )({names})\b", r"--\1", message)
+
+
 def _options(args, *names) -> dict:
     """The named options, as keyword arguments of the library function of the same names."""
     return {name: getattr(args, name) for name in names}
@@ -400,7 +415,7 @@ def main(argv=None) -> int:
     except (TRCError, ValueError, ArithmeticError) as e:
         if os.environ.get("TRC_DEBUG"):
             raise
-        print(f"trc {args.command}: error: {e}", file=sys.stderr)
+        print(f"trc {args.command}: error: {_as_flags(str(e), args)}", file=sys.stderr)
         return 2
     except OSError as e:  # an unwritable output path, a full disk
         if os.environ.get("TRC_DEBUG"):
