@@ -49,3 +49,11 @@ def test_external_controllers_are_named_the_same_way_in_notebooks_and_on_the_com
     assert notebook.named_files(["my LLM=answers.jsonl"]) == [("my LLM", tmp_path / "answers.jsonl")]
     with pytest.raises(TRCError, match=r"external 'my_llm:answers.jsonl': expected NAME=FILE"):
         notebook.named_files("my_llm:answers.jsonl")
+
+
+def test_the_site_refuses_an_unknown_notebook_before_any_work(tmp_path):
+    from trc_lib.interfaces.site import build_site, main as site_main
+    with pytest.raises(TRCError, match=r"notebooks: no such notebook \['99_nothing'\]"):
+        build_site(tmp_path / "site", notebooks=["99_nothing"], log=lambda *_: None)
+    assert site_main(["--output", str(tmp_path / "site"), "--notebooks", "99_nothing"]) == 2
+    assert not (tmp_path / "site").exists() and not (tmp_path / "site-source").exists()

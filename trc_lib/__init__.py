@@ -1,7 +1,8 @@
 """TinyRecursiveControl: tiny recursive networks for optimal control, checked against the exact optimum.
 
-The pipeline, one module per step: systems -> problem -> optimal (the oracle) -> data -> model
--> train -> evaluate / compare -> plots / widgets; `cli` and the notebooks are thin faces over it.
+The flow, one module per step: systems -> problem -> oracles/ (the exact optimum) -> data ->
+model -> training -> evaluate / compare -> plots / widgets; studies/ go beyond the guide, and
+interfaces/ (the `trc` command, the notebooks' helpers) are thin faces over the same functions.
 """
 
 from .version import __version__  # noqa: F401  (trc_lib.__version__)
