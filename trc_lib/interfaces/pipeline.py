@@ -25,8 +25,9 @@ def notebook_parameters(notebook) -> dict:
     return papermill.inspect_notebook(str(notebook))
 
 
-def run_notebook(notebook, parameters: dict, output_path, progress=True) -> Path:
-    """Execute `notebook` with `parameters`, writing the executed copy to `output_path`."""
+def run_notebook(notebook, parameters: dict, output_path, progress=True, cell_timeout=None) -> Path:
+    """Execute `notebook` with `parameters`, writing the executed copy to `output_path`.
+    cell_timeout: seconds a cell may run before the run fails (default: no limit)."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
     notebook, output_path = Path(notebook), Path(output_path)
@@ -37,7 +38,8 @@ def run_notebook(notebook, parameters: dict, output_path, progress=True) -> Path
     output_path.parent.mkdir(parents=True, exist_ok=True)  # papermill does not create it
     try:
         papermill.execute_notebook(str(notebook), str(output_path), parameters=parameters, kernel_name="python3",
-                                   progress_bar=progress, cwd=str(notebook.parent))
+                                   progress_bar=progress, cwd=str(notebook.parent),
+                                   execution_timeout=cell_timeout)
     except PapermillExecutionError as e:
         raise TRCError(f"{notebook.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} "
                        f"(executed copy: {output_path})") from None

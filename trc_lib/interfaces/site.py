@@ -23,6 +23,8 @@ from ..errors import TRCError
 from .notebook import REPO_ROOT
 from .pipeline import NOTEBOOKS_DIR, run_notebook
 
+CELL_TIMEOUT = 900  # seconds: the quick defaults take seconds per cell; a stuck kernel fails the build
+
 PAGES = {"The model": "model.md", "Problems, oracles, metrics": "oracle.md", "The command line": "cli.md",
          "Compare with your LLM": "llm.md", "The original training guide": "TRAINING_GUIDE.md"}
 
@@ -51,7 +53,7 @@ def build_site(output="build/site", notebooks=None, progress=True, log=print) ->
             for name in chosen:
                 log(f"running {name}.ipynb")
                 run_notebook(NOTEBOOKS_DIR / f"{name}.ipynb", {}, staging / "docs" / "notebooks" / f"{name}.ipynb",
-                             progress)
+                             progress, cell_timeout=CELL_TIMEOUT)
         finally:
             if saved is None:
                 os.environ.pop("TRC_WORKSPACE")
