@@ -109,7 +109,7 @@ class DoubleIntegrator:
         """x_N = A^N x_0 + G u: one matrix product (terminal_map.py, LinearTerminalMap)."""
         from .terminal_map import LinearTerminalMap
         Phi, Gamma = self.transition_matrices
-        return LinearTerminalMap(Phi[-1], Gamma[-1], self.num_steps, self.control_dim)
+        return LinearTerminalMap(Phi[-1], Gamma[-1])
 
     def linearization(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(A [n, n], B [n, m]) of x_{k+1} = A x_k + B u_k around `state`: the model itself."""

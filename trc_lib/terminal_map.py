@@ -179,9 +179,8 @@ class LinearTerminalMap:
 
     onnx_exportable = True  # a matrix product is an ONNX operator
 
-    def __init__(self, A_N: np.ndarray, G: np.ndarray, num_steps: int, control_dim: int):
+    def __init__(self, A_N: np.ndarray, G: np.ndarray):
         self.A_N, self.G = np.asarray(A_N, np.float64), np.asarray(G, np.float64)
-        self.shape = (self.A_N.shape[0], num_steps, control_dim)
         self._copies: dict = {}
 
     def _matrices(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
