@@ -3,6 +3,9 @@
     closed_form.py  linear systems: the QP, solved exactly (the global optimum)
     shooting.py     nonlinear systems: direct multiple shooting, solved by IPOPT
     labels.py       IPOPT from several starts over many problems, in parallel over cores
+    cone_program.py the rocket landing: lossless convexification, one cone program (Clarabel)
+                    per flight time, the best flight time by a scan and a scalar search
+    landing_nlp.py  the rocket landing as a non-convex NLP for IPOPT: the cone program's check
 
 A system names its oracle (`system.oracle`); `oracle_of(problem)` returns it. Both answer the
 same questions: screen (which problems can be tried, without solving), optimum (solutions
