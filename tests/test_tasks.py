@@ -124,7 +124,7 @@ def test_cli_generates_nonlinear_data_and_checks_the_system(tmp_path, capsys):
     assert main(["train", "--system", "pendulum", "--data", str(out / "lqr_dataset.npz")]) == 2
     assert "holds vanderpol problems, not pendulum" in capsys.readouterr().err
     assert main(["generate", "--mu", "2", "--output_dir", str(tmp_path / "di")]) == 2
-    assert "--mu is the Van der Pol parameter" in capsys.readouterr().err
+    assert "--mu is a parameter of --system vanderpol" in capsys.readouterr().err
 
 
 def test_generalization_sweeps_mu_on_vanderpol(vanderpol_set):

@@ -48,7 +48,8 @@ def read_checkpoint(path, map_location="cpu") -> dict:
 
 def model_from_checkpoint(payload: dict, path="checkpoint") -> TinyRecursiveControl:
     try:
-        model = TinyRecursiveControl(ModelConfig(**payload["config"]))
+        from .landing_model import model_class
+        model = model_class(payload["config"]["problem"])(ModelConfig(**payload["config"]))
         model.load_state_dict(payload["model_state"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         first_line = str(e).strip().splitlines()[0]
@@ -71,7 +72,8 @@ def load_model(path, device="cpu"):
             raise TRCError(f"{path}: no such ONNX file")
         return OnnxController(path)
     model = model_from_checkpoint(read_checkpoint(path), path).to(device)
-    if next(model.parameters()).device.type == "cpu":  # compile forward.c now (once per machine), not in the first predict
+    # compile forward.c now (once per machine), not in the first predict
+    if next(model.parameters()).device.type == "cpu" and model.has_c_forward:
         from .fast_forward import FastForward
         FastForward.of(model)
     return model

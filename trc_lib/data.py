@@ -10,6 +10,9 @@ controls and N steps:
     costs              [B]                  J(u*) on the stated objective
     terminal_multipliers [B, n]             λ of the terminal constraint x_N = x* (zeros without
                                             one): dJ*/dx* = -λ, used by the evaluator's cost gap
+    final_times        [B]                  the flight time (s), only where it is part of the
+                                            answer (the rocket landing, whose costs are the fuel
+                                            in kg and controls the thrust in N)
     metadata           JSON string          problem (system, dt, bound, objective), sampling
                                             boxes, seed, controller, re-draw count, version
 
@@ -34,12 +37,13 @@ import torch
 from .oracles import OptimalSolution, oracle_of
 from .errors import TRCError
 from .files import atomic_path
-from .problem import ControlProblem
+from .problem import ControlProblem, problem_from_dict
 from .tasks import make_problem, target_center  # noqa: F401  (make_problem: the guide's API lives here too)
 
 FORMAT_VERSION = 2
 ARRAY_KEYS = ("initial_states", "target_states", "control_sequences", "state_trajectories", "costs",
               "terminal_multipliers")
+OPTIONAL_KEYS = ("final_times",)
 DATASET_FILENAME = "lqr_dataset.npz"  # the guide's name, whatever the controller
 
 
@@ -55,17 +59,25 @@ class ControlDataset:
     terminal_multipliers: np.ndarray
     metadata: dict = field(default_factory=dict)
     path: str | None = None
+    final_times: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.initial_states)
 
     @property
-    def problem(self) -> ControlProblem:
-        return ControlProblem.from_dict(self.metadata["problem"])
+    def problem(self):
+        """The ControlProblem (or RocketLanding) the labels solve."""
+        return problem_from_dict(self.metadata["problem"])
+
+    @property
+    def labels(self) -> tuple:
+        """What a model learns to answer: (control_sequences,), and final_times where they exist."""
+        return (self.control_sequences,) if self.final_times is None else (self.control_sequences, self.final_times)
 
     def subset(self, indices) -> "ControlDataset":
         arrays = {k: getattr(self, k)[indices] for k in ARRAY_KEYS}
-        return ControlDataset(**arrays, metadata=self.metadata, path=self.path)
+        final_times = None if self.final_times is None else self.final_times[indices]
+        return ControlDataset(**arrays, metadata=self.metadata, path=self.path, final_times=final_times)
 
     def optimum(self) -> OptimalSolution:
         """The stored labels as the oracle's answer (what the evaluator scores against)."""
@@ -86,24 +98,17 @@ def generate_dataset(problem: ControlProblem, num_samples: int, seed: int = 42,
     gives identical arrays.
     """
     target_range = state_range if target_range is None else target_range
-    # a target range may be a point (a fixed target); the initial states must vary
-    for label, (low, high), below in (("state_range", state_range, np.less),
-                                      ("target_range", target_range, np.less_equal)):
-        if not (np.isfinite(low) and np.isfinite(high) and below(low, high)):
-            relation = "<" if below is np.less else "<="
-            raise ValueError(f"{label} must be two finite numbers LOW {relation} HIGH, got {low} {high}")
+    if problem.system.name != "rocket_landing":  # it draws from its own box
+        _check_ranges(state_range, target_range)
     if int(num_samples) != num_samples or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples}")
     _check_memory(problem, num_samples)
     rng = np.random.default_rng(seed)
-    system, oracle = problem.system, oracle_of(problem)
-    n = system.state_dim
-    center = target_center(system.name)
+    oracle = oracle_of(problem)
     parts, num_redrawn, have = [], 0, 0
     while have < num_samples:
         need = num_samples - have
-        x0 = rng.uniform(*state_range, size=(need, n))
-        xt = center + rng.uniform(*target_range, size=(need, n))
+        x0, xt = draw_problems(problem, rng, need, state_range, target_range)
         tried = oracle.screen(problem, x0, xt)  # the QP's unreachable targets are known without a solve
         x0, xt = x0[tried], xt[tried]
         solution, keep = (oracle.optimum(problem, x0, xt, workers=workers, progress=progress) if len(x0)
@@ -111,29 +116,65 @@ def generate_dataset(problem: ControlProblem, num_samples: int, seed: int = 42,
         num_redrawn += need - int(np.sum(keep))
         # give up when almost nothing is reachable, or when every problem tried has failed (IPOPT)
         if num_redrawn > 100 * num_samples or (have == 0 and len(x0) and not np.any(keep)):
-            raise ValueError(f"almost no target in {list(target_range)} is reachable from {list(state_range)} "
-                             f"with |u| <= {problem.control_bound}: widen the bound or narrow the boxes")
+            raise ValueError(_unsolvable(problem, state_range, target_range))
         if len(x0):
             parts.append((x0[keep], xt[keep], solution, keep))
         have += int(np.sum(keep))
     initial_states = np.concatenate([x0 for x0, _, _, _ in parts])
     target_states = np.concatenate([xt for _, xt, _, _ in parts])
-    arrays = {key: np.concatenate([getattr(sol, key)[keep] for _, _, sol, keep in parts])
-              for key in ("control_sequences", "state_trajectories", "costs", "terminal_multipliers",
-                          "bound_active")}
+    keys = ("control_sequences", "state_trajectories", "costs", "terminal_multipliers", "bound_active",
+            *(("final_times",) if parts[0][2].final_times is not None else ()))
+    arrays = {key: np.concatenate([getattr(sol, key)[keep] for _, _, sol, keep in parts]) for key in keys}
     from .version import __version__
     metadata = {
         "format_version": FORMAT_VERSION, "trc_lib_version": __version__,
         "problem": problem.to_dict(), "controller": problem.objective.name,
         "oracle": oracle.method,
-        "num_samples": int(num_samples), "seed": int(seed),
-        "state_range": [float(v) for v in state_range], "target_range": [float(v) for v in target_range],
-        "target_center": [float(v) for v in center],
+        "num_samples": int(num_samples), "seed": int(seed), **sampling_record(problem, state_range, target_range),
         "num_redrawn": num_redrawn, "num_bound_active": int(arrays["bound_active"][:num_samples].sum()),
     }
+    final_times = arrays["final_times"][:num_samples] if "final_times" in arrays else None
     return ControlDataset(initial_states[:num_samples], target_states[:num_samples],
                           *(arrays[k][:num_samples] for k in ("control_sequences", "state_trajectories", "costs",
-                                                             "terminal_multipliers")), metadata)
+                                                             "terminal_multipliers")), metadata,
+                          final_times=final_times)
+
+
+def _check_ranges(state_range, target_range) -> None:
+    # a target range may be a point (a fixed target); the initial states must vary
+    for label, (low, high), below in (("state_range", state_range, np.less),
+                                      ("target_range", target_range, np.less_equal)):
+        if not (np.isfinite(low) and np.isfinite(high) and below(low, high)):
+            relation = "<" if below is np.less else "<="
+            raise ValueError(f"{label} must be two finite numbers LOW {relation} HIGH, got {low} {high}")
+
+
+def sampling_record(problem, state_range, target_range) -> dict:
+    """Where the problems were drawn from, as metadata records it."""
+    if problem.system.name == "rocket_landing":
+        from .rocket_landing import INITIAL_BOX
+        return {"box": {name: list(bounds) for name, bounds in INITIAL_BOX.items()}}
+    return {"state_range": [float(v) for v in state_range], "target_range": [float(v) for v in target_range],
+            "target_center": [float(v) for v in target_center(problem.system.name)]}
+
+
+def _unsolvable(problem, state_range, target_range) -> str:
+    if problem.system.name == "rocket_landing":
+        return "almost no landing drawn from the box is feasible: check the vehicle's parameters"
+    return (f"almost no target in {list(target_range)} is reachable from {list(state_range)} "
+            f"with |u| <= {problem.control_bound}: widen the bound or narrow the boxes")
+
+
+def draw_problems(problem, rng: np.random.Generator, count: int, state_range, target_range):
+    """(initial_states, target_states) [count, n]: x_0 uniform in state_range^n, x* = the task's
+    target center + uniform in target_range^n; the rocket landing draws from its own box
+    (rocket_landing.INITIAL_BOX) and ignores the two ranges."""
+    if problem.system.name == "rocket_landing":
+        from .rocket_landing import sample_problems
+        return sample_problems(rng, count, problem)
+    n = problem.system.state_dim
+    x0 = rng.uniform(*state_range, size=(count, n))
+    return x0, target_center(problem.system.name) + rng.uniform(*target_range, size=(count, n))
 
 
 def _check_memory(problem: ControlProblem, num_samples: int, copies: int = 4) -> None:
@@ -155,7 +196,8 @@ def save_dataset(dataset: ControlDataset, path) -> Path:
     """Write the dataset to `path` (.npz) atomically and return the path."""
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **{k: getattr(dataset, k) for k in ARRAY_KEYS},
+        optional = {} if dataset.final_times is None else {"final_times": dataset.final_times}
+        np.savez(fh, **{k: getattr(dataset, k) for k in ARRAY_KEYS}, **optional,
                  metadata=np.array(json.dumps(dataset.metadata)))
     dataset.path = str(path)
     return path
@@ -192,14 +234,18 @@ def read_dataset(path, verify_labels: bool = True) -> ControlDataset:
     if missing:
         raise TRCError(f"{path}: missing keys {missing}; a dataset has {[*ARRAY_KEYS, 'metadata']}")
     try:
-        problem = ControlProblem.from_dict(metadata["problem"])
+        problem = problem_from_dict(metadata["problem"])
     except (ValueError, KeyError, TypeError) as e:
         raise TRCError(f"{path}: unreadable metadata ({type(e).__name__}: {e})") from None
     num = len(contents["initial_states"])
     n, m, N = problem.system.state_dim, problem.system.control_dim, problem.num_steps
     expected = {"initial_states": (num, n), "target_states": (num, n), "control_sequences": (num, N, m),
                 "state_trajectories": (num, N + 1, n), "costs": (num,), "terminal_multipliers": (num, n)}
+    if problem.system.name == "rocket_landing":
+        expected["final_times"] = (num,)
     for key, shape in expected.items():
+        if key not in contents:
+            raise TRCError(f"{path}: missing key '{key}'")
         if contents[key].shape != shape:
             raise TRCError(f"{path}: '{key}' has shape {list(contents[key].shape)}, expected {list(shape)} "
                            f"for {num} samples of {N} steps")
@@ -209,8 +255,9 @@ def read_dataset(path, verify_labels: bool = True) -> ControlDataset:
             raise TRCError(f"{path}: '{key}' contains NaN or inf")
     if num == 0:
         raise TRCError(f"{path}: the dataset is empty")
+    final_times = contents["final_times"].astype(np.float64) if "final_times" in expected else None
     dataset = ControlDataset(**{k: contents[k].astype(np.float64) for k in ARRAY_KEYS},
-                             metadata=metadata, path=str(path))
+                             metadata=metadata, path=str(path), final_times=final_times)
     if verify_labels:
         oracle_of(problem).verify(dataset)
     return dataset
@@ -234,8 +281,8 @@ def load_dataset(path, val_fraction: float = 0.1, seed: int = 0):
 class BatchLoader:
     """Mini-batches of in-memory tensors, without DataLoader's per-sample overhead.
 
-    Yields (initial_states [b, n], target_states [b, n], control_sequences [b, N, m]) as float32
-    tensors on `device`. Shuffling draws from its own torch.Generator, whose state is saved with
+    Yields (initial_states [b, n], target_states [b, n], control_sequences [b, N, m]), and
+    final_times [b] where the dataset has them, as float32 tensors on `device`. Shuffling draws from its own torch.Generator, whose state is saved with
     checkpoints so a resumed run sees the same batches.
     """
 
@@ -251,7 +298,7 @@ class BatchLoader:
         as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)
         self.device = torch.device(device)
         self.tensors = tuple(as_tensor(a) for a in (self.dataset.initial_states, self.dataset.target_states,
-                                                    self.dataset.control_sequences))
+                                                    *self.dataset.labels))
         return self
 
     def __len__(self) -> int:

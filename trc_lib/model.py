@@ -45,7 +45,9 @@ class ModelConfig:
     is expansion * D; num_layers: blocks in the shared net; num_inner_cycles: N_in, latent
     updates per recursion; num_outer_cycles: N_out, recursions per supervision step;
     num_supervision_steps: N_sup; error_feedback: feed the simulated terminal error;
-    state_scale: typical |state| (inputs are divided by it); problem: ControlProblem.to_dict().
+    state_scale: typical |state| (inputs are divided by it); problem: ControlProblem.to_dict()
+    (or RocketLanding.to_dict()); scales: typical size of each physical quantity, for a problem
+    whose states mix units (the rocket landing: position m, velocity m/s, time s).
     """
 
     latent_dim: int = MODEL_SIZES["medium"]
@@ -57,6 +59,7 @@ class ModelConfig:
     error_feedback: bool = True
     state_scale: float = 2.0
     problem: dict = field(default_factory=lambda: ControlProblem().to_dict())
+    scales: dict = field(default_factory=dict)  # per physical quantity, where one scale will not do (landing_model.py)
 
     @property
     def num_refinements(self) -> int:
@@ -112,6 +115,8 @@ def _drop_matrices_of_older_checkpoints(module, state_dict, prefix, *args):
 
 class TinyRecursiveControl(nn.Module):
     """Maps (initial_states [B, n], target_states [B, n]) to control sequences [B, N, m]."""
+
+    has_c_forward = True  # fast_forward.py's forward.c runs it on the CPU at small batches
 
     def __init__(self, config: ModelConfig | None = None):
         super().__init__()
@@ -180,6 +185,20 @@ class TinyRecursiveControl(nn.Module):
         with torch.autocast(initial_states.device.type, enabled=False):
             return terminal_state(initial_states.float(), controls.float(), self.problem.system, self._terminal_key)
 
+    # ---- what training asks of an answer (the landing model answers its own way) ---------------
+    def imitation_loss(self, answer, optimal_controls) -> torch.Tensor:
+        """Mean squared error of controls [B, N, m], in units of the bound u_max."""
+        return torch.mean(((answer - optimal_controls) / self.control_bound) ** 2)
+
+    def miss_loss(self, initial_states, target_states, answer) -> torch.Tensor:
+        """Mean squared terminal miss ||x_N - x*||^2 through the exact dynamics, in units of state_scale."""
+        miss = self.terminal_states(initial_states, answer) - target_states
+        return torch.mean(miss.square().sum(-1)) / self.config.state_scale ** 2
+
+    def terminal_errors(self, initial_states, target_states, answer) -> torch.Tensor:
+        """[B]: ||x_N - x*|| through the exact dynamics."""
+        return torch.linalg.vector_norm(self.terminal_states(initial_states, answer) - target_states, dim=-1)
+
     def context(self, initial_states: torch.Tensor, target_states: torch.Tensor) -> torch.Tensor:
         return self.embed_context(torch.cat([initial_states, target_states], dim=-1) / self.config.state_scale)
 
@@ -189,17 +208,26 @@ class TinyRecursiveControl(nn.Module):
         y = self.z_init.new_zeros(batch_size, N * m)
         return y, self.z_init.expand(batch_size, -1)
 
+    def read_answer(self, y, initial_states, target_states, with_miss: bool = True):
+        """What a recursion sees of its answer y: (the answer, its normalized features [B, N*m],
+        the normalized simulated miss [B, n] or None). Here the answer is the controls [B, N, m];
+        a model of another problem (landing_model.py) reads its own answer here."""
+        u = self.controls(y)
+        miss = None
+        if with_miss and self.embed_error is not None:
+            miss = (self.terminal_states(initial_states, u) - target_states) / self.config.state_scale
+        return u, u.flatten(1) / self.control_bound, miss
+
     def recursion(self, context, initial_states, target_states, y, z):
         """One recursion: N_in latent updates, then one update of the answer. Returns (y, z)."""
-        u = self.controls(y)
-        controls_embedding = self.embed_controls(u.flatten(1) / self.control_bound)
-        question = context + controls_embedding
-        if self.embed_error is not None:
-            terminal_states = self.terminal_states(initial_states, u)
-            question = question + self.embed_error((terminal_states - target_states) / self.config.state_scale)
+        _, features, miss = self.read_answer(y, initial_states, target_states)
+        answer_embedding = self.embed_controls(features)
+        question = context + answer_embedding
+        if miss is not None:
+            question = question + self.embed_error(miss)
         for _ in range(self.config.num_inner_cycles):
             z = self.net(question + z)
-        y = y + self.decode(self.net(controls_embedding + z))
+        y = y + self.decode(self.net(answer_embedding + z))
         return y, z
 
     def supervision_step(self, initial_states, target_states, carry):
@@ -213,7 +241,7 @@ class TinyRecursiveControl(nn.Module):
             for _ in range(self.config.num_outer_cycles - 1):
                 y, z = self.recursion(context, initial_states, target_states, y, z)
         y, z = self.recursion(context, initial_states, target_states, y, z)
-        return (y, z), self.controls(y)
+        return (y, z), self.read_answer(y, initial_states, target_states, with_miss=False)[0]
 
     def forward(self, initial_states: torch.Tensor, target_states: torch.Tensor,
                 num_supervision_steps: int | None = None) -> torch.Tensor:

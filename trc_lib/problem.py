@@ -103,3 +103,12 @@ class ControlProblem:
         s = {k: v for k, v in d["system"].items() if k != "dt"}  # dt follows from the rest
         return cls(system=make_system(s.pop("name"), s.pop("time_horizon"), s.pop("num_steps"), **s),
                    control_bound=float(d["control_bound"]), objective=Objective.from_dict(d["objective"]))
+
+
+def problem_from_dict(d: dict):
+    """The problem a dict from to_dict() describes: a ControlProblem, or a RocketLanding (which
+    is its own problem: free flight time, minimum fuel)."""
+    from .rocket_landing import RocketLanding
+    if d.get("name") == RocketLanding.name:
+        return RocketLanding.from_dict(d)
+    return ControlProblem.from_dict(d)

@@ -90,10 +90,22 @@ class Vehicle:
 
 
 @dataclass(frozen=True)
+class FuelObjective:
+    """Minimum fuel, m_0 - m_N (kg), with r_N = v_N = 0 and the flight time free."""
+
+    name: str = "min_fuel"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "formula": "J = m_0 - m_N (kg)  s.t. r_N = v_N = 0, t_f free"}
+
+
+@dataclass(frozen=True)
 class RocketLanding:
     """The landing problem: vehicle, N control intervals over a free flight time, constraints.
 
-    glide_slope: degrees (0 turns it off); pointing_angle: degrees from vertical (None: off)."""
+    It is its own system and its own problem (the objective is always minimum fuel).
+    glide_slope: degrees, 0 for the ground itself (altitude >= 0); pointing_angle: degrees from
+    vertical (None: off)."""
 
     vehicle: Vehicle = Vehicle()
     num_steps: int = 50
@@ -104,6 +116,12 @@ class RocketLanding:
     state_dim = 7
     control_dim = 3
     state_names = STATE_NAMES
+    oracle = "cone_program"  # oracles/cone_program.py
+    objective = FuelObjective()
+
+    @property
+    def system(self) -> "RocketLanding":
+        return self
 
     def __post_init__(self):
         if int(self.num_steps) != self.num_steps or self.num_steps < 2:
@@ -118,11 +136,18 @@ class RocketLanding:
         return tan(radians(self.glide_slope))
 
     def to_dict(self) -> dict:
+        """Every field, with the derived vehicle figures for readers (from_dict ignores them)."""
         v = self.vehicle
-        return {"name": self.name, "num_steps": int(self.num_steps), "glide_slope": self.glide_slope,
+        return {"name": self.name, "num_steps": int(self.num_steps), "glide_slope": float(self.glide_slope),
                 "pointing_angle": self.pointing_angle, "vehicle": asdict(v),
                 "thrust_min": v.thrust_min, "thrust_max": v.thrust_max, "fuel_rate": v.fuel_rate,
+                "objective": self.objective.to_dict(),
                 "held_constant": "thrust per unit mass over each interval; controls are the thrust at its start"}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RocketLanding":
+        return cls(vehicle=Vehicle(**d["vehicle"]), num_steps=int(d["num_steps"]),
+                   glide_slope=float(d["glide_slope"]), pointing_angle=d["pointing_angle"])
 
     def accelerations_to_thrusts(self, initial_masses, accelerations, final_times):
         """The thrusts T_k = u_k m_k (N) of accelerations u_k (m/s^2), with the masses m_k from

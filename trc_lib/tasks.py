@@ -52,6 +52,37 @@ TASKS = {
 }
 
 
+LANDING = "rocket_landing"  # rocket_landing.py: its own problem (free flight time, minimum fuel, its own box)
+SYSTEM_NAMES = (*TASKS, LANDING)
+
+
+def landing_parameters() -> dict:
+    """The rocket landing's parameters and their defaults: the constraints and the vehicle's."""
+    from dataclasses import asdict
+    from .rocket_landing import RocketLanding, Vehicle
+    return {"glide_slope": RocketLanding.glide_slope, "pointing_angle": None, **asdict(Vehicle())}
+
+
+def make_landing(num_steps=None, time_horizon=None, control_bound=None, controller=None, **parameters):
+    """The rocket landing with any default overridden; the options of the fixed-horizon tasks
+    (a horizon, a control bound, another objective) do not apply to it and are refused."""
+    from .rocket_landing import RocketLanding, Vehicle
+    for name, value, why in (("time_horizon", time_horizon, "the flight time is part of the answer"),
+                             ("control_bound", control_bound, "the thrust bounds are the vehicle's"),
+                             ("controller", None if controller in (None, "min_fuel") else controller,
+                              "its objective is minimum fuel")):
+        if value is not None:
+            raise ValueError(f"{name} does not apply to {LANDING}: {why}")
+    unknown = set(parameters) - set(landing_parameters())
+    if unknown:
+        raise ValueError(f"{LANDING} has no parameter {sorted(unknown)}; its parameters are "
+                         f"{sorted(landing_parameters())}")
+    vehicle = {k: v for k, v in parameters.items() if k not in ("glide_slope", "pointing_angle")}
+    constraints = {k: v for k, v in parameters.items() if k in ("glide_slope", "pointing_angle")}
+    return RocketLanding(vehicle=Vehicle(**vehicle), num_steps=50 if num_steps is None else int(num_steps),
+                         **constraints)
+
+
 def task(system: str) -> Task:
     if system not in TASKS:
         raise ValueError(f"unknown system {system!r}; choose one of {sorted(TASKS)}")
@@ -71,8 +102,10 @@ def make_problem(num_steps=None, time_horizon=None, control_bound=None, controll
 
     controller: the objective: 'min_energy' (default) or 'lqr' on the double integrator;
     'quadratic' (the only one) on the nonlinear systems. parameters: the system's own, e.g.
-    mu=0.5 for Van der Pol, substeps=8.
+    mu=0.5 for Van der Pol, substeps=8. system='rocket_landing' gives a RocketLanding (make_landing).
     """
+    if system == LANDING:
+        return make_landing(num_steps, time_horizon, control_bound, controller, **parameters)
     defaults = task(system)
     controller = controller or defaults.controllers[0]
     if controller not in defaults.controllers:
@@ -97,6 +130,11 @@ def make_problem(num_steps=None, time_horizon=None, control_bound=None, controll
 def sampling_boxes(system: str, state_range=None, target_range=None) -> tuple[tuple, tuple]:
     """(state_range, target_range) with None replaced by the task's defaults: the double
     integrator's targets come from the same box as its initial states, the others' from their own."""
+    if system == LANDING:
+        if state_range is not None or target_range is not None:
+            raise ValueError(f"state_range and target_range do not apply to {LANDING}: it draws from its own box "
+                             f"(rocket_landing.INITIAL_BOX)")
+        return None, None
     defaults = task(system)
     state_range = tuple(defaults.state_range if state_range is None else state_range)
     if target_range is None:

@@ -1,9 +1,10 @@
 """Supervised training: imitate the exact optimum with TRM's deep supervision.
 
 For each batch the carry (y, z) starts fresh and goes through N_sup supervision steps; after
-each step the loss is the mean squared error between the model's controls and the optimal
-ones (both divided by u_max), optionally plus terminal_weight times the squared terminal miss
-through the exact dynamics, and the carry is detached before the next step. An exponential moving average (EMA) of the weights is what gets
+each step the loss is the model's imitation_loss (the mean squared error between its controls
+and the optimal ones, divided by u_max; the landing model adds its flight time), optionally plus
+terminal_weight times its miss_loss (the squared terminal miss through the exact dynamics), and
+the carry is detached before the next step. An exponential moving average (EMA) of the weights is what gets
 validated, checkpointed and used for prediction.
 
 Files written to output_dir:
@@ -65,27 +66,16 @@ class EMA:
         torch._foreach_lerp_(list(self.shadow.parameters()), list(model.parameters()), 1.0 - decay)
 
 
-def control_loss(model: TinyRecursiveControl, controls, optimal_controls) -> torch.Tensor:
-    """Mean squared error of controls [B, N, m], in units of the bound u_max."""
-    return torch.mean(((controls - optimal_controls) / model.control_bound) ** 2)
-
-
-def terminal_loss(model: TinyRecursiveControl, initial_states, target_states, controls) -> torch.Tensor:
-    """Mean squared terminal miss ||x_N - x*||^2 through the exact dynamics, in units of state_scale."""
-    miss = model.terminal_states(initial_states, controls) - target_states
-    return torch.mean(miss.square().sum(-1)) / model.config.state_scale ** 2
-
-
 @torch.no_grad()
 def validate(model: TinyRecursiveControl, loader: BatchLoader) -> dict:
-    """Loss of the final answer and mean terminal error ||x_N - x*|| on the validation set."""
+    """Loss of the final answer and its mean terminal error (the model's terminal_errors: ||x_N - x*||,
+    or the landing position error in m) on the validation set."""
     total_loss, total_error, count = 0.0, 0.0, 0
-    for initial_states, target_states, optimal_controls in loader:
-        controls = model(initial_states, target_states)[-1]
-        terminal = model.terminal_states(initial_states, controls)  # the task's own dynamics, exact
-        total_loss += control_loss(model, controls, optimal_controls).item() * len(controls)
-        total_error += torch.linalg.vector_norm(terminal - target_states, dim=-1).sum().item()
-        count += len(controls)
+    for initial_states, target_states, *labels in loader:
+        answer = model(initial_states, target_states)[-1]
+        total_loss += model.imitation_loss(answer, *labels).item() * len(answer)
+        total_error += model.terminal_errors(initial_states, target_states, answer).sum().item()
+        count += len(answer)
     return {"val_loss": total_loss / count, "val_terminal_error": total_error / count}
 
 
@@ -218,14 +208,14 @@ def _train_epoch(model, loader, optimizer, ema, grad_clip, terminal_weight) -> f
     takes a third fewer seconds per epoch.
     """
     total, count = 0.0, 0
-    for initial_states, target_states, optimal_controls in loader:
+    for initial_states, target_states, *labels in loader:
         carry = model.initial_carry(len(initial_states))
         loss = 0.0
         for _ in range(model.config.num_supervision_steps):
-            carry, controls = model.supervision_step(initial_states, target_states, carry)
-            step_loss = control_loss(model, controls, optimal_controls)
+            carry, answer = model.supervision_step(initial_states, target_states, carry)
+            step_loss = model.imitation_loss(answer, *labels)
             if terminal_weight:
-                step_loss = step_loss + terminal_weight * terminal_loss(model, initial_states, target_states, controls)
+                step_loss = step_loss + terminal_weight * model.miss_loss(initial_states, target_states, answer)
             loss = loss + step_loss
             carry = tuple(c.detach() for c in carry)
         optimizer.zero_grad(set_to_none=True)
@@ -300,6 +290,20 @@ def _restore(path, model, optimizer, lr_schedule, ema, loader, run) -> dict:
             "history": json.loads(ts["history_json"]), "run": run}
 
 
+def _new_model(train_set, model_size, overrides) -> TinyRecursiveControl:
+    """A model for the training set's problem, its inputs scaled by the data: one state scale
+    (the largest |state|), or for the rocket landing one per quantity (largest |position|,
+    largest |velocity|, median flight time)."""
+    from .landing_model import LandingRecursiveControl
+    x0 = train_set.initial_states
+    if train_set.final_times is not None:
+        scales = {"position": float(np.abs(x0[:, 0:3]).max()), "velocity": float(np.abs(x0[:, 3:6]).max()),
+                  "time": float(np.median(train_set.final_times))}
+        return LandingRecursiveControl.create(model_size, landing=train_set.problem, scales=scales, **overrides)
+    state_scale = float(np.abs(np.concatenate([x0, train_set.target_states])).max())
+    return TinyRecursiveControl.create(model_size, problem=train_set.problem, state_scale=state_scale, **overrides)
+
+
 def train_model(data, *, output_dir="outputs/supervised", model_size="medium", epochs=100, batch_size=64,
                 lr=1e-3, patience=20, scheduler="cosine", latent_dim=None, num_outer_cycles=None,
                 num_inner_cycles=None, num_supervision_steps=None, device="auto", seed=0, resume=False,
@@ -313,8 +317,7 @@ def train_model(data, *, output_dir="outputs/supervised", model_size="medium", e
                                    ("num_inner_cycles", num_inner_cycles),
                                    ("num_supervision_steps", num_supervision_steps),
                                    ("error_feedback", error_feedback)) if v is not None}
-    state_scale = float(np.abs(np.concatenate([train_set.initial_states, train_set.target_states])).max())
-    model = TinyRecursiveControl.create(model_size, problem=train_set.problem, state_scale=state_scale, **overrides)
+    model = _new_model(train_set, model_size, overrides)
     train_loader, val_loader = create_data_loaders(train_set, val_set, batch_size, seed=seed)
     return train(model, train_loader, val_loader, epochs=epochs, lr=lr, device=device, output_dir=output_dir,
                  scheduler=scheduler, patience=patience, weight_decay=weight_decay, ema_decay=ema_decay,

@@ -25,7 +25,7 @@ import threading
 from ..errors import TRCError
 from ..model import MODEL_SIZES
 from .parameters import DEVICES, SCHEDULERS, named_files
-from ..tasks import TASKS
+from ..tasks import SYSTEM_NAMES, TASKS
 
 
 class Parser(argparse.ArgumentParser):
@@ -65,11 +65,13 @@ ema_decay = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 def _add_problem_options(p):
     g = p.add_argument_group("problem (defaults depend on --system; see `trc_lib/tasks.py`)")
-    g.add_argument("--system", default="double_integrator", choices=list(TASKS),
+    g.add_argument("--system", default="double_integrator", choices=list(SYSTEM_NAMES),
                    help="double_integrator: x'' = u, min-energy transfer (exact QP labels); vanderpol: regulate "
                         "the unstable Van der Pol oscillator (mu = 1) to the origin; pendulum: swing up from "
                         "near hanging to upright with a torque too weak to lift it directly. The nonlinear "
-                        "systems are labelled by IPOPT on every core (default: %(default)s)")
+                        "systems are labelled by IPOPT on every core. rocket_landing: minimum-fuel powered "
+                        "descent on Mars (3-D, thrust annulus, glide slope, free flight time), labelled by a "
+                        "cone program per flight time on every core (default: %(default)s)")
     g.add_argument("--num_steps", type=step_count, default=None,
                    help="control steps N (default: 15 for the double integrator, 50 otherwise)")
     g.add_argument("--time_horizon", type=horizon, default=None,
@@ -88,10 +90,16 @@ def _add_problem_options(p):
                    help="LQR terminal weight, diagonal; only with --controller lqr (default: 100 100)")
     g.add_argument("--mu", type=nonnegative_float, default=None,
                    help="Van der Pol damping parameter mu; only with --system vanderpol (default: 1)")
+    g.add_argument("--glide_slope", type=_number(float, lambda v: 0 <= v < 90, "an angle in [0, 90) degrees"),
+                   default=None, help="glide-slope angle in degrees above the ground, 0 for the ground itself; "
+                                      "only with --system rocket_landing (default: 4)")
+    g.add_argument("--pointing_angle", type=_number(float, lambda v: 0 < v <= 180, "an angle in (0, 180] degrees"),
+                   default=None, help="largest angle of the thrust from vertical, in degrees; only with "
+                                      "--system rocket_landing (default: no pointing constraint)")
 
 
 def _add_system_check(p):
-    p.add_argument("--system", default=None, choices=list(TASKS),
+    p.add_argument("--system", default=None, choices=list(SYSTEM_NAMES),
                    help="the system the data must be for (the problem itself is read from the data file, "
                         "made by `trc generate --system ...`); a mismatch is an error (default: any)")
 
@@ -331,20 +339,28 @@ def _check_outputs(args) -> None:
         check_writable(args.output)
 
 
+def _system_parameters(args) -> dict:
+    """The options that are one system's own parameters, refused for the others."""
+    owners = {"mu": "vanderpol", "glide_slope": "rocket_landing", "pointing_angle": "rocket_landing"}
+    given = {name: getattr(args, name) for name in owners if getattr(args, name) is not None}
+    for name in given:
+        if args.system != owners[name]:
+            raise TRCError(f"--{name} is a parameter of --system {owners[name]}; it does not apply to "
+                           f"--system {args.system}")
+    return given
+
+
 def run(args) -> None:
     from . import workflow
     _check_outputs(args)
     if args.command == "generate":
-        if args.mu is not None and args.system != "vanderpol":
-            raise TRCError(f"--mu is the Van der Pol parameter; it does not apply to --system {args.system}")
         workflow.generate(args.output_dir, num_samples=args.num_samples, seed=args.seed,
                           state_range=tuple(args.state_range) if args.state_range else None,
                           target_range=tuple(args.target_range) if args.target_range else None,
                           num_steps=args.num_steps, time_horizon=args.time_horizon,
                           control_bound=args.control_bound, controller=args.controller, system=args.system,
                           lqr_Q=tuple(args.lqr_Q), lqr_R=(args.lqr_R,), lqr_Qf=tuple(args.lqr_Qf),
-                          workers=args.workers, progress=not args.no_progress,
-                          **({"mu": args.mu} if args.mu is not None else {}))
+                          workers=args.workers, progress=not args.no_progress, **_system_parameters(args))
     elif args.command in ("train", "evaluate", "compare") and args.system:
         data = {"train": "data", "evaluate": "test_data", "compare": "test_data"}[args.command]
         workflow.check_system(getattr(args, data), args.system, f"--{data}")

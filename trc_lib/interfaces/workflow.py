@@ -13,7 +13,8 @@ from ..baselines import (ExternalControls, LeastSquaresController, OracleControl
                         ZeroController)
 from ..checkpoint import load_model, read_checkpoint
 from ..compare import RefinementStep, TRCController, compare_controllers, evaluate_controller, format_table
-from ..data import DATASET_FILENAME, generate_dataset, load_dataset, make_problem, read_dataset, save_dataset
+from ..data import (DATASET_FILENAME, generate_dataset, load_dataset, make_problem, read_dataset, sampling_record,
+                    save_dataset)
 from ..device import resolve_device
 from ..errors import TRCError, describe_difference
 from ..evaluate import hardware
@@ -43,8 +44,10 @@ def generate(output_dir, *, num_samples=10000, num_steps=None, time_horizon=None
                                progress=progress)
     path = save_dataset(dataset, Path(output_dir) / DATASET_FILENAME)
     meta = dataset.metadata
+    step = (f"dt = {problem.dt:.6g} s" if dataset.final_times is None else
+            f"flight times {dataset.final_times.min():.1f} to {dataset.final_times.max():.1f} s")
     log(f"wrote {path}: {num_samples} {system} {problem.objective.name} solutions ({meta['oracle']}), "
-        f"dt = {problem.dt:.6g} s, {meta['num_bound_active']} with the bound active, {meta['num_redrawn']} "
+        f"{step}, {meta['num_bound_active']} with the bound active, {meta['num_redrawn']} "
         f"{oracle_of(problem).failure} pairs re-drawn ({time.perf_counter() - started:.2f} s)")
     return path
 
@@ -68,8 +71,8 @@ def dataset_matches(path, **requested) -> bool:
     problem_options = {k: v for k, v in requested.items() if v is not None}
     problem = make_problem(system=system, **problem_options)
     return (meta["problem"] == problem.to_dict() and meta["num_samples"] == num_samples
-            and meta["seed"] == seed and meta["state_range"] == [float(v) for v in state_range]
-            and meta["target_range"] == [float(v) for v in target_range])
+            and meta["seed"] == seed and {k: meta.get(k) for k in ("state_range", "target_range", "box")}
+            == {k: sampling_record(problem, state_range, target_range).get(k) for k in ("state_range", "target_range", "box")})
 
 
 def check_system(path, system: str, option: str) -> None:

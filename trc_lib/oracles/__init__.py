@@ -14,9 +14,10 @@ and success flags), controls (the fastest call, for timing) and verify (a datase
 
 from ..problem import ControlProblem
 from .closed_form import ClosedFormOracle, OptimalSolution
+from .cone_program import ConeProgramOracle
 from .labels import ShootingOracle
 
-ORACLES = {"closed_form": ClosedFormOracle(), "shooting": ShootingOracle()}
+ORACLES = {"closed_form": ClosedFormOracle(), "shooting": ShootingOracle(), "cone_program": ConeProgramOracle()}
 
 
 def oracle_of(problem: ControlProblem):

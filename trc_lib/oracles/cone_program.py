@@ -43,6 +43,11 @@ from ..rocket_landing import RocketLanding
 SOLVED = {clarabel.SolverStatus.Solved, clarabel.SolverStatus.AlmostSolved}
 RELINEARIZE_TOLERANCE = 1e-9  # fuel change (relative) below which the tangent point has settled
 MAX_RELINEARIZATIONS = 6
+# Both thrust bounds are tightened by this much (relative): more than the solver's constraint
+# violations (up to about 1e-8 relative, though it reports Solved at tolerance 1e-10), so the labels
+# never cross the true bounds; the fuel it costs is of the same relative order, far below any
+# gap this project reports.
+BOUND_MARGIN = 1e-6
 INFEASIBLE_FUEL = 1e9  # kg: stands for 'no landing' inside the flight-time search
 
 
@@ -153,7 +158,7 @@ class LandingConeProgram:
         and the ground (altitude >= 0) when there is no glide slope."""
         landing, vehicle, N = self.landing, self.landing.vehicle, self.landing.num_steps
         for k in range(N):
-            scale = vehicle.thrust_max / mass * np.exp(-tangent[k])
+            scale = vehicle.thrust_max * (1 - BOUND_MARGIN) / mass * np.exp(-tangent[k])
             rows.add([(self.s(k), 1.0), (self.z(k), scale)], scale * (1.0 + tangent[k]))
         rows.add([(self.z(N), -1.0)], -np.log(vehicle.dry_mass / mass))
         if landing.pointing_angle is not None:
@@ -182,7 +187,7 @@ class LandingConeProgram:
         for k in range(N):
             rows.add([(self.z(k + 1), 1.0)], 0.0)  # -z_{k+1}
             rows.add([], 1.0)
-            rows.add([(self.s(k), -mass / vehicle.thrust_min)], 0.0)  # sigma_k m_0 / rho_1
+            rows.add([(self.s(k), -mass / (vehicle.thrust_min * (1 + BOUND_MARGIN)))], 0.0)  # sigma_k m_0 / rho_1
             rows.close(lambda size: clarabel.ExponentialConeT())
 
     def solve(self, initial_state, target_state, final_time: float, tangent_log_masses=None):
@@ -362,3 +367,78 @@ def solve_landings(landing: RocketLanding, initial_states, target_states, worker
     states = landing.rollout(x0, thrusts, np.where(success, final_times, 1.0))
     return LandingLabels(thrusts, final_times, states, np.where(success, landing.fuel(states), 0.0),
                          success.astype(bool), solves.astype(np.int64), slack)
+
+
+NUM_SPOT_CHECKS = 3  # labels solved again when a dataset is read
+
+
+class ConeProgramOracle:
+    """The rocket landing's oracle (this module) behind the interface every oracle offers."""
+
+    name = "cone program"
+    method = "lossless convexification (Clarabel), best flight time by a scan and Brent's method"
+    failure = "infeasible"
+    exact_and_fast = False
+    one_problem_at_a_time = True
+
+    def screen(self, landing: RocketLanding, initial_states, target_states) -> np.ndarray:
+        """[B] bool: whether a landing exists is known only by solving, so every problem is tried."""
+        return np.ones(len(initial_states), bool)
+
+    def optimum(self, landing: RocketLanding, initial_states, target_states, workers=None, progress=False):
+        """(OptimalSolution [B] with final_times, success [B] bool)."""
+        from .closed_form import OptimalSolution
+        labels = solve_landings(landing, initial_states, target_states, workers=workers, progress=progress)
+        vehicle = landing.vehicle
+        magnitude = np.linalg.norm(labels.thrusts, axis=-1)
+        at_a_bound = (np.isclose(magnitude, vehicle.thrust_max, rtol=1e-5)
+                      | np.isclose(magnitude * labels.states[:, 1:, 6] / labels.states[:, :-1, 6],
+                                   vehicle.thrust_min, rtol=1e-5)).any(axis=1)
+        solution = OptimalSolution(labels.thrusts, labels.states, labels.fuel,
+                                   np.zeros((len(labels.fuel), landing.state_dim)), at_a_bound, labels.final_times)
+        return solution, labels.success
+
+    def answers(self, landing: RocketLanding, initial_states, target_states):
+        """(thrusts [B, N, 3], final_times [B]) and nothing else, one problem after another on this
+        core (the oracle as a controller, for timing); rows without a landing hold NaN."""
+        labels = solve_landings(landing, initial_states, target_states, workers=1, progress=False)
+        nan = np.where(labels.success, 1.0, np.nan)
+        return labels.thrusts * nan[:, None, None], labels.final_times * nan
+
+    def verify(self, dataset, num_spot_checks: int = NUM_SPOT_CHECKS) -> None:
+        """Refuse labels that are inconsistent or not optimal (TRCError naming the file): every
+        trajectory is the exact rollout of its thrusts and lands (1e-6 m, m/s), every constraint
+        holds, the costs are its fuel; a seeded handful is solved again and must not improve."""
+        from ..errors import TRCError
+        landing = dataset.problem
+        problems = landing_inconsistencies(landing, dataset)
+        if not problems:
+            picks = np.random.default_rng(len(dataset)).choice(len(dataset), min(num_spot_checks, len(dataset)),
+                                                               replace=False)
+            again = solve_landings(landing, dataset.initial_states[picks], dataset.target_states[picks],
+                                   workers=1, progress=False)
+            better = ~again.success | (again.fuel < dataset.costs[picks] * (1 - 1e-6))
+            if better.any():
+                problems.append(f"the cone program finds less fuel for samples {sorted(picks[better].tolist())}: "
+                                f"the stored labels are not optimal")
+        if problems:
+            raise TRCError(f"{dataset.path}: {'; '.join(problems)} (a corrupt file, or labels from another problem)")
+
+
+def landing_inconsistencies(landing: RocketLanding, dataset) -> list[str]:
+    """What is wrong with a landing dataset that needs no solve."""
+    states = landing.rollout(dataset.initial_states, dataset.control_sequences, dataset.final_times)
+    problems = []
+    if not np.allclose(states, dataset.state_trajectories, rtol=1e-10, atol=1e-8):
+        problems.append("'state_trajectories' are not the rollout of 'control_sequences' over 'final_times'")
+    if not np.allclose(landing.fuel(states), dataset.costs, rtol=1e-10, atol=1e-8):
+        problems.append("'costs' are not the fuel used")
+    miss = np.abs(states[:, -1, :6] - dataset.target_states[:, :6]).max()
+    if miss > 1e-6:
+        problems.append(f"the trajectories miss the landing site (by up to {miss:.2g} m or m/s)")
+    violations = landing.constraint_violations(states, dataset.control_sequences, dataset.final_times)
+    limits = {"thrust_max": 0.0, "thrust_min": 0.0, "glide_slope": 1e-6, "dry_mass": 0.0, "pointing": 1e-6}
+    for name, worst in violations.items():
+        if worst.max() > limits[name]:
+            problems.append(f"the labels violate the {name} constraint (by up to {worst.max():.2g})")
+    return problems

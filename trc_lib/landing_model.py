@@ -1,0 +1,212 @@
+"""TinyRecursiveControl for the rocket landing: three controls per step, the thrust annulus by
+construction, and the flight time as part of the answer.
+
+The recursion is the one of model.py, unchanged; what differs is how the answer y is read
+(read_answer). y holds 4 numbers per interval and one for the flight time:
+
+    t_f     = t_ref exp(2 tanh(y_t / 2))                    (between t_ref / 7.4 and 7.4 t_ref)
+    d_k     = direction of (y_k[0:3] + e_z)                 (the zero answer points straight up;
+                                                             with a pointing cone, the tilt from
+                                                             vertical is scaled into it)
+    |T_k|   = lo_k + (hi - lo_k) sigmoid(y_k[3] + b)        (b: the zero answer thrusts near hover)
+    T_k     = |T_k| d_k
+
+the vector generalization of u_max tanh(y / u_max). The bounds follow the interval semantics of
+rocket_landing.py: hi = rho_2 at the interval's start; lo_k the least thrust whose value at the
+interval's end, after the mass has fallen by exp(-alpha |T_k| dt / m_k), is still rho_1:
+lo_k = rho_1 exp(alpha lo_k dt / m_k), solved by fixed-point iteration (a contraction by
+alpha rho_1 dt / m_k, about 0.002). Both bounds keep a relative margin of MARGIN, so float32
+rounding can never cross them: the thrust bounds hold exactly for every answer the network can
+give. The mass m_k comes from the same scan, which also integrates r and v exactly: the
+simulated miss at the landing site is the error feedback.
+
+Inputs and outputs are normalized per physical quantity: positions by scales['position'] (m),
+velocities by scales['velocity'] (m/s), the mass as the fraction of fuel left, thrusts by rho_2,
+the flight time as log(t_f / scales['time']); the miss enters as asinh(miss / resolution)
+(MISS_RESOLUTION: 1 m, 0.1 m/s), linear near the target and logarithmic far from it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from .model import MODEL_SIZES, ModelConfig, SwiGLUBlock, TinyRecursiveControl
+from .rocket_landing import RocketLanding
+
+MARGIN = 1e-5  # relative distance kept from each thrust bound
+MISS_RESOLUTION = {"position": 1.0, "velocity": 0.1}  # m, m/s
+LOWER_BOUND_ITERATIONS = 4  # fixed-point iterations for lo_k: error ~ 0.002^4, far below MARGIN
+
+
+def model_class(problem: dict):
+    """The model class for a problem dict: LandingRecursiveControl for the rocket landing."""
+    return LandingRecursiveControl if problem.get("name") == RocketLanding.name else TinyRecursiveControl
+
+
+class LandingRecursiveControl(TinyRecursiveControl):
+    """Maps (initial_states [B, 7], target_states [B, 7]) to (thrusts [B, N, 3] in N, final_times [B] in s).
+
+    Each answer (a row of forward()'s output) is one vector [3N + 1]: the thrusts, flattened, then
+    the flight time."""
+
+    has_c_forward = False  # forward.c is written for the fixed-horizon models
+
+    def __init__(self, config: ModelConfig):
+        nn.Module.__init__(self)
+        self.config = config
+        self.problem = landing = RocketLanding.from_dict(config.problem)
+        for quantity in ("position", "velocity", "time"):
+            if not config.scales.get(quantity, 0) > 0:
+                raise ValueError(f"scales[{quantity!r}] must be a positive number, got {config.scales.get(quantity)}")
+        N, D = landing.num_steps, config.latent_dim
+        self.control_shape = (N, 3)
+        self.embed_context = nn.Linear(7 + 6, D, bias=False)
+        self.embed_controls = nn.Linear(3 * N + 1, D, bias=False)  # the answer: thrusts and flight time
+        self.embed_error = nn.Linear(6, D, bias=False) if config.error_feedback else None
+        self.net = nn.Sequential(*[SwiGLUBlock(D, config.expansion * D) for _ in range(config.num_layers)])
+        self.decode = nn.Linear(D, 4 * N + 1, bias=False)
+        nn.init.zeros_(self.decode.weight)
+        vehicle = landing.vehicle
+        hover = (vehicle.wet_mass * vehicle.gravity - vehicle.thrust_min) / (vehicle.thrust_max - vehicle.thrust_min)
+        self.magnitude_offset = math.log(hover / (1 - hover))  # the zero answer: about hover thrust
+        z_init = torch.nn.init.trunc_normal_(torch.empty(D), std=1.0, generator=torch.Generator().manual_seed(0))
+        self.register_buffer("z_init", z_init)
+
+    @classmethod
+    def create(cls, size: str = "medium", landing: RocketLanding | None = None, scales: dict | None = None,
+               **overrides):
+        if size not in MODEL_SIZES:
+            raise ValueError(f"unknown model size {size!r}; choose one of {list(MODEL_SIZES)}")
+        overrides.setdefault("latent_dim", MODEL_SIZES[size])
+        scales = scales or {"position": 2500.0, "velocity": 80.0, "time": 45.0}
+        return cls(ModelConfig(problem=(landing or RocketLanding()).to_dict(), scales=dict(scales), **overrides))
+
+    # ---- reading the answer ------------------------------------------------------------------
+    def initial_carry(self, batch_size: int):
+        y = self.z_init.new_zeros(batch_size, 4 * self.problem.num_steps + 1)
+        return y, self.z_init.expand(batch_size, -1)
+
+    def context(self, initial_states, target_states):
+        vehicle, scales = self.problem.vehicle, self.config.scales
+        fuel_left = (initial_states[:, 6:7] - vehicle.dry_mass) / (vehicle.wet_mass - vehicle.dry_mass)
+        features = [initial_states[:, 0:3] / scales["position"], initial_states[:, 3:6] / scales["velocity"],
+                    fuel_left, target_states[:, 0:3] / scales["position"], target_states[:, 3:6] / scales["velocity"]]
+        return self.embed_context(torch.cat(features, dim=-1))
+
+    def read_answer(self, y, initial_states, target_states, with_miss: bool = True):
+        """(answer [B, 3N+1], its features [B, 3N+1], the normalized miss [B, 6] or None)."""
+        landing = self.problem
+        N, B = landing.num_steps, y.shape[0]
+        final_times = self.config.scales["time"] * torch.exp(2 * torch.tanh(y[:, -1] / 2))
+        raw = y[:, :-1].view(B, N, 4)
+        thrusts, landed = self.fly(initial_states, self.directions(raw[..., :3]), raw[..., 3], final_times)
+        answer = torch.cat([thrusts.flatten(1), final_times[:, None]], dim=-1)
+        features = torch.cat([thrusts.flatten(1) / landing.vehicle.thrust_max,
+                              torch.log(final_times / self.config.scales["time"])[:, None]], dim=-1)
+        miss = None
+        if with_miss and self.embed_error is not None:
+            error = landed - target_states[:, :6]
+            miss = torch.cat([torch.asinh(error[:, :3] / MISS_RESOLUTION["position"]),
+                              torch.asinh(error[:, 3:] / MISS_RESOLUTION["velocity"])], dim=-1)
+        return answer, features, miss
+
+    def directions(self, raw):
+        """Unit thrust directions [B, N, 3] from raw [B, N, 3] (within the pointing cone, if any)."""
+        w = raw + raw.new_tensor([0.0, 0.0, 1.0])
+        if self.problem.pointing_angle is None:
+            return w / torch.linalg.vector_norm(w, dim=-1, keepdim=True).clamp_min(1e-12)
+        horizontal = torch.linalg.vector_norm(w[..., :2], dim=-1, keepdim=True)
+        tilt = torch.atan2(horizontal, w[..., 2:3]) * (self.problem.pointing_angle / 180.0)  # [0, pi] -> [0, limit]
+        heading = w[..., :2] / horizontal.clamp_min(1e-12)
+        return torch.cat([torch.sin(tilt) * heading, torch.cos(tilt)], dim=-1)
+
+    def fly(self, initial_states, directions, raw_magnitudes, final_times):
+        """Thrusts within the annulus, flown through the exact interval dynamics.
+
+        initial_states [B, 7], directions [B, N, 3] (unit), raw_magnitudes [B, N], final_times [B]
+        -> (thrusts [B, N, 3] in N, [r_N, v_N] [B, 6]).
+
+        Only the mass needs a loop over the intervals (each interval's least thrust depends on
+        the mass it starts with); positions and velocities are then sums over the intervals:
+        v_N = v_0 + dt sum_k a_k,  r_N = r_0 + N dt v_0 + dt^2 sum_k (N - k - 1/2) a_k."""
+        vehicle, N = self.problem.vehicle, self.problem.num_steps
+        alpha, rho_1 = vehicle.fuel_rate, vehicle.thrust_min
+        high = vehicle.thrust_max * (1 - MARGIN)
+        dt = final_times / N  # [B]
+        fractions = torch.sigmoid(raw_magnitudes + self.magnitude_offset)  # [B, N]
+        m = initial_states[:, 6]
+        magnitudes, masses = [], []
+        for k in range(N):
+            burn = alpha * dt / m  # ln(m_k / m_{k+1}) per newton
+            low = torch.full_like(m, rho_1)
+            for _ in range(LOWER_BOUND_ITERATIONS):
+                low = rho_1 * torch.exp(burn * low)
+            magnitude = low * (1 + MARGIN) + (high - low * (1 + MARGIN)) * fractions[:, k]
+            magnitudes.append(magnitude), masses.append(m)
+            m = m * torch.exp(-burn * magnitude)
+        magnitudes, masses = torch.stack(magnitudes, dim=1), torch.stack(masses, dim=1)  # [B, N]
+        thrusts = magnitudes[..., None] * directions
+        accelerations = thrusts / masses[..., None] + initial_states.new_tensor([0.0, 0.0, -vehicle.gravity])
+        weights = N - torch.arange(N, dtype=dt.dtype, device=dt.device) - 0.5  # [N]
+        v0 = initial_states[:, 3:6]
+        v = v0 + dt[:, None] * accelerations.sum(1)
+        r = initial_states[:, 0:3] + N * dt[:, None] * v0 + dt[:, None] ** 2 * torch.einsum("k,bki->bi", weights, accelerations)
+        return thrusts, torch.cat([r, v], dim=-1)
+
+    @staticmethod
+    def split(answers: np.ndarray):
+        """(thrusts [..., N, 3], final_times [...]) of answers [..., 3N+1]."""
+        return answers[..., :-1].reshape(*answers.shape[:-1], -1, 3), answers[..., -1]
+
+    # ---- training ---------------------------------------------------------------------------
+    def imitation_loss(self, answer, optimal_thrusts, optimal_final_times) -> torch.Tensor:
+        """Mean squared thrust error in units of rho_2, plus the squared log-ratio of the flight times."""
+        thrusts = answer[:, :-1].view_as(optimal_thrusts)
+        thrust_error = torch.mean(((thrusts - optimal_thrusts) / self.problem.vehicle.thrust_max) ** 2)
+        return thrust_error + torch.mean(torch.log(answer[:, -1] / optimal_final_times) ** 2)
+
+    def landing_errors(self, initial_states, target_states, answer) -> torch.Tensor:
+        """[B, 6]: r_N - r*, v_N - v* (m, m/s), through the exact dynamics (float32)."""
+        B, N = answer.shape[0], self.problem.num_steps
+        thrusts, final_times = answer[:, :-1].view(B, N, 3), answer[:, -1]
+        return self._landed(initial_states, thrusts, final_times) - target_states[:, :6]
+
+    def _landed(self, initial_states, thrusts, final_times):
+        vehicle = self.problem.vehicle
+        gravity = initial_states.new_tensor([0.0, 0.0, -vehicle.gravity])
+        dt = (final_times / self.problem.num_steps)[:, None]
+        r, v, m = initial_states[:, 0:3], initial_states[:, 3:6], initial_states[:, 6:7]
+        for k in range(self.problem.num_steps):
+            acceleration = thrusts[:, k] / m + gravity
+            r, v = r + dt * v + 0.5 * dt ** 2 * acceleration, v + dt * acceleration
+            m = m * torch.exp(-vehicle.fuel_rate * torch.linalg.vector_norm(thrusts[:, k], dim=-1, keepdim=True) * dt / m)
+        return torch.cat([r, v], dim=-1)
+
+    def miss_loss(self, initial_states, target_states, answer) -> torch.Tensor:
+        """Mean squared landing error, positions in units of scales['position'], velocities of scales['velocity']."""
+        error = self.landing_errors(initial_states, target_states, answer)
+        scales = self.config.scales
+        return torch.mean((error[:, :3] / scales["position"]).square().sum(-1)
+                          + (error[:, 3:] / scales["velocity"]).square().sum(-1))
+
+    def terminal_errors(self, initial_states, target_states, answer) -> torch.Tensor:
+        """[B]: landing position error (m), what validation reports."""
+        return torch.linalg.vector_norm(self.landing_errors(initial_states, target_states, answer)[:, :3], dim=-1)
+
+    # ---- numpy in, numpy out ------------------------------------------------------------------
+    def _fast_forward(self, initial_states):
+        return None
+
+    def predict_refinements(self, initial_states, target_states, device=None) -> np.ndarray:
+        """[N_sup, B, 3N+1]: each supervision step's answer (split() separates thrusts and times)."""
+        return super().predict_refinements(initial_states, target_states, device)
+
+    def predict(self, initial_states, target_states, device=None, tolerance=None):
+        """(thrusts [B, N, 3] in N, final_times [B] in s) for initial_states, target_states [B, 7]."""
+        if tolerance is not None:
+            raise ValueError("tolerance: the anytime answer is not available for rocket_landing yet")
+        return self.split(self.predict_refinements(initial_states, target_states, device)[-1])
