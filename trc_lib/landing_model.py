@@ -14,8 +14,7 @@ The recursion is the one of model.py, unchanged; what differs is how the answer 
 the vector generalization of u_max tanh(y / u_max). The bounds follow the interval semantics of
 rocket_landing.py: hi = rho_2 at the interval's start; lo_k the least thrust whose value at the
 interval's end, after the mass has fallen by exp(-alpha |T_k| dt / m_k), is still rho_1:
-lo_k = rho_1 exp(alpha lo_k dt / m_k), solved by fixed-point iteration (a contraction by
-alpha rho_1 dt / m_k, about 0.002). Both bounds keep a relative margin of MARGIN, so float32
+lo_k = rho_1 exp(alpha lo_k dt / m_k), solved by Newton's method. Both bounds keep a relative margin of MARGIN, so float32
 rounding can never cross them: the thrust bounds hold exactly for every answer the network can
 give. The mass m_k comes from the same scan, which also integrates r and v exactly: the
 simulated miss at the landing site is the error feedback.
@@ -39,7 +38,9 @@ from .rocket_landing import RocketLanding
 
 MARGIN = 1e-5  # relative distance kept from each thrust bound
 MISS_RESOLUTION = {"position": 1.0, "velocity": 0.1}  # m, m/s
-LOWER_BOUND_ITERATIONS = 4  # fixed-point iterations for lo_k: error ~ 0.002^4, far below MARGIN
+# Newton steps for lo_k: relative error about x^8 for x = alpha rho_1 dt / m (0.002 at the task's dt,
+# 0.06 at dt = 30 s), far below MARGIN; the iterates approach from below, so MARGIN covers the rest
+LOWER_BOUND_NEWTON_STEPS = 3
 
 
 def model_class(problem: dict):
@@ -97,15 +98,21 @@ class LandingRecursiveControl(TinyRecursiveControl):
                     fuel_left, target_states[:, 0:3] / scales["position"], target_states[:, 3:6] / scales["velocity"]]
         return self.embed_context(torch.cat(features, dim=-1))
 
+    def landing_of(self, y, initial_states):
+        """(answer [B, 3N+1]: thrusts and flight time, [r_N, v_N] [B, 6]) of raw answers y [B, 4N+1]."""
+        N, B = self.problem.num_steps, y.shape[0]
+        final_times = self.config.scales["time"] * torch.exp(2 * torch.tanh(y[:, -1] / 2))
+        raw = y[:, :-1].reshape(B, N, 4)
+        thrusts, landed = self.fly(initial_states, self.directions(raw[..., :3]), raw[..., 3], final_times)
+        return torch.cat([thrusts.flatten(1), final_times[:, None]], dim=-1), landed
+
     def read_answer(self, y, initial_states, target_states, with_miss: bool = True):
         """(answer [B, 3N+1], its features [B, 3N+1], the normalized miss [B, 6] or None)."""
         landing = self.problem
-        N, B = landing.num_steps, y.shape[0]
-        final_times = self.config.scales["time"] * torch.exp(2 * torch.tanh(y[:, -1] / 2))
-        raw = y[:, :-1].view(B, N, 4)
-        thrusts, landed = self.fly(initial_states, self.directions(raw[..., :3]), raw[..., 3], final_times)
-        answer = torch.cat([thrusts.flatten(1), final_times[:, None]], dim=-1)
-        features = torch.cat([thrusts.flatten(1) / landing.vehicle.thrust_max,
+        answer, landed = self.landing_of(y, initial_states)
+        final_times = answer[:, -1]
+        thrusts = answer[:, :-1]
+        features = torch.cat([thrusts / landing.vehicle.thrust_max,
                               torch.log(final_times / self.config.scales["time"])[:, None]], dim=-1)
         miss = None
         if with_miss and self.embed_error is not None:
@@ -143,8 +150,9 @@ class LandingRecursiveControl(TinyRecursiveControl):
         for k in range(N):
             burn = alpha * dt / m  # ln(m_k / m_{k+1}) per newton
             low = torch.full_like(m, rho_1)
-            for _ in range(LOWER_BOUND_ITERATIONS):
-                low = rho_1 * torch.exp(burn * low)
+            for _ in range(LOWER_BOUND_NEWTON_STEPS):  # on low - rho_1 exp(burn low) = 0, from below
+                grown = rho_1 * torch.exp(burn * low)
+                low = low - (low - grown) / (1 - burn * grown)
             magnitude = low * (1 + MARGIN) + (high - low * (1 + MARGIN)) * fractions[:, k]
             magnitudes.append(magnitude), masses.append(m)
             m = m * torch.exp(-burn * magnitude)
@@ -196,6 +204,45 @@ class LandingRecursiveControl(TinyRecursiveControl):
     def terminal_errors(self, initial_states, target_states, answer) -> torch.Tensor:
         """[B]: landing position error (m), what validation reports."""
         return torch.linalg.vector_norm(self.landing_errors(initial_states, target_states, answer)[:, :3], dim=-1)
+
+    # ---- the correction step ---------------------------------------------------------------------
+    def correct(self, y, initial_states, target_states, iterations: int = 8, tolerance: float = 1e-4):
+        """Gauss-Newton on the raw answer y [B, 4N+1] (float64) towards r_N = r*, v_N = v*.
+
+        Each step is the least change of y that zeroes the linearized miss e (in units of 1 m and
+        0.1 m/s): y <- y - J^T (J J^T)^-1 e, with J = de/dy [B, 6, 4N+1] by automatic
+        differentiation; it stops after `iterations` steps or once every |e| < tolerance (0.1 mm,
+        0.01 mm/s by default). Because it moves y, not the thrusts, every corrected answer is still
+        inside the annulus (and the pointing cone) by construction. Returns the corrected y."""
+        resolution = torch.tensor([1.0, 1.0, 1.0, 0.1, 0.1, 0.1], dtype=torch.float64)
+        x0, xt = initial_states.double(), target_states[:, :6].double()
+        y = y.detach().double()
+        for _ in range(iterations):
+            y = y.requires_grad_(True)
+            with torch.enable_grad():
+                error = (self.landing_of(y, x0)[1] - xt) / resolution
+                if error.abs().max() < tolerance:
+                    break
+                rows = [torch.autograd.grad(error[:, i].sum(), y, retain_graph=i < 5)[0] for i in range(6)]
+            jacobian = torch.stack(rows, dim=1)  # [B, 6, 4N+1]
+            gram = jacobian @ jacobian.transpose(1, 2) + 1e-12 * torch.eye(6, dtype=torch.float64)
+            step = jacobian.transpose(1, 2) @ torch.linalg.solve(gram, error.detach()[..., None])
+            y = (y - step[..., 0]).detach()
+        return y.detach()
+
+    @torch.inference_mode(False)
+    def predict_corrected(self, initial_states, target_states, iterations: int = 8):
+        """(thrusts [B, N, 3], final_times [B]) of the network's answer after its correction step
+        (correct(): up to `iterations` Gauss-Newton steps), numpy float64."""
+        x0, xt, _ = self._inference_inputs(initial_states, target_states, None)
+        with torch.no_grad():
+            carry = self.initial_carry(x0.shape[0])
+            for _ in range(self.config.num_supervision_steps):
+                carry, _ = self.supervision_step(x0, xt, carry)
+        y = self.correct(carry[0], x0, xt, iterations)
+        with torch.no_grad():
+            answer, _ = self.landing_of(y, x0.double())
+        return self.split(answer.numpy())
 
     # ---- numpy in, numpy out ------------------------------------------------------------------
     def _fast_forward(self, initial_states):

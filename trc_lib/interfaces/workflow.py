@@ -77,7 +77,7 @@ def dataset_matches(path, **requested) -> bool:
 
 def check_system(path, system: str, option: str) -> None:
     """TRCError unless the dataset at `path` is for `system` (a cheap read: labels not verified)."""
-    found = read_dataset(path, verify_labels=False).metadata["problem"]["system"]["name"]
+    found = read_dataset(path, verify_labels=False).problem.system.name
     if found != system:
         raise TRCError(f"{option} {path} holds {found} problems, not {system} (make {system} data with "
                        f"`trc generate --system {system}`)")
@@ -126,6 +126,8 @@ def evaluate_checkpoint(checkpoint, test_data, *, output=None, success_threshold
     test = read_dataset(test_data)
     _check_same_problem(model, test, checkpoint)
     _check_tolerance(tolerance, model)
+    if test.final_times is not None:
+        return _evaluate_landing(model, test, checkpoint, output, device, log)
     if isinstance(model, OnnxController):
         if precision != "float32":
             raise TRCError(f"--precision {precision}: an ONNX model runs in float32; pass a .pt checkpoint")
@@ -140,6 +142,19 @@ def evaluate_checkpoint(checkpoint, test_data, *, output=None, success_threshold
         write_json(output, result)
         log(f"wrote {output}")
     log(format_table([row]))
+    return result
+
+
+def _evaluate_landing(model, test, checkpoint, output, device, log) -> dict:
+    """evaluate_checkpoint for the rocket landing: physical units, and the correction step."""
+    from ..landing_evaluate import evaluate_landing_model, format_landing_table
+    rows = evaluate_landing_model(model, test)
+    result = {"checkpoint": str(checkpoint), "test_data": str(test.path), "num_samples": len(test),
+              "problem": test.metadata["problem"], "device": str(device), "hardware": hardware(), "rows": rows}
+    if output:
+        write_json(output, result)
+        log(f"wrote {output}")
+    log(format_landing_table(rows))
     return result
 
 

@@ -1,0 +1,104 @@
+"""The rocket-landing model: constraints by construction, the exact scan, the correction step, and
+the pipeline (generate -> train -> evaluate) on a coarse landing."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from trc_lib.checkpoint import load_model
+from trc_lib.data import read_dataset
+from trc_lib.interfaces.cli import main
+from trc_lib.landing_evaluate import landing_metrics, score_landings
+from trc_lib.landing_model import LandingRecursiveControl
+from trc_lib.rocket_landing import RocketLanding, sample_problems
+
+COARSE = RocketLanding(num_steps=10)
+
+
+def raw_answers(landing, count, seed=0, spread=5.0):
+    N = landing.num_steps
+    return torch.randn(count, 4 * N + 1, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * spread
+
+
+@pytest.mark.parametrize("pointing_angle", [None, 25.0])
+def test_any_raw_answer_keeps_the_thrust_annulus_and_pointing_cone(pointing_angle):
+    """Whatever the network writes, every interval's thrust stays within rho_1..rho_2 over the whole
+    interval (and within the pointing cone), measured in float64 on the float32 answer."""
+    landing = RocketLanding(num_steps=10, pointing_angle=pointing_angle)
+    model = LandingRecursiveControl.create("small", landing=landing)
+    x0, xt = sample_problems(np.random.default_rng(1), 500, landing)
+    with torch.no_grad():
+        answer, _, _ = model.read_answer(raw_answers(landing, 500).float(), torch.tensor(x0).float(),
+                                         torch.tensor(xt).float())
+    thrusts, final_times = model.split(answer.double().numpy())
+    states = landing.rollout(x0, thrusts, final_times)
+    violations = landing.constraint_violations(states, thrusts, final_times)
+    assert violations["thrust_max"].max() == 0 and violations["thrust_min"].max() == 0
+    if pointing_angle is not None:
+        assert violations["pointing"].max() == 0
+    magnitudes = np.linalg.norm(thrusts, axis=-1)
+    assert magnitudes.min() < 1.01 * landing.vehicle.thrust_min and magnitudes.max() > 0.99 * landing.vehicle.thrust_max
+
+
+def test_the_model_flies_the_exact_dynamics():
+    model = LandingRecursiveControl.create("small", landing=COARSE)
+    x0, _ = sample_problems(np.random.default_rng(2), 8, COARSE)
+    with torch.no_grad():
+        answer, landed = model.landing_of(raw_answers(COARSE, 8, spread=0.5), torch.tensor(x0))
+    thrusts, final_times = model.split(answer.numpy())
+    np.testing.assert_allclose(landed.numpy(), COARSE.rollout(x0, thrusts, final_times)[:, -1, :6],
+                               rtol=1e-10, atol=1e-8)
+
+
+def test_correction_lands_from_far_away_and_keeps_the_annulus():
+    """Gauss-Newton on the raw answer, from hovering straight up, lands within its tolerance (0.1 mm)."""
+    model = LandingRecursiveControl.create("small", landing=COARSE)
+    x0, xt = sample_problems(np.random.default_rng(0), 16, COARSE)
+    y = model.correct(torch.zeros(16, 4 * COARSE.num_steps + 1, dtype=torch.float64), torch.tensor(x0),
+                      torch.tensor(xt), iterations=8)
+    with torch.no_grad():
+        answer, landed = model.landing_of(y, torch.tensor(x0))
+    assert np.abs(landed.numpy() - xt[:, :6]).max() < 1e-4
+    thrusts, final_times = model.split(answer.numpy())
+    violations = COARSE.constraint_violations(COARSE.rollout(x0, thrusts, final_times), thrusts, final_times)
+    assert violations["thrust_max"].max() == 0 and violations["thrust_min"].max() == 0
+
+
+def test_generate_train_evaluate(tmp_path):
+    data, test, run = tmp_path / "train", tmp_path / "test", tmp_path / "run"
+    for folder, count, seed in ((data, 24, 1), (test, 6, 2)):
+        assert main(["generate", "--system", "rocket_landing", "--num_samples", str(count), "--seed", str(seed),
+                     "--num_steps", "10", "--output_dir", str(folder), "--no_progress"]) == 0
+    dataset = read_dataset(data)
+    assert dataset.final_times.shape == (24,) and dataset.control_sequences.shape == (24, 10, 3)
+    assert main(["train", "--system", "rocket_landing", "--data", str(data), "--output_dir", str(run),
+                 "--model_size", "small", "--epochs", "2", "--no_progress"]) == 0
+    model = load_model(run / "best_model.pt")
+    assert isinstance(model, LandingRecursiveControl)
+    thrusts, final_times = model.predict(dataset.initial_states[:3], dataset.target_states[:3])
+    assert thrusts.shape == (3, 10, 3) and final_times.shape == (3,) and (final_times > 0).all()
+    assert main(["evaluate", "--checkpoint", str(run / "best_model.pt"), "--test_data", str(test),
+                 "--output", str(tmp_path / "evaluation.json")]) == 0
+    rows = json.loads((tmp_path / "evaluation.json").read_text())["rows"]
+    corrected = rows[1]
+    assert corrected["success_rate"] == 1.0  # the correction step lands every case of this easy set
+    assert corrected["violation_thrust_max"]["max"] == 0 and corrected["violation_thrust_min"]["max"] == 0
+
+
+def test_scores_are_in_physical_units():
+    """The oracle's own labels score as perfect: zero gap, success, no violation."""
+    from trc_lib.oracles.cone_program import solve_landings
+    x0, xt = sample_problems(np.random.default_rng(4), 3, COARSE)
+    labels = solve_landings(COARSE, x0, xt, workers=1, progress=False)
+
+    class Test:  # the fields score_landings reads
+        problem, initial_states, target_states = COARSE, x0, xt
+        control_sequences, costs, final_times = labels.thrusts, labels.fuel, labels.final_times
+
+        def __len__(self):
+            return 3
+    summary = landing_metrics(score_landings(Test(), labels.thrusts, labels.final_times))
+    assert summary["success_rate"] == 1.0 and abs(summary["fuel_gap"]["max"]) < 1e-12
+    assert summary["position_error"]["max"] < 1e-6 and summary["violation_glide_slope"]["max"] < 1e-6

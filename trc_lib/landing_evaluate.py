@@ -1,0 +1,109 @@
+"""Honest metrics for a rocket-landing controller, in physical units, against the cone program.
+
+A controller answers each test case with thrusts T_k (N, at each interval's start) and a flight
+time t_f (s). The answer is flown through the exact dynamics (rocket_landing.py: thrust per unit
+mass held over each interval, nothing clipped or corrected) and scored:
+
+- landing errors  |r_N - r*| (m) and |v_N - v*| (m/s); success: both within the thresholds
+                  (5 m and 1 m/s by default);
+- fuel            m_0 - m_N (kg), and the fuel gap (fuel - fuel*) / fuel* against the oracle's
+                  best flight time. A controller that misses the pad can use less fuel than the
+                  optimum (stopping short is cheaper), so the gap is also reported over the
+                  successful landings alone, and always next to the success rate;
+- violations      the largest violation of each constraint (rocket_landing.constraint_violations:
+                  thrust bounds in N, glide slope in m, dry mass in kg, pointing in degrees),
+                  reported as they are: nothing is clipped first;
+- flight time     |t_f - t_f*| (s).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .data import ControlDataset
+from .errors import TRCError
+from .evaluate import summarize
+
+SUCCESS_POSITION = 5.0  # m
+SUCCESS_VELOCITY = 1.0  # m/s
+
+
+def score_landings(test: ControlDataset, thrusts, final_times, success_position: float = SUCCESS_POSITION,
+                   success_velocity: float = SUCCESS_VELOCITY) -> dict:
+    """Per-case arrays [B]: position_error, velocity_error, success, fuel, fuel_gap, final_time_error,
+    and violation_NAME for each constraint; state_trajectories [B, N+1, 7].
+
+    thrusts [B, N, 3] (N), final_times [B] (s); test: a rocket_landing dataset (its labels are the optimum)."""
+    landing = test.problem
+    thrusts = np.asarray(thrusts, np.float64)
+    final_times = np.asarray(final_times, np.float64)
+    if thrusts.shape != test.control_sequences.shape or final_times.shape != (len(test),):
+        raise TRCError(f"thrusts {list(thrusts.shape)} and final_times {list(final_times.shape)}: expected "
+                       f"{list(test.control_sequences.shape)} and [{len(test)}]")
+    if not (np.isfinite(thrusts).all() and np.isfinite(final_times).all() and (final_times > 0).all()):
+        raise TRCError("thrusts and final_times must be finite, the flight times positive")
+    states = landing.rollout(test.initial_states, thrusts, final_times)
+    miss = states[:, -1, :6] - test.target_states[:, :6]
+    position_error, velocity_error = np.linalg.norm(miss[:, :3], axis=1), np.linalg.norm(miss[:, 3:], axis=1)
+    fuel = landing.fuel(states)
+    scores = {"position_error": position_error, "velocity_error": velocity_error,
+              "success": (position_error < success_position) & (velocity_error < success_velocity),
+              "fuel": fuel, "fuel_gap": (fuel - test.costs) / test.costs,
+              "final_time_error": np.abs(final_times - test.final_times), "state_trajectories": states}
+    for name, worst in landing.constraint_violations(states, thrusts, final_times).items():
+        scores[f"violation_{name}"] = worst
+    return scores
+
+
+def landing_metrics(scores: dict) -> dict:
+    """Summary statistics of score_landings' output (JSON-ready)."""
+    success = scores["success"]
+    summary = {"success_rate": float(np.mean(success)),
+               **{key: summarize(scores[key]) for key in ("position_error", "velocity_error", "fuel", "fuel_gap",
+                                                          "final_time_error")},
+               "fuel_gap_of_successes": summarize(scores["fuel_gap"][success]) if success.any() else None}
+    for key in scores:
+        if key.startswith("violation_"):
+            summary[key] = {"max": float(scores[key].max()), "fraction": float(np.mean(scores[key] > 0))}
+    return summary
+
+
+CORRECTION_STEPS = 8  # at most, Gauss-Newton steps of LandingRecursiveControl.correct
+
+
+def evaluate_landing_model(model, test: ControlDataset, correction_steps: int = CORRECTION_STEPS,
+                           timing_batches=(1, 1000)) -> list[dict]:
+    """Rows for the network's answer and for it after its correction step: metrics on `test`
+    and time per problem at each of timing_batches (median over calls, after warm-up)."""
+    from .evaluate import time_inference
+    x0, xt = test.initial_states, test.target_states
+    rows = []
+    for name, predict in (("TRC", model.predict),
+                          (f"TRC + correction (Gauss-Newton, up to {correction_steps} steps)",
+                           lambda a, b: model.predict_corrected(a, b, correction_steps))):
+        thrusts, final_times = predict(x0, xt)
+        row = {"controller": name, **landing_metrics(score_landings(test, thrusts, final_times))}
+        for batch in timing_batches:
+            timing = time_inference(predict, x0, xt, min(batch, len(test)) if batch > 1 else 1)
+            row[f"us_per_problem_batch_{batch}"] = timing["us_per_problem"]
+        rows.append(row)
+    return rows
+
+
+def format_landing_table(rows: list[dict]) -> str:
+    """A markdown table of evaluate_landing_model's rows."""
+    head = ("| controller | success (5 m, 1 m/s) | position error median / max (m) | velocity error median / max (m/s) "
+            "| fuel gap median / p90 | fuel gap of successes, median | thrust bound violation (N) "
+            "| glide slope violation max (m) | time per problem at batch 1 / 1000 (ms) |")
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in rows:
+        successes = r["fuel_gap_of_successes"]
+        lines.append(
+            f"| {r['controller']} | {r['success_rate']:.1%} | {r['position_error']['median']:.3g} / "
+            f"{r['position_error']['max']:.3g} | {r['velocity_error']['median']:.3g} / {r['velocity_error']['max']:.3g} "
+            f"| {r['fuel_gap']['median']:.3%} / {r['fuel_gap']['p90']:.3%} | "
+            f"{'-' if successes is None else format(successes['median'], '.3%')} | "
+            f"{max(r['violation_thrust_max']['max'], r['violation_thrust_min']['max']):.3g} | "
+            f"{r.get('violation_glide_slope', {'max': 0.0})['max']:.3g} | "
+            f"{r['us_per_problem_batch_1'] / 1e3:.3g} / {r['us_per_problem_batch_1000'] / 1e3:.3g} |")
+    return "\n".join(lines)
