@@ -102,3 +102,30 @@ def test_scores_are_in_physical_units():
     summary = landing_metrics(score_landings(Test(), labels.thrusts, labels.final_times))
     assert summary["success_rate"] == 1.0 and abs(summary["fuel_gap"]["max"]) < 1e-12
     assert summary["position_error"]["max"] < 1e-6 and summary["violation_glide_slope"]["max"] < 1e-6
+
+
+@pytest.mark.parametrize("pointing_angle", [None, 20.0])
+def test_forward_c_matches_the_eager_forward(pointing_angle):
+    """forward.c's landing_read is the same arithmetic as read_answer: the refinements agree to
+    float32 round-off, which three supervision steps of random weights amplify (thrusts to 1e-5 of
+    rho_2, flight times to 1e-4 of themselves)."""
+    from trc_lib.fast_forward import FastForward
+    landing = RocketLanding(num_steps=12, pointing_angle=pointing_angle)
+    torch.manual_seed(0)
+    model = LandingRecursiveControl.create("small", landing=landing)
+    with torch.no_grad():
+        for parameter in model.parameters():  # the decoder starts at zero: give every weight a value
+            parameter.add_(torch.randn(parameter.shape, generator=torch.Generator().manual_seed(5)) * 0.05)
+    x0, xt = sample_problems(np.random.default_rng(3), 5, landing)
+    fast = FastForward.of(model)
+    if fast is None:
+        pytest.skip("no C compiler")
+    x0_t, xt_t = torch.tensor(x0).float(), torch.tensor(xt).float()
+    with torch.no_grad():
+        eager = model(x0_t, xt_t)
+    compiled = fast(x0_t, xt_t)
+    assert compiled.shape == eager.shape == (3, 5, 3 * 12 + 1)
+    assert (compiled[..., :-1] - eager[..., :-1]).abs().max() < 1e-5 * landing.vehicle.thrust_max
+    assert ((compiled[..., -1] - eager[..., -1]).abs() / eager[..., -1]).max() < 1e-4
+    thrusts, final_times = model.predict(x0[:1], xt[:1])  # batch 1 runs forward.c
+    np.testing.assert_allclose(thrusts[0], compiled[-1, 0, :-1].reshape(12, 3).double().numpy())

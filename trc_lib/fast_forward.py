@@ -41,7 +41,13 @@ class _Model(ctypes.Structure):
                 + [(name, ctypes.c_float) for name in ("u_max", "state_scale", "eps")]
                 + [(name, ctypes.c_void_p) for name in
                    ("embed_context", "embed_controls", "embed_error", "gate_up", "down", "decode", "z_init",
-                    "A_N", "G", "terminal")])
+                    "A_N", "G", "terminal")]
+                + [(name, ctypes.c_int) for name in
+                   ("kind", "y_size", "a_size", "landing_N", "newton_steps", "has_pointing")]
+                + [(name, ctypes.c_float) for name in
+                   ("alpha", "rho_1", "rho_2", "gravity", "margin", "magnitude_offset", "pointing_ratio",
+                    "time_scale", "position_scale", "velocity_scale", "dry_mass", "wet_mass", "res_position",
+                    "res_velocity")])
 
 
 def _library() -> ctypes.CDLL | None:
@@ -89,6 +95,8 @@ class FastForward:
         library = _library()
         if library is None:
             return None
+        if model.problem.system.name == "rocket_landing":  # its feedback is forward.c's own landing_read
+            return cls(model, library, (None, None, None))
         # x_N for the feedback and for halting: A^N and G for a linear system, a compiled C function
         # for an ODE system (None: no C compiler, no fast path)
         terminal = terminal_map(model.problem.system).c_arguments()
@@ -128,12 +136,31 @@ class FastForward:
             n=model.problem.system.state_dim, N_m=N * m, D=config.latent_dim, H=config.expansion * config.latent_dim,
             layers=config.num_layers, inner=config.num_inner_cycles, outer=config.num_outer_cycles,
             steps=config.num_supervision_steps, feedback=int(config.error_feedback),
-            u_max=model.control_bound, state_scale=config.state_scale, eps=torch.finfo(torch.float32).eps,
+            state_scale=config.state_scale, eps=torch.finfo(torch.float32).eps,
             embed_context=address(context), embed_controls=address(controls), embed_error=address(error),
             gate_up=ctypes.addressof(self._gate_up), down=ctypes.addressof(self._down), decode=address(decode),
-            z_init=address(z_init), A_N=address(A_N), G=address(G), terminal=self._terminal)
+            z_init=address(z_init), A_N=address(A_N), G=address(G), terminal=self._terminal,
+            **self._answer_fields(model))
         self._stamp = stamp
         return self._prepared
+
+    @staticmethod
+    def _answer_fields(model) -> dict:
+        """How forward.c reads the answer: u_max tanh (kind 0), or the landing's (kind 1)."""
+        N, m = model.control_shape
+        if model.problem.system.name != "rocket_landing":
+            return {"kind": 0, "y_size": N * m, "a_size": N * m, "u_max": model.control_bound}
+        from .landing_model import LOWER_BOUND_NEWTON_STEPS, MARGIN, MISS_RESOLUTION
+        landing, scales = model.problem, model.config.scales
+        vehicle = landing.vehicle
+        return {"kind": 1, "y_size": 4 * N + 1, "a_size": 3 * N + 1, "landing_N": N,
+                "newton_steps": LOWER_BOUND_NEWTON_STEPS, "has_pointing": int(landing.pointing_angle is not None),
+                "pointing_ratio": (landing.pointing_angle or 0.0) / 180.0, "alpha": vehicle.fuel_rate,
+                "rho_1": vehicle.thrust_min, "rho_2": vehicle.thrust_max, "gravity": vehicle.gravity,
+                "margin": MARGIN, "magnitude_offset": model.magnitude_offset, "time_scale": scales["time"],
+                "position_scale": scales["position"], "velocity_scale": scales["velocity"],
+                "dry_mass": vehicle.dry_mass, "wet_mass": vehicle.wet_mass,
+                "res_position": MISS_RESOLUTION["position"], "res_velocity": MISS_RESOLUTION["velocity"]}
 
     def __call__(self, initial_states: torch.Tensor, target_states: torch.Tensor) -> torch.Tensor:
         """[B, n], [B, n] float32 CPU tensors -> refinements [N_sup, B, N, m] float32, as model(x0, x*)."""
@@ -147,7 +174,7 @@ class FastForward:
         """
         x0, xt = initial_states.contiguous(), target_states.contiguous()
         B = x0.shape[0]
-        refinements = torch.empty(self.model.config.num_supervision_steps, B, *self.model.control_shape)
+        refinements = torch.empty(self.model.config.num_supervision_steps, B, *self.model.answer_shape)
         used, errors = torch.zeros(B, dtype=torch.int32), torch.zeros(B)
         model = self._struct()
         status = self._library.trc_forward(ctypes.byref(model), B, x0.data_ptr(), xt.data_ptr(), float(tolerance),

@@ -9,7 +9,11 @@
 
    The error feedback's x_N(x_0, u) comes from a function pointer: the compiled terminal map of a
    nonlinear system (terminal_map.py, float64), or NULL for a linear one, whose x_N = A^N x_0 + G u
-   is computed here. */
+   is computed here.
+
+   The rocket landing's model (kind 1, landing_model.py) reads its answer its own way: thrust
+   directions and magnitudes within the annulus, the flight time, the mass scan and the landing
+   miss (landing_read below, the same arithmetic as LandingRecursiveControl.read_answer). */
 
 #include <math.h>
 #include <stdlib.h>
@@ -30,6 +34,11 @@ typedef struct {
     const float *z_init;          /* [D] */
     const float *A_N, *G;         /* [n, n], [N m, n]: linear systems */
     terminal_map_fn terminal;     /* nonlinear systems (feedback and halting) */
+    /* kind 0: controls bounded by u_max (N_m each of y, answer, features; n of context/2, miss);
+       kind 1: the rocket landing, y [4N+1], answer and features [3N+1], context [13], miss [6] */
+    int kind, y_size, a_size, landing_N, newton_steps, has_pointing;
+    float alpha, rho_1, rho_2, gravity, margin, magnitude_offset, pointing_ratio, time_scale,
+          position_scale, velocity_scale, dry_mass, wet_mass, res_position, res_velocity;
 } trc_model;
 
 /* y = W x (y += W x when accumulate), with W given transposed: WT [cols, rows]. Going down the
@@ -80,50 +89,118 @@ static int terminal_state(const trc_model* m, const float* x0, const float* u, f
     return 0;
 }
 
+/* The landing's answer from y [4N+1]: answer = [thrusts (N, 3N), t_f], features = [thrusts / rho_2,
+   log(t_f / time_scale)] and, unless miss is NULL, asinh(landing error / resolution) [6]. */
+static void landing_read(const trc_model* m, const float* x0, const float* xt, const float* y,
+                         float* answer, float* features, float* miss) {
+    int N = m->landing_N;
+    float tf = m->time_scale * expf(2.0f * tanhf(y[4 * N] / 2.0f)), dt = tf / N;
+    float mass = x0[6], high = m->rho_2 * (1.0f - m->margin);
+    float sum[3] = {0, 0, 0}, weighted[3] = {0, 0, 0};
+    for (int k = 0; k < N; ++k) {
+        const float* w = y + 4 * k;
+        float d[3], wz = w[2] + 1.0f;
+        if (!m->has_pointing) {
+            float norm = sqrtf(w[0] * w[0] + w[1] * w[1] + wz * wz);
+            if (norm < 1e-12f) norm = 1e-12f;
+            d[0] = w[0] / norm, d[1] = w[1] / norm, d[2] = wz / norm;
+        } else {
+            float horizontal = sqrtf(w[0] * w[0] + w[1] * w[1]);
+            float tilt = atan2f(horizontal, wz) * m->pointing_ratio;
+            float h = horizontal < 1e-12f ? 1e-12f : horizontal;
+            d[0] = sinf(tilt) * w[0] / h, d[1] = sinf(tilt) * w[1] / h, d[2] = cosf(tilt);
+        }
+        float burn = m->alpha * dt / mass, low = m->rho_1;
+        for (int i = 0; i < m->newton_steps; ++i) {
+            float grown = m->rho_1 * expf(burn * low);
+            low = low - (low - grown) / (1.0f - burn * grown);
+        }
+        float fraction = 1.0f / (1.0f + expf(-(w[3] + m->magnitude_offset)));
+        float magnitude = low * (1.0f + m->margin) + (high - low * (1.0f + m->margin)) * fraction;
+        for (int i = 0; i < 3; ++i) {
+            float thrust = magnitude * d[i];
+            answer[3 * k + i] = thrust;
+            features[3 * k + i] = thrust / m->rho_2;
+            float a = thrust / mass + (i == 2 ? -m->gravity : 0.0f);
+            sum[i] += a;
+            weighted[i] += (N - k - 0.5f) * a;
+        }
+        mass *= expf(-burn * magnitude);
+    }
+    answer[3 * N] = tf;
+    features[3 * N] = logf(tf / m->time_scale);
+    if (!miss) return;
+    for (int i = 0; i < 3; ++i) {
+        float r = x0[i] + N * dt * x0[3 + i] + dt * dt * weighted[i];
+        float v = x0[3 + i] + dt * sum[i];
+        miss[i] = asinhf((r - xt[i]) / m->res_position);
+        miss[3 + i] = asinhf((v - xt[3 + i]) / m->res_velocity);
+    }
+}
+
+/* The context's input: x_0 and x* over state_scale, or the landing's per-quantity features [13]. */
+static int context_input(const trc_model* m, const float* x0, const float* xt, float* scaled) {
+    if (m->kind == 0) {
+        for (int i = 0; i < m->n; ++i) { scaled[i] = x0[i] / m->state_scale; scaled[m->n + i] = xt[i] / m->state_scale; }
+        return 2 * m->n;
+    }
+    for (int i = 0; i < 3; ++i) {
+        scaled[i] = x0[i] / m->position_scale, scaled[3 + i] = x0[3 + i] / m->velocity_scale;
+        scaled[7 + i] = xt[i] / m->position_scale, scaled[10 + i] = xt[3 + i] / m->velocity_scale;
+    }
+    scaled[6] = (x0[6] - m->dry_mass) / (m->wet_mass - m->dry_mass);
+    return 13;
+}
+
 /* One problem: refinements[s] = the controls after supervision step s (s < steps), each [N m].
    With tolerance > 0 it stops after the first step whose answer misses x* by less (halting):
    the later refinements repeat that answer, *used is the number of steps run, *error its miss. */
 static int solve(const trc_model* m, const float* x0, const float* xt, float* refinements, float* work,
                  float tolerance, int* used, float* error) {
-    int n = m->n, D = m->D, Nm = m->N_m;
+    int n = m->n, D = m->D, Ny = m->y_size, Na = m->a_size;
     float *context = work, *z = context + D, *question = z + D, *h = question + D, *ce = h + D;
-    float *y = ce + D, *u = y + Nm, *gu = u + Nm, *hidden = gu + 2 * m->H, *scaled = hidden + m->H;
+    float *y = ce + D, *u = y + Ny, *gu = u + Na, *hidden = gu + 2 * m->H, *scaled = hidden + m->H;
     float miss[16];
-    if (n > 16 || Nm > 4096) return 2;
-    for (int i = 0; i < n; ++i) { scaled[i] = x0[i] / m->state_scale; scaled[n + i] = xt[i] / m->state_scale; }
-    matvec(m->embed_context, D, 2 * n, scaled, context, 0);
-    memset(y, 0, sizeof(float) * Nm);
+    int miss_size = m->kind == 0 ? n : 6;
+    if (n > 16 || Na > 4096) return 2;
+    matvec(m->embed_context, D, context_input(m, x0, xt, scaled), scaled, context, 0);
+    memset(y, 0, sizeof(float) * Ny);
     memcpy(z, m->z_init, sizeof(float) * D);
     for (int s = 0; s < m->steps; ++s) {
         for (int r = 0; r < m->outer; ++r) {
-            bounded(m, y, u);
-            for (int i = 0; i < Nm; ++i) scaled[i] = u[i] / m->u_max;
-            matvec(m->embed_controls, D, Nm, scaled, ce, 0);
-            for (int i = 0; i < D; ++i) question[i] = context[i] + ce[i];
-            if (m->feedback) {
-                if (terminal_state(m, x0, u, miss)) return 1;
-                for (int i = 0; i < n; ++i) miss[i] = (miss[i] - xt[i]) / m->state_scale;
-                matvec(m->embed_error, D, n, miss, question, 1);
+            if (m->kind == 0) {
+                bounded(m, y, u);
+                for (int i = 0; i < Na; ++i) scaled[i] = u[i] / m->u_max;
+                if (m->feedback) {
+                    if (terminal_state(m, x0, u, miss)) return 1;
+                    for (int i = 0; i < n; ++i) miss[i] = (miss[i] - xt[i]) / m->state_scale;
+                }
+            } else {
+                landing_read(m, x0, xt, y, u, scaled, m->feedback ? miss : NULL);
             }
+            matvec(m->embed_controls, D, Na, scaled, ce, 0);
+            for (int i = 0; i < D; ++i) question[i] = context[i] + ce[i];
+            if (m->feedback) matvec(m->embed_error, D, miss_size, miss, question, 1);
             for (int c = 0; c < m->inner; ++c) {
                 for (int i = 0; i < D; ++i) z[i] += question[i];
                 net(m, z, gu, hidden);
             }
             for (int i = 0; i < D; ++i) h[i] = ce[i] + z[i];
             net(m, h, gu, hidden);
-            matvec(m->decode, Nm, D, h, y, 1);
+            matvec(m->decode, Ny, D, h, y, 1);
         }
-        float* answer = refinements + (long)s * Nm;
-        bounded(m, y, answer);
+        float* answer = refinements + (long)s * Na;
+        if (m->kind == 0) bounded(m, y, answer);
+        else landing_read(m, x0, xt, y, answer, scaled, NULL);
         *used = s + 1;
-        if (tolerance > 0.0f) {
+        if (tolerance > 0.0f && m->kind == 0) {
             if (terminal_state(m, x0, answer, miss)) return 1;
             float sq = 0.0f;
             for (int i = 0; i < n; ++i) sq += (miss[i] - xt[i]) * (miss[i] - xt[i]);
             *error = sqrtf(sq);
             if (*error < tolerance) {
                 for (int later = s + 1; later < m->steps; ++later)
-                    memcpy(refinements + (long)later * Nm, answer, sizeof(float) * Nm);
+                    memcpy(refinements + (long)later * Na, answer, sizeof(float) * Na);
                 break;
             }
         }
@@ -131,19 +208,19 @@ static int solve(const trc_model* m, const float* x0, const float* xt, float* re
     return 0;
 }
 
-/* refinements: [steps, B, N m]; used [B], errors [B]: see solve (tolerance 0: every step, no
+/* refinements: [steps, B, a_size]; used [B], errors [B]: see solve (tolerance 0: every step, no
    errors computed). Returns 0, or non-zero if the terminal map failed. */
 int trc_forward(const trc_model* m, long long B, const float* x0, const float* xt, float tolerance,
                 float* refinements, int* used, float* errors) {
-    long size = 6L * m->D + 2L * m->N_m + 3L * m->H + 2L * m->n + m->N_m + 16;
+    long size = 6L * m->D + m->y_size + 2L * m->a_size + 3L * m->H + 2L * m->n + 16 + 16;
     float* work = malloc(sizeof(float) * size);
-    float* one = malloc(sizeof(float) * (long)m->steps * m->N_m);
+    float* one = malloc(sizeof(float) * (long)m->steps * m->a_size);
     if (!work || !one) { free(work); free(one); return 3; }
     int status = 0;
     for (long long b = 0; b < B && !status; ++b) {
         status = solve(m, x0 + b * m->n, xt + b * m->n, one, work, tolerance, used + b, errors + b);
         for (int s = 0; s < m->steps; ++s)
-            memcpy(refinements + ((long)s * B + b) * m->N_m, one + (long)s * m->N_m, sizeof(float) * m->N_m);
+            memcpy(refinements + ((long)s * B + b) * m->a_size, one + (long)s * m->a_size, sizeof(float) * m->a_size);
     }
     free(work);
     free(one);

@@ -54,7 +54,7 @@ class LandingRecursiveControl(TinyRecursiveControl):
     Each answer (a row of forward()'s output) is one vector [3N + 1]: the thrusts, flattened, then
     the flight time."""
 
-    has_c_forward = False  # forward.c is written for the fixed-horizon models
+    has_c_forward = True  # forward.c reads the landing's answer too (its landing_read)
 
     def __init__(self, config: ModelConfig):
         nn.Module.__init__(self)
@@ -64,7 +64,7 @@ class LandingRecursiveControl(TinyRecursiveControl):
             if not config.scales.get(quantity, 0) > 0:
                 raise ValueError(f"scales[{quantity!r}] must be a positive number, got {config.scales.get(quantity)}")
         N, D = landing.num_steps, config.latent_dim
-        self.control_shape = (N, 3)
+        self.control_shape, self.answer_shape = (N, 3), (3 * N + 1,)
         self.embed_context = nn.Linear(7 + 6, D, bias=False)
         self.embed_controls = nn.Linear(3 * N + 1, D, bias=False)  # the answer: thrusts and flight time
         self.embed_error = nn.Linear(6, D, bias=False) if config.error_feedback else None
@@ -195,11 +195,11 @@ class LandingRecursiveControl(TinyRecursiveControl):
         return torch.cat([r, v], dim=-1)
 
     def miss_loss(self, initial_states, target_states, answer) -> torch.Tensor:
-        """Mean squared landing error, positions in units of scales['position'], velocities of scales['velocity']."""
+        """Mean over the six landing errors of asinh(error / resolution)^2 (MISS_RESOLUTION: 1 m,
+        0.1 m/s): quadratic near the pad, logarithmic far from it, the quantity the feedback sees."""
         error = self.landing_errors(initial_states, target_states, answer)
-        scales = self.config.scales
-        return torch.mean((error[:, :3] / scales["position"]).square().sum(-1)
-                          + (error[:, 3:] / scales["velocity"]).square().sum(-1))
+        resolution = error.new_tensor([MISS_RESOLUTION["position"]] * 3 + [MISS_RESOLUTION["velocity"]] * 3)
+        return torch.mean(torch.asinh(error / resolution).square())
 
     def terminal_errors(self, initial_states, target_states, answer) -> torch.Tensor:
         """[B]: landing position error (m), what validation reports."""
@@ -245,9 +245,6 @@ class LandingRecursiveControl(TinyRecursiveControl):
         return self.split(answer.numpy())
 
     # ---- numpy in, numpy out ------------------------------------------------------------------
-    def _fast_forward(self, initial_states):
-        return None
-
     def predict_refinements(self, initial_states, target_states, device=None) -> np.ndarray:
         """[N_sup, B, 3N+1]: each supervision step's answer (split() separates thrusts and times)."""
         return super().predict_refinements(initial_states, target_states, device)

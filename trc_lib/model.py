@@ -124,7 +124,7 @@ class TinyRecursiveControl(nn.Module):
         self.problem = ControlProblem.from_dict(config.problem)
         system = self.problem.system
         n, m, N, D = system.state_dim, system.control_dim, system.num_steps, config.latent_dim
-        self.control_shape = (N, m)
+        self.control_shape = self.answer_shape = (N, m)  # answer_shape: one refinement's, as forward() stacks them
         self.embed_context = nn.Linear(2 * n, D, bias=False)
         self.embed_controls = nn.Linear(N * m, D, bias=False)
         self.embed_error = nn.Linear(n, D, bias=False) if config.error_feedback else None

@@ -1,0 +1,150 @@
+"""Benchmark: TRC on the rocket landing, against the cone program it learns from.
+
+    python benchmarks/landing.py [--num_samples 10000] [--test_samples 1000] [--epochs 100]
+                                 [--model_size medium] [--terminal_weight 1e-4] [--skip_training]
+
+Generates (or reuses) oracle labels with `trc generate --system rocket_landing`, trains TRC with
+`trc train`, then on the test set: the network's answer and its answer after the correction
+step, in physical units (landing_evaluate.py); the time per problem of TRC at batch 1 and at
+batch 10,000, of one cone program at a fixed flight time, and of the full free-time oracle, in
+the same run, with their ratios. Writes docs/results/landing.md and a figure. Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trc_lib.checkpoint import load_model
+from trc_lib.data import read_dataset
+from trc_lib.evaluate import time_inference
+from trc_lib.interfaces.cli import main as trc
+from trc_lib.landing_evaluate import evaluate_landing_model, format_landing_table
+from trc_lib.oracles.cone_program import LandingConeProgram, best_landing
+
+from results_page import ROOT, write_page
+
+OUT = ROOT / "outputs" / "benchmark" / "landing"
+
+
+def labels(folder: Path, count: int, seed: int) -> float:
+    """Generate the dataset unless a matching one is there; the seconds it took (0 when reused)."""
+    path = folder / "lqr_dataset.npz"
+    if path.exists():
+        meta = read_dataset(path, verify_labels=False).metadata
+        if meta["num_samples"] == count and meta["seed"] == seed:
+            return 0.0
+    started = time.perf_counter()
+    if trc(["generate", "--system", "rocket_landing", "--num_samples", str(count), "--seed", str(seed),
+            "--output_dir", str(folder)]) != 0:
+        raise SystemExit("label generation failed")
+    return time.perf_counter() - started
+
+
+def oracle_times(test, count: int) -> dict:
+    """Milliseconds per problem: one cone program at the label's flight time, and the free-time oracle."""
+    program = LandingConeProgram(test.problem)
+    fixed, free = [], []
+    for i in range(count):
+        x0, xt = test.initial_states[i], test.target_states[i]
+        started = time.perf_counter()
+        program.solve(x0, xt, test.final_times[i])
+        fixed.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        best_landing(program, x0, xt)
+        free.append(time.perf_counter() - started)
+    return {"fixed_time_ms": 1e3 * float(np.median(fixed)), "free_time_ms": 1e3 * float(np.median(free))}
+
+
+def figure(model, test, path: Path) -> Path:
+    """One test case: the 3-D trajectory with the glide cone, and the thrust magnitude over time,
+    of the oracle and of TRC (with its correction)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    landing, i = test.problem, 0
+    x0 = test.initial_states[i:i + 1]
+    thrusts, final_times = model.predict_corrected(x0, test.target_states[i:i + 1])
+    states = landing.rollout(x0, thrusts, final_times)[0]
+    fig = plt.figure(figsize=(11, 4.5))
+    ax = fig.add_subplot(1, 2, 1, projection="3d")
+    ax.plot(*test.state_trajectories[i, :, :3].T, "k-", label="optimum (cone program)")
+    ax.plot(*states[:, :3].T, "C1--", label="TRC + correction")
+    radius = np.linspace(0, np.linalg.norm(x0[0, :2]) * 1.1, 10)
+    angle = np.linspace(0, 2 * np.pi, 40)
+    R, A = np.meshgrid(radius, angle)
+    ax.plot_surface(R * np.cos(A), R * np.sin(A), R * landing.glide_slope_tangent, alpha=0.15, color="gray")
+    ax.set_xlabel("downrange (m)"), ax.set_ylabel("crossrange (m)"), ax.set_zlabel("altitude (m)")
+    ax.legend(loc="upper left")
+    ax = fig.add_subplot(1, 2, 2)
+    for label, T, tf, style in (("optimum", test.control_sequences[i], test.final_times[i], "k-"),
+                                ("TRC + correction", thrusts[0], final_times[0], "C1--")):
+        ax.step(np.arange(landing.num_steps) * tf / landing.num_steps, np.linalg.norm(T, axis=-1), style,
+                where="post", label=label)
+    for bound in (landing.vehicle.thrust_min, landing.vehicle.thrust_max):
+        ax.axhline(bound, color="gray", lw=0.8)
+    ax.set_xlabel("time (s)"), ax.set_ylabel("thrust at the interval's start (N)"), ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--num_samples", type=int, default=10000, help="training labels (default 10000)")
+    parser.add_argument("--test_samples", type=int, default=1000, help="test labels (default 1000)")
+    parser.add_argument("--epochs", type=int, default=100, help="maximum epochs (default 100)")
+    parser.add_argument("--model_size", default="medium", choices=["small", "medium", "large"])
+    parser.add_argument("--terminal_weight", type=float, default=1e-4,
+                        help="weight of the landing-miss loss in training (default 1e-4)")
+    parser.add_argument("--oracle_problems", type=int, default=50, help="test cases the oracle is timed on")
+    parser.add_argument("--skip_training", action="store_true", help="score the model an earlier run trained")
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    seconds = {"train labels": labels(OUT / "train", args.num_samples, 42),
+               "test labels": labels(OUT / "test", args.test_samples, 7)}
+    run = OUT / f"run_{args.model_size}"
+    if not args.skip_training:
+        started = time.perf_counter()
+        if trc(["train", "--system", "rocket_landing", "--data", str(OUT / "train"), "--output_dir", str(run),
+                "--model_size", args.model_size, "--epochs", str(args.epochs),
+                "--terminal_weight", str(args.terminal_weight)]) != 0:
+            raise SystemExit("training failed")
+        seconds["training"] = time.perf_counter() - started
+    model = load_model(run / "best_model.pt")
+    test = read_dataset(OUT / "test")
+    rows = evaluate_landing_model(model, test)
+    big = np.tile(test.initial_states, (-(-10000 // len(test)), 1))[:10000]
+    big_targets = np.tile(test.target_states, (-(-10000 // len(test)), 1))[:10000]
+    trc_big = time_inference(model.predict, big, big_targets, 10000, repeats=3)["us_per_problem"] / 1e3
+    oracle = oracle_times(test, args.oracle_problems)
+    stats = json.loads((run / "training_stats.json").read_text())
+    trc_one = rows[0]["us_per_problem_batch_1"] / 1e3
+    body = [f"Test set: {len(test)} problems from the task's box (seed 7), N = {test.problem.num_steps}, glide slope "
+            f"{test.problem.glide_slope:g} degrees. Model: {args.model_size}, {model.num_parameters():,} parameters, "
+            f"{stats['epoch']} epochs ({stats['status']}, best epoch {stats['best_epoch']}) on "
+            f"{args.num_samples:,} labels, terminal_weight {args.terminal_weight:g}.", "",
+            *[f"- {name}: {value / 60:.1f} min" for name, value in seconds.items() if value], "",
+            format_landing_table(rows), "",
+            "## Speed against the oracle, in this run", "",
+            "| solver | ms per problem | TRC's speed-up |", "|---|---|---|",
+            f"| one cone program at a fixed flight time (median of {args.oracle_problems}) | "
+            f"{oracle['fixed_time_ms']:.2f} | {oracle['fixed_time_ms'] / trc_one:.2f}x (TRC at batch 1) |",
+            f"| the free-time oracle (median of {args.oracle_problems}) | {oracle['free_time_ms']:.1f} | "
+            f"{oracle['free_time_ms'] / trc_big:.0f}x (TRC at batch 10,000) |",
+            f"| TRC at batch 1 | {trc_one:.3f} | |",
+            f"| TRC at batch 10,000 | {trc_big:.4f} | |"]
+    print("\n".join(body))
+    write_page("landing", "TRC on the rocket landing", "\n".join(body),
+               {"trajectory": figure(model, test, OUT / "trajectory.png")})
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    main()
