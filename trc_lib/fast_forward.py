@@ -140,27 +140,9 @@ class FastForward:
             embed_context=address(context), embed_controls=address(controls), embed_error=address(error),
             gate_up=ctypes.addressof(self._gate_up), down=ctypes.addressof(self._down), decode=address(decode),
             z_init=address(z_init), A_N=address(A_N), G=address(G), terminal=self._terminal,
-            **self._answer_fields(model))
+            **model.c_answer_fields())
         self._stamp = stamp
         return self._prepared
-
-    @staticmethod
-    def _answer_fields(model) -> dict:
-        """How forward.c reads the answer: u_max tanh (kind 0), or the landing's (kind 1)."""
-        N, m = model.control_shape
-        if model.problem.system.name != "rocket_landing":
-            return {"kind": 0, "y_size": N * m, "a_size": N * m, "u_max": model.control_bound}
-        from .landing_model import LOWER_BOUND_NEWTON_STEPS, MARGIN, MISS_RESOLUTION
-        landing, scales = model.problem, model.config.scales
-        vehicle = landing.vehicle
-        return {"kind": 1, "y_size": 4 * N + 1, "a_size": 3 * N + 1, "landing_N": N,
-                "newton_steps": LOWER_BOUND_NEWTON_STEPS, "has_pointing": int(landing.pointing_angle is not None),
-                "pointing_ratio": (landing.pointing_angle or 0.0) / 180.0, "alpha": vehicle.fuel_rate,
-                "rho_1": vehicle.thrust_min, "rho_2": vehicle.thrust_max, "gravity": vehicle.gravity,
-                "margin": MARGIN, "magnitude_offset": model.magnitude_offset, "time_scale": scales["time"],
-                "position_scale": scales["position"], "velocity_scale": scales["velocity"],
-                "dry_mass": vehicle.dry_mass, "wet_mass": vehicle.wet_mass,
-                "res_position": MISS_RESOLUTION["position"], "res_velocity": MISS_RESOLUTION["velocity"]}
 
     def __call__(self, initial_states: torch.Tensor, target_states: torch.Tensor) -> torch.Tensor:
         """[B, n], [B, n] float32 CPU tensors -> refinements [N_sup, B, N, m] float32, as model(x0, x*)."""

@@ -165,6 +165,19 @@ class LandingRecursiveControl(TinyRecursiveControl):
         r = initial_states[:, 0:3] + N * dt[:, None] * v0 + dt[:, None] ** 2 * torch.einsum("k,bki->bi", weights, accelerations)
         return thrusts, torch.cat([r, v], dim=-1)
 
+    def c_answer_fields(self) -> dict:
+        """How forward.c reads this answer: its landing_read (kind 1), with these constants."""
+        landing, scales, N = self.problem, self.config.scales, self.problem.num_steps
+        vehicle = landing.vehicle
+        return {"kind": 1, "y_size": 4 * N + 1, "a_size": 3 * N + 1, "landing_N": N,
+                "newton_steps": LOWER_BOUND_NEWTON_STEPS, "has_pointing": int(landing.pointing_angle is not None),
+                "pointing_ratio": (landing.pointing_angle or 0.0) / 180.0, "alpha": vehicle.fuel_rate,
+                "rho_1": vehicle.thrust_min, "rho_2": vehicle.thrust_max, "gravity": vehicle.gravity,
+                "margin": MARGIN, "magnitude_offset": self.magnitude_offset, "time_scale": scales["time"],
+                "position_scale": scales["position"], "velocity_scale": scales["velocity"],
+                "dry_mass": vehicle.dry_mass, "wet_mass": vehicle.wet_mass,
+                "res_position": MISS_RESOLUTION["position"], "res_velocity": MISS_RESOLUTION["velocity"]}
+
     @staticmethod
     def split(answers: np.ndarray):
         """(thrusts [..., N, 3], final_times [...]) of answers [..., 3N+1]."""

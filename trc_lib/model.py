@@ -315,6 +315,11 @@ class TinyRecursiveControl(nn.Module):
         self.train(was_training)
         return out.double().cpu().numpy()
 
+    def c_answer_fields(self) -> dict:
+        """How forward.c reads this model's answer (its trc_model fields): u_max tanh, kind 0."""
+        N, m = self.control_shape
+        return {"kind": 0, "y_size": N * m, "a_size": N * m, "u_max": self.control_bound}
+
     def _fast_forward(self, initial_states: torch.Tensor):
         """forward.c (fast_forward.py) where it is the faster path: float32 on the CPU, small
         batches, a C compiler at hand; None elsewhere."""
