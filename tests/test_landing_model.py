@@ -129,3 +129,32 @@ def test_forward_c_matches_the_eager_forward(pointing_angle):
     assert ((compiled[..., -1] - eager[..., -1]).abs() / eager[..., -1]).max() < 1e-4
     thrusts, final_times = model.predict(x0[:1], xt[:1])  # batch 1 runs forward.c
     np.testing.assert_allclose(thrusts[0], compiled[-1, 0, :-1].reshape(12, 3).double().numpy())
+
+
+def test_commands_not_written_for_the_landing_say_so(tmp_path, capsys):
+    data = tmp_path / "data"
+    assert main(["generate", "--system", "rocket_landing", "--num_samples", "4", "--num_steps", "10",
+                 "--output_dir", str(data), "--no_progress"]) == 0
+    capsys.readouterr()
+    for command in (["compare", "--test_data", str(data)],
+                    ["prompts", "--test_data", str(data), "--output", str(tmp_path / "p.jsonl")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "not available for rocket_landing" in err and "Traceback" not in err
+
+
+def test_vehicle_options(tmp_path, capsys):
+    out = tmp_path / "v"
+    assert main(["generate", "--system", "rocket_landing", "--num_samples", "2", "--num_steps", "10",
+                 "--vehicle", "wet_mass=1800", "throttle_max=0.9", "--output_dir", str(out), "--no_progress"]) == 0
+    vehicle = read_dataset(out).problem.vehicle
+    assert vehicle.wet_mass == 1800 and vehicle.throttle_max == 0.9
+    capsys.readouterr()
+    for bad, message in ((["--vehicle", "thrust=3"], "no vehicle parameter 'thrust'"),
+                         (["--vehicle", "wet_mass=heavy"], "'heavy' is not a number"),
+                         (["--vehicle", "dry_mass=2000"], "dry_mass (2000.0) must be below wet_mass")):
+        assert main(["generate", "--system", "rocket_landing", "--output_dir", str(tmp_path / "x"), *bad]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["generate", "--system", "vanderpol", "--vehicle", "wet_mass=1800",
+                 "--output_dir", str(tmp_path / "y")]) == 2
+    assert "--vehicle is a parameter of --system rocket_landing" in capsys.readouterr().err

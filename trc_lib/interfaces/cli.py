@@ -22,6 +22,8 @@ import signal
 import sys
 import threading
 
+import numpy as np
+
 from ..errors import TRCError
 from ..model import MODEL_SIZES
 from .parameters import DEVICES, SCHEDULERS, named_files
@@ -93,6 +95,11 @@ def _add_problem_options(p):
     g.add_argument("--glide_slope", type=_number(float, lambda v: 0 <= v < 90, "an angle in [0, 90) degrees"),
                    default=None, help="glide-slope angle in degrees above the ground, 0 for the ground itself; "
                                       "only with --system rocket_landing (default: 4)")
+    g.add_argument("--vehicle", nargs="+", default=None, metavar="NAME=VALUE",
+                   help="the lander's parameters, e.g. --vehicle wet_mass=1800 throttle_max=0.9: wet_mass, dry_mass "
+                        "(kg), specific_impulse (s), engine_count, engine_thrust (N), cant_angle (degrees), "
+                        "throttle_min, throttle_max, gravity, standard_gravity (m/s^2); only with --system "
+                        "rocket_landing (default: Acikmese & Ploen's lander on Mars)")
     g.add_argument("--pointing_angle", type=_number(float, lambda v: 0 < v <= 180, "an angle in (0, 180] degrees"),
                    default=None, help="largest angle of the thrust from vertical, in degrees; only with "
                                       "--system rocket_landing (default: no pointing constraint)")
@@ -341,13 +348,34 @@ def _check_outputs(args) -> None:
 
 def _system_parameters(args) -> dict:
     """The options that are one system's own parameters, refused for the others."""
-    owners = {"mu": "vanderpol", "glide_slope": "rocket_landing", "pointing_angle": "rocket_landing"}
+    owners = {"mu": "vanderpol", "glide_slope": "rocket_landing", "pointing_angle": "rocket_landing",
+              "vehicle": "rocket_landing"}
     given = {name: getattr(args, name) for name in owners if getattr(args, name) is not None}
     for name in given:
         if args.system != owners[name]:
             raise TRCError(f"--{name} is a parameter of --system {owners[name]}; it does not apply to "
                            f"--system {args.system}")
-    return given
+    vehicle = _vehicle(given.pop("vehicle", None) or [])
+    return {**given, **vehicle}
+
+
+def _vehicle(pairs) -> dict:
+    """--vehicle NAME=VALUE ... as {name: float}, each name one of the vehicle's parameters."""
+    from dataclasses import fields
+    from ..rocket_landing import Vehicle
+    names = [f.name for f in fields(Vehicle)]
+    parameters = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if name not in names:
+            raise TRCError(f"--vehicle {pair}: no vehicle parameter {name!r}; choose from {names}")
+        try:
+            parameters[name] = float(value)
+        except ValueError:
+            raise TRCError(f"--vehicle {pair}: {value!r} is not a number") from None
+        if not np.isfinite(parameters[name]):
+            raise TRCError(f"--vehicle {pair}: {value!r} is not a finite number")
+    return parameters
 
 
 def run(args) -> None:
