@@ -62,35 +62,19 @@ def oracle_times(test, count: int) -> dict:
 
 
 def figure(model, test, path: Path) -> Path:
-    """One test case: the 3-D trajectory with the glide cone, and the thrust magnitude over time,
-    of the oracle and of TRC (with its correction)."""
+    """Test case 0: the oracle's landing and TRC's (with its correction), landing_plots.plot_landings."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    landing, i = test.problem, 0
-    x0 = test.initial_states[i:i + 1]
-    thrusts, final_times = model.predict_corrected(x0, test.target_states[i:i + 1])
-    states = landing.rollout(x0, thrusts, final_times)[0]
-    fig = plt.figure(figsize=(11, 4.5))
-    ax = fig.add_subplot(1, 2, 1, projection="3d")
-    ax.plot(*test.state_trajectories[i, :, :3].T, "k-", label="optimum (cone program)")
-    ax.plot(*states[:, :3].T, "C1--", label="TRC + correction")
-    radius = np.linspace(0, np.linalg.norm(x0[0, :2]) * 1.1, 10)
-    angle = np.linspace(0, 2 * np.pi, 40)
-    R, A = np.meshgrid(radius, angle)
-    ax.plot_surface(R * np.cos(A), R * np.sin(A), R * landing.glide_slope_tangent, alpha=0.15, color="gray")
-    ax.set_xlabel("downrange (m)"), ax.set_ylabel("crossrange (m)"), ax.set_zlabel("altitude (m)")
-    ax.legend(loc="upper left")
-    ax = fig.add_subplot(1, 2, 2)
-    for label, T, tf, style in (("optimum", test.control_sequences[i], test.final_times[i], "k-"),
-                                ("TRC + correction", thrusts[0], final_times[0], "C1--")):
-        ax.step(np.arange(landing.num_steps) * tf / landing.num_steps, np.linalg.norm(T, axis=-1), style,
-                where="post", label=label)
-    for bound in (landing.vehicle.thrust_min, landing.vehicle.thrust_max):
-        ax.axhline(bound, color="gray", lw=0.8)
-    ax.set_xlabel("time (s)"), ax.set_ylabel("thrust at the interval's start (N)"), ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    from trc_lib.landing_plots import plot_landings
+    landing, x0 = test.problem, test.initial_states[:1]
+    thrusts, final_times = model.predict_corrected(x0, test.target_states[:1])
+    flights = [{"label": "optimum (cone program)", "states": test.state_trajectories[0],
+                "thrusts": test.control_sequences[0], "final_time": test.final_times[0]},
+               {"label": "TRC + correction", "states": landing.rollout(x0, thrusts, final_times)[0],
+                "thrusts": thrusts[0], "final_time": final_times[0]}]
+    fig = plot_landings(landing, flights)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
