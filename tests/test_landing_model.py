@@ -48,8 +48,11 @@ def test_the_model_flies_the_exact_dynamics():
     with torch.no_grad():
         answer, landed = model.landing_of(raw_answers(COARSE, 8, spread=0.5), torch.tensor(x0))
     thrusts, final_times = model.split(answer.numpy())
-    np.testing.assert_allclose(landed.numpy(), COARSE.rollout(x0, thrusts, final_times)[:, -1, :6],
-                               rtol=1e-10, atol=1e-8)
+    exact = COARSE.rollout(x0, thrusts, final_times)[:, -1, :6]
+    np.testing.assert_allclose(landed.numpy(), exact, rtol=1e-10, atol=1e-8)
+    # what training and validation measure from an answer: the same landing
+    errors = model.landing_errors(torch.tensor(x0), torch.zeros(8, 7, dtype=torch.float64), answer)
+    np.testing.assert_allclose(errors.numpy(), exact, rtol=1e-10, atol=1e-8)
 
 
 def test_correction_lands_from_far_away_and_keeps_the_annulus():

@@ -84,7 +84,7 @@ def evaluate_landing_model(model, test: ControlDataset, correction_steps: int = 
         thrusts, final_times = predict(x0, xt)
         row = {"controller": name, **landing_metrics(score_landings(test, thrusts, final_times))}
         for batch in timing_batches:
-            timing = time_inference(predict, x0, xt, min(batch, len(test)) if batch > 1 else 1)
+            timing = time_inference(predict, x0, xt, min(batch, len(test)))
             row[f"us_per_problem_batch_{batch}"] = timing["us_per_problem"]
         rows.append(row)
     return rows

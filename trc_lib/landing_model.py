@@ -158,12 +158,17 @@ class LandingRecursiveControl(TinyRecursiveControl):
             m = m * torch.exp(-burn * magnitude)
         magnitudes, masses = torch.stack(magnitudes, dim=1), torch.stack(masses, dim=1)  # [B, N]
         thrusts = magnitudes[..., None] * directions
-        accelerations = thrusts / masses[..., None] + initial_states.new_tensor([0.0, 0.0, -vehicle.gravity])
+        return thrusts, self._landing_state(initial_states, thrusts / masses[..., None], dt)
+
+    def _landing_state(self, initial_states, thrust_accelerations, dt):
+        """[r_N, v_N] [B, 6] of the accelerations T_k / m_k [B, N, 3] held over intervals of dt [B] s."""
+        N = self.problem.num_steps
+        accelerations = thrust_accelerations + initial_states.new_tensor([0.0, 0.0, -self.problem.vehicle.gravity])
         weights = N - torch.arange(N, dtype=dt.dtype, device=dt.device) - 0.5  # [N]
         v0 = initial_states[:, 3:6]
         v = v0 + dt[:, None] * accelerations.sum(1)
         r = initial_states[:, 0:3] + N * dt[:, None] * v0 + dt[:, None] ** 2 * torch.einsum("k,bki->bi", weights, accelerations)
-        return thrusts, torch.cat([r, v], dim=-1)
+        return torch.cat([r, v], dim=-1)
 
     def c_answer_fields(self) -> dict:
         """How forward.c reads this answer: its landing_read (kind 1), with these constants."""
@@ -197,15 +202,15 @@ class LandingRecursiveControl(TinyRecursiveControl):
         return self._landed(initial_states, thrusts, final_times) - target_states[:, :6]
 
     def _landed(self, initial_states, thrusts, final_times):
-        vehicle = self.problem.vehicle
-        gravity = initial_states.new_tensor([0.0, 0.0, -vehicle.gravity])
-        dt = (final_times / self.problem.num_steps)[:, None]
-        r, v, m = initial_states[:, 0:3], initial_states[:, 3:6], initial_states[:, 6:7]
-        for k in range(self.problem.num_steps):
-            acceleration = thrusts[:, k] / m + gravity
-            r, v = r + dt * v + 0.5 * dt ** 2 * acceleration, v + dt * acceleration
-            m = m * torch.exp(-vehicle.fuel_rate * torch.linalg.vector_norm(thrusts[:, k], dim=-1, keepdim=True) * dt / m)
-        return torch.cat([r, v], dim=-1)
+        """[r_N, v_N] [B, 6] of given thrusts: the masses by their recursion, then _landing_state."""
+        dt = final_times / self.problem.num_steps
+        burn = self.problem.vehicle.fuel_rate * torch.linalg.vector_norm(thrusts, dim=-1) * dt[:, None]  # [B, N]
+        m = initial_states[:, 6]
+        masses = []
+        for k in range(self.problem.num_steps):  # ln(m_k / m_{k+1}) = alpha |T_k| dt / m_k
+            masses.append(m)
+            m = m * torch.exp(-burn[:, k] / m)
+        return self._landing_state(initial_states, thrusts / torch.stack(masses, dim=1)[..., None], dt)
 
     def miss_loss(self, initial_states, target_states, answer) -> torch.Tensor:
         """Mean over the six landing errors of asinh(error / resolution)^2 (MISS_RESOLUTION: 1 m,
@@ -258,10 +263,6 @@ class LandingRecursiveControl(TinyRecursiveControl):
         return self.split(answer.numpy())
 
     # ---- numpy in, numpy out ------------------------------------------------------------------
-    def predict_refinements(self, initial_states, target_states, device=None) -> np.ndarray:
-        """[N_sup, B, 3N+1]: each supervision step's answer (split() separates thrusts and times)."""
-        return super().predict_refinements(initial_states, target_states, device)
-
     def predict(self, initial_states, target_states, device=None, tolerance=None):
         """(thrusts [B, N, 3] in N, final_times [B] in s) for initial_states, target_states [B, 7]."""
         if tolerance is not None:

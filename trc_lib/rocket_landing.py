@@ -32,7 +32,6 @@ from math import cos, radians, tan
 import numpy as np
 
 STATE_NAMES = ("x", "y", "altitude", "vx", "vy", "vz", "mass")
-STATE_UNITS = ("m", "m", "m", "m/s", "m/s", "m/s", "kg")
 # Where the problems start (the task's defaults): downrange x, crossrange y, altitude (m); the
 # velocity components (m/s); the tank is full.
 INITIAL_BOX = {"x": (500.0, 2500.0), "y": (-500.0, 500.0), "altitude": (1000.0, 2000.0),

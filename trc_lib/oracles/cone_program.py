@@ -76,14 +76,12 @@ class _Rows:
 @dataclass
 class ConeSolution:
     """One landing at one flight time: accelerations [N, 3] (m/s^2), slacks [N], log_masses [N+1],
-    positions, velocities [N+1, 3], fuel (kg, from the cone program's own z), solve_seconds."""
+    fuel (kg, from the cone program's own z), solve_seconds."""
 
     final_time: float
     accelerations: np.ndarray
     slacks: np.ndarray
     log_masses: np.ndarray
-    positions: np.ndarray
-    velocities: np.ndarray
     fuel: float
     solve_seconds: float
     iterations: int
@@ -220,8 +218,6 @@ class LandingConeProgram:
                                      final_time)
         return ConeSolution(final_time=float(final_time), accelerations=accelerations,
                             slacks=x[self._s:self._s + N].copy(), log_masses=z,
-                            positions=x[self._r:self._v].reshape(N + 1, 3),
-                            velocities=x[self._v:self._z].reshape(N + 1, 3),
                             fuel=float(initial_state[6] * (1 - np.exp(z[-1] - z[0]))),
                             solve_seconds=seconds, iterations=int(result.iterations))
 
@@ -419,13 +415,6 @@ class ConeProgramOracle:
         solution = OptimalSolution(labels.thrusts, labels.states, labels.fuel,
                                    np.zeros((len(labels.fuel), landing.state_dim)), at_a_bound, labels.final_times)
         return solution, labels.success
-
-    def answers(self, landing: RocketLanding, initial_states, target_states):
-        """(thrusts [B, N, 3], final_times [B]) and nothing else, one problem after another on this
-        core (the oracle as a controller, for timing); rows without a landing hold NaN."""
-        labels = solve_landings(landing, initial_states, target_states, workers=1, progress=False)
-        nan = np.where(labels.success, 1.0, np.nan)
-        return labels.thrusts * nan[:, None, None], labels.final_times * nan
 
     def verify(self, dataset, num_spot_checks: int = NUM_SPOT_CHECKS) -> None:
         """Refuse labels that are inconsistent or not optimal (TRCError naming the file): every
