@@ -55,18 +55,45 @@ def test_the_model_flies_the_exact_dynamics():
     np.testing.assert_allclose(errors.numpy(), exact, rtol=1e-10, atol=1e-8)
 
 
-def test_correction_lands_from_far_away_and_keeps_the_annulus():
-    """Gauss-Newton on the raw answer, from hovering straight up, lands within its tolerance (0.1 mm)."""
+def test_correction_lands_from_far_away_inside_the_glide_cone_and_keeps_the_annulus():
+    """Gauss-Newton on the raw answer, from hovering straight up, lands within its tolerance (0.1 mm)
+    with every node inside the glide cone (the exact float64 rollout says so)."""
     model = LandingRecursiveControl.create("small", landing=COARSE)
     x0, xt = sample_problems(np.random.default_rng(0), 16, COARSE)
-    y = model.correct(torch.zeros(16, 4 * COARSE.num_steps + 1, dtype=torch.float64), torch.tensor(x0),
-                      torch.tensor(xt), iterations=8)
+    hover = torch.zeros(16, 4 * COARSE.num_steps + 1, dtype=torch.float64)
+    y = model.correct(hover, torch.tensor(x0), torch.tensor(xt), iterations=12)
     with torch.no_grad():
         answer, landed = model.landing_of(y, torch.tensor(x0))
     assert np.abs(landed.numpy() - xt[:, :6]).max() < 1e-4
     thrusts, final_times = model.split(answer.numpy())
     violations = COARSE.constraint_violations(COARSE.rollout(x0, thrusts, final_times), thrusts, final_times)
     assert violations["thrust_max"].max() == 0 and violations["thrust_min"].max() == 0
+    assert violations["glide_slope"].max() < 1e-4  # the last node is the pad, reached to 0.1 mm
+    # without the glide rows the same landings dip under the cone: the test can tell
+    with torch.no_grad():
+        _, positions, _ = model.flight_of(hover, torch.tensor(x0))
+    assert model.glide_violations(positions, torch.tensor(xt)).max() > 0
+
+
+def test_glide_violations_agree_with_the_rollout():
+    """glide_violations (the training penalty's and the correction's) is the glide slope of the
+    exact rollout, node for node."""
+    model = LandingRecursiveControl.create("small", landing=COARSE)
+    x0, xt = sample_problems(np.random.default_rng(5), 8, COARSE)
+    with torch.no_grad():
+        answer, positions, _ = model.flight_of(raw_answers(COARSE, 8, spread=1.0), torch.tensor(x0))
+    thrusts, final_times = model.split(answer.numpy())
+    states = COARSE.rollout(x0, thrusts, final_times)
+    np.testing.assert_allclose(positions.numpy(), states[:, 1:, :3], rtol=1e-10, atol=1e-7)
+    violations = model.glide_violations(positions, torch.tensor(xt)).numpy()
+    assert violations.max() > 0  # random answers fly under the cone somewhere
+    inner = states[:, 1:-1, :3] - xt[:, None, :3]
+    expected = COARSE.glide_slope_tangent * np.linalg.norm(inner[..., :2], axis=-1) - inner[..., 2]
+    np.testing.assert_allclose(violations, expected, atol=1e-6)
+    # the training penalty sees them
+    answer_t = answer.clone().requires_grad_(True)
+    loss = model.miss_loss(torch.tensor(x0), torch.tensor(xt), answer_t)
+    assert torch.isfinite(loss) and loss > 0
 
 
 def test_generate_train_evaluate(tmp_path):

@@ -68,7 +68,7 @@ def landing_metrics(scores: dict) -> dict:
     return summary
 
 
-CORRECTION_STEPS = 8  # at most, Gauss-Newton steps of LandingRecursiveControl.correct
+CORRECTION_STEPS = 12  # at most, Gauss-Newton steps of LandingRecursiveControl.correct
 
 
 def evaluate_landing_model(model, test: ControlDataset, correction_steps: int = CORRECTION_STEPS,

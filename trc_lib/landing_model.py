@@ -38,6 +38,10 @@ from .rocket_landing import RocketLanding
 
 MARGIN = 1e-5  # relative distance kept from each thrust bound
 MISS_RESOLUTION = {"position": 1.0, "velocity": 0.1}  # m, m/s
+GLIDE_RESOLUTION = 1.0  # m: the glide-slope violation's scale in the training loss
+GLIDE_BAND = 0.1  # m: how far inside the glide cone the correction puts the nodes it pins
+MAX_STEP = 2.0  # the largest change of one raw number in one Gauss-Newton step
+GLIDE_AFTER = 10.0  # the correction adds the glide rows once the miss is within 10 m and 1 m/s
 # Newton steps for lo_k: relative error about x^8 for x = alpha rho_1 dt / m (0.002 at the task's dt,
 # 0.06 at dt = 30 s), far below MARGIN; the iterates approach from below, so MARGIN covers the rest
 LOWER_BOUND_NEWTON_STEPS = 3
@@ -100,11 +104,15 @@ class LandingRecursiveControl(TinyRecursiveControl):
 
     def landing_of(self, y, initial_states):
         """(answer [B, 3N+1]: thrusts and flight time, [r_N, v_N] [B, 6]) of raw answers y [B, 4N+1]."""
+        answer, positions, velocity = self.flight_of(y, initial_states)
+        return answer, torch.cat([positions[:, -1], velocity], dim=-1)
+
+    def flight_of(self, y, initial_states):
+        """(answer [B, 3N+1], positions r_1 .. r_N [B, N, 3] in m, v_N [B, 3] in m/s) of raw answers y."""
         N, B = self.problem.num_steps, y.shape[0]
         final_times = self.config.scales["time"] * torch.exp(2 * torch.tanh(y[:, -1] / 2))
-        raw = y[:, :-1].reshape(B, N, 4)
-        thrusts, landed = self.fly(initial_states, self.directions(raw[..., :3]), raw[..., 3], final_times)
-        return torch.cat([thrusts.flatten(1), final_times[:, None]], dim=-1), landed
+        thrusts, positions, velocity = self.fly(initial_states, y[:, :-1].reshape(B, N, 4), final_times / N)
+        return torch.cat([thrusts.flatten(1), final_times[:, None]], dim=-1), positions, velocity
 
     def read_answer(self, y, initial_states, target_states, with_miss: bool = True):
         """(answer [B, 3N+1], its features [B, 3N+1], the normalized miss [B, 6] or None)."""
@@ -131,23 +139,23 @@ class LandingRecursiveControl(TinyRecursiveControl):
         heading = w[..., :2] / horizontal.clamp_min(1e-12)
         return torch.cat([torch.sin(tilt) * heading, torch.cos(tilt)], dim=-1)
 
-    def fly(self, initial_states, directions, raw_magnitudes, final_times):
+    def fly(self, initial_states, raw, dt):
         """Thrusts within the annulus, flown through the exact interval dynamics.
 
-        initial_states [B, 7], directions [B, N, 3] (unit), raw_magnitudes [B, N], final_times [B]
-        -> (thrusts [B, N, 3] in N, [r_N, v_N] [B, 6]).
+        initial_states [B, 7], raw [B, n, 4] (per interval: three numbers for the direction, one for
+        the magnitude), dt [B] (s per interval; n is N for a whole answer, fewer for the rest of a
+        flight) -> (thrusts [B, n, 3] in N, positions r_1 .. r_n [B, n, 3] in m, v_n [B, 3] in m/s).
 
         Only the mass needs a loop over the intervals (each interval's least thrust depends on
-        the mass it starts with); positions and velocities are then sums over the intervals:
-        v_N = v_0 + dt sum_k a_k,  r_N = r_0 + N dt v_0 + dt^2 sum_k (N - k - 1/2) a_k."""
-        vehicle, N = self.problem.vehicle, self.problem.num_steps
+        the mass it starts with); positions and velocities are then sums over the intervals (_flight)."""
+        vehicle = self.problem.vehicle
         alpha, rho_1 = vehicle.fuel_rate, vehicle.thrust_min
         high = vehicle.thrust_max * (1 - MARGIN)
-        dt = final_times / N  # [B]
-        fractions = torch.sigmoid(raw_magnitudes + self.magnitude_offset)  # [B, N]
+        directions = self.directions(raw[..., :3])
+        fractions = torch.sigmoid(raw[..., 3] + self.magnitude_offset)  # [B, n]
         m = initial_states[:, 6]
         magnitudes, masses = [], []
-        for k in range(N):
+        for k in range(raw.shape[1]):
             burn = alpha * dt / m  # ln(m_k / m_{k+1}) per newton
             low = torch.full_like(m, rho_1)
             for _ in range(LOWER_BOUND_NEWTON_STEPS):  # on low - rho_1 exp(burn low) = 0, from below
@@ -158,17 +166,28 @@ class LandingRecursiveControl(TinyRecursiveControl):
             m = m * torch.exp(-burn * magnitude)
         magnitudes, masses = torch.stack(magnitudes, dim=1), torch.stack(masses, dim=1)  # [B, N]
         thrusts = magnitudes[..., None] * directions
-        return thrusts, self._landing_state(initial_states, thrusts / masses[..., None], dt)
+        return (thrusts, *self._flight(initial_states, thrusts / masses[..., None], dt))
 
-    def _landing_state(self, initial_states, thrust_accelerations, dt):
-        """[r_N, v_N] [B, 6] of the accelerations T_k / m_k [B, N, 3] held over intervals of dt [B] s."""
-        N = self.problem.num_steps
+    def _flight(self, initial_states, thrust_accelerations, dt):
+        """(positions r_1 .. r_N [B, N, 3] in m, v_N [B, 3] in m/s) of the accelerations T_k / m_k
+        [B, N, 3] held over intervals of dt [B] s: v_{k+1} = v_k + dt a_k and
+        r_{k+1} = r_k + dt v_k + dt^2 a_k / 2, exact for a constant acceleration, as cumulative sums."""
         accelerations = thrust_accelerations + initial_states.new_tensor([0.0, 0.0, -self.problem.vehicle.gravity])
-        weights = N - torch.arange(N, dtype=dt.dtype, device=dt.device) - 0.5  # [N]
-        v0 = initial_states[:, 3:6]
-        v = v0 + dt[:, None] * accelerations.sum(1)
-        r = initial_states[:, 0:3] + N * dt[:, None] * v0 + dt[:, None] ** 2 * torch.einsum("k,bki->bi", weights, accelerations)
-        return torch.cat([r, v], dim=-1)
+        dt = dt[:, None, None]
+        velocities = initial_states[:, None, 3:6] + dt * torch.cumsum(accelerations, dim=1)  # v_1 .. v_N
+        starts = torch.cat([initial_states[:, None, 3:6], velocities[:, :-1]], dim=1)  # v_0 .. v_{N-1}
+        positions = initial_states[:, None, 0:3] + torch.cumsum(dt * starts + 0.5 * dt ** 2 * accelerations, dim=1)
+        return positions, velocities[:, -1]
+
+    def glide_violations(self, positions, target_states):
+        """[B, N-1]: tan(gamma) * horizontal distance - height above the target (m) at the inner
+        nodes r_1 .. r_{N-1} of positions [B, N, 3]; positive where the glide slope is violated.
+        None without a glide slope. (Node 0 is given; node N is the target itself.)"""
+        if self.problem.glide_slope == 0:
+            return None
+        relative = positions[:, :-1] - target_states[:, None, 0:3]
+        horizontal = torch.sqrt(relative[..., 0] ** 2 + relative[..., 1] ** 2 + 1e-12)  # smooth at the axis
+        return self.problem.glide_slope_tangent * horizontal - relative[..., 2]
 
     def c_answer_fields(self) -> dict:
         """How forward.c reads this answer: its landing_read (kind 1), with these constants."""
@@ -197,70 +216,129 @@ class LandingRecursiveControl(TinyRecursiveControl):
 
     def landing_errors(self, initial_states, target_states, answer) -> torch.Tensor:
         """[B, 6]: r_N - r*, v_N - v* (m, m/s), through the exact dynamics (float32)."""
+        positions, velocity = self._flight_of_answer(initial_states, answer)
+        return torch.cat([positions[:, -1], velocity], dim=-1) - target_states[:, :6]
+
+    def _flight_of_answer(self, initial_states, answer):
+        """(positions r_1 .. r_N [B, N, 3], v_N [B, 3]) of an answer [B, 3N+1]: the masses by their
+        recursion, then _flight."""
         B, N = answer.shape[0], self.problem.num_steps
         thrusts, final_times = answer[:, :-1].view(B, N, 3), answer[:, -1]
-        return self._landed(initial_states, thrusts, final_times) - target_states[:, :6]
-
-    def _landed(self, initial_states, thrusts, final_times):
-        """[r_N, v_N] [B, 6] of given thrusts: the masses by their recursion, then _landing_state."""
-        dt = final_times / self.problem.num_steps
+        dt = final_times / N
         burn = self.problem.vehicle.fuel_rate * torch.linalg.vector_norm(thrusts, dim=-1) * dt[:, None]  # [B, N]
         m = initial_states[:, 6]
         masses = []
-        for k in range(self.problem.num_steps):  # ln(m_k / m_{k+1}) = alpha |T_k| dt / m_k
+        for k in range(N):  # ln(m_k / m_{k+1}) = alpha |T_k| dt / m_k
             masses.append(m)
             m = m * torch.exp(-burn[:, k] / m)
-        return self._landing_state(initial_states, thrusts / torch.stack(masses, dim=1)[..., None], dt)
+        return self._flight(initial_states, thrusts / torch.stack(masses, dim=1)[..., None], dt)
 
     def miss_loss(self, initial_states, target_states, answer) -> torch.Tensor:
-        """Mean over the six landing errors of asinh(error / resolution)^2 (MISS_RESOLUTION: 1 m,
-        0.1 m/s): quadratic near the pad, logarithmic far from it, the quantity the feedback sees."""
-        error = self.landing_errors(initial_states, target_states, answer)
+        """The squared landing miss and glide-slope violation, each through asinh(error / resolution)
+        (MISS_RESOLUTION: 1 m, 0.1 m/s; GLIDE_RESOLUTION 1 m): quadratic near zero, logarithmic far
+        from it. The miss is averaged over its six components; each inner node's violation counts as
+        one more component (so a trajectory that dips under the cone everywhere costs as much as
+        missing the pad by the same distance on every axis)."""
+        positions, velocity = self._flight_of_answer(initial_states, answer)
+        error = torch.cat([positions[:, -1], velocity], dim=-1) - target_states[:, :6]
         resolution = error.new_tensor([MISS_RESOLUTION["position"]] * 3 + [MISS_RESOLUTION["velocity"]] * 3)
-        return torch.mean(torch.asinh(error / resolution).square())
+        loss = torch.mean(torch.asinh(error / resolution).square())
+        violations = self.glide_violations(positions, target_states)
+        if violations is not None:
+            loss = loss + torch.asinh(torch.relu(violations) / GLIDE_RESOLUTION).square().sum(1).mean() / 6
+        return loss
 
     def terminal_errors(self, initial_states, target_states, answer) -> torch.Tensor:
         """[B]: landing position error (m), what validation reports."""
         return torch.linalg.vector_norm(self.landing_errors(initial_states, target_states, answer)[:, :3], dim=-1)
 
     # ---- the correction step ---------------------------------------------------------------------
-    def correct(self, y, initial_states, target_states, iterations: int = 8, tolerance: float = 1e-4):
-        """Gauss-Newton on the raw answer y [B, 4N+1] (float64) towards r_N = r*, v_N = v*.
+    def correct(self, y, initial_states, target_states, iterations: int = 12, tolerance: float = 1e-4):
+        """Gauss-Newton on the raw answer y [B, 4N+1] towards r_N = r*, v_N = v*, inside the glide
+        cone (landing_gauss_newton); the flight time moves too. Returns the corrected y, float64."""
+        x0 = initial_states.double()
+        return self.landing_gauss_newton(y, lambda y: self.flight_of(y, x0)[1:], target_states, iterations,
+                                         tolerance)
 
-        Each step is the least change of y that zeroes the linearized miss e (in units of 1 m and
-        0.1 m/s): y <- y - J^T (J J^T)^-1 e, with J = de/dy [B, 6, 4N+1] by automatic
-        differentiation; it stops after `iterations` steps or once every |e| < tolerance (0.1 mm,
-        0.01 mm/s by default). Because it moves y, not the thrusts, every corrected answer is still
-        inside the annulus (and the pointing cone) by construction. Returns the corrected y."""
+    def correct_rest(self, raw, dt, states, target_states, iterations: int = 12, tolerance: float = 1e-4):
+        """The rest of a flight re-planned from the measured states [B, 7]: Gauss-Newton on its raw
+        answer raw [B, n, 4] (the n intervals left) and on the log of their common length dt [B] s,
+        towards the target inside the glide cone (landing_gauss_newton: the least change, so the
+        touchdown time moves only where keeping it would cost more change of the thrusts).
+        Returns (raw [B, n, 4], dt [B]), float64."""
+        B, n = raw.shape[:2]
+        x, dt = states.double(), dt.double()
+        flight = lambda v: self.fly(x, v[:, :-1].view(B, n, 4), dt * torch.exp(v[:, -1]))[1:]
+        start = torch.cat([raw.reshape(B, 4 * n).double(), dt.new_zeros(B, 1)], dim=1)
+        corrected = self.landing_gauss_newton(start, flight, target_states, iterations, tolerance)
+        return corrected[:, :-1].view(B, n, 4), dt * torch.exp(corrected[:, -1])
+
+    def landing_gauss_newton(self, y, flight, target_states, iterations: int, tolerance: float):
+        """Gauss-Newton on raw numbers y [B, P] (float64) of a flight, flight(y) -> (positions
+        [B, n, 3], v_n [B, 3]), towards r_n = r*, v_n = v* inside the glide cone.
+
+        The residual has 6 + (n-1) rows: the landing miss e in units of 1 m and 0.1 m/s, and one
+        row per inner node that is within GLIDE_BAND of the cone or beyond it, asking its glide
+        violation g_k (m) to be -GLIDE_BAND; the other nodes' rows are zero (an active set,
+        re-chosen every step, joined once the miss is within GLIDE_AFTER: far from the pad the
+        landing rows alone converge faster). Each step is the least change of y that zeroes the
+        linearized residual, y <- y - J^T (J J^T)^-1 r, with J = dr/dy [B, 6 + n-1, P] by automatic
+        differentiation (one batched backward pass). It stops after `iterations` steps or once
+        every |e| < tolerance (0.1 mm, 0.01 mm/s by default) and no node violates the glide slope.
+        Because it moves y, not the thrusts, the thrusts stay inside the annulus (and the pointing
+        cone) by construction."""
         resolution = torch.tensor([1.0, 1.0, 1.0, 0.1, 0.1, 0.1], dtype=torch.float64)
-        x0, xt = initial_states.double(), target_states[:, :6].double()
+        xt = target_states.double()
         y = y.detach().double()
         for _ in range(iterations):
             y = y.requires_grad_(True)
             with torch.enable_grad():
-                error = (self.landing_of(y, x0)[1] - xt) / resolution
-                if error.abs().max() < tolerance:
+                positions, velocity = flight(y)
+                error = (torch.cat([positions[:, -1], velocity], dim=-1) - xt[:, :6]) / resolution
+                violations = self.glide_violations(positions, xt)
+                if violations is None:
+                    violations = error.new_zeros(len(y), 0)
+                landed = (error.abs() < tolerance).all(1)
+                if (landed & (violations <= 0).all(1)).all():
                     break
-                rows = [torch.autograd.grad(error[:, i].sum(), y, retain_graph=i < 5)[0] for i in range(6)]
-            jacobian = torch.stack(rows, dim=1)  # [B, 6, 4N+1]
-            gram = jacobian @ jacobian.transpose(1, 2) + 1e-12 * torch.eye(6, dtype=torch.float64)
-            step = jacobian.transpose(1, 2) @ torch.linalg.solve(gram, error.detach()[..., None])
-            y = (y - step[..., 0]).detach()
+                near = (error.detach().abs() < GLIDE_AFTER).all(1, keepdim=True)
+                active = (violations.detach() > -2 * GLIDE_BAND) & near
+                residual = torch.cat([error, torch.where(active, violations + GLIDE_BAND, 0.0)], dim=-1)  # [B, M]
+                M = residual.shape[1]
+                seeds = torch.eye(M, dtype=torch.float64)[:, None, :].expand(M, len(y), M)
+                jacobian = torch.autograd.grad(residual, y, seeds, is_grads_batched=True)[0].transpose(0, 1)
+            inactive = torch.cat([torch.zeros_like(error, dtype=torch.bool), ~active], dim=-1)
+            gram = jacobian @ jacobian.transpose(1, 2)  # [B, M, M]
+            scale = gram.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None]
+            gram = gram + torch.diag_embed(inactive.double()) * scale + 1e-12 * scale * torch.eye(M, dtype=torch.float64)
+            step = (jacobian.transpose(1, 2) @ torch.linalg.solve(gram, residual.detach()[..., None]))[..., 0]
+            # a trust region: no raw number moves by more than MAX_STEP in one step (a full step far
+            # from the solution can throw the thrusts into the flat ends of their sigmoids)
+            step = step / (step.abs().amax(1, keepdim=True) / MAX_STEP).clamp_min(1.0)
+            y = (y - step).detach()
         return y.detach()
 
     @torch.inference_mode(False)
-    def predict_corrected(self, initial_states, target_states, iterations: int = 8):
+    def predict_corrected(self, initial_states, target_states, iterations: int = 12):
         """(thrusts [B, N, 3], final_times [B]) of the network's answer after its correction step
         (correct(): up to `iterations` Gauss-Newton steps), numpy float64."""
+        x0 = torch.as_tensor(np.asarray(initial_states), dtype=torch.float64)
+        y = self.corrected_answer(initial_states, target_states, iterations)
+        with torch.no_grad():
+            answer, _ = self.landing_of(y, x0)
+        return self.split(answer.numpy())
+
+    @torch.inference_mode(False)
+    def corrected_answer(self, initial_states, target_states, iterations: int = 12):
+        """The raw answer y [B, 4N+1] (float64 tensor) of the network's last refinement after its
+        correction step, for initial_states, target_states [B, 7] (numpy)."""
         x0, xt, _ = self._inference_inputs(initial_states, target_states, None)
         with torch.no_grad():
             carry = self.initial_carry(x0.shape[0])
             for _ in range(self.config.num_supervision_steps):
                 carry, _ = self.supervision_step(x0, xt, carry)
-        y = self.correct(carry[0], x0, xt, iterations)
-        with torch.no_grad():
-            answer, _ = self.landing_of(y, x0.double())
-        return self.split(answer.numpy())
+        exact = [torch.as_tensor(np.asarray(a), dtype=torch.float64) for a in (initial_states, target_states)]
+        return self.correct(carry[0].cpu(), *exact, iterations)  # from the float64 states, not their float32 copies
 
     # ---- numpy in, numpy out ------------------------------------------------------------------
     def predict(self, initial_states, target_states, device=None, tolerance=None):

@@ -167,16 +167,22 @@ class RocketLanding:
         x = np.array(initial_states, np.float64)
         T = np.asarray(thrusts, np.float64)
         dt = np.asarray(final_times, np.float64) / self.num_steps  # [B]
-        alpha, g = self.vehicle.fuel_rate, self.vehicle.gravity_vector
-        states = [x.copy()]
+        states = [x]
         for k in range(self.num_steps):
-            r, v, m = x[:, 0:3], x[:, 3:6], x[:, 6]
-            u = T[:, k] / m[:, None]
-            a = u + g
-            x = np.concatenate([r + dt[:, None] * v + 0.5 * dt[:, None] ** 2 * a, v + dt[:, None] * a,
-                                (m * np.exp(-alpha * np.linalg.norm(u, axis=-1) * dt))[:, None]], axis=1)
+            x = self.step(x, T[:, k], dt)
             states.append(x)
         return np.stack(states, axis=1)
+
+    def step(self, states, thrusts, dt) -> np.ndarray:
+        """One interval, exact: states [B, 7], thrusts [B, 3] (N, at the interval's start, held as
+        thrust per unit mass), dt [B] (s) -> states [B, 7] at the interval's end."""
+        r, v, m = states[:, 0:3], states[:, 3:6], states[:, 6]
+        dt = np.asarray(dt, np.float64)[:, None]
+        u = np.asarray(thrusts, np.float64) / m[:, None]
+        a = u + self.vehicle.gravity_vector
+        return np.concatenate([r + dt * v + 0.5 * dt ** 2 * a, v + dt * a,
+                               (m * np.exp(-self.vehicle.fuel_rate * np.linalg.norm(u, axis=-1) * dt[:, 0]))[:, None]],
+                              axis=1)
 
     def constraint_violations(self, states, thrusts, final_times) -> dict:
         """The largest violation of each constraint per problem (0 when satisfied), [B] each:

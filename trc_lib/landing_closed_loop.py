@@ -1,0 +1,144 @@
+"""The rocket landing in closed loop: re-planning from the measured state under random gusts.
+
+The plant is the task's own exact interval dynamics (rocket_landing.py) plus a gust: an
+acceleration disturbance w_k (m/s^2), constant over each interval, drawn independently per
+interval and axis from a normal distribution of standard deviation `gust` (GUST: 0.05 m/s^2, ten
+times the drag of a 10 m/s gust on a lander of this size in Mars's thin air). A constant w_k adds
+w_k dt^2 / 2 to the position and w_k dt to the velocity of the interval, exactly; the mass does
+not feel it. The state is measured exactly at every node.
+
+Both planners re-plan with a shrinking horizon and a fixed touchdown time: the first plan picks
+the flight time t_f and N intervals of dt = t_f / N; before interval k (k >= 1) the n = N - k
+intervals left are re-planned from the measured state to land at t_f. The last interval is flown
+as planned (one interval has 4 unknowns for 6 landing equations): its gust is the error no plan
+can remove, w dt^2 / 2 in position and w dt in velocity.
+
+- TRC: the network's answer after its correction step plans the flight; each re-plan is the
+  correction step alone (LandingRecursiveControl.correct_rest), started from the rest of the
+  previous plan, so it stays inside the thrust annulus by construction.
+- Cone program: the free-time oracle plans the flight; each re-plan is the fixed-time cone program
+  over the n intervals left (solve_exact). When it finds no landing (a gust can leave none within
+  the thrust bounds) the previous plan is kept and the failure counted.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from .rocket_landing import RocketLanding
+
+GUST = 0.05  # m/s^2, standard deviation per axis and interval
+LAST_REPLAN = 2  # re-plan while at least this many intervals are left (8 unknowns for 6 equations)
+
+
+@dataclass
+class ClosedLoopFlights:
+    """Flights flown under gusts: states [B, N+1, 7] at the nodes, thrusts [B, N, 3] (N) applied,
+    final_times [B] (s), plan_seconds (seconds of every re-plan, per problem), failed_plans [B]
+    (re-plans that found no landing and kept the previous plan)."""
+    states: np.ndarray
+    thrusts: np.ndarray
+    final_times: np.ndarray
+    plan_seconds: np.ndarray
+    failed_plans: np.ndarray
+
+
+def draw_gusts(rng: np.random.Generator, count: int, landing: RocketLanding, gust: float = GUST) -> np.ndarray:
+    """[count, N, 3] gust accelerations (m/s^2), one per interval and axis."""
+    if not gust >= 0:
+        raise ValueError(f"gust must be a non-negative number (m/s^2), got {gust}")
+    return rng.normal(0.0, gust, size=(count, landing.num_steps, 3))
+
+
+def fly_interval(landing: RocketLanding, states, thrusts, dt, gusts) -> np.ndarray:
+    """The states [B, 7] one interval later: thrusts [B, 3] (N) held as thrust per unit mass over dt
+    [B] s (the task's interval semantics), plus the gusts [B, 3] (m/s^2)."""
+    dt = np.asarray(dt, np.float64)
+    after = landing.step(np.asarray(states, np.float64), thrusts, dt)
+    after[:, 0:3] += 0.5 * dt[:, None] ** 2 * gusts
+    after[:, 3:6] += dt[:, None] * gusts
+    return after
+
+
+def trc_closed_loop(model, initial_states, target_states, gusts, replan: bool = True) -> ClosedLoopFlights:
+    """TRC flies B landings together (numpy [B, 7] states, gusts [B, N, 3]): the network's corrected
+    plan, then correct_rest from the measured state before every interval but the last
+    (replan=False: the first plan flown open loop)."""
+    landing, N = model.problem, model.problem.num_steps
+    targets = torch.as_tensor(target_states, dtype=torch.float64)
+    x = np.array(initial_states, np.float64)
+    y = model.corrected_answer(initial_states, target_states)  # [B, 4N+1]
+    with torch.no_grad():
+        final_times = model.landing_of(y, torch.as_tensor(x))[0][:, -1]
+    dt = final_times / N
+    raw = y[:, :-1].reshape(len(x), N, 4)
+    states, thrusts, seconds, flown = [x], [], [], []
+    for k in range(N):
+        measured = torch.as_tensor(x)
+        if replan and 1 <= k <= N - LAST_REPLAN:
+            started = time.perf_counter()
+            rest, dt = model.correct_rest(raw[:, k:], dt, measured, targets)
+            raw = torch.cat([raw[:, :k], rest], dim=1)
+            seconds.append((time.perf_counter() - started) / len(x))
+        with torch.no_grad():  # interval k's thrust from the measured mass (its lower bound depends on it)
+            thrust = model.fly(measured, raw[:, k:k + 1], dt)[0][:, 0].numpy()
+        x = fly_interval(landing, x, thrust, dt.numpy(), gusts[:, k])
+        states.append(x), thrusts.append(thrust), flown.append(dt.numpy())
+    return ClosedLoopFlights(states=np.stack(states, 1), thrusts=np.stack(thrusts, 1),
+                             final_times=np.sum(flown, axis=0), plan_seconds=np.array(seconds),
+                             failed_plans=np.zeros(len(x), int))
+
+
+def cone_program_closed_loop(landing: RocketLanding, initial_states, target_states, gusts, thrusts,
+                             final_times, replan: bool = True, progress: bool = False) -> ClosedLoopFlights:
+    """The cone program flies B landings one by one: the free-time oracle's plan (its labels:
+    thrusts [B, N, 3] in N, final_times [B] in s), then the fixed-time cone program over the
+    intervals left before every interval but the last."""
+    from tqdm.auto import tqdm
+    from .oracles.cone_program import LandingConeProgram, best_landing
+    N = landing.num_steps
+    masses = landing.rollout(initial_states, thrusts, final_times)[:, :-1, 6]
+    accelerations = np.asarray(thrusts, np.float64) / masses[..., None]  # the plan: thrust per unit mass
+    programs = {}  # intervals left -> its cone program, laid out once
+    flights, seconds, failed, flown = [], [], [], np.zeros(len(initial_states))
+    for b in tqdm(range(len(initial_states)), desc="cone-program closed loop", disable=not progress):
+        x, xt = np.array(initial_states[b], np.float64), np.asarray(target_states[b], np.float64)
+        plan, dt = np.array(accelerations[b], np.float64), float(final_times[b]) / N
+        states, thrusts, failures = [x], [], 0
+        for k in range(N):
+            n = N - k
+            if replan and 1 <= k <= N - LAST_REPLAN:
+                program = programs.setdefault(n, LandingConeProgram(replace(landing, num_steps=n)))
+                started = time.perf_counter()
+                solution, _ = program.solve_exact(x, xt, n * dt)
+                if solution is None:  # no landing at this touchdown time: search the flight time again
+                    solution, _ = best_landing(program, x, xt)
+                seconds.append(time.perf_counter() - started)
+                if solution is None:
+                    failures += 1
+                else:
+                    plan[k:], dt = solution.accelerations, solution.final_time / n
+            thrust = plan[k] * x[6]  # thrust per unit mass times the measured mass
+            x = fly_interval(landing, x[None], thrust[None], np.array([dt]), gusts[b:b + 1, k])[0]
+            states.append(x), thrusts.append(thrust)
+            flown[b] += dt
+        flights.append((np.stack(states), np.stack(thrusts)))
+        failed.append(failures)
+    return ClosedLoopFlights(states=np.stack([f[0] for f in flights]), thrusts=np.stack([f[1] for f in flights]),
+                             final_times=flown, plan_seconds=np.array(seconds),
+                             failed_plans=np.array(failed))
+
+
+def closed_loop_scores(landing: RocketLanding, flights: ClosedLoopFlights, target_states) -> dict:
+    """Per problem [B]: position_error (m), velocity_error (m/s), fuel (kg), and the largest
+    violation of each constraint, of the flights as flown."""
+    error = flights.states[:, -1, :6] - np.asarray(target_states)[:, :6]
+    violations = landing.constraint_violations(flights.states, flights.thrusts, flights.final_times)
+    return {"position_error": np.linalg.norm(error[:, :3], axis=-1),
+            "velocity_error": np.linalg.norm(error[:, 3:], axis=-1),
+            "fuel": landing.fuel(flights.states),
+            **{f"violation_{name}": value for name, value in violations.items()}}
