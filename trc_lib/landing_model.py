@@ -273,7 +273,7 @@ class LandingRecursiveControl(TinyRecursiveControl):
         corrected = self.landing_gauss_newton(start, flight, target_states, iterations, tolerance)
         return corrected[:, :-1].view(B, n, 4), dt * torch.exp(corrected[:, -1])
 
-    def landing_gauss_newton(self, y, flight, target_states, iterations: int, tolerance: float):
+    def landing_gauss_newton(self, y, flight, target_states, iterations: int, tolerance: float, glide: bool = True):
         """Gauss-Newton on raw numbers y [B, P] (float64) of a flight, flight(y) -> (positions
         [B, n, 3], v_n [B, 3]), towards r_n = r*, v_n = v* inside the glide cone.
 
@@ -286,17 +286,19 @@ class LandingRecursiveControl(TinyRecursiveControl):
         differentiation (one batched backward pass). It stops after `iterations` steps or once
         every |e| < tolerance (0.1 mm, 0.01 mm/s by default) and no node violates the glide slope.
         Because it moves y, not the thrusts, the thrusts stay inside the annulus (and the pointing
-        cone) by construction."""
+        cone) by construction. Landing comes first: a problem that the steps with glide rows leave
+        off the pad (a vehicle at the cone's edge metres from the pad can have no landing inside
+        it) is solved again without them (glide=False), and its glide violation is what it is."""
         resolution = torch.tensor([1.0, 1.0, 1.0, 0.1, 0.1, 0.1], dtype=torch.float64)
         xt = target_states.double()
-        y = y.detach().double()
+        start = y = y.detach().double()
         for _ in range(iterations):
             y = y.requires_grad_(True)
             with torch.enable_grad():
                 positions, velocity = flight(y)
                 error = (torch.cat([positions[:, -1], velocity], dim=-1) - xt[:, :6]) / resolution
                 violations = self.glide_violations(positions, xt)
-                if violations is None:
+                if violations is None or not glide:
                     violations = error.new_zeros(len(y), 0)
                 landed = (error.abs() < tolerance).all(1)
                 if (landed & (violations <= 0).all(1)).all():
@@ -316,6 +318,14 @@ class LandingRecursiveControl(TinyRecursiveControl):
             # from the solution can throw the thrusts into the flat ends of their sigmoids)
             step = step / (step.abs().amax(1, keepdim=True) / MAX_STEP).clamp_min(1.0)
             y = (y - step).detach()
+        if glide and self.problem.glide_slope > 0:
+            with torch.no_grad():
+                positions, velocity = flight(y)
+                error = (torch.cat([positions[:, -1], velocity], dim=-1) - xt[:, :6]) / resolution
+            missed = ~(error.abs() < tolerance).all(1)
+            if missed.any():
+                alone = self.landing_gauss_newton(start, flight, target_states, iterations, tolerance, glide=False)
+                y = torch.where(missed[:, None], alone, y)
         return y.detach()
 
     @torch.inference_mode(False)
