@@ -78,9 +78,9 @@ def main():
             f"constant over each interval, normal with standard deviation {args.gust:g} m/s^2 per axis "
             "(seed 11); the state is measured exactly at every node. Re-planning keeps N intervals' "
             "grid: before interval k (1 <= k <= N - 2) the rest of the flight is planned again from the "
-            "measured state (TRC: its correction step, touchdown time free; the cone program: at the same "
-            "touchdown time, or its flight-time search when none lands). The last interval is flown as "
-            "planned: its gust is an error no plan removes.", "",
+            "measured state at the same touchdown time (TRC: its correction step; the cone program: a "
+            "fresh solve), the time stretched only where no landing exists at it "
+            "(trc_lib/landing_closed_loop.py). The gusts of the last two intervals are never corrected.", "",
             f"| controller | within {WITHIN_POSITION:g} m and {WITHIN_VELOCITY:g} m/s | position error median / "
             "p99 / max (m) | velocity error median / p99 / max (m/s) | fuel against the no-gust optimum, "
             "median / p90 | glide slope violation max (m) | time per re-plan (ms) | re-plans without a landing |",

@@ -30,8 +30,8 @@ def test_the_plant_is_the_exact_rollout_plus_the_gust():
 
 def test_trc_replanning_rejects_gusts():
     """An untrained network's answer, corrected, is a landing; flown under gusts it misses by tens
-    of metres, re-planned by the correction step it lands within about a metre (the last
-    interval's gust, w dt^2/2 with dt about 3 s, is what is left), inside the annulus."""
+    of metres, re-planned by the correction step it lands within a metre or two (the gusts of the
+    last two intervals, about 3 s each here, are what is left), inside the annulus."""
     torch.manual_seed(0)
     model = LandingRecursiveControl.create("small", landing=LANDING)
     rng = np.random.default_rng(1)
@@ -43,7 +43,7 @@ def test_trc_replanning_rejects_gusts():
     flights = trc_closed_loop(model, x0, xt, gusts)
     closed = closed_loop_scores(LANDING, flights, xt)
     assert np.median(open_loop["position_error"]) > 5
-    assert closed["position_error"].max() < 3 and closed["velocity_error"].max() < 0.7
+    assert closed["position_error"].max() < 2 and closed["velocity_error"].max() < 1
     assert closed["violation_thrust_max"].max() == 0 and closed["violation_thrust_min"].max() == 0
     assert len(flights.plan_seconds) == LANDING.num_steps - 2
 

@@ -188,3 +188,18 @@ def test_vehicle_options(tmp_path, capsys):
     assert main(["generate", "--system", "vanderpol", "--vehicle", "wet_mass=1800",
                  "--output_dir", str(tmp_path / "y")]) == 2
     assert "--vehicle is a parameter of --system rocket_landing" in capsys.readouterr().err
+
+
+def test_compiled_flight_jacobian_matches_autograd():
+    """landing_flight.c's forward-mode derivatives are PyTorch's reverse-mode ones, to round-off."""
+    from trc_lib.landing_flight import _library, flight_jacobian
+    if _library() is None:
+        pytest.skip("no C compiler")
+    model = LandingRecursiveControl.create("small", landing=COARSE)
+    x0, _ = sample_problems(np.random.default_rng(6), 5, COARSE)
+    raw = np.random.default_rng(7).normal(0.0, 0.7, (5, COARSE.num_steps, 4))
+    dt, ddt = np.full(5, 4.0), np.array([4.0, 1.0, 0.5, 2.0, 3.0])
+    compiled = flight_jacobian(model, x0, raw, dt, ddt)
+    reference = flight_jacobian(model, x0, raw, dt, ddt, compiled=False)
+    for ours, theirs in zip(compiled, reference):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-9 * np.abs(theirs).max())

@@ -9,16 +9,19 @@ not feel it. The state is measured exactly at every node.
 
 Both planners re-plan with a shrinking horizon and a fixed touchdown time: the first plan picks
 the flight time t_f and N intervals of dt = t_f / N; before interval k (k >= 1) the n = N - k
-intervals left are re-planned from the measured state to land at t_f. The last interval is flown
-as planned (one interval has 4 unknowns for 6 landing equations): its gust is the error no plan
-can remove, w dt^2 / 2 in position and w dt in velocity.
+intervals left are re-planned from the measured state to land at t_f, while at least LAST_REPLAN
+are left (one interval has too few unknowns for the 6 landing equations). The gusts of the last
+two intervals are therefore never corrected: w dt^2 / 2 and w dt each, the error no re-plan on
+this grid can remove.
 
 - TRC: the network's answer after its correction step plans the flight; each re-plan is the
   correction step alone (LandingRecursiveControl.correct_rest), started from the rest of the
-  previous plan, so it stays inside the thrust annulus by construction.
+  previous plan, so it stays inside the thrust annulus by construction; it keeps the touchdown
+  time unless no landing is found at it.
 - Cone program: the free-time oracle plans the flight; each re-plan is the fixed-time cone program
-  over the n intervals left (solve_exact). When it finds no landing (a gust can leave none within
-  the thrust bounds) the previous plan is kept and the failure counted.
+  over the n intervals left (replan_by_cone_program: the touchdown time stretched, the least
+  change first, where a gust leaves no landing at it). When it finds no landing at all the
+  previous plan is kept and the failure counted.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ import torch
 from .rocket_landing import RocketLanding
 
 GUST = 0.05  # m/s^2, standard deviation per axis and interval
-LAST_REPLAN = 2  # re-plan while at least this many intervals are left (8 unknowns for 6 equations)
+STRETCHES = (1.001, 1.003, 1.01, 1.03, 1.1)  # touchdown-time stretches the cone program tries
+LAST_REPLAN = 2  # re-plan while at least this many intervals are left (9 unknowns for 6 equations)
 
 
 @dataclass
@@ -99,7 +103,7 @@ def cone_program_closed_loop(landing: RocketLanding, initial_states, target_stat
     thrusts [B, N, 3] in N, final_times [B] in s), then the fixed-time cone program over the
     intervals left before every interval but the last."""
     from tqdm.auto import tqdm
-    from .oracles.cone_program import LandingConeProgram, best_landing
+    from .oracles.cone_program import LandingConeProgram
     N = landing.num_steps
     masses = landing.rollout(initial_states, thrusts, final_times)[:, :-1, 6]
     accelerations = np.asarray(thrusts, np.float64) / masses[..., None]  # the plan: thrust per unit mass
@@ -114,9 +118,7 @@ def cone_program_closed_loop(landing: RocketLanding, initial_states, target_stat
             if replan and 1 <= k <= N - LAST_REPLAN:
                 program = programs.setdefault(n, LandingConeProgram(replace(landing, num_steps=n)))
                 started = time.perf_counter()
-                solution, _ = program.solve_exact(x, xt, n * dt)
-                if solution is None:  # no landing at this touchdown time: search the flight time again
-                    solution, _ = best_landing(program, x, xt)
+                solution = replan_by_cone_program(program, x, xt, plan[k:], dt)
                 seconds.append(time.perf_counter() - started)
                 if solution is None:
                     failures += 1
@@ -131,6 +133,26 @@ def cone_program_closed_loop(landing: RocketLanding, initial_states, target_stat
     return ClosedLoopFlights(states=np.stack([f[0] for f in flights]), thrusts=np.stack([f[1] for f in flights]),
                              final_times=flown, plan_seconds=np.array(seconds),
                              failed_plans=np.array(failed))
+
+
+def replan_by_cone_program(program, state, target_state, accelerations, dt: float):
+    """The cone program's re-plan of the n intervals left (program: its LandingConeProgram) from
+    state [7], given the rest of the previous plan (accelerations [n, 3], intervals of dt s).
+
+    The upper thrust bound is linearized at the previous plan's own log-masses (a plan that rides
+    the bound is infeasible against a tangent taken elsewhere). Where no landing exists at the
+    touchdown time, the time is stretched by STRETCHES in turn, the least change first; then the
+    full flight-time search. A ConeSolution, or None."""
+    from .oracles.cone_program import best_landing
+    n, alpha = len(accelerations), program.landing.vehicle.fuel_rate
+    burns = alpha * np.linalg.norm(accelerations, axis=-1) * dt  # ln(m_k / m_{k+1}) of the previous plan
+    tangent = np.log(state[6]) - np.concatenate([[0.0], np.cumsum(burns)[:-1]])
+    for stretch in (1.0, *STRETCHES):
+        solution, _ = program.solve_exact(state, target_state, n * dt * stretch,
+                                          tangent if stretch == 1.0 else None)
+        if solution is not None:
+            return solution
+    return best_landing(program, state, target_state)[0]
 
 
 def closed_loop_scores(landing: RocketLanding, flights: ClosedLoopFlights, target_states) -> dict:

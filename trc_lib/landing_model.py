@@ -47,6 +47,17 @@ GLIDE_AFTER = 10.0  # the correction adds the glide rows once the miss is within
 LOWER_BOUND_NEWTON_STEPS = 3
 
 
+def interval_length(t, base, squashed: bool):
+    """(dt [B] s, d dt / d t [B]) of the time's raw number t [B]: base exp(2 tanh(t / 2)) for a whole
+    answer (t_f / N, read as read_answer does), base exp(t) for the rest of a flight."""
+    if squashed:
+        squash = np.tanh(t / 2)
+        dt = base * np.exp(2 * squash)
+        return dt, dt * (1 - squash ** 2)
+    dt = base * np.exp(t)
+    return dt, dt
+
+
 def model_class(problem: dict):
     """The model class for a problem dict: LandingRecursiveControl for the rocket landing."""
     return LandingRecursiveControl if problem.get("name") == RocketLanding.name else TinyRecursiveControl
@@ -255,78 +266,105 @@ class LandingRecursiveControl(TinyRecursiveControl):
     # ---- the correction step ---------------------------------------------------------------------
     def correct(self, y, initial_states, target_states, iterations: int = 12, tolerance: float = 1e-4):
         """Gauss-Newton on the raw answer y [B, 4N+1] towards r_N = r*, v_N = v*, inside the glide
-        cone (landing_gauss_newton); the flight time moves too. Returns the corrected y, float64."""
-        x0 = initial_states.double()
-        return self.landing_gauss_newton(y, lambda y: self.flight_of(y, x0)[1:], target_states, iterations,
-                                         tolerance)
+        cone (landing_gauss_newton); the flight time moves too. Returns the corrected y, a float64
+        tensor."""
+        base = np.full(len(y), self.config.scales["time"] / self.problem.num_steps)
+        y = self.landing_gauss_newton(np.asarray(y.detach().cpu(), np.float64), np.asarray(initial_states, np.float64),
+                                      base, True, np.asarray(target_states, np.float64), iterations, tolerance)
+        return torch.from_numpy(y)
 
     def correct_rest(self, raw, dt, states, target_states, iterations: int = 12, tolerance: float = 1e-4):
         """The rest of a flight re-planned from the measured states [B, 7]: Gauss-Newton on its raw
-        answer raw [B, n, 4] (the n intervals left) and on the log of their common length dt [B] s,
-        towards the target inside the glide cone (landing_gauss_newton: the least change, so the
-        touchdown time moves only where keeping it would cost more change of the thrusts).
-        Returns (raw [B, n, 4], dt [B]), float64."""
+        answer raw [B, n, 4] (the n intervals left, of dt [B] s each) towards the target inside the
+        glide cone (landing_gauss_newton), the touchdown time kept; where that leaves a problem off
+        the pad, again with the log of the intervals' length free. Returns (raw [B, n, 4], dt [B]),
+        float64 tensors."""
         B, n = raw.shape[:2]
-        x, dt = states.double(), dt.double()
-        flight = lambda v: self.fly(x, v[:, :-1].view(B, n, 4), dt * torch.exp(v[:, -1]))[1:]
-        start = torch.cat([raw.reshape(B, 4 * n).double(), dt.new_zeros(B, 1)], dim=1)
-        corrected = self.landing_gauss_newton(start, flight, target_states, iterations, tolerance)
-        return corrected[:, :-1].view(B, n, 4), dt * torch.exp(corrected[:, -1])
+        dt = np.asarray(dt, np.float64)
+        start = np.concatenate([np.asarray(raw, np.float64).reshape(B, 4 * n), np.zeros((B, 1))], axis=1)
+        v = self.landing_gauss_newton(start, np.asarray(states, np.float64), dt, False,
+                                      np.asarray(target_states, np.float64), iterations, tolerance,
+                                      modes=((False, True), (False, False), (True, True), (True, False)))
+        return torch.from_numpy(v[:, :-1].reshape(B, n, 4)), torch.from_numpy(interval_length(v[:, -1], dt, False)[0])
 
-    def landing_gauss_newton(self, y, flight, target_states, iterations: int, tolerance: float, glide: bool = True):
-        """Gauss-Newton on raw numbers y [B, P] (float64) of a flight, flight(y) -> (positions
-        [B, n, 3], v_n [B, 3]), towards r_n = r*, v_n = v* inside the glide cone.
+    def landing_gauss_newton(self, v, states, base, squashed: bool, target_states, iterations: int,
+                             tolerance: float, modes=((True, True), (True, False))) -> np.ndarray:
+        """Gauss-Newton on the raw numbers v [B, 4n+1] of flights from states [B, 7]: v[:, :4n] the n
+        intervals' raw answer, v[:, 4n] their length (interval_length(v[:, 4n], base [B], squashed)).
+        Towards r_n = r*, v_n = v* (target_states [B, 7]) inside the glide cone; numpy float64
+        throughout, the Jacobian from landing_flight.py (compiled).
 
         The residual has 6 + (n-1) rows: the landing miss e in units of 1 m and 0.1 m/s, and one
         row per inner node that is within GLIDE_BAND of the cone or beyond it, asking its glide
         violation g_k (m) to be -GLIDE_BAND; the other nodes' rows are zero (an active set,
         re-chosen every step, joined once the miss is within GLIDE_AFTER: far from the pad the
-        landing rows alone converge faster). Each step is the least change of y that zeroes the
-        linearized residual, y <- y - J^T (J J^T)^-1 r, with J = dr/dy [B, 6 + n-1, P] by automatic
-        differentiation (one batched backward pass). It stops after `iterations` steps or once
-        every |e| < tolerance (0.1 mm, 0.01 mm/s by default) and no node violates the glide slope.
-        Because it moves y, not the thrusts, the thrusts stay inside the annulus (and the pointing
-        cone) by construction. Landing comes first: a problem that the steps with glide rows leave
-        off the pad (a vehicle at the cone's edge metres from the pad can have no landing inside
-        it) is solved again without them (glide=False), and its glide violation is what it is."""
-        resolution = torch.tensor([1.0, 1.0, 1.0, 0.1, 0.1, 0.1], dtype=torch.float64)
-        xt = target_states.double()
-        start = y = y.detach().double()
+        landing rows alone converge faster). Each step is the least change of v that zeroes the
+        linearized residual, v <- v - J^T (J J^T)^-1 r, no raw number moving by more than MAX_STEP
+        (a trust region: a full step far from the solution can throw the thrusts into the flat ends
+        of their sigmoids). It stops after `iterations` steps or once every |e| < tolerance (0.1 mm,
+        0.01 mm/s by default) and no node violates the glide slope. Because it moves v, not the
+        thrusts, the thrusts stay inside the annulus by construction.
+
+        modes: (free_time, glide) pairs tried in turn, each from v, on the problems the ones before
+        left off the pad: by default the glide rows, then without them (a vehicle at the cone's edge
+        metres from the pad can have no landing inside it; landing comes first, and its glide
+        violation is what it is). A fixed time (free_time False) keeps v[:, 4n]."""
+        v = np.array(v, np.float64)
+        todo = np.ones(len(v), bool)
+        for free_time, glide in modes:
+            rows = np.flatnonzero(todo)
+            if len(rows) == 0:
+                break
+            v[rows], landed = self._gauss_newton_steps(v[rows], states[rows], base[rows], squashed, target_states[rows],
+                                                       iterations, tolerance, free_time, glide)
+            todo[rows[landed]] = False
+        return v
+
+    def _gauss_newton_steps(self, v, states, base, squashed, target_states, iterations, tolerance, free_time, glide):
+        """landing_gauss_newton's steps in one mode: (v [B, P], landed [B]: the miss within tolerance)."""
+        from .landing_flight import flight_jacobian
+        resolution = np.array([1.0, 1.0, 1.0, 0.1, 0.1, 0.1])
+        B, P = v.shape
+        n = (P - 1) // 4
+        slope = self.problem.glide_slope_tangent if glide and self.problem.glide_slope > 0 else None
+
+        def residual_rows(v):
+            """(landing miss e [B, 6], its Jacobian [B, 6, P], glide violations g [B, n-1], theirs)."""
+            dt, ddt = interval_length(v[:, -1], base, squashed)
+            _, positions, velocity, jac_positions, jac_velocity = flight_jacobian(
+                self, states, v[:, :-1].reshape(B, n, 4), dt, ddt)
+            error = (np.concatenate([positions[:, -1], velocity], axis=1) - target_states[:, :6]) / resolution
+            jac_error = np.concatenate([jac_positions[:, -1], jac_velocity], axis=1) / resolution[:, None]
+            if not free_time:  # the time's column: zero, so no step moves it
+                jac_error[:, :, -1] = jac_positions[..., -1] = 0.0
+            if slope is None:
+                return error, jac_error, np.zeros((B, 0)), np.zeros((B, 0, P))
+            relative, jac = positions[:, :-1] - target_states[:, None, :3], jac_positions[:, :-1]
+            horizontal = np.sqrt(relative[..., 0] ** 2 + relative[..., 1] ** 2 + 1e-12)  # smooth at the axis
+            violations = slope * horizontal - relative[..., 2]
+            jac_violations = (slope * (relative[..., 0, None] * jac[..., 0, :] + relative[..., 1, None] * jac[..., 1, :])
+                              / horizontal[..., None] - jac[..., 2, :])
+            return error, jac_error, violations, jac_violations
+
         for _ in range(iterations):
-            y = y.requires_grad_(True)
-            with torch.enable_grad():
-                positions, velocity = flight(y)
-                error = (torch.cat([positions[:, -1], velocity], dim=-1) - xt[:, :6]) / resolution
-                violations = self.glide_violations(positions, xt)
-                if violations is None or not glide:
-                    violations = error.new_zeros(len(y), 0)
-                landed = (error.abs() < tolerance).all(1)
-                if (landed & (violations <= 0).all(1)).all():
-                    break
-                near = (error.detach().abs() < GLIDE_AFTER).all(1, keepdim=True)
-                active = (violations.detach() > -2 * GLIDE_BAND) & near
-                residual = torch.cat([error, torch.where(active, violations + GLIDE_BAND, 0.0)], dim=-1)  # [B, M]
-                M = residual.shape[1]
-                seeds = torch.eye(M, dtype=torch.float64)[:, None, :].expand(M, len(y), M)
-                jacobian = torch.autograd.grad(residual, y, seeds, is_grads_batched=True)[0].transpose(0, 1)
-            inactive = torch.cat([torch.zeros_like(error, dtype=torch.bool), ~active], dim=-1)
-            gram = jacobian @ jacobian.transpose(1, 2)  # [B, M, M]
-            scale = gram.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None]
-            gram = gram + torch.diag_embed(inactive.double()) * scale + 1e-12 * scale * torch.eye(M, dtype=torch.float64)
-            step = (jacobian.transpose(1, 2) @ torch.linalg.solve(gram, residual.detach()[..., None]))[..., 0]
-            # a trust region: no raw number moves by more than MAX_STEP in one step (a full step far
-            # from the solution can throw the thrusts into the flat ends of their sigmoids)
-            step = step / (step.abs().amax(1, keepdim=True) / MAX_STEP).clamp_min(1.0)
-            y = (y - step).detach()
-        if glide and self.problem.glide_slope > 0:
-            with torch.no_grad():
-                positions, velocity = flight(y)
-                error = (torch.cat([positions[:, -1], velocity], dim=-1) - xt[:, :6]) / resolution
-            missed = ~(error.abs() < tolerance).all(1)
-            if missed.any():
-                alone = self.landing_gauss_newton(start, flight, target_states, iterations, tolerance, glide=False)
-                y = torch.where(missed[:, None], alone, y)
-        return y.detach()
+            error, jac_error, violations, jac_violations = residual_rows(v)
+            landed = (np.abs(error) < tolerance).all(1)
+            if (landed & (violations <= 0).all(1)).all():
+                break
+            near = (np.abs(error) < GLIDE_AFTER).all(1, keepdims=True)
+            active = (violations > -2 * GLIDE_BAND) & near
+            residual = np.concatenate([error, np.where(active, violations + GLIDE_BAND, 0.0)], axis=1)  # [B, M]
+            jacobian = np.concatenate([jac_error, np.where(active[..., None], jac_violations, 0.0)], axis=1)
+            M = residual.shape[1]
+            gram = jacobian @ jacobian.transpose(0, 2, 1)  # [B, M, M]
+            scale = gram.diagonal(axis1=1, axis2=2).mean(-1)[:, None, None]
+            inactive = np.concatenate([np.zeros((B, 6), bool), ~active], axis=1)
+            gram = gram + (inactive[:, :, None] * np.eye(M) + 1e-12 * np.eye(M)) * scale
+            step = (jacobian.transpose(0, 2, 1) @ np.linalg.solve(gram, residual[..., None]))[..., 0]
+            step /= np.maximum(np.abs(step).max(1, keepdims=True) / MAX_STEP, 1.0)
+            v = v - step
+        landed = (np.abs(residual_rows(v)[0]) < tolerance).all(1)
+        return v, landed
 
     @torch.inference_mode(False)
     def predict_corrected(self, initial_states, target_states, iterations: int = 12):

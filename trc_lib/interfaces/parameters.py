@@ -31,6 +31,12 @@ def _positive_number(value) -> str | None:
     return None if value > 0 and math.isfinite(value) else "must be a positive number"
 
 
+def _non_negative_number(value) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "must be a number"
+    return None if value >= 0 and math.isfinite(value) else "must be a non-negative number"
+
+
 def _choice(options):
     return lambda value: None if value in options else f"must be one of {', '.join(map(str, options))}"
 
@@ -45,7 +51,7 @@ RULES = {
     "epochs": lambda v: _integer(v, 1), "num_samples": lambda v: _integer(v, 1),
     "test_samples": lambda v: _integer(v, 1), "batch_size": lambda v: _integer(v, 1),
     "patience": lambda v: _integer(v, 0), "seed": lambda v: _integer(v, 0),
-    "lr": _positive_number, "success_threshold": _positive_number,
+    "lr": _positive_number, "success_threshold": _positive_number, "gust": _non_negative_number,
     "model_size": _choice(tuple(MODEL_SIZES)), "scheduler": _choice(SCHEDULERS), "device": _choice(DEVICES),
     "system": lambda v: _choice(_tasks())(v),
 }

@@ -221,10 +221,11 @@ class LandingConeProgram:
                             fuel=float(initial_state[6] * (1 - np.exp(z[-1] - z[0]))),
                             solve_seconds=seconds, iterations=int(result.iterations))
 
-    def solve_exact(self, initial_state, target_state, final_time: float):
-        """solve(), then the tangent point moved to the answer's own log-mass until the fuel
-        settles (see the module docstring). Returns (ConeSolution or None, number of solves)."""
-        solution = self.solve(initial_state, target_state, final_time)
+    def solve_exact(self, initial_state, target_state, final_time: float, tangent_log_masses=None):
+        """solve() (at tangent_log_masses [N] when given), then the tangent point moved to the
+        answer's own log-mass until the fuel settles (see the module docstring). Returns
+        (ConeSolution or None, number of solves)."""
+        solution = self.solve(initial_state, target_state, final_time, tangent_log_masses)
         solves = 1
         while solution is not None and solves <= MAX_RELINEARIZATIONS:
             again = self.solve(initial_state, target_state, final_time, solution.log_masses[:-1])

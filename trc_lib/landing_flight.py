@@ -1,0 +1,76 @@
+"""The rocket landing's flight with its Jacobian: what each Gauss-Newton step of the correction needs.
+
+flight_jacobian(model, states, raw, dt, ddt) flies raw answers exactly as
+LandingRecursiveControl.fly does and returns, besides the flight, the derivatives of every node's
+position and of the final velocity with respect to the P = 4n + 1 raw numbers (the last one moves
+the interval length dt, d dt / d v_P = ddt). landing_flight.c computes them forward through the
+intervals in one compiled pass (a fraction of a millisecond per landing); without a C compiler, or
+with a pointing cone (which the C does not write), PyTorch's automatic differentiation gives the
+same numbers, about a hundred times slower at batch 1.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .c_library import NATIVE, compiled_library, cpu_identity
+
+SOURCE = Path(__file__).with_name("landing_flight.c")
+_LIBRARY: ctypes.CDLL | bool | None = None
+
+
+def _library() -> ctypes.CDLL | None:
+    global _LIBRARY
+    if _LIBRARY is None:
+        library = compiled_library(SOURCE.read_text(), "landing_flight", NATIVE, cpu_identity())
+        if library is not None:
+            library.landing_flight.argtypes = ([ctypes.c_longlong, ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+                                               + [ctypes.c_void_p] * 9)
+            library.landing_flight.restype = ctypes.c_int
+        _LIBRARY = library or False
+    return _LIBRARY or None
+
+
+def flight_jacobian(model, states, raw, dt, ddt, compiled: bool = True):
+    """Numpy float64 in and out. states [B, 7], raw [B, n, 4], dt [B] (s), ddt [B] (s per unit of the
+    last raw number) -> (thrusts [B, n, 3] (N), positions r_1 .. r_n [B, n, 3] (m), v_n [B, 3] (m/s),
+    d positions / d v [B, n, 3, P], d v_n / d v [B, 3, P]) with P = 4n + 1."""
+    states, raw = np.ascontiguousarray(states, np.float64), np.ascontiguousarray(raw, np.float64)
+    dt, ddt = np.ascontiguousarray(dt, np.float64), np.ascontiguousarray(ddt, np.float64)
+    B, n = raw.shape[:2]
+    P = 4 * n + 1
+    library = _library() if compiled and model.problem.pointing_angle is None else None
+    if library is None:
+        return _autograd_flight_jacobian(model, states, raw, dt, ddt)
+    fields = model.c_answer_fields()  # the constants forward.c reads the answer with: the same here
+    params = np.array([fields[name] for name in ("alpha", "rho_1", "rho_2", "gravity", "margin", "magnitude_offset")],
+                      np.float64)
+    out = [np.empty((B, n, 3)), np.empty((B, n, 3)), np.empty((B, 3)), np.empty((B, n, 3, P)), np.empty((B, 3, P))]
+    pointer = lambda a: a.ctypes.data_as(ctypes.c_void_p)
+    status = library.landing_flight(B, n, pointer(params), fields["newton_steps"], pointer(states), pointer(raw),
+                                    pointer(dt), pointer(ddt), *map(pointer, out))
+    if status:
+        raise MemoryError("landing_flight.c: out of memory")
+    return tuple(out)
+
+
+def _autograd_flight_jacobian(model, states, raw, dt, ddt):
+    """flight_jacobian by PyTorch's reverse mode: one batched backward pass over the 3n + 3 outputs."""
+    B, n = raw.shape[:2]
+    x = torch.as_tensor(states)
+    v = torch.cat([torch.as_tensor(raw).reshape(B, 4 * n), torch.zeros(B, 1, dtype=torch.float64)], dim=1)
+    v.requires_grad_(True)
+    with torch.enable_grad():
+        thrusts, positions, velocity = model.fly(x, v[:, :-1].view(B, n, 4),
+                                                 torch.as_tensor(dt) + torch.as_tensor(ddt) * v[:, -1])
+        outputs = torch.cat([positions.flatten(1), velocity], dim=1)  # [B, 3n + 3]
+        M = outputs.shape[1]
+        seeds = torch.eye(M, dtype=torch.float64)[:, None, :].expand(M, B, M)
+        jacobian = torch.autograd.grad(outputs, v, seeds, is_grads_batched=True)[0].transpose(0, 1)  # [B, M, P]
+    jacobian = jacobian.numpy()
+    return (thrusts.detach().numpy(), positions.detach().numpy(), velocity.detach().numpy(),
+            jacobian[:, :3 * n].reshape(B, n, 3, -1), jacobian[:, 3 * n:])
