@@ -61,6 +61,39 @@ def oracle_times(test, count: int) -> dict:
     return {"fixed_time_ms": 1e3 * float(np.median(fixed)), "free_time_ms": 1e3 * float(np.median(free))}
 
 
+# Problems the model never saw: beyond the box's far corner, and a vehicle that has already burned fuel
+UNSEEN = {"farther and higher: downrange 2500-3000 m, altitude 2000-2400 m":
+          {"box": {"x": (2500.0, 3000.0), "altitude": (2000.0, 2400.0)}},
+          "lighter: initial mass 1750 kg (155 kg of the 400 kg already burned)": {"initial_mass": 1750.0}}
+
+
+def unseen_problems(landing, options: dict, count: int, seed: int):
+    """(a ControlDataset of the oracle's landings for `count` problems drawn with sample_problems'
+    options, the number without any landing, dropped)."""
+    from trc_lib.data import ControlDataset
+    from trc_lib.oracles.cone_program import solve_landings
+    from trc_lib.rocket_landing import sample_problems
+    x0, xt = sample_problems(np.random.default_rng(seed), count, landing, **options)
+    solved = solve_landings(landing, x0, xt, progress=False)
+    keep = solved.success
+    dataset = ControlDataset(initial_states=x0[keep], target_states=xt[keep], control_sequences=solved.thrusts[keep],
+                             state_trajectories=solved.states[keep], costs=solved.fuel[keep],
+                             terminal_multipliers=np.zeros((int(keep.sum()), 7)),
+                             metadata={"problem": landing.to_dict()}, final_times=solved.final_times[keep])
+    return dataset, int((~keep).sum())
+
+
+def generalization(model, landing, count: int) -> list[str]:
+    """Markdown: the network and its correction on each UNSEEN set, scored against the oracle."""
+    lines = ["## Outside the training distribution", ""]
+    for seed, (name, options) in enumerate(UNSEEN.items(), start=100):
+        dataset, dropped = unseen_problems(landing, options, count, seed)
+        rows = evaluate_landing_model(model, dataset, timing_batches=())
+        lines += [f"**{name}** ({len(dataset)} problems, seed {seed}; {dropped} without any landing dropped)", "",
+                  format_landing_table(rows), ""]
+    return lines
+
+
 def figure(model, test, path: Path) -> Path:
     """Test case 0: the oracle's landing and TRC's (with its correction), landing_plots.plot_landings."""
     import matplotlib
@@ -89,6 +122,8 @@ def main():
                         help="weight of the landing-miss loss in training (default 1e-4)")
     parser.add_argument("--oracle_problems", type=int, default=50, help="test cases the oracle is timed on")
     parser.add_argument("--skip_training", action="store_true", help="score the model an earlier run trained")
+    parser.add_argument("--unseen_problems", type=int, default=200,
+                        help="problems in each set outside the training distribution (default 200; 0 skips them)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     seconds = {"train labels": labels(OUT / "train", args.num_samples, 42),
@@ -109,6 +144,8 @@ def main():
     trc_big = time_inference(model.predict, big, big_targets, 10000, repeats=3)["us_per_problem"] / 1e3
     oracle = oracle_times(test, args.oracle_problems)
     stats = json.loads((run / "training_stats.json").read_text())
+    if args.skip_training:  # the earlier run's own record of its epochs
+        seconds["training (the earlier run's epochs)"] = sum(epoch["seconds"] for epoch in stats["history"])
     trc_one = rows[0]["us_per_problem_batch_1"] / 1e3
     body = [f"Test set: {len(test)} problems from the task's box (seed 7), N = {test.problem.num_steps}, glide slope "
             f"{test.problem.glide_slope:g} degrees. Model: {args.model_size}, {model.num_parameters():,} parameters, "
@@ -123,7 +160,9 @@ def main():
             f"| the free-time oracle (median of {args.oracle_problems}) | {oracle['free_time_ms']:.1f} | "
             f"{oracle['free_time_ms'] / trc_big:.0f}x (TRC at batch 10,000) |",
             f"| TRC at batch 1 | {trc_one:.3f} | |",
-            f"| TRC at batch 10,000 | {trc_big:.4f} | |"]
+            f"| TRC at batch 10,000 | {trc_big:.4f} | |", ""]
+    if args.unseen_problems:
+        body += generalization(model, test.problem, args.unseen_problems)
     print("\n".join(body))
     write_page("landing", "TRC on the rocket landing", "\n".join(body),
                {"trajectory": figure(model, test, OUT / "trajectory.png")})
