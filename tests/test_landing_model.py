@@ -203,3 +203,23 @@ def test_compiled_flight_jacobian_matches_autograd():
     reference = flight_jacobian(model, x0, raw, dt, ddt, compiled=False)
     for ours, theirs in zip(compiled, reference):
         np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-9 * np.abs(theirs).max())
+    flight_only = flight_jacobian(model, x0, raw, dt, ddt, jacobian=False)
+    for ours, theirs in zip(flight_only[:3], reference[:3]):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-9 * np.abs(theirs).max())
+    assert flight_only[3] is None and flight_only[4] is None
+
+
+@pytest.mark.parametrize("pointing_angle", [None, 25.0])
+def test_raw_answer_inverts_the_reading(pointing_angle):
+    """raw_answer(landing_of(y)) reads back as the same thrusts and flight time (what lets the
+    correction start from the compiled forward's answer)."""
+    landing = RocketLanding(num_steps=10, pointing_angle=pointing_angle)
+    model = LandingRecursiveControl.create("small", landing=landing)
+    x0, _ = sample_problems(np.random.default_rng(8), 6, landing)
+    with torch.no_grad():
+        answer, _ = model.landing_of(raw_answers(landing, 6, spread=1.0), torch.tensor(x0))
+    thrusts, final_times = model.split(answer.numpy())
+    y = model.raw_answer(x0, thrusts, final_times)
+    with torch.no_grad():
+        again, _ = model.landing_of(torch.from_numpy(y), torch.tensor(x0))
+    np.testing.assert_allclose(again.numpy(), answer.numpy(), rtol=1e-9, atol=1e-6)

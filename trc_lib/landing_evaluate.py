@@ -23,6 +23,7 @@ import numpy as np
 from .data import ControlDataset
 from .errors import TRCError
 from .evaluate import summarize
+from .landing_model import CORRECTION_STEPS
 
 SUCCESS_POSITION = 5.0  # m
 SUCCESS_VELOCITY = 1.0  # m/s
@@ -68,7 +69,6 @@ def landing_metrics(scores: dict) -> dict:
     return summary
 
 
-CORRECTION_STEPS = 12  # at most, Gauss-Newton steps of LandingRecursiveControl.correct
 
 
 def evaluate_landing_model(model, test: ControlDataset, correction_steps: int = CORRECTION_STEPS,

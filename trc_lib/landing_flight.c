@@ -23,7 +23,7 @@ int landing_flight(long long B, int n, const double* params, int newton_steps, c
                    double* positions, double* velocity, double* jac_positions, double* jac_velocity) {
     const double alpha = params[0], rho_1 = params[1], rho_2 = params[2], gravity = params[3],
                  margin = params[4], offset = params[5];
-    const int P = 4 * n + 1, T = 4 * n;
+    const int P = 4 * n + 1, T = 4 * n, tangents = jac_positions != NULL;
     double* work = malloc(sizeof(double) * 11 * P);
     if (!work) return 1;
     double *dm = work, *db = work + P, *dlow = work + 2 * P, *dmag = work + 3 * P,
@@ -34,7 +34,7 @@ int landing_flight(long long B, int n, const double* params, int newton_steps, c
         const double* y = raw + (long long)b * 4 * n;
         const double dt = dt_in[b], ddt = ddt_in[b];
         double r[3] = {x[0], x[1], x[2]}, v[3] = {x[3], x[4], x[5]}, m = x[6];
-        double* dr = jac_positions + (long long)b * n * 3 * P; /* node k's rows: dr + 3 P k */
+        double* dr = tangents ? jac_positions + (long long)b * n * 3 * P : NULL; /* node k: dr + 3 P k */
         memset(dm, 0, sizeof(double) * P);
         memset(dv, 0, sizeof(double) * 3 * P);
         for (int k = 0; k < n; ++k) {
@@ -44,13 +44,13 @@ int landing_flight(long long B, int n, const double* params, int newton_steps, c
             const double d[3] = {w[0] / norm, w[1] / norm, wz / norm};
             /* burn = alpha dt / m */
             const double burn = alpha * dt / m;
-            for (int p = 0; p < P; ++p) db[p] = -burn * dm[p] / m;
+            for (int p = 0; p < P * tangents; ++p) db[p] = -burn * dm[p] / m;
             db[T] += alpha * ddt / m;
             double low = rho_1;
             memset(dlow, 0, sizeof(double) * P);
             for (int i = 0; i < newton_steps; ++i) {
                 const double G = rho_1 * exp(burn * low), num = low - G, den = 1.0 - burn * G;
-                for (int p = 0; p < P; ++p) {
+                for (int p = 0; p < P * tangents; ++p) {
                     dG[p] = G * (low * db[p] + burn * dlow[p]);
                     const double dnum = dlow[p] - dG[p], dden = -(db[p] * G + burn * dG[p]);
                     dlow[p] -= (dnum * den - num * dden) / (den * den);
@@ -59,38 +59,40 @@ int landing_flight(long long B, int n, const double* params, int newton_steps, c
             }
             const double f = 1.0 / (1.0 + exp(-(w[3] + offset)));
             const double L = low * (1.0 + margin), mag = L + (high - L) * f;
-            for (int p = 0; p < P; ++p) dmag[p] = (1.0 + margin) * dlow[p] * (1.0 - f);
+            for (int p = 0; p < P * tangents; ++p) dmag[p] = (1.0 + margin) * dlow[p] * (1.0 - f);
             dmag[4 * k + 3] += (high - L) * f * (1.0 - f);
             double a[3];
             for (int i = 0; i < 3; ++i) {
                 thrusts[((long long)b * n + k) * 3 + i] = mag * d[i];
                 a[i] = mag * d[i] / m - (i == 2 ? gravity : 0.0);
+                if (!tangents) continue;
                 double* dai = da + i * P;
                 for (int p = 0; p < P; ++p) dai[p] = (dmag[p] * d[i] - mag * d[i] * dm[p] / m) / m;
                 for (int j = 0; j < 3; ++j)  /* d d_i / d w_j = (delta_ij - d_i d_j) / |w| */
                     dai[4 * k + j] += mag * ((i == j) - d[i] * d[j]) / norm / m;
             }
             /* r += dt v + dt^2 a / 2 (with the interval's starting v), then v += dt a */
-            double* drk = dr + (long long)3 * P * k;
-            const double* drprev = k > 0 ? drk - 3 * P : NULL;
-            for (int i = 0; i < 3; ++i) {
-                double *out = drk + i * P, *dvi = dv + i * P, *dai = da + i * P;
+            for (int i = 0; i < 3 && tangents; ++i) {
+                double *out = dr + (long long)3 * P * k + i * P, *dvi = dv + i * P, *dai = da + i * P;
+                const double* before = k > 0 ? out - 3 * P : NULL;
                 for (int p = 0; p < P; ++p)
-                    out[p] = (drprev ? drprev[i * P + p] : 0.0) + dt * dvi[p] + 0.5 * dt * dt * dai[p];
+                    out[p] = (before ? before[p] : 0.0) + dt * dvi[p] + 0.5 * dt * dt * dai[p];
                 out[T] += ddt * v[i] + dt * ddt * a[i];
-                r[i] += dt * v[i] + 0.5 * dt * dt * a[i];
                 for (int p = 0; p < P; ++p) dvi[p] += dt * dai[p];
                 dvi[T] += ddt * a[i];
+            }
+            for (int i = 0; i < 3; ++i) {
+                r[i] += dt * v[i] + 0.5 * dt * dt * a[i];
                 v[i] += dt * a[i];
                 positions[((long long)b * n + k) * 3 + i] = r[i];
             }
             const double next = m * exp(-burn * mag);
-            for (int p = 0; p < P; ++p) dm[p] = next * (dm[p] / m - (db[p] * mag + burn * dmag[p]));
+            for (int p = 0; p < P * tangents; ++p) dm[p] = next * (dm[p] / m - (db[p] * mag + burn * dmag[p]));
             m = next;
         }
         for (int i = 0; i < 3; ++i) {
             velocity[b * 3 + i] = v[i];
-            memcpy(jac_velocity + ((long long)b * 3 + i) * P, dv + i * P, sizeof(double) * P);
+            if (tangents) memcpy(jac_velocity + ((long long)b * 3 + i) * P, dv + i * P, sizeof(double) * P);
         }
     }
     free(work);

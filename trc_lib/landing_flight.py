@@ -35,22 +35,25 @@ def _library() -> ctypes.CDLL | None:
     return _LIBRARY or None
 
 
-def flight_jacobian(model, states, raw, dt, ddt, compiled: bool = True):
+def flight_jacobian(model, states, raw, dt, ddt, compiled: bool = True, jacobian: bool = True):
     """Numpy float64 in and out. states [B, 7], raw [B, n, 4], dt [B] (s), ddt [B] (s per unit of the
     last raw number) -> (thrusts [B, n, 3] (N), positions r_1 .. r_n [B, n, 3] (m), v_n [B, 3] (m/s),
-    d positions / d v [B, n, 3, P], d v_n / d v [B, 3, P]) with P = 4n + 1."""
+    d positions / d v [B, n, 3, P], d v_n / d v [B, 3, P]) with P = 4n + 1; the last two None
+    when jacobian is False (the flight alone, a small fraction of the work)."""
     states, raw = np.ascontiguousarray(states, np.float64), np.ascontiguousarray(raw, np.float64)
     dt, ddt = np.ascontiguousarray(dt, np.float64), np.ascontiguousarray(ddt, np.float64)
     B, n = raw.shape[:2]
     P = 4 * n + 1
     library = _library() if compiled and model.problem.pointing_angle is None else None
     if library is None:
-        return _autograd_flight_jacobian(model, states, raw, dt, ddt)
+        flight = _autograd_flight_jacobian(model, states, raw, dt, ddt)
+        return flight if jacobian else (*flight[:3], None, None)
     fields = model.c_answer_fields()  # the constants forward.c reads the answer with: the same here
     params = np.array([fields[name] for name in ("alpha", "rho_1", "rho_2", "gravity", "margin", "magnitude_offset")],
                       np.float64)
-    out = [np.empty((B, n, 3)), np.empty((B, n, 3)), np.empty((B, 3)), np.empty((B, n, 3, P)), np.empty((B, 3, P))]
-    pointer = lambda a: a.ctypes.data_as(ctypes.c_void_p)
+    out = [np.empty((B, n, 3)), np.empty((B, n, 3)), np.empty((B, 3))]
+    out += [np.empty((B, n, 3, P)), np.empty((B, 3, P))] if jacobian else [None, None]
+    pointer = lambda a: None if a is None else a.ctypes.data_as(ctypes.c_void_p)
     status = library.landing_flight(B, n, pointer(params), fields["newton_steps"], pointer(states), pointer(raw),
                                     pointer(dt), pointer(ddt), *map(pointer, out))
     if status:

@@ -40,11 +40,21 @@ MARGIN = 1e-5  # relative distance kept from each thrust bound
 MISS_RESOLUTION = {"position": 1.0, "velocity": 0.1}  # m, m/s
 GLIDE_RESOLUTION = 1.0  # m: the glide-slope violation's scale in the training loss
 GLIDE_BAND = 0.1  # m: how far inside the glide cone the correction puts the nodes it pins
+CORRECTION_STEPS = 40  # at most: a problem leaves the batch once it lands inside the cone
+ACTIVE_SET_ROUNDS = 10  # of the quadratic program inside each Gauss-Newton step
+LINE_SEARCH_HALVINGS = 8  # a step is halved at most this often before the problem stops
 MAX_STEP = 2.0  # the largest change of one raw number in one Gauss-Newton step
 GLIDE_AFTER = 10.0  # the correction adds the glide rows once the miss is within 10 m and 1 m/s
 # Newton steps for lo_k: relative error about x^8 for x = alpha rho_1 dt / m (0.002 at the task's dt,
 # 0.06 at dt = 30 s), far below MARGIN; the iterates approach from below, so MARGIN covers the rest
 LOWER_BOUND_NEWTON_STEPS = 3
+
+
+def _merit(error, violations, near):
+    """[b]: what a Gauss-Newton step must lower: |e|^2, plus, for the problems near [b] the pad, the
+    squared excess of every glide violation over -GLIDE_BAND (g in m)."""
+    excess = np.maximum(violations + GLIDE_BAND, 0.0) ** 2
+    return (error ** 2).sum(1) + np.where(near[:, None], excess, 0.0).sum(1)
 
 
 def interval_length(t, base, squashed: bool):
@@ -264,7 +274,7 @@ class LandingRecursiveControl(TinyRecursiveControl):
         return torch.linalg.vector_norm(self.landing_errors(initial_states, target_states, answer)[:, :3], dim=-1)
 
     # ---- the correction step ---------------------------------------------------------------------
-    def correct(self, y, initial_states, target_states, iterations: int = 12, tolerance: float = 1e-4):
+    def correct(self, y, initial_states, target_states, iterations: int = CORRECTION_STEPS, tolerance: float = 1e-4):
         """Gauss-Newton on the raw answer y [B, 4N+1] towards r_N = r*, v_N = v*, inside the glide
         cone (landing_gauss_newton); the flight time moves too. Returns the corrected y, a float64
         tensor."""
@@ -273,7 +283,8 @@ class LandingRecursiveControl(TinyRecursiveControl):
                                       base, True, np.asarray(target_states, np.float64), iterations, tolerance)
         return torch.from_numpy(y)
 
-    def correct_rest(self, raw, dt, states, target_states, iterations: int = 12, tolerance: float = 1e-4):
+    def correct_rest(self, raw, dt, states, target_states, iterations: int = CORRECTION_STEPS,
+                     tolerance: float = 1e-4):
         """The rest of a flight re-planned from the measured states [B, 7]: Gauss-Newton on its raw
         answer raw [B, n, 4] (the n intervals left, of dt [B] s each) towards the target inside the
         glide cone (landing_gauss_newton), the touchdown time kept; where that leaves a problem off
@@ -321,72 +332,151 @@ class LandingRecursiveControl(TinyRecursiveControl):
         return v
 
     def _gauss_newton_steps(self, v, states, base, squashed, target_states, iterations, tolerance, free_time, glide):
-        """landing_gauss_newton's steps in one mode: (v [B, P], landed [B]: the miss within tolerance)."""
+        """landing_gauss_newton's steps in one mode: (v [B, P], landed [B]: the miss within tolerance).
+
+        Each step is backtracked (halved up to LINE_SEARCH_HALVINGS times) until it lowers the
+        squared residual of its rows (_merit); a problem that no step improves stops where it is."""
+        slope = self.problem.glide_slope_tangent if glide and self.problem.glide_slope > 0 else None
+
+        def residuals(v, rows, jacobian=True):
+            return self._landing_residuals(v, states[rows], base[rows], squashed, target_states[rows], free_time,
+                                           slope, jacobian)
+
+        v = np.array(v, np.float64)
+        rows = np.arange(len(v))  # the problems still moving: a finished one leaves the batch
+        for _ in range(iterations):
+            error, jac_error, violations, jac_violations = residuals(v[rows], rows)
+            moving = ~((np.abs(error) < tolerance).all(1) & (violations <= 0).all(1))
+            rows, error, jac_error = rows[moving], error[moving], jac_error[moving]
+            violations, jac_violations = violations[moving], jac_violations[moving]
+            if len(rows) == 0:
+                break
+            near = (np.abs(error) < GLIDE_AFTER).all(1)
+            step = self._least_change(error, jac_error, violations, jac_violations, near)
+            merit, length = _merit(error, violations, near), np.ones(len(rows))
+            moved = np.zeros(len(rows), bool)
+            for _ in range(LINE_SEARCH_HALVINGS):
+                trying = np.flatnonzero(~moved)
+                trial = v[rows[trying]] - length[trying, None] * step[trying]
+                e, _, g, _ = residuals(trial, rows[trying], jacobian=False)
+                better = _merit(e, g, near[trying]) < merit[trying]
+                v[rows[trying[better]]] = trial[better]
+                moved[trying[better]] = True
+                length[trying] /= 2
+                if moved.all():
+                    break
+            rows = rows[moved]
+        landed = (np.abs(residuals(v, np.arange(len(v)), jacobian=False)[0]) < tolerance).all(1)
+        return v, landed
+
+    @staticmethod
+    def _least_change(error, jac_error, violations, jac_violations, near):
+        """The Gauss-Newton step [b, P]: the least change that zeroes the linearized landing rows and
+        keeps every linearized glide row at or below -GLIDE_BAND (a quadratic program, solved by a
+        primal-dual active set over the glide rows: ACTIVE_SET_ROUNDS of add the violated rows, drop
+        those whose multiplier is negative); glide rows only for the problems `near` [b] the pad. No
+        raw number moves by more than MAX_STEP."""
+        B = len(error)
+        residual = np.concatenate([error, violations + GLIDE_BAND], axis=1)  # [B, M]: rows want value 0 (<= 0)
+        jacobian = np.concatenate([jac_error, jac_violations], axis=1)
+        M = residual.shape[1]
+        gram = jacobian @ jacobian.transpose(0, 2, 1)  # [B, M, M], once; each round masks it
+        scale = gram.diagonal(axis1=1, axis2=2).mean(-1)[:, None, None]
+        active = np.concatenate([np.ones((B, 6), bool), (residual[:, 6:] > -GLIDE_BAND) & near[:, None]], axis=1)
+        for _ in range(ACTIVE_SET_ROUNDS):
+            mask = active[:, :, None] & active[:, None, :]
+            system = np.where(mask, gram, 0.0) + ((~active)[:, :, None] * np.eye(M) + 1e-12 * np.eye(M)) * scale
+            multipliers = np.linalg.solve(system, np.where(active, residual, 0.0)[..., None])[..., 0]
+            step = (jacobian.transpose(0, 2, 1) @ multipliers[..., None])[..., 0]  # the change is -step
+            after = residual - (jacobian @ step[..., None])[..., 0]  # the rows' linearized values
+            drop = active & (multipliers < 0)
+            add = ~active & (after > 1e-9) & near[:, None]
+            drop[:, :6] = add[:, :6] = False
+            if not (drop.any() or add.any()):
+                break
+            active = (active & ~drop) | add
+        return step / np.maximum(np.abs(step).max(1, keepdims=True) / MAX_STEP, 1.0)
+
+    def _landing_residuals(self, v, states, base, squashed, target_states, free_time, slope, jacobian=True):
+        """Of raw numbers v [b, P] flown from states [b, 7]: (the landing miss e [b, 6] in units of 1 m
+        and 0.1 m/s, its Jacobian [b, 6, P], the glide violations g [b, n-1] in m (none when slope is
+        None), theirs [b, n-1, P]); the Jacobians None when jacobian is False. With free_time False
+        the time's column is zero, so no step moves it."""
         from .landing_flight import flight_jacobian
         resolution = np.array([1.0, 1.0, 1.0, 0.1, 0.1, 0.1])
         B, P = v.shape
         n = (P - 1) // 4
-        slope = self.problem.glide_slope_tangent if glide and self.problem.glide_slope > 0 else None
-
-        def residual_rows(v):
-            """(landing miss e [B, 6], its Jacobian [B, 6, P], glide violations g [B, n-1], theirs)."""
-            dt, ddt = interval_length(v[:, -1], base, squashed)
-            _, positions, velocity, jac_positions, jac_velocity = flight_jacobian(
-                self, states, v[:, :-1].reshape(B, n, 4), dt, ddt)
-            error = (np.concatenate([positions[:, -1], velocity], axis=1) - target_states[:, :6]) / resolution
+        dt, ddt = interval_length(v[:, -1], base, squashed)
+        _, positions, velocity, jac_positions, jac_velocity = flight_jacobian(
+            self, states, v[:, :-1].reshape(B, n, 4), dt, ddt, jacobian=jacobian)
+        error = (np.concatenate([positions[:, -1], velocity], axis=1) - target_states[:, :6]) / resolution
+        jac_error = None
+        if jacobian:
             jac_error = np.concatenate([jac_positions[:, -1], jac_velocity], axis=1) / resolution[:, None]
-            if not free_time:  # the time's column: zero, so no step moves it
+            if not free_time:
                 jac_error[:, :, -1] = jac_positions[..., -1] = 0.0
-            if slope is None:
-                return error, jac_error, np.zeros((B, 0)), np.zeros((B, 0, P))
-            relative, jac = positions[:, :-1] - target_states[:, None, :3], jac_positions[:, :-1]
-            horizontal = np.sqrt(relative[..., 0] ** 2 + relative[..., 1] ** 2 + 1e-12)  # smooth at the axis
-            violations = slope * horizontal - relative[..., 2]
+        if slope is None:
+            return error, jac_error, np.zeros((B, 0)), np.zeros((B, 0, P)) if jacobian else None
+        relative = positions[:, :-1] - target_states[:, None, :3]
+        horizontal = np.sqrt(relative[..., 0] ** 2 + relative[..., 1] ** 2 + 1e-12)  # smooth at the axis
+        violations = slope * horizontal - relative[..., 2]
+        jac_violations = None
+        if jacobian:
+            jac = jac_positions[:, :-1]
             jac_violations = (slope * (relative[..., 0, None] * jac[..., 0, :] + relative[..., 1, None] * jac[..., 1, :])
                               / horizontal[..., None] - jac[..., 2, :])
-            return error, jac_error, violations, jac_violations
-
-        for _ in range(iterations):
-            error, jac_error, violations, jac_violations = residual_rows(v)
-            landed = (np.abs(error) < tolerance).all(1)
-            if (landed & (violations <= 0).all(1)).all():
-                break
-            near = (np.abs(error) < GLIDE_AFTER).all(1, keepdims=True)
-            active = (violations > -2 * GLIDE_BAND) & near
-            residual = np.concatenate([error, np.where(active, violations + GLIDE_BAND, 0.0)], axis=1)  # [B, M]
-            jacobian = np.concatenate([jac_error, np.where(active[..., None], jac_violations, 0.0)], axis=1)
-            M = residual.shape[1]
-            gram = jacobian @ jacobian.transpose(0, 2, 1)  # [B, M, M]
-            scale = gram.diagonal(axis1=1, axis2=2).mean(-1)[:, None, None]
-            inactive = np.concatenate([np.zeros((B, 6), bool), ~active], axis=1)
-            gram = gram + (inactive[:, :, None] * np.eye(M) + 1e-12 * np.eye(M)) * scale
-            step = (jacobian.transpose(0, 2, 1) @ np.linalg.solve(gram, residual[..., None]))[..., 0]
-            step /= np.maximum(np.abs(step).max(1, keepdims=True) / MAX_STEP, 1.0)
-            v = v - step
-        landed = (np.abs(residual_rows(v)[0]) < tolerance).all(1)
-        return v, landed
+        return error, jac_error, violations, jac_violations
 
     @torch.inference_mode(False)
-    def predict_corrected(self, initial_states, target_states, iterations: int = 12):
+    def predict_corrected(self, initial_states, target_states, iterations: int = CORRECTION_STEPS):
         """(thrusts [B, N, 3], final_times [B]) of the network's answer after its correction step
         (correct(): up to `iterations` Gauss-Newton steps), numpy float64."""
-        x0 = torch.as_tensor(np.asarray(initial_states), dtype=torch.float64)
-        y = self.corrected_answer(initial_states, target_states, iterations)
-        with torch.no_grad():
-            answer, _ = self.landing_of(y, x0)
-        return self.split(answer.numpy())
+        from .landing_flight import flight_jacobian
+        y = self.corrected_answer(initial_states, target_states, iterations).numpy()
+        B, N = len(y), self.problem.num_steps
+        dt, ddt = interval_length(y[:, -1], np.full(B, self.config.scales["time"] / N), True)
+        thrusts = np.concatenate([flight_jacobian(self, np.asarray(initial_states, np.float64)[i:i + 256],
+                                                  y[i:i + 256, :-1].reshape(-1, N, 4), dt[i:i + 256], ddt[i:i + 256])[0]
+                                  for i in range(0, B, 256)])  # in chunks: the Jacobians it also writes are large
+        return thrusts, dt * N
 
-    @torch.inference_mode(False)
-    def corrected_answer(self, initial_states, target_states, iterations: int = 12):
-        """The raw answer y [B, 4N+1] (float64 tensor) of the network's last refinement after its
-        correction step, for initial_states, target_states [B, 7] (numpy)."""
-        x0, xt, _ = self._inference_inputs(initial_states, target_states, None)
-        with torch.no_grad():
-            carry = self.initial_carry(x0.shape[0])
-            for _ in range(self.config.num_supervision_steps):
-                carry, _ = self.supervision_step(x0, xt, carry)
-        exact = [torch.as_tensor(np.asarray(a), dtype=torch.float64) for a in (initial_states, target_states)]
-        return self.correct(carry[0].cpu(), *exact, iterations)  # from the float64 states, not their float32 copies
+    def corrected_answer(self, initial_states, target_states, iterations: int = CORRECTION_STEPS):
+        """The raw answer y [B, 4N+1] (float64 tensor) of the network's answer (predict: its fastest
+        path) after its correction step, for initial_states, target_states [B, 7] (numpy)."""
+        initial_states, target_states = (np.asarray(a, np.float64) for a in (initial_states, target_states))
+        thrusts, final_times = self.predict(initial_states, target_states)
+        y = self.raw_answer(initial_states, thrusts, final_times)
+        return self.correct(torch.from_numpy(y), initial_states, target_states, iterations)
+
+    def raw_answer(self, initial_states, thrusts, final_times) -> np.ndarray:
+        """A raw answer y [B, 4N+1] that reads (landing_of) as thrusts [B, N, 3] (N) and final_times
+        [B] (s) from initial_states [B, 7]: landing_of inverted, numpy float64. (Only the direction
+        of y_k[0:3] + e_z matters; its length is taken as 1.) Within MARGIN of a bound, or of the
+        flight time's range, the inverse is clipped."""
+        landing, N = self.problem, self.problem.num_steps
+        vehicle = landing.vehicle
+        thrusts, final_times = np.asarray(thrusts, np.float64), np.asarray(final_times, np.float64)
+        magnitudes = np.linalg.norm(thrusts, axis=-1)  # [B, N]
+        d = thrusts / np.maximum(magnitudes, 1e-300)[..., None]
+        if landing.pointing_angle is not None:  # the tilt from vertical was scaled into the cone
+            tilt = np.arccos(np.clip(d[..., 2], -1, 1)) * (180.0 / landing.pointing_angle)
+            heading = d[..., :2] / np.maximum(np.linalg.norm(d[..., :2], axis=-1, keepdims=True), 1e-300)
+            d = np.concatenate([np.sin(tilt)[..., None] * heading, np.cos(tilt)[..., None]], axis=-1)
+        dt, m = final_times / N, np.asarray(initial_states, np.float64)[:, 6]
+        high, rho_1, fractions = vehicle.thrust_max * (1 - MARGIN), vehicle.thrust_min, []
+        for k in range(N):  # fly's bounds, on the mass the thrusts leave
+            burn = vehicle.fuel_rate * dt / m
+            low = np.full_like(m, rho_1)
+            for _ in range(LOWER_BOUND_NEWTON_STEPS):
+                grown = rho_1 * np.exp(burn * low)
+                low = low - (low - grown) / (1 - burn * grown)
+            fractions.append((magnitudes[:, k] - low * (1 + MARGIN)) / (high - low * (1 + MARGIN)))
+            m = m * np.exp(-burn * magnitudes[:, k])
+        fractions = np.clip(np.stack(fractions, axis=1), MARGIN, 1 - MARGIN)
+        magnitude_raw = np.log(fractions / (1 - fractions)) - self.magnitude_offset
+        raw = np.concatenate([d - [0.0, 0.0, 1.0], magnitude_raw[..., None]], axis=-1)  # [B, N, 4]
+        squash = np.clip(np.log(final_times / self.config.scales["time"]) / 2, -1 + MARGIN, 1 - MARGIN)
+        return np.concatenate([raw.reshape(len(raw), -1), 2 * np.arctanh(squash)[:, None]], axis=1)
 
     # ---- numpy in, numpy out ------------------------------------------------------------------
     def predict(self, initial_states, target_states, device=None, tolerance=None):
