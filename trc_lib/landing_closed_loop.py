@@ -19,9 +19,10 @@ this grid can remove.
   previous plan, so it stays inside the thrust annulus by construction; it keeps the touchdown
   time unless no landing is found at it.
 - Cone program: the free-time oracle plans the flight; each re-plan is the fixed-time cone program
-  over the n intervals left (replan_by_cone_program: the touchdown time stretched, the least
-  change first, where a gust leaves no landing at it). When it finds no landing at all the
-  previous plan is kept and the failure counted.
+  over the n intervals left (replan_by_cone_program: where a gust leaves no landing at the
+  touchdown time, the time changed the least that finds one; the glide slope dropped last, as
+  TRC's correction does). When it finds no landing at all the previous plan is kept and the
+  failure counted.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import torch
 from .rocket_landing import RocketLanding
 
 GUST = 0.05  # m/s^2, standard deviation per axis and interval
-STRETCHES = (1.001, 1.003, 1.01, 1.03, 1.1)  # touchdown-time stretches the cone program tries
+STRETCHES = (1.001, 0.999, 1.01, 0.99, 1.03, 0.97, 1.1, 0.9, 1.3, 0.75, 1.6, 0.5)  # of the touchdown time, least first
 LAST_REPLAN = 2  # re-plan while at least this many intervals are left (9 unknowns for 6 equations)
 
 
@@ -103,11 +104,10 @@ def cone_program_closed_loop(landing: RocketLanding, initial_states, target_stat
     thrusts [B, N, 3] in N, final_times [B] in s), then the fixed-time cone program over the
     intervals left before every interval but the last."""
     from tqdm.auto import tqdm
-    from .oracles.cone_program import LandingConeProgram
     N = landing.num_steps
     masses = landing.rollout(initial_states, thrusts, final_times)[:, :-1, 6]
     accelerations = np.asarray(thrusts, np.float64) / masses[..., None]  # the plan: thrust per unit mass
-    programs = {}  # intervals left -> its cone program, laid out once
+    programs = {}  # (intervals left, with the glide slope) -> its cone program, laid out once
     flights, seconds, failed, flown = [], [], [], np.zeros(len(initial_states))
     for b in tqdm(range(len(initial_states)), desc="cone-program closed loop", disable=not progress):
         x, xt = np.array(initial_states[b], np.float64), np.asarray(target_states[b], np.float64)
@@ -116,9 +116,8 @@ def cone_program_closed_loop(landing: RocketLanding, initial_states, target_stat
         for k in range(N):
             n = N - k
             if replan and 1 <= k <= N - LAST_REPLAN:
-                program = programs.setdefault(n, LandingConeProgram(replace(landing, num_steps=n)))
                 started = time.perf_counter()
-                solution = replan_by_cone_program(program, x, xt, plan[k:], dt)
+                solution = replan_by_cone_program(landing, programs, x, xt, plan[k:], dt)
                 seconds.append(time.perf_counter() - started)
                 if solution is None:
                     failures += 1
@@ -135,24 +134,37 @@ def cone_program_closed_loop(landing: RocketLanding, initial_states, target_stat
                              failed_plans=np.array(failed))
 
 
-def replan_by_cone_program(program, state, target_state, accelerations, dt: float):
-    """The cone program's re-plan of the n intervals left (program: its LandingConeProgram) from
-    state [7], given the rest of the previous plan (accelerations [n, 3], intervals of dt s).
+def replan_by_cone_program(landing: RocketLanding, programs: dict, state, target_state, accelerations, dt: float):
+    """The cone program's re-plan of the n intervals left from state [7], given the rest of the
+    previous plan (accelerations [n, 3], intervals of dt s); programs caches LandingConeProgram
+    by (n, glide slope on). A ConeSolution, or None.
 
     The upper thrust bound is linearized at the previous plan's own log-masses (a plan that rides
     the bound is infeasible against a tangent taken elsewhere). Where no landing exists at the
-    touchdown time, the time is stretched by STRETCHES in turn, the least change first; then the
-    full flight-time search. A ConeSolution, or None."""
-    from .oracles.cone_program import best_landing
-    n, alpha = len(accelerations), program.landing.vehicle.fuel_rate
-    burns = alpha * np.linalg.norm(accelerations, axis=-1) * dt  # ln(m_k / m_{k+1}) of the previous plan
+    touchdown time, it is stretched or shrunk by STRETCHES in turn, the least change first; then the
+    full flight-time search; then, landing first as in TRC's correction, the same without the glide
+    slope (the ground only)."""
+    from .oracles.cone_program import LandingConeProgram, best_landing
+
+    def program(glide: bool):
+        key = (n, glide)
+        if key not in programs:
+            programs[key] = LandingConeProgram(replace(landing, num_steps=n,
+                                                       glide_slope=landing.glide_slope if glide else 0.0))
+        return programs[key]
+    n = len(accelerations)
+    burns = landing.vehicle.fuel_rate * np.linalg.norm(accelerations, axis=-1) * dt  # ln(m_k / m_{k+1}), the plan's
     tangent = np.log(state[6]) - np.concatenate([[0.0], np.cumsum(burns)[:-1]])
-    for stretch in (1.0, *STRETCHES):
-        solution, _ = program.solve_exact(state, target_state, n * dt * stretch,
-                                          tangent if stretch == 1.0 else None)
-        if solution is not None:
-            return solution
-    return best_landing(program, state, target_state)[0]
+    for glide in (True, False):
+        for stretch in (1.0, *STRETCHES):
+            solution, _ = program(glide).solve_exact(state, target_state, n * dt * stretch, tangent)
+            if solution is not None:
+                return solution
+        if glide:
+            solution = best_landing(program(glide), state, target_state)[0]
+            if solution is not None:
+                return solution
+    return None
 
 
 def closed_loop_scores(landing: RocketLanding, flights: ClosedLoopFlights, target_states) -> dict:
