@@ -139,6 +139,12 @@ def main():
     model = load_model(run / "best_model.pt")
     test = read_dataset(OUT / "test")
     rows = evaluate_landing_model(model, test)
+    model.set_inference_precision("float16")  # the shared net's weights in half precision (forward.c at batch 1)
+    half = evaluate_landing_model(model, test)
+    for row in half:
+        row["controller"] = row["controller"].replace("TRC", "TRC, float16 weights", 1)
+    rows += half
+    model.set_inference_precision("float32")
     big = np.tile(test.initial_states, (-(-10000 // len(test)), 1))[:10000]
     big_targets = np.tile(test.target_states, (-(-10000 // len(test)), 1))[:10000]
     trc_big = time_inference(model.predict, big, big_targets, 10000, repeats=3)["us_per_problem"] / 1e3
@@ -146,7 +152,7 @@ def main():
     stats = json.loads((run / "training_stats.json").read_text())
     if args.skip_training:  # the earlier run's own record of its epochs
         seconds["training (the earlier run's epochs)"] = sum(epoch["seconds"] for epoch in stats["history"])
-    trc_one = rows[0]["us_per_problem_batch_1"] / 1e3
+    trc_one, trc_half = rows[0]["us_per_problem_batch_1"] / 1e3, rows[2]["us_per_problem_batch_1"] / 1e3
     body = [f"Test set: {len(test)} problems from the task's box (seed 7), N = {test.problem.num_steps}, glide slope "
             f"{test.problem.glide_slope:g} degrees. Model: {args.model_size}, {model.num_parameters():,} parameters, "
             f"{stats['epoch']} epochs ({stats['status']}, best epoch {stats['best_epoch']}) on "
@@ -156,10 +162,12 @@ def main():
             "## Speed against the oracle, in this run", "",
             "| solver | ms per problem | TRC's speed-up |", "|---|---|---|",
             f"| one cone program at a fixed flight time (median of {args.oracle_problems}) | "
-            f"{oracle['fixed_time_ms']:.2f} | {oracle['fixed_time_ms'] / trc_one:.2f}x (TRC at batch 1) |",
+            f"{oracle['fixed_time_ms']:.2f} | {oracle['fixed_time_ms'] / trc_one:.2f}x (TRC at batch 1); "
+            f"{oracle['fixed_time_ms'] / trc_half:.2f}x (float16 weights) |",
             f"| the free-time oracle (median of {args.oracle_problems}) | {oracle['free_time_ms']:.1f} | "
             f"{oracle['free_time_ms'] / trc_big:.0f}x (TRC at batch 10,000) |",
             f"| TRC at batch 1 | {trc_one:.3f} | |",
+            f"| TRC at batch 1, float16 weights | {trc_half:.3f} | |",
             f"| TRC at batch 10,000 | {trc_big:.4f} | |", ""]
     if args.unseen_problems:
         body += generalization(model, test.problem, args.unseen_problems)

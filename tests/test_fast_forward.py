@@ -41,6 +41,28 @@ def test_matches_the_eager_forward(system, overrides):
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 * max(1.0, model.control_bound))
 
 
+@pytest.mark.parametrize("system, overrides", [("double_integrator", {}), ("vanderpol", {"latent_dim": 72})])
+def test_half_weights_match_the_eager_forward_on_the_same_rounded_weights(system, overrides):
+    """set_inference_precision("float16"): forward.c streams the shared net's weights in IEEE half
+    precision; PyTorch (large batches, no compiler) computes from the same weights rounded in
+    place for the call, and restores them. Both agree to float32 round-off; float32 does not."""
+    model = moving_model(system, **overrides)
+    engine = FastForward.of(model, half=True)
+    if engine is None:
+        pytest.skip("no C compiler with F16C")
+    rng = np.random.default_rng(0)
+    x0, xt = rng.uniform(-1, 1, (5, 2)), rng.uniform(-1, 1, (5, 2))
+    full = model.predict_refinements(x0, xt)
+    model.set_inference_precision("float16")
+    fast = model.predict_refinements(x0, xt)  # forward.c, half weights
+    before = [p.detach().clone() for p in model.parameters()]
+    from trc_lib.fast_forward import pytorch_only
+    eager = pytorch_only(model.predict_refinements)(x0, xt)  # PyTorch on rounded weights
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # restored
+    np.testing.assert_allclose(fast, eager, rtol=0, atol=1e-5 * max(1.0, model.control_bound))
+    assert np.abs(fast - full).max() > 1e-5 * max(1.0, model.control_bound)  # half precision is not float32
+
+
 def test_predict_uses_it_for_small_batches_and_follows_new_weights(monkeypatch):
     model = moving_model("vanderpol")
     x0, xt = np.array([[0.5, -0.2]]), np.zeros((1, 2))

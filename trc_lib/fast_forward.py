@@ -47,7 +47,8 @@ class _Model(ctypes.Structure):
                 + [(name, ctypes.c_float) for name in
                    ("alpha", "rho_1", "rho_2", "gravity", "margin", "magnitude_offset", "pointing_ratio",
                     "time_scale", "position_scale", "velocity_scale", "dry_mass", "wet_mass", "res_position",
-                    "res_velocity")])
+                    "res_velocity")]
+                + [("half", ctypes.c_int)])
 
 
 def _library() -> ctypes.CDLL | None:
@@ -58,6 +59,7 @@ def _library() -> ctypes.CDLL | None:
         if library is not None:
             library.trc_forward.argtypes = [ctypes.POINTER(_Model), ctypes.c_longlong, ctypes.c_void_p,
                                             ctypes.c_void_p, ctypes.c_float] + [ctypes.c_void_p] * 3
+            library.trc_has_half.restype = ctypes.c_int
         _LIBRARY = library or False
     return _LIBRARY or None
 
@@ -73,34 +75,36 @@ class FastForward:
     or a compiled terminal map missing for a nonlinear system's feedback).
     """
 
-    def __init__(self, model, library: ctypes.CDLL, terminal: tuple):
-        """terminal: (A_N, G, None) for a linear system, (None, None, address of the compiled x_N)."""
+    def __init__(self, model, library: ctypes.CDLL, terminal: tuple, half: bool = False):
+        """terminal: (A_N, G, None) for a linear system, (None, None, address of the compiled x_N);
+        half: the shared net's weights in IEEE half precision (set_inference_precision("float16"))."""
         self._model, self._library = weakref.ref(model), library
-        self._matrices, self._terminal = terminal[:2], terminal[2]
+        self._matrices, self._terminal, self.half = terminal[:2], terminal[2], half
 
     @property
     def model(self):
         return self._model()
 
     @classmethod
-    def of(cls, model) -> "FastForward | None":
-        """The engine of `model`, made once per model (kept outside it, so copies of the model
-        never carry a ctypes library)."""
-        if model not in _ENGINES:
-            _ENGINES[model] = cls._make(model)
-        return _ENGINES[model]
+    def of(cls, model, half: bool = False) -> "FastForward | None":
+        """The engine of `model` (with its shared net in half precision when `half`), made once per
+        model (kept outside it, so copies of the model never carry a ctypes library)."""
+        engines = _ENGINES.setdefault(model, {})
+        if half not in engines:
+            engines[half] = cls._make(model, half)
+        return engines[half]
 
     @classmethod
-    def _make(cls, model) -> "FastForward | None":
+    def _make(cls, model, half: bool) -> "FastForward | None":
         library = _library()
-        if library is None:
+        if library is None or (half and not library.trc_has_half()):
             return None
         if model.problem.system.name == "rocket_landing":  # its feedback is forward.c's own landing_read
-            return cls(model, library, (None, None, None))
+            return cls(model, library, (None, None, None), half)
         # x_N for the feedback and for halting: A^N and G for a linear system, a compiled C function
         # for an ODE system (None: no C compiler, no fast path)
         terminal = terminal_map(model.problem.system).c_arguments()
-        return None if terminal is None else cls(model, library, terminal)
+        return None if terminal is None else cls(model, library, terminal, half)
 
     def _weights(self) -> list[torch.Tensor]:
         """The tensors forward.c reads, looked up afresh (an assignment or a move may replace one),
@@ -128,6 +132,9 @@ class FastForward:
         address = lambda t: None if t is None else t.data_ptr()
         context, controls, decode, z_init, *rest = copies
         blocks, (error, A_N, G) = rest[:-3], rest[-3:]
+        if self.half:
+            self._copies += [block.half() for block in blocks]  # kept alive with self
+            blocks = self._copies[-len(blocks):]
         self._gate_up = (ctypes.c_void_p * (len(blocks) // 2))(*(address(w) for w in blocks[0::2]))
         self._down = (ctypes.c_void_p * (len(blocks) // 2))(*(address(w) for w in blocks[1::2]))
         model, config = self.model, self.model.config
@@ -140,7 +147,7 @@ class FastForward:
             embed_context=address(context), embed_controls=address(controls), embed_error=address(error),
             gate_up=ctypes.addressof(self._gate_up), down=ctypes.addressof(self._down), decode=address(decode),
             z_init=address(z_init), A_N=address(A_N), G=address(G), terminal=self._terminal,
-            **model.c_answer_fields())
+            half=int(self.half), **model.c_answer_fields())
         self._stamp = stamp
         return self._prepared
 

@@ -18,6 +18,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
 
 typedef int (*terminal_map_fn)(long long B, const double* x0, const double* u, double* xN);
 
@@ -28,8 +31,8 @@ typedef struct {
     const float *embed_context;   /* [2n, D] */
     const float *embed_controls;  /* [N m, D] */
     const float *embed_error;     /* [n, D] or NULL */
-    const float *const *gate_up;  /* per block: [D, 2H] */
-    const float *const *down;     /* per block: [H, D] */
+    const void *const *gate_up;   /* per block: [D, 2H], float32, or IEEE half when `half` */
+    const void *const *down;      /* per block: [H, D], likewise */
     const float *decode;          /* [D, N m] */
     const float *z_init;          /* [D] */
     const float *A_N, *G;         /* [n, n], [N m, n]: linear systems */
@@ -39,6 +42,7 @@ typedef struct {
     int kind, y_size, a_size, landing_N, newton_steps, has_pointing;
     float alpha, rho_1, rho_2, gravity, margin, magnitude_offset, pointing_ratio, time_scale,
           position_scale, velocity_scale, dry_mass, wet_mass, res_position, res_velocity;
+    int half;  /* the shared net's weights in IEEE half precision (arithmetic stays float32) */
 } trc_model;
 
 /* y = W x (y += W x when accumulate), with W given transposed: WT [cols, rows]. Going down the
@@ -54,15 +58,61 @@ static void matvec(const float* restrict WT, int rows, int cols, const float* re
     }
 }
 
+/* matvec with W in IEEE half precision, converted on the fly (F16C), summed in float32: half
+   the bytes of the weights to stream, which at batch 1 is what bounds the shared net's products
+   once its float32 weights outgrow the core's L2 cache. */
+#if defined(__F16C__) && defined(__FMA__) && defined(__AVX2__)
+int trc_has_half(void) { return 1; }
+static void matvec_half(const unsigned short* restrict WT, int rows, int cols, const float* restrict x,
+                        float* restrict y, int accumulate) {
+    int o0 = 0;
+    for (; o0 + 64 <= rows; o0 += 64) {  /* 64 rows held in eight registers over every column */
+        __m256 acc[8];
+        for (int j = 0; j < 8; ++j) acc[j] = accumulate ? _mm256_loadu_ps(y + o0 + 8 * j) : _mm256_setzero_ps();
+        for (int k = 0; k < cols; ++k) {
+            const unsigned short* restrict w = WT + (long)k * rows + o0;
+            const __m256 xk = _mm256_set1_ps(x[k]);
+            for (int j = 0; j < 8; ++j)
+                acc[j] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(w + 8 * j))), xk, acc[j]);
+        }
+        for (int j = 0; j < 8; ++j) _mm256_storeu_ps(y + o0 + 8 * j, acc[j]);
+    }
+    for (; o0 + 8 <= rows; o0 += 8) {  /* then 8 rows at a time */
+        __m256 acc = accumulate ? _mm256_loadu_ps(y + o0) : _mm256_setzero_ps();
+        for (int k = 0; k < cols; ++k)
+            acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(WT + (long)k * rows + o0))),
+                                  _mm256_set1_ps(x[k]), acc);
+        _mm256_storeu_ps(y + o0, acc);
+    }
+    if (o0 == rows) return;
+    if (!accumulate) memset(y + o0, 0, sizeof(float) * (rows - o0));
+    for (int k = 0; k < cols; ++k) {
+        const unsigned short* restrict w = WT + (long)k * rows;
+        for (int o = o0; o < rows; ++o) y[o] += _cvtsh_ss(w[o]) * x[k];
+    }
+}
+#else
+int trc_has_half(void) { return 0; }
+static void matvec_half(const unsigned short* WT, int rows, int cols, const float* x, float* y, int accumulate) {
+    (void)WT, (void)rows, (void)cols, (void)x, (void)y, (void)accumulate;  /* never called: trc_has_half() */
+}
+#endif
+
+/* One product of the shared net, in the precision its weights are stored in. */
+static void net_matvec(const trc_model* m, const void* WT, int rows, int cols, const float* x, float* y, int accumulate) {
+    if (m->half) matvec_half((const unsigned short*)WT, rows, cols, x, y, accumulate);
+    else matvec((const float*)WT, rows, cols, x, y, accumulate);
+}
+
 /* h <- RMSNorm(h + W_down (silu(W_gate h) * W_up h)) for every block of the shared net. */
 static void net(const trc_model* m, float* h, float* gu, float* hidden) {
     for (int l = 0; l < m->layers; ++l) {
-        matvec(m->gate_up[l], 2 * m->H, m->D, h, gu, 0);
+        net_matvec(m, m->gate_up[l], 2 * m->H, m->D, h, gu, 0);
         for (int i = 0; i < m->H; ++i) {
             float g = gu[i];
             hidden[i] = g / (1.0f + expf(-g)) * gu[m->H + i];
         }
-        matvec(m->down[l], m->D, m->H, hidden, h, 1);
+        net_matvec(m, m->down[l], m->D, m->H, hidden, h, 1);
         float sq = 0.0f;
         for (int i = 0; i < m->D; ++i) sq += h[i] * h[i];
         float scale = 1.0f / sqrtf(sq / m->D + m->eps);

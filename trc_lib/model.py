@@ -33,7 +33,7 @@ from torch import nn
 from .problem import ControlProblem
 from .terminal_map import system_key, terminal_map, terminal_state
 
-INFERENCE_PRECISIONS = ("float32", "bfloat16")
+INFERENCE_PRECISIONS = ("float32", "bfloat16", "float16")
 MODEL_SIZES = {"small": 96, "medium": 208, "large": 464}  # latent_dim: ~114K, ~527K, ~2.6M parameters
 
 
@@ -266,14 +266,20 @@ class TinyRecursiveControl(nn.Module):
         return self
 
     def set_inference_precision(self, precision: str = "float32") -> "TinyRecursiveControl":
-        """Run predict() in "float32" (default) or "bfloat16" (matrix products under autocast).
+        """Run predict() in "float32" (default), "bfloat16" (matrix products under autocast) or
+        "float16" (the shared net's weights rounded to IEEE half precision, arithmetic in float32).
 
         bfloat16 pays off at large batches on hardware with bfloat16 matrix units (Intel AMX,
         recent GPUs): about 3x the float32 throughput at batch 10,000 on an AMX Xeon, at the price of
         a larger terminal error (8 significant bits per product; the answers' accuracy is
         measured in benchmarks/performance.py). Without such units it is slower than float32,
         and at batch 1 it never helps. The error feedback of linear systems stays in float32.
-        Training is unaffected. Returns self.
+
+        float16 is for batch 1 on a CPU: forward.c streams the shared net's weights at half the
+        bytes, which is what bounds a medium or large model there once its weights outgrow the
+        core's L2 cache (F16C instructions; elsewhere, and at large batches, PyTorch computes the
+        same numbers from weights rounded in place for the call). The answers' accuracy is
+        measured, not assumed (benchmarks/landing.py). Training is unaffected. Returns self.
         """
         if precision not in INFERENCE_PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose one of {list(INFERENCE_PRECISIONS)}")
@@ -291,8 +297,11 @@ class TinyRecursiveControl(nn.Module):
         if here != device:
             self.to(device)
         as_tensor = lambda a: torch.as_tensor(a.astype(np.float32), device=device)
-        if getattr(self, "_inference_precision", "float32") == "bfloat16":
+        precision = getattr(self, "_inference_precision", "float32")
+        if precision == "bfloat16":
             autocast = torch.autocast(device.type, dtype=torch.bfloat16)
+        elif precision == "float16":
+            autocast = self._net_weights_in_half()
         else:  # nothing to enter at every call (a batch-1 answer takes a fraction of a millisecond)
             autocast = contextlib.nullcontext()
         return as_tensor(initial_states), as_tensor(target_states), autocast
@@ -321,13 +330,30 @@ class TinyRecursiveControl(nn.Module):
         return {"kind": 0, "y_size": N * m, "a_size": N * m, "u_max": self.control_bound}
 
     def _fast_forward(self, initial_states: torch.Tensor):
-        """forward.c (fast_forward.py) where it is the faster path: float32 on the CPU, small
-        batches, a C compiler at hand; None elsewhere."""
+        """forward.c (fast_forward.py) where it is the faster path: float32 (or float16 weights) on
+        the CPU, small batches, a C compiler at hand; None elsewhere."""
         from .fast_forward import FAST_FORWARD_MAX_BATCH, FastForward
+        precision = getattr(self, "_inference_precision", "float32")
         if (initial_states.device.type != "cpu" or initial_states.shape[0] > FAST_FORWARD_MAX_BATCH
-                or getattr(self, "_inference_precision", "float32") != "float32"):
+                or precision == "bfloat16"):
             return None
-        return FastForward.of(self)
+        return FastForward.of(self, half=precision == "float16")
+
+    @contextlib.contextmanager
+    def _net_weights_in_half(self):
+        """The shared net's weights rounded to IEEE half precision for the duration (the numbers
+        forward.c computes with under "float16"), restored after."""
+        weights = [getattr(block, name).weight for block in self.net for name in ("gate_up", "down")]
+        saved = [w.detach().clone() for w in weights]
+        with torch.no_grad():
+            for w in weights:
+                w.copy_(w.half().float())
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for w, original in zip(weights, saved):
+                    w.copy_(original)
 
     @torch.inference_mode()
     def predict_anytime(self, initial_states, target_states, tolerance: float,

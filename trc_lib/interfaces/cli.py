@@ -214,9 +214,10 @@ def _add_evaluate(sub) -> None:
                    help="a case succeeds when ||x_N - x*|| is below this (default: %(default)s)")
     p.add_argument("--device", default="cpu", choices=list(DEVICES),
                    help="where inference runs and is timed (default: %(default)s)")
-    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="arithmetic of the matrix products at inference; bfloat16 is faster at large batches "
-                        "on CPUs with AMX and on recent GPUs, slower elsewhere (.pt only; default: %(default)s)")
+                        "on CPUs with AMX and on recent GPUs, slower elsewhere; float16 stores the shared net's "
+                        "weights in half precision, faster at batch 1 on a CPU (.pt only; default: %(default)s)")
     p.add_argument("--tolerance", type=positive_float, default=None,
                    help="halting: stop refining each problem once its simulated terminal error ||x_N - x*|| is "
                         "below this, and report the refinements used (.pt only; default: run every refinement)")

@@ -114,7 +114,7 @@ def evaluate_checkpoint(checkpoint, test_data, *, output=None, success_threshold
                         precision="float32", tolerance=None, log=print) -> dict:
     """Metrics and inference times of a trained model on a test set; written to `output` as JSON.
 
-    precision: "float32" or "bfloat16" (TinyRecursiveControl.set_inference_precision; .pt only).
+    precision: "float32", "bfloat16" or "float16" (TinyRecursiveControl.set_inference_precision; .pt only).
     tolerance: halt each problem once its simulated terminal error is below it (.pt only).
     """
     _check_threshold(success_threshold)
@@ -127,7 +127,7 @@ def evaluate_checkpoint(checkpoint, test_data, *, output=None, success_threshold
     _check_same_problem(model, test, checkpoint)
     _check_tolerance(tolerance, model)
     if test.final_times is not None:
-        return _evaluate_landing(model, test, checkpoint, output, device, log)
+        return _evaluate_landing(model.set_inference_precision(precision), test, checkpoint, output, device, log)
     if isinstance(model, OnnxController):
         if precision != "float32":
             raise TRCError(f"--precision {precision}: an ONNX model runs in float32; pass a .pt checkpoint")
