@@ -129,8 +129,8 @@ def test_bfloat16_inference_is_close_to_float32_and_really_changes_the_arithmeti
     assert 0 < difference < 0.05 * model.control_bound
     assert np.abs(bfloat16).max() <= model.control_bound
     np.testing.assert_array_equal(model.set_inference_precision("float32").predict(x0, xt), float32)
-    with pytest.raises(ValueError, match="unknown precision 'float16'"):
-        model.set_inference_precision("float16")
+    with pytest.raises(ValueError, match="unknown precision 'float64'"):
+        model.set_inference_precision("float64")
 
 
 def _untrained_answers_that_move(system):
