@@ -94,6 +94,19 @@ def generalization(model, landing, count: int) -> list[str]:
     return lines
 
 
+def zem_zev_row(test) -> dict:
+    """The classical baseline (landing_baselines.py) scored and timed like TRC's rows."""
+    from trc_lib.landing_baselines import FLIGHT_TIME_STEP, zem_zev_guidance
+    from trc_lib.landing_evaluate import landing_metrics, score_landings
+    guidance = lambda x0, xt: zem_zev_guidance(test.problem, x0, xt)
+    row = {"controller": f"ZEM/ZEV guidance (the best flight time of a {FLIGHT_TIME_STEP:g} s grid)",
+           **landing_metrics(score_landings(test, *guidance(test.initial_states, test.target_states)))}
+    for batch in (1, 1000):
+        row[f"us_per_problem_batch_{batch}"] = time_inference(guidance, test.initial_states, test.target_states,
+                                                              min(batch, len(test)))["us_per_problem"]
+    return row
+
+
 def figure(model, test, path: Path) -> Path:
     """Test case 0: the oracle's landing and TRC's (with its correction), landing_plots.plot_landings."""
     import matplotlib
@@ -145,6 +158,7 @@ def main():
         row["controller"] = row["controller"].replace("TRC", "TRC, float16 weights", 1)
     rows += half
     model.set_inference_precision("float32")
+    rows.append(zem_zev_row(test))
     big = np.tile(test.initial_states, (-(-10000 // len(test)), 1))[:10000]
     big_targets = np.tile(test.target_states, (-(-10000 // len(test)), 1))[:10000]
     trc_big = time_inference(model.predict, big, big_targets, 10000, repeats=3)["us_per_problem"] / 1e3

@@ -115,6 +115,12 @@ def test_generate_train_evaluate(tmp_path):
     corrected = rows[1]
     assert corrected["success_rate"] == 1.0  # the correction step lands every case of this easy set
     assert corrected["violation_thrust_max"]["max"] == 0 and corrected["violation_thrust_min"]["max"] == 0
+    # compare: ZEM/ZEV guidance, TRC, its correction and the oracle, in physical units
+    assert main(["compare", "--test_data", str(test), "--trc_checkpoint", str(run / "best_model.pt"),
+                 "--output", str(tmp_path / "compare.json")]) == 0
+    compared = json.loads((tmp_path / "compare.json").read_text())["controllers"]
+    assert [row["controller"].split(" ")[0] for row in compared] == ["ZEM/ZEV", "TRC", "TRC", "oracle"]
+    assert compared[-1]["success_rate"] == 1.0 and abs(compared[-1]["fuel_gap"]["max"]) < 1e-9
 
 
 def test_scores_are_in_physical_units():
@@ -166,7 +172,7 @@ def test_commands_not_written_for_the_landing_say_so(tmp_path, capsys):
     assert main(["generate", "--system", "rocket_landing", "--num_samples", "4", "--num_steps", "10",
                  "--output_dir", str(data), "--no_progress"]) == 0
     capsys.readouterr()
-    for command in (["compare", "--test_data", str(data)],
+    for command in (["compare", "--test_data", str(data), "--newton_steps", "2", "--trc_checkpoint", "x.pt"],
                     ["prompts", "--test_data", str(data), "--output", str(tmp_path / "p.jsonl")]):
         assert main(command) == 2
         err = capsys.readouterr().err
