@@ -229,3 +229,32 @@ def test_raw_answer_inverts_the_reading(pointing_angle):
     with torch.no_grad():
         again, _ = model.landing_of(torch.from_numpy(y), torch.tensor(x0))
     np.testing.assert_allclose(again.numpy(), answer.numpy(), rtol=1e-9, atol=1e-6)
+
+
+def test_export_to_onnx_and_evaluate_it(tmp_path, capsys):
+    """trc export writes the landing model (its scan unrolled) and ONNX Runtime answers as PyTorch
+    does, as (thrusts, final_times); trc evaluate scores the ONNX file (the network alone: the
+    correction step needs the PyTorch model)."""
+    from trc_lib.checkpoint import save_checkpoint
+    from trc_lib.export import OnnxController
+    tiny = RocketLanding(num_steps=2)
+    torch.manual_seed(0)
+    model = LandingRecursiveControl.create("small", landing=tiny, latent_dim=16, num_supervision_steps=2,
+                                           num_outer_cycles=1, num_inner_cycles=1)
+    with torch.no_grad():
+        model.decode.weight.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(1))
+    save_checkpoint(tmp_path / "tiny.pt", model, model.state_dict())
+    assert main(["export", "--checkpoint", str(tmp_path / "tiny.pt"), "--output", str(tmp_path / "tiny.onnx")]) == 0
+    onnx = OnnxController(tmp_path / "tiny.onnx")
+    x0, xt = sample_problems(np.random.default_rng(9), 5, tiny)
+    (thrusts, final_times), (expected_thrusts, expected_times) = onnx.predict(x0, xt), model.predict(x0, xt)
+    assert thrusts.shape == (5, 2, 3) and final_times.shape == (5,)
+    np.testing.assert_allclose(thrusts, expected_thrusts, rtol=0, atol=1e-4 * tiny.vehicle.thrust_max)
+    np.testing.assert_allclose(final_times, expected_times, rtol=1e-4)
+    data = tmp_path / "test"
+    assert main(["generate", "--system", "rocket_landing", "--num_samples", "3", "--num_steps", "2",
+                 "--output_dir", str(data), "--no_progress"]) == 0
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "tiny.onnx"), "--test_data", str(data),
+                 "--output", str(tmp_path / "evaluation.json")]) == 0
+    rows = json.loads((tmp_path / "evaluation.json").read_text())["rows"]
+    assert [row["controller"] for row in rows] == ["TRC (ONNX Runtime)"]

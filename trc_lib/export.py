@@ -1,9 +1,10 @@
 """Deployment: export a trained model to ONNX and run it with ONNX Runtime.
 
 The exported graph maps (initial_states [B, n], target_states [B, n]) to every refinement
-[N_sup, B, N, m], with the batch size symbolic; the last refinement is the answer. Export
-checks that ONNX Runtime reproduces PyTorch to `tolerance` x max(1, u_max) on random inputs before the file is
-kept. `OnnxController` gives the same `predict` / `predict_refinements` as a torch model, so
+[N_sup, B, N, m] ([N_sup, B, 3N+1] for the rocket landing), with the batch size symbolic; the last
+refinement is the answer. Export checks that ONNX Runtime reproduces PyTorch to float32 round-off
+on random inputs before the file is kept. The rocket landing's graph unrolls its scan over the
+intervals: exporting the medium model with N = 50 takes minutes. `OnnxController` gives the same `predict` / `predict_refinements` as a torch model, so
 `load_model("model.onnx")` works wherever a checkpoint does.
 """
 
@@ -21,7 +22,6 @@ import torch
 
 from .errors import TRCError
 from .files import atomic_path
-from .terminal_map import terminal_map
 
 METADATA_KEY = "trc_model_config"
 
@@ -47,11 +47,12 @@ def _session(path, threads: int | None = None):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def export_onnx(model, output, tolerance: float = 1e-5, seed: int = 0, log=print) -> dict:
+def export_onnx(model, output, tolerance: float | None = None, seed: int = 0, log=print) -> dict:
     """Write `model` to `output` (.onnx) atomically; returns {'max_abs_difference', 'path'}.
 
-    Raises TRCError if ONNX Runtime differs from PyTorch by more than `tolerance` x max(1, u_max) on random
-    inputs (the file is then not written).
+    Raises TRCError if ONNX Runtime differs from PyTorch by more than `tolerance` (default: the
+    model's export_tolerance, 1e-5) of the answer's scale (model.answer_scale: max(1, u_max); for
+    the landing rho_2 and the flight time's scale) on random inputs (the file is then not written).
     """
     import onnx
     output = Path(output)
@@ -59,7 +60,7 @@ def export_onnx(model, output, tolerance: float = 1e-5, seed: int = 0, log=print
         raise TRCError("export needs a .pt checkpoint from `trc train`, not an ONNX file")
     if output.suffix != ".onnx":
         raise TRCError(f"output {output}: the file name must end in .onnx")
-    if model.config.error_feedback and not terminal_map(model.problem.system).onnx_exportable:
+    if model.config.error_feedback and not model.feedback_exportable():
         raise TRCError("export: a model with error feedback on an ODE system simulates its answer at every "
                        "recursion through compiled C (terminal_map.py), which ONNX has no operator for; "
                        "load the .pt checkpoint instead (load_model(path).predict runs that fast path), or "
@@ -80,20 +81,17 @@ def export_onnx(model, output, tolerance: float = 1e-5, seed: int = 0, log=print
         onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(model.config_dict())})
         onnx.save(proto, str(tmp))
         rng = np.random.default_rng(seed)
-        scale = model.config.state_scale
-        difference = 0.0
+        difference = 0.0  # relative to the answer's scale (model.answer_scale: max(1, u_max); rho_2 for thrusts)
         for size in (1, 7, 256):
-            x0, xt = (rng.uniform(-scale, scale, (size, n)).astype(np.float32) for _ in range(2))
+            x0, xt = model.example_states(rng, size)
             expected = model.predict_refinements(x0, xt)
             got = OnnxController(tmp).predict_refinements(x0, xt)
-            difference = max(difference, float(np.abs(expected - got).max()))
-        # controls are float32 numbers up to u_max: the tolerance is relative to max(1, u_max)
-        scale_u = max(1.0, model.control_bound)
-        if difference > tolerance * scale_u:
-            raise TRCError(f"{output}: ONNX Runtime differs from PyTorch by {difference:.2e} > {tolerance:.0e} x "
-                           f"{scale_u:g}; not written")
-    log(f"wrote {output}; ONNX Runtime matches PyTorch to {difference:.1e} (max abs, random inputs; "
-        f"controls up to {model.control_bound:g})")
+            difference = max(difference, float((np.abs(expected - got) / model.answer_scale()).max()))
+        tolerance = model.export_tolerance if tolerance is None else tolerance
+        if difference > tolerance:
+            raise TRCError(f"{output}: ONNX Runtime differs from PyTorch by {difference:.2e} of the answer's scale "
+                           f"> {tolerance:.0e}; not written")
+    log(f"wrote {output}; ONNX Runtime matches PyTorch to {difference:.1e} of the answer's scale (max, random inputs)")
     return {"path": str(output), "max_abs_difference": difference}
 
 
@@ -112,8 +110,10 @@ class OnnxController:
             raise TRCError(f"{self.path}: not a readable ONNX model ({type(e).__name__})") from None
         if self.config is None:
             raise TRCError(f"{self.path}: an ONNX model not written by `trc export` (no {METADATA_KEY} metadata)")
-        from .problem import ControlProblem
-        self.problem = ControlProblem.from_dict(self.config["problem"])
+        from .landing_model import model_class
+        from .problem import problem_from_dict
+        self.problem = problem_from_dict(self.config["problem"])
+        self._reader = model_class(self.config["problem"])  # how predict reads the last refinement
         self.name = "TRC (ONNX Runtime)"
         # numbers stored in the graph: the weights plus the model's few fixed buffers (A^N, G, z_init)
         self.num_parameters = int(sum(np.prod(t.dims) for t in proto.graph.initializer))
@@ -126,6 +126,7 @@ class OnnxController:
         feed = {"initial_states": x0.astype(np.float32), "target_states": xt.astype(np.float32)}
         return self.session.run(None, feed)[0].astype(np.float64)
 
-    def predict(self, initial_states, target_states) -> np.ndarray:
-        """The answer [B, N, m] (float64)."""
-        return self.predict_refinements(initial_states, target_states)[-1]
+    def predict(self, initial_states, target_states):
+        """The answer, as the torch model's predict gives it: controls [B, N, m] (float64), or for the
+        rocket landing (thrusts [B, N, 3], final_times [B])."""
+        return self._reader.answer_of(self.predict_refinements(initial_states, target_states)[-1])

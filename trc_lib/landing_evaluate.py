@@ -78,9 +78,12 @@ def evaluate_landing_model(model, test: ControlDataset, correction_steps: int = 
     from .evaluate import time_inference
     x0, xt = test.initial_states, test.target_states
     rows = []
-    for name, predict in (("TRC", model.predict),
-                          (f"TRC + correction (Gauss-Newton, up to {correction_steps} steps)",
-                           lambda a, b: model.predict_corrected(a, b, correction_steps))):
+    controllers = [(getattr(model, "name", "TRC") if not hasattr(model, "predict_corrected") else "TRC",
+                    model.predict)]
+    if hasattr(model, "predict_corrected"):  # an ONNX model has the network only
+        controllers.append((f"TRC + correction (Gauss-Newton, up to {correction_steps} steps)",
+                            lambda a, b: model.predict_corrected(a, b, correction_steps)))
+    for name, predict in controllers:
         thrusts, final_times = predict(x0, xt)
         row = {"controller": name, **landing_metrics(score_landings(test, thrusts, final_times))}
         for batch in timing_batches:

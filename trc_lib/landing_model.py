@@ -223,6 +223,29 @@ class LandingRecursiveControl(TinyRecursiveControl):
                 "dry_mass": vehicle.dry_mass, "wet_mass": vehicle.wet_mass,
                 "res_position": MISS_RESOLUTION["position"], "res_velocity": MISS_RESOLUTION["velocity"]}
 
+    # ---- what export.py asks of a model -------------------------------------------------------
+    def feedback_exportable(self) -> bool:
+        """The landing's feedback is its own scan, plain tensor operations: ONNX has them all."""
+        return True
+
+    def example_states(self, rng: np.random.Generator, count: int):
+        """(initial_states, target_states) [count, 7] float32 from the task's box."""
+        from .rocket_landing import sample_problems
+        return tuple(a.astype(np.float32) for a in sample_problems(rng, count, self.problem))
+
+    # the mass scan's exponentials amplify float32 round-off: 1.1e-5 of rho_2 on the trained medium model
+    export_tolerance = 1e-4
+
+    def answer_scale(self) -> np.ndarray:
+        """[3N+1]: thrusts against rho_2, the flight time against its scale."""
+        N = self.problem.num_steps
+        return np.array([self.problem.vehicle.thrust_max] * (3 * N) + [self.config.scales["time"]])
+
+    @staticmethod
+    def answer_of(last_refinement: np.ndarray):
+        """predict's answer from the last refinement [B, 3N+1]: (thrusts [B, N, 3], final_times [B])."""
+        return LandingRecursiveControl.split(last_refinement)
+
     @staticmethod
     def split(answers: np.ndarray):
         """(thrusts [..., N, 3], final_times [...]) of answers [..., 3N+1]."""

@@ -324,6 +324,29 @@ class TinyRecursiveControl(nn.Module):
         self.train(was_training)
         return out.double().cpu().numpy()
 
+    # ---- what export.py asks of a model -------------------------------------------------------
+    def feedback_exportable(self) -> bool:
+        """Whether the error feedback is ONNX operators (a matrix product), not a call into C."""
+        from .terminal_map import terminal_map
+        return terminal_map(self.problem.system).onnx_exportable
+
+    def example_states(self, rng: np.random.Generator, count: int):
+        """(initial_states, target_states) [count, n] float32 for export's parity check."""
+        scale = self.config.state_scale
+        n = self.problem.system.state_dim
+        return tuple(rng.uniform(-scale, scale, (count, n)).astype(np.float32) for _ in range(2))
+
+    def answer_scale(self) -> float | np.ndarray:
+        """What an answer's round-off is measured against: max(1, u_max)."""
+        return max(1.0, self.control_bound)
+
+    export_tolerance = 1e-5  # float32 round-off, relative to answer_scale, that export accepts
+
+    @staticmethod
+    def answer_of(last_refinement: np.ndarray):
+        """predict's answer from the last refinement [B, N, m]: the controls themselves."""
+        return last_refinement
+
     def c_answer_fields(self) -> dict:
         """How forward.c reads this model's answer (its trc_model fields): u_max tanh, kind 0."""
         N, m = self.control_shape

@@ -126,11 +126,13 @@ def evaluate_checkpoint(checkpoint, test_data, *, output=None, success_threshold
     test = read_dataset(test_data)
     _check_same_problem(model, test, checkpoint)
     _check_tolerance(tolerance, model)
+    if isinstance(model, OnnxController) and precision != "float32":
+        raise TRCError(f"--precision {precision}: an ONNX model runs in float32; pass a .pt checkpoint")
     if test.final_times is not None:
-        return _evaluate_landing(model.set_inference_precision(precision), test, checkpoint, output, device, log)
+        if not isinstance(model, OnnxController):
+            model.set_inference_precision(precision)
+        return _evaluate_landing(model, test, checkpoint, output, device, log)
     if isinstance(model, OnnxController):
-        if precision != "float32":
-            raise TRCError(f"--precision {precision}: an ONNX model runs in float32; pass a .pt checkpoint")
         controller = model
     else:
         controller = TRCController(model.set_inference_precision(precision), device, tolerance)
@@ -327,11 +329,7 @@ def finetune_checkpoint(checkpoint, data, *, output_dir="outputs/finetuned", epo
 
 def export(checkpoint, output, *, log=print) -> dict:
     """`trc export`: a checkpoint to ONNX, checked against PyTorch (see export.export_onnx)."""
-    model = load_model(checkpoint)
-    if getattr(model, "problem", None) is not None and model.problem.system.name == "rocket_landing":
-        raise TRCError(f"{checkpoint}: trc export is not available for rocket_landing yet (its answer is read by "
-                       f"a scan ONNX is not written for); load_model(...).predict runs its C path instead")
-    return export_onnx(model, output, log=log)
+    return export_onnx(load_model(checkpoint), output, log=log)
 
 
 def _not_for_landing(dataset, command: str, instead: str) -> None:
