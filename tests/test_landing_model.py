@@ -258,3 +258,26 @@ def test_export_to_onnx_and_evaluate_it(tmp_path, capsys):
                  "--output", str(tmp_path / "evaluation.json")]) == 0
     rows = json.loads((tmp_path / "evaluation.json").read_text())["rows"]
     assert [row["controller"] for row in rows] == ["TRC (ONNX Runtime)"]
+
+
+def test_objective_is_the_rollouts_fuel_and_miss_and_finetune_runs_on_it(tmp_path):
+    """objective(): the fuel of the exact rollout, and zero miss for the oracle's own landings; trc
+    finetune trains on it (fuel over the labels' mean fuel plus the penalty on the miss)."""
+    from trc_lib.oracles.cone_program import solve_landings
+    model = LandingRecursiveControl.create("small", landing=COARSE)
+    x0, xt = sample_problems(np.random.default_rng(10), 4, COARSE)
+    labels = solve_landings(COARSE, x0, xt, workers=1, progress=False)
+    answer = torch.cat([torch.tensor(labels.thrusts).flatten(1), torch.tensor(labels.final_times)[:, None]], dim=1)
+    fuel, miss = model.objective(torch.tensor(x0), torch.tensor(xt), answer)
+    np.testing.assert_allclose(fuel.numpy(), labels.fuel, rtol=1e-10)
+    assert miss.shape == (4, 6 + COARSE.num_steps - 1) and miss.abs().max() < 1e-5
+    data, run = tmp_path / "data", tmp_path / "run"
+    assert main(["generate", "--system", "rocket_landing", "--num_samples", "20", "--num_steps", "10",
+                 "--output_dir", str(data), "--no_progress"]) == 0
+    assert main(["train", "--system", "rocket_landing", "--data", str(data), "--output_dir", str(run),
+                 "--model_size", "small", "--epochs", "1", "--no_progress"]) == 0
+    assert main(["finetune", "--checkpoint", str(run / "best_model.pt"), "--data", str(data), "--epochs", "2",
+                 "--output_dir", str(tmp_path / "tuned"), "--no_progress"]) == 0
+    history = json.loads((tmp_path / "tuned" / "finetune_stats.json").read_text())
+    assert len(history["loss"]) == 2 and history["final"]["loss"] < history["initial"]["loss"]
+    assert isinstance(load_model(tmp_path / "tuned" / "finetuned_model.pt"), LandingRecursiveControl)

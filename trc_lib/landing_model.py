@@ -263,9 +263,9 @@ class LandingRecursiveControl(TinyRecursiveControl):
         positions, velocity = self._flight_of_answer(initial_states, answer)
         return torch.cat([positions[:, -1], velocity], dim=-1) - target_states[:, :6]
 
-    def _flight_of_answer(self, initial_states, answer):
+    def _flight_of_answer(self, initial_states, answer, with_fuel: bool = False):
         """(positions r_1 .. r_N [B, N, 3], v_N [B, 3]) of an answer [B, 3N+1]: the masses by their
-        recursion, then _flight."""
+        recursion, then _flight; with_fuel adds the fuel used m_0 - m_N [B] (kg)."""
         B, N = answer.shape[0], self.problem.num_steps
         thrusts, final_times = answer[:, :-1].view(B, N, 3), answer[:, -1]
         dt = final_times / N
@@ -275,7 +275,20 @@ class LandingRecursiveControl(TinyRecursiveControl):
         for k in range(N):  # ln(m_k / m_{k+1}) = alpha |T_k| dt / m_k
             masses.append(m)
             m = m * torch.exp(-burn[:, k] / m)
-        return self._flight(initial_states, thrusts / torch.stack(masses, dim=1)[..., None], dt)
+        flight = self._flight(initial_states, thrusts / torch.stack(masses, dim=1)[..., None], dt)
+        return (*flight, initial_states[:, 6] - m) if with_fuel else flight
+
+    def objective(self, initial_states, target_states, answer):
+        """What fine-tuning (studies/finetune.py) minimizes, differentiable: (fuel used [B] in kg,
+        miss [B, 6 + N-1]: the landing errors in units of 1 m and 0.1 m/s, then each inner node's
+        glide-slope violation in m, 0 inside the cone). Its penalty on |miss|^2 stands in for the
+        landing and the glide slope, as the terminal penalty does on the other tasks."""
+        positions, velocity, fuel = self._flight_of_answer(initial_states, answer, with_fuel=True)
+        error = torch.cat([positions[:, -1], velocity], dim=-1) - target_states[:, :6]
+        resolution = error.new_tensor([MISS_RESOLUTION["position"]] * 3 + [MISS_RESOLUTION["velocity"]] * 3)
+        violations = self.glide_violations(positions, target_states)
+        glide = torch.relu(violations) if violations is not None else error.new_zeros(len(error), 0)
+        return fuel, torch.cat([error / resolution, glide], dim=-1)
 
     def miss_loss(self, initial_states, target_states, answer) -> torch.Tensor:
         """The squared landing miss and glide-slope violation, each through asinh(error / resolution)

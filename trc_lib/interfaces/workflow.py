@@ -310,7 +310,6 @@ def finetune_checkpoint(checkpoint, data, *, output_dir="outputs/finetuned", epo
     check_folder(output_dir, "output_dir")  # before the epochs, not after them
     model = load_model(checkpoint, "cpu")
     train_set, val_set = load_dataset(data, val_fraction=val_fraction, seed=seed)
-    _not_for_landing(train_set, "trc finetune", "train with --terminal_weight instead")
     _check_same_problem(model, train_set, checkpoint)
     torch.manual_seed(seed)
     history = finetune(model, train_set, val_set, epochs=epochs, lr=lr, batch_size=batch_size,

@@ -55,6 +55,15 @@ def trajectory_cost(problem: ControlProblem, initial_states: torch.Tensor, targe
     return problem.dt * stage + terminal, errors[:, -1]
 
 
+def objective(model, initial_states: torch.Tensor, target_states: torch.Tensor, answer: torch.Tensor):
+    """(J [B], miss [B, ...]) of the model's answer: trajectory_cost, or the model's own objective
+    where its task defines one (the rocket landing: fuel, and the landing errors with the
+    glide-slope violations as the miss; LandingRecursiveControl.objective)."""
+    if hasattr(model, "objective"):
+        return model.objective(initial_states, target_states, answer)
+    return trajectory_cost(model.problem, initial_states, target_states, answer)
+
+
 def objective_loss(cost: torch.Tensor, miss: torch.Tensor, cost_scale: float, terminal_penalty: float) -> torch.Tensor:
     """Per-sample loss [B]: J / J_ref + terminal_penalty * ||x_N - x*||^2."""
     return cost / cost_scale + terminal_penalty * miss.square().sum(-1)
@@ -71,7 +80,7 @@ def measure(model: TinyRecursiveControl, dataset: ControlDataset, cost_scale: fl
     for start in range(0, len(dataset), batch_size):
         x0, xt = (torch.as_tensor(a[start:start + batch_size], dtype=torch.float32, device=device)
                   for a in (dataset.initial_states, dataset.target_states))
-        cost, miss = trajectory_cost(model.problem, x0, xt, model(x0, xt)[-1])
+        cost, miss = objective(model, x0, xt, model(x0, xt)[-1])
         totals["cost"] += cost.sum().item()
         totals["terminal_error"] += torch.linalg.vector_norm(miss, dim=-1).sum().item()
         totals["squared_terminal_error"] += miss.square().sum().item()
@@ -176,14 +185,13 @@ def _batch_loss(model, x0, xt, cost_scale, terminal_penalty, deep_supervision):
     6.18 to 7.23 over 20 epochs; final-only kept it flat). The intermediate answers are then no
     longer trained to be answers themselves; they remain control sequences within the bound.
     """
-    problem = model.problem
     if not deep_supervision:
-        cost, miss = trajectory_cost(problem, x0, xt, model(x0, xt)[-1])
+        cost, miss = objective(model, x0, xt, model(x0, xt)[-1])
         return objective_loss(cost, miss, cost_scale, terminal_penalty).mean(), cost, miss
     carry, loss = model.initial_carry(len(x0)), 0.0
     for _ in range(model.config.num_supervision_steps):
         carry, controls = model.supervision_step(x0, xt, carry)
-        cost, miss = trajectory_cost(problem, x0, xt, controls)
+        cost, miss = objective(model, x0, xt, controls)
         loss = loss + objective_loss(cost, miss, cost_scale, terminal_penalty).mean()
         carry = tuple(c.detach() for c in carry)
     return loss, cost, miss
