@@ -57,3 +57,21 @@ def test_the_site_refuses_an_unknown_notebook_before_any_work(tmp_path):
         build_site(tmp_path / "site", notebooks=["99_nothing"], log=lambda *_: None)
     assert site_main(["--output", str(tmp_path / "site"), "--notebooks", "99_nothing"]) == 2
     assert not (tmp_path / "site").exists() and not (tmp_path / "site-source").exists()
+
+
+def test_the_landing_pipeline_runs_notebook_08_with_the_pipeline_parameters(tmp_path, monkeypatch):
+    """`trc pipeline --system rocket_landing`: notebook 08 (its whole story, tested under nbval) with
+    the pipeline's sizes; --state_range is refused before any work."""
+    from trc_lib.interfaces import pipeline
+    calls = []
+    monkeypatch.setattr(pipeline, "run_notebook", lambda path, parameters, output, progress: calls.append(
+        (path.name, parameters, output)) or output)
+    assert main(["pipeline", "30", "2", "small", "--system", "rocket_landing", "--test_samples", "5",
+                 "--data_dir", str(tmp_path / "d"), "--notebooks_dir", str(tmp_path / "nb"), "--no_progress"]) == 0
+    (name, parameters, output), = calls
+    assert name == "08_rocket_landing.ipynb" and output == tmp_path / "nb" / name
+    assert parameters == {"data_dir": str(tmp_path / "d"), "output_dir": parameters["output_dir"], "num_samples": 30,
+                          "test_samples": 5, "epochs": 2, "model_size": "small"}
+    assert parameters["output_dir"].endswith("outputs/rocket_landing")
+    assert set(parameters) <= set(pipeline.notebook_parameters(pipeline.NOTEBOOKS_DIR / name))  # all declared
+    assert main(["pipeline", "--system", "rocket_landing", "--state_range", "-1", "1", "--no_progress"]) == 2

@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import TRCError
 from ..model import MODEL_SIZES
 from .parameters import DEVICES, SCHEDULERS, named_files
-from ..tasks import SYSTEM_NAMES, TASKS
+from ..tasks import SYSTEM_NAMES
 
 
 class Parser(argparse.ArgumentParser):
@@ -309,14 +309,15 @@ def _add_pipeline(sub) -> None:
                        description="The guide's ./train.sh: runs notebooks 01-04 headless (papermill) with these "
                                    "parameters: generate the training set (NUM_SAMPLES, seed 42) and test set "
                                    "(1000, seed 123) unless they already exist with these settings, train, "
-                                   "evaluate, compare. Executed copies with outputs go to --notebooks_dir.")
+                                   "evaluate, compare (notebook 08 for --system rocket_landing). Executed copies "
+                                   "with outputs go to --notebooks_dir.")
     p.add_argument("num_samples", type=positive_int, nargs="?", default=10000,
                    help="training samples (default: %(default)s)")
     p.add_argument("epochs", type=positive_int, nargs="?", default=100, help="epochs (default: %(default)s)")
     p.add_argument("model_size", nargs="?", default="medium", choices=list(MODEL_SIZES),
                    help="model size (default: %(default)s)")
     p.add_argument("--test_samples", type=positive_int, default=1000, help="test cases (default: %(default)s)")
-    p.add_argument("--system", default="double_integrator", choices=list(TASKS),
+    p.add_argument("--system", default="double_integrator", choices=list(SYSTEM_NAMES),
                    help="the task (see `trc generate --help`); the others' files go to their own folders "
                         "(default: %(default)s)")
     p.add_argument("--state_range", type=finite_float, nargs=2, default=None, metavar=("LOW", "HIGH"),
