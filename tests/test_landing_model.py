@@ -69,10 +69,13 @@ def test_correction_lands_from_far_away_inside_the_glide_cone_and_keeps_the_annu
     violations = COARSE.constraint_violations(COARSE.rollout(x0, thrusts, final_times), thrusts, final_times)
     assert violations["thrust_max"].max() == 0 and violations["thrust_min"].max() == 0
     assert violations["glide_slope"].max() < 1e-4  # the last node is the pad, reached to 0.1 mm
-    # without the glide rows the same landings dip under the cone: the test can tell
+    # the same Gauss-Newton without its glide rows lands under the cone: the rows are what keep it out
+    base = np.full(16, model.config.scales["time"] / COARSE.num_steps)
+    unguarded, landed = model.landing_gauss_newton(hover.numpy(), x0, base, True, xt, 12, 1e-4, modes=((True, False),))
+    assert landed.all()
     with torch.no_grad():
-        _, positions, _ = model.flight_of(hover, torch.tensor(x0))
-    assert model.glide_violations(positions, torch.tensor(xt)).max() > 0
+        _, positions, _ = model.flight_of(torch.from_numpy(unguarded), torch.tensor(x0))
+    assert model.glide_violations(positions, torch.tensor(xt)).max() > 1.0
 
 
 def test_glide_violations_agree_with_the_rollout():
@@ -90,10 +93,14 @@ def test_glide_violations_agree_with_the_rollout():
     inner = states[:, 1:-1, :3] - xt[:, None, :3]
     expected = COARSE.glide_slope_tangent * np.linalg.norm(inner[..., :2], axis=-1) - inner[..., 2]
     np.testing.assert_allclose(violations, expected, atol=1e-6)
-    # the training penalty sees them
-    answer_t = answer.clone().requires_grad_(True)
-    loss = model.miss_loss(torch.tensor(x0), torch.tensor(xt), answer_t)
-    assert torch.isfinite(loss) and loss > 0
+    # the training penalty sees them: the same answers cost more with the glide slope than without
+    flat = LandingRecursiveControl.create("small", landing=RocketLanding(num_steps=10, glide_slope=0.0))
+    with_glide = model.miss_loss(torch.tensor(x0), torch.tensor(xt), answer)
+    without = flat.miss_loss(torch.tensor(x0), torch.tensor(xt), answer)
+    positive = np.maximum(violations, 0)
+    expected = np.mean(np.sum(np.arcsinh(positive) ** 2, axis=1)) / 6  # GLIDE_RESOLUTION 1 m
+    np.testing.assert_allclose((with_glide - without).item(), expected, rtol=1e-6)
+    assert expected > 0
 
 
 def test_generate_train_evaluate(tmp_path):
@@ -258,6 +265,10 @@ def test_export_to_onnx_and_evaluate_it(tmp_path, capsys):
                  "--output", str(tmp_path / "evaluation.json")]) == 0
     rows = json.loads((tmp_path / "evaluation.json").read_text())["rows"]
     assert [row["controller"] for row in rows] == ["TRC (ONNX Runtime)"]
+    assert main(["compare", "--test_data", str(data), "--trc_checkpoint", str(tmp_path / "tiny.onnx"),
+                 "--output", str(tmp_path / "compare.json")]) == 0
+    rows = json.loads((tmp_path / "compare.json").read_text())["controllers"]
+    assert [row["controller"].split(" (")[0] for row in rows] == ["ZEM/ZEV guidance", "TRC", "oracle"]
 
 
 def test_objective_is_the_rollouts_fuel_and_miss_and_finetune_runs_on_it(tmp_path):

@@ -48,7 +48,8 @@ def _session(path, threads: int | None = None):
 
 
 def export_onnx(model, output, tolerance: float | None = None, seed: int = 0, log=print) -> dict:
-    """Write `model` to `output` (.onnx) atomically; returns {'max_abs_difference', 'path'}.
+    """Write `model` to `output` (.onnx) atomically; returns {'max_difference', 'path'} (the largest
+    difference from PyTorch, relative to the answer's scale).
 
     Raises TRCError if ONNX Runtime differs from PyTorch by more than `tolerance` (default: the
     model's export_tolerance, 1e-5) of the answer's scale (model.answer_scale: max(1, u_max); for
@@ -92,7 +93,7 @@ def export_onnx(model, output, tolerance: float | None = None, seed: int = 0, lo
             raise TRCError(f"{output}: ONNX Runtime differs from PyTorch by {difference:.2e} of the answer's scale "
                            f"> {tolerance:.0e}; not written")
     log(f"wrote {output}; ONNX Runtime matches PyTorch to {difference:.1e} of the answer's scale (max, random inputs)")
-    return {"path": str(output), "max_abs_difference": difference}
+    return {"path": str(output), "max_difference": difference}
 
 
 class OnnxController:

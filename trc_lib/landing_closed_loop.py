@@ -82,11 +82,13 @@ def trc_closed_loop(model, initial_states, target_states, gusts, replan: bool = 
     dt = final_times / N
     raw = y[:, :-1].reshape(len(x), N, 4)
     states, thrusts, seconds, flown = [x], [], [], []
+    failed = np.zeros(len(x), int)  # re-plans that found no landing (their least-squares rest is flown)
     for k in range(N):
         measured = torch.as_tensor(x)
         if replan and 1 <= k <= N - LAST_REPLAN:
             started = time.perf_counter()
-            rest, dt = model.correct_rest(raw[:, k:], dt, measured, targets)
+            rest, dt, landed = model.correct_rest(raw[:, k:], dt, measured, targets)
+            failed += ~landed
             raw = torch.cat([raw[:, :k], rest], dim=1)
             seconds.append((time.perf_counter() - started) / len(x))
         with torch.no_grad():  # interval k's thrust from the measured mass (its lower bound depends on it)
@@ -95,7 +97,7 @@ def trc_closed_loop(model, initial_states, target_states, gusts, replan: bool = 
         states.append(x), thrusts.append(thrust), flown.append(dt.numpy())
     return ClosedLoopFlights(states=np.stack(states, 1), thrusts=np.stack(thrusts, 1),
                              final_times=np.sum(flown, axis=0), plan_seconds=np.array(seconds),
-                             failed_plans=np.zeros(len(x), int))
+                             failed_plans=failed)
 
 
 def cone_program_closed_loop(landing: RocketLanding, initial_states, target_states, gusts, thrusts,

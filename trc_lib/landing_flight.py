@@ -45,9 +45,12 @@ def flight_jacobian(model, states, raw, dt, ddt, compiled: bool = True, jacobian
     B, n = raw.shape[:2]
     P = 4 * n + 1
     library = _library() if compiled and model.problem.pointing_angle is None else None
+    if library is None and not jacobian:  # the flight alone, no derivatives to carry
+        with torch.no_grad():
+            thrusts, positions, velocity = model.fly(torch.as_tensor(states), torch.as_tensor(raw), torch.as_tensor(dt))
+        return thrusts.numpy(), positions.numpy(), velocity.numpy(), None, None
     if library is None:
-        flight = _autograd_flight_jacobian(model, states, raw, dt, ddt)
-        return flight if jacobian else (*flight[:3], None, None)
+        return _autograd_flight_jacobian(model, states, raw, dt, ddt)
     fields = model.c_answer_fields()  # the constants forward.c reads the answer with: the same here
     params = np.array([fields[name] for name in ("alpha", "rho_1", "rho_2", "gravity", "margin", "magnitude_offset")],
                       np.float64)

@@ -293,9 +293,9 @@ class LandingRecursiveControl(TinyRecursiveControl):
     def miss_loss(self, initial_states, target_states, answer) -> torch.Tensor:
         """The squared landing miss and glide-slope violation, each through asinh(error / resolution)
         (MISS_RESOLUTION: 1 m, 0.1 m/s; GLIDE_RESOLUTION 1 m): quadratic near zero, logarithmic far
-        from it. The miss is averaged over its six components; each inner node's violation counts as
-        one more component (so a trajectory that dips under the cone everywhere costs as much as
-        missing the pad by the same distance on every axis)."""
+        from it. The miss is averaged over its six components; each inner node's violation adds as
+        much as one more component would (so dipping under the cone by d at every one of the N-1
+        inner nodes costs (N-1)/6 times as much as missing the pad by d on every axis)."""
         positions, velocity = self._flight_of_answer(initial_states, answer)
         error = torch.cat([positions[:, -1], velocity], dim=-1) - target_states[:, :6]
         resolution = error.new_tensor([MISS_RESOLUTION["position"]] * 3 + [MISS_RESOLUTION["velocity"]] * 3)
@@ -315,8 +315,8 @@ class LandingRecursiveControl(TinyRecursiveControl):
         cone (landing_gauss_newton); the flight time moves too. Returns the corrected y, a float64
         tensor."""
         base = np.full(len(y), self.config.scales["time"] / self.problem.num_steps)
-        y = self.landing_gauss_newton(np.asarray(y.detach().cpu(), np.float64), np.asarray(initial_states, np.float64),
-                                      base, True, np.asarray(target_states, np.float64), iterations, tolerance)
+        y, _ = self.landing_gauss_newton(np.asarray(y.detach().cpu(), np.float64), np.asarray(initial_states, np.float64),
+                                         base, True, np.asarray(target_states, np.float64), iterations, tolerance)
         return torch.from_numpy(y)
 
     def correct_rest(self, raw, dt, states, target_states, iterations: int = CORRECTION_STEPS,
@@ -324,22 +324,24 @@ class LandingRecursiveControl(TinyRecursiveControl):
         """The rest of a flight re-planned from the measured states [B, 7]: Gauss-Newton on its raw
         answer raw [B, n, 4] (the n intervals left, of dt [B] s each) towards the target inside the
         glide cone (landing_gauss_newton), the touchdown time kept; where that leaves a problem off
-        the pad, again with the log of the intervals' length free. Returns (raw [B, n, 4], dt [B]),
-        float64 tensors."""
+        the pad, again with the log of the intervals' length free. Returns (raw [B, n, 4], dt [B])
+        as float64 tensors, and landed [B] (numpy bool: the re-plan's miss within tolerance)."""
         B, n = raw.shape[:2]
         dt = np.asarray(dt, np.float64)
         start = np.concatenate([np.asarray(raw, np.float64).reshape(B, 4 * n), np.zeros((B, 1))], axis=1)
-        v = self.landing_gauss_newton(start, np.asarray(states, np.float64), dt, False,
-                                      np.asarray(target_states, np.float64), iterations, tolerance,
-                                      modes=((False, True), (False, False), (True, True), (True, False)))
-        return torch.from_numpy(v[:, :-1].reshape(B, n, 4)), torch.from_numpy(interval_length(v[:, -1], dt, False)[0])
+        v, landed = self.landing_gauss_newton(start, np.asarray(states, np.float64), dt, False,
+                                              np.asarray(target_states, np.float64), iterations, tolerance,
+                                              modes=((False, True), (False, False), (True, True), (True, False)))
+        return (torch.from_numpy(v[:, :-1].reshape(B, n, 4)), torch.from_numpy(interval_length(v[:, -1], dt, False)[0]),
+                landed)
 
     def landing_gauss_newton(self, v, states, base, squashed: bool, target_states, iterations: int,
-                             tolerance: float, modes=((True, True), (True, False))) -> np.ndarray:
+                             tolerance: float, modes=((True, True), (True, False))):
         """Gauss-Newton on the raw numbers v [B, 4n+1] of flights from states [B, 7]: v[:, :4n] the n
         intervals' raw answer, v[:, 4n] their length (interval_length(v[:, 4n], base [B], squashed)).
         Towards r_n = r*, v_n = v* (target_states [B, 7]) inside the glide cone; numpy float64
-        throughout, the Jacobian from landing_flight.py (compiled).
+        throughout, the Jacobian from landing_flight.py (compiled). Returns (v [B, 4n+1], landed [B]:
+        the miss within tolerance).
 
         The residual has 6 + (n-1) rows: the landing miss e in units of 1 m and 0.1 m/s, and one
         row per inner node that is within GLIDE_BAND of the cone or beyond it, asking its glide
@@ -356,16 +358,16 @@ class LandingRecursiveControl(TinyRecursiveControl):
         left off the pad: by default the glide rows, then without them (a vehicle at the cone's edge
         metres from the pad can have no landing inside it; landing comes first, and its glide
         violation is what it is). A fixed time (free_time False) keeps v[:, 4n]."""
-        v = np.array(v, np.float64)
-        todo = np.ones(len(v), bool)
+        start = np.array(v, np.float64)
+        v, todo = start.copy(), np.ones(len(v), bool)
         for free_time, glide in modes:
             rows = np.flatnonzero(todo)
             if len(rows) == 0:
                 break
-            v[rows], landed = self._gauss_newton_steps(v[rows], states[rows], base[rows], squashed, target_states[rows],
-                                                       iterations, tolerance, free_time, glide)
+            v[rows], landed = self._gauss_newton_steps(start[rows], states[rows], base[rows], squashed,
+                                                       target_states[rows], iterations, tolerance, free_time, glide)
             todo[rows[landed]] = False
-        return v
+        return v, ~todo
 
     def _gauss_newton_steps(self, v, states, base, squashed, target_states, iterations, tolerance, free_time, glide):
         """landing_gauss_newton's steps in one mode: (v [B, P], landed [B]: the miss within tolerance).
@@ -409,9 +411,10 @@ class LandingRecursiveControl(TinyRecursiveControl):
     def _least_change(error, jac_error, violations, jac_violations, near):
         """The Gauss-Newton step [b, P]: the least change that zeroes the linearized landing rows and
         keeps every linearized glide row at or below -GLIDE_BAND (a quadratic program, solved by a
-        primal-dual active set over the glide rows: ACTIVE_SET_ROUNDS of add the violated rows, drop
-        those whose multiplier is negative); glide rows only for the problems `near` [b] the pad. No
-        raw number moves by more than MAX_STEP."""
+        primal-dual active set over the glide rows, starting from the nodes within 2 GLIDE_BAND of
+        the cone or beyond it: ACTIVE_SET_ROUNDS of add the violated rows, drop those whose
+        multiplier is negative); glide rows only for the problems `near` [b] the pad. No raw number
+        moves by more than MAX_STEP."""
         B = len(error)
         residual = np.concatenate([error, violations + GLIDE_BAND], axis=1)  # [B, M]: rows want value 0 (<= 0)
         jacobian = np.concatenate([jac_error, jac_violations], axis=1)
@@ -471,9 +474,8 @@ class LandingRecursiveControl(TinyRecursiveControl):
         y = self.corrected_answer(initial_states, target_states, iterations).numpy()
         B, N = len(y), self.problem.num_steps
         dt, ddt = interval_length(y[:, -1], np.full(B, self.config.scales["time"] / N), True)
-        thrusts = np.concatenate([flight_jacobian(self, np.asarray(initial_states, np.float64)[i:i + 256],
-                                                  y[i:i + 256, :-1].reshape(-1, N, 4), dt[i:i + 256], ddt[i:i + 256])[0]
-                                  for i in range(0, B, 256)])  # in chunks: the Jacobians it also writes are large
+        thrusts = flight_jacobian(self, np.asarray(initial_states, np.float64), y[:, :-1].reshape(B, N, 4), dt, ddt,
+                                  jacobian=False)[0]
         return thrusts, dt * N
 
     def corrected_answer(self, initial_states, target_states, iterations: int = CORRECTION_STEPS):

@@ -131,7 +131,7 @@ def evaluate_checkpoint(checkpoint, test_data, *, output=None, success_threshold
     if test.final_times is not None:
         if not isinstance(model, OnnxController):
             model.set_inference_precision(precision)
-        return _evaluate_landing(model, test, checkpoint, output, device, log)
+        return _evaluate_landing(model, test, checkpoint, output, device, precision, log)
     if isinstance(model, OnnxController):
         controller = model
     else:
@@ -147,12 +147,13 @@ def evaluate_checkpoint(checkpoint, test_data, *, output=None, success_threshold
     return result
 
 
-def _evaluate_landing(model, test, checkpoint, output, device, log) -> dict:
+def _evaluate_landing(model, test, checkpoint, output, device, precision, log) -> dict:
     """evaluate_checkpoint for the rocket landing: physical units, and the correction step."""
     from ..landing_evaluate import evaluate_landing_model, format_landing_table
     rows = evaluate_landing_model(model, test)
     result = {"checkpoint": str(checkpoint), "test_data": str(test.path), "num_samples": len(test),
-              "problem": test.metadata["problem"], "device": str(device), "hardware": hardware(), "rows": rows}
+              "problem": test.metadata["problem"], "device": str(device), "precision": precision,
+              "hardware": hardware(), "rows": rows}
     if output:
         write_json(output, result)
         log(f"wrote {output}")
@@ -223,7 +224,9 @@ def _compare_landing(test, trc_checkpoint, output, external, newton_steps, toler
     answers = {f"ZEM/ZEV guidance (the best flight time of a {FLIGHT_TIME_STEP:g} s grid)":
                lambda: zem_zev_guidance(test.problem, x0, xt)}
     if model is not None:
-        answers["TRC"] = lambda: model.predict(x0, xt)
+        answers[getattr(model, "name", "TRC") if isinstance(model, OnnxController) else "TRC"] = \
+            lambda: model.predict(x0, xt)
+    if hasattr(model, "predict_corrected"):  # an ONNX model has the network only
         answers["TRC + correction"] = lambda: model.predict_corrected(x0, xt)
     answers["oracle (cone program)"] = lambda: (test.control_sequences, test.final_times)
     rows = [{"controller": name, **landing_metrics(score_landings(test, *answer()))} for name, answer in answers.items()]
