@@ -354,17 +354,18 @@ class LandingRecursiveControl(TinyRecursiveControl):
         0.01 mm/s by default) and no node violates the glide slope. Because it moves v, not the
         thrusts, the thrusts stay inside the annulus by construction.
 
-        modes: (free_time, glide) pairs tried in turn, each from v, on the problems the ones before
-        left off the pad: by default the glide rows, then without them (a vehicle at the cone's edge
-        metres from the pad can have no landing inside it; landing comes first, and its glide
-        violation is what it is). A fixed time (free_time False) keeps v[:, 4n]."""
-        start = np.array(v, np.float64)
-        v, todo = start.copy(), np.ones(len(v), bool)
+        modes: (free_time, glide) pairs tried in turn on the problems the ones before left off the
+        pad, each continuing from where the one before stopped (in the closed loop that lands more
+        re-plans than starting over: 100% against 99.5% within 1 m and 0.5 m/s): by default the glide
+        rows, then without them (a vehicle at the cone's edge metres from the pad can have no landing
+        inside it; landing comes first, and its glide violation is what it is). A fixed time
+        (free_time False) keeps v[:, 4n]."""
+        v, todo = np.array(v, np.float64), np.ones(len(v), bool)
         for free_time, glide in modes:
             rows = np.flatnonzero(todo)
             if len(rows) == 0:
                 break
-            v[rows], landed = self._gauss_newton_steps(start[rows], states[rows], base[rows], squashed,
+            v[rows], landed = self._gauss_newton_steps(v[rows], states[rows], base[rows], squashed,
                                                        target_states[rows], iterations, tolerance, free_time, glide)
             todo[rows[landed]] = False
         return v, ~todo
