@@ -80,7 +80,9 @@ def main():
             "grid: before interval k (1 <= k <= N - 2) the rest of the flight is planned again from the "
             "measured state at the same touchdown time (TRC: its correction step; the cone program: a "
             "fresh solve), the time stretched only where no landing exists at it "
-            "(trc_lib/landing_closed_loop.py). The gusts of the last two intervals are never corrected.", "",
+            "(trc_lib/landing_closed_loop.py). The gusts of the last two intervals are never corrected. A re-plan "
+            "without a landing: TRC's correction leaving the planned miss above 0.1 mm or 0.01 mm/s (the rest it "
+            "found is flown), the cone program finding no solution at all (the previous plan is kept).", "",
             f"| controller | within {WITHIN_POSITION:g} m and {WITHIN_VELOCITY:g} m/s | position error median / "
             "p99 / max (m) | velocity error median / p99 / max (m/s) | fuel against the no-gust optimum, "
             "median / p90 | glide slope violation max (m) | time per re-plan (ms) | re-plans without a landing |",
