@@ -98,7 +98,7 @@ def generate_dataset(problem: ControlProblem, num_samples: int, seed: int = 42,
     gives identical arrays.
     """
     target_range = state_range if target_range is None else target_range
-    if problem.system.name != "rocket_landing":  # it draws from its own box
+    if not problem.draws_its_own_problems:
         _check_ranges(state_range, target_range)
     if int(num_samples) != num_samples or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples}")
@@ -151,27 +151,25 @@ def _check_ranges(state_range, target_range) -> None:
 
 def sampling_record(problem, state_range, target_range) -> dict:
     """Where the problems were drawn from, as metadata records it."""
-    if problem.system.name == "rocket_landing":
-        from .rocket_landing import INITIAL_BOX
-        return {"box": {name: list(bounds) for name, bounds in INITIAL_BOX.items()}}
+    if problem.draws_its_own_problems:
+        return problem.sampling_record()
     return {"state_range": [float(v) for v in state_range], "target_range": [float(v) for v in target_range],
             "target_center": [float(v) for v in target_center(problem.system.name)]}
 
 
 def _unsolvable(problem, state_range, target_range) -> str:
-    if problem.system.name == "rocket_landing":
-        return "almost no landing drawn from the box is feasible: check the vehicle's parameters"
+    if problem.draws_its_own_problems:
+        return "almost no problem drawn from the task's own box is feasible: check the task's parameters"
     return (f"almost no target in {list(target_range)} is reachable from {list(state_range)} "
             f"with |u| <= {problem.control_bound}: widen the bound or narrow the boxes")
 
 
 def draw_problems(problem, rng: np.random.Generator, count: int, state_range, target_range):
     """(initial_states, target_states) [count, n]: x_0 uniform in state_range^n, x* = the task's
-    target center + uniform in target_range^n; the rocket landing draws from its own box
-    (rocket_landing.INITIAL_BOX) and ignores the two ranges."""
-    if problem.system.name == "rocket_landing":
-        from .rocket_landing import sample_problems
-        return sample_problems(rng, count, problem)
+    target center + uniform in target_range^n; a problem that draws its own (the rocket landing,
+    from rocket_landing.INITIAL_BOX) ignores the two ranges."""
+    if problem.draws_its_own_problems:
+        return problem.draw_problems(rng, count)
     n = problem.system.state_dim
     x0 = rng.uniform(*state_range, size=(count, n))
     return x0, target_center(problem.system.name) + rng.uniform(*target_range, size=(count, n))
@@ -241,7 +239,7 @@ def read_dataset(path, verify_labels: bool = True) -> ControlDataset:
     n, m, N = problem.system.state_dim, problem.system.control_dim, problem.num_steps
     expected = {"initial_states": (num, n), "target_states": (num, n), "control_sequences": (num, N, m),
                 "state_trajectories": (num, N + 1, n), "costs": (num,), "terminal_multipliers": (num, n)}
-    if problem.system.name == "rocket_landing":
+    if problem.free_final_time:
         expected["final_times"] = (num,)
     for key, shape in expected.items():
         if key not in contents:

@@ -73,6 +73,11 @@ class ControlProblem:
     control_bound: float = 4.0
     objective: Objective = field(default_factory=Objective)
 
+    # a fixed horizon: its problems are drawn from --state_range / --target_range (data.py), and a
+    # dataset holds no flight times (rocket_landing.RocketLanding answers True to both questions)
+    draws_its_own_problems = False
+    free_final_time = False
+
     def __post_init__(self):
         if not (self.control_bound > 0 and np.isfinite(self.control_bound)):
             raise ValueError(f"control_bound must be a positive number, got {self.control_bound}")

@@ -117,6 +117,8 @@ class RocketLanding:
     state_names = STATE_NAMES
     oracle = "cone_program"  # oracles/cone_program.py
     objective = FuelObjective()
+    draws_its_own_problems = True  # from INITIAL_BOX (draw_problems); the state and target ranges do not apply
+    free_final_time = True  # the flight time is part of every answer, and datasets store it (final_times)
 
     @property
     def system(self) -> "RocketLanding":
@@ -228,6 +230,14 @@ class RocketLanding:
             return 0.0
         top_speed = np.sqrt((height + speed ** 2 / (2 * down)) / (1 / (2 * down) + 1 / (2 * up)))
         return float(max(top_speed - speed, 0.0) / down + top_speed / up)
+
+    def draw_problems(self, rng: np.random.Generator, count: int):
+        """(initial_states, target_states) [count, 7] from the task's box (sample_problems)."""
+        return sample_problems(rng, count, self)
+
+    def sampling_record(self) -> dict:
+        """Where the problems were drawn from, as dataset metadata records it."""
+        return {"box": {name: list(bounds) for name, bounds in INITIAL_BOX.items()}}
 
     def least_thrust(self, masses, dt) -> np.ndarray:
         """[B]: the least thrust (N) an interval of dt [B] s may start with from masses [B] (kg) so that
