@@ -2,7 +2,7 @@
 
     python benchmarks/notebooks.py
 
-Runs notebooks 01-06 in order through papermill (default parameters) with $TRC_WORKSPACE set
+Runs every notebook in order through papermill (default parameters) with $TRC_WORKSPACE set
 to a new temporary folder, and prints a markdown table of wall times (kernel start included).
 """
 
