@@ -16,6 +16,8 @@ from trc_lib.interfaces.pipeline import NOTEBOOKS_DIR, run_notebook
 
 from results_page import write_page
 
+CELL_TIMEOUT = 600  # s: the slowest default cell takes well under a minute
+
 
 def main():
     workspace = Path(tempfile.mkdtemp(prefix="trc-notebook-benchmark-"))
@@ -23,7 +25,8 @@ def main():
     rows = []
     for notebook in sorted(NOTEBOOKS_DIR.glob("*.ipynb")):
         started = time.perf_counter()
-        run_notebook(notebook, {}, workspace / "executed" / notebook.name, progress=False)
+        # a cell limit turns papermill's occasional wait on an idle kernel into an error, not a hang
+        run_notebook(notebook, {}, workspace / "executed" / notebook.name, progress=False, cell_timeout=CELL_TIMEOUT)
         rows.append((notebook.stem, time.perf_counter() - started))
         print(f"{notebook.stem}: {rows[-1][1]:.1f} s", flush=True)
     hw = hardware()
