@@ -4,8 +4,9 @@ The exported graph maps (initial_states [B, n], target_states [B, n]) to every r
 [N_sup, B, N, m] ([N_sup, B, 3N+1] for the rocket landing), with the batch size symbolic; the last
 refinement is the answer. Export checks that ONNX Runtime reproduces PyTorch to float32 round-off
 on random inputs before the file is kept. The rocket landing's graph unrolls its scan over the
-intervals: exporting the medium model with N = 50 takes minutes. `OnnxController` gives the same `predict` / `predict_refinements` as a torch model, so
-`load_model("model.onnx")` works wherever a checkpoint does.
+intervals: exporting the medium model with N = 50 takes minutes. `OnnxController` gives the same
+`predict` / `predict_refinements` as a torch model, so `load_model("model.onnx")` works wherever a
+checkpoint does.
 """
 
 from __future__ import annotations

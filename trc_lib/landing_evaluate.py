@@ -78,8 +78,7 @@ def evaluate_landing_model(model, test: ControlDataset, correction_steps: int = 
     from .evaluate import time_inference
     x0, xt = test.initial_states, test.target_states
     rows = []
-    controllers = [(getattr(model, "name", "TRC") if not hasattr(model, "predict_corrected") else "TRC",
-                    model.predict)]
+    controllers = [(getattr(model, "name", "TRC"), model.predict)]  # an ONNX model names itself
     if hasattr(model, "predict_corrected"):  # an ONNX model has the network only
         controllers.append((f"TRC + correction (Gauss-Newton, up to {correction_steps} steps)",
                             lambda a, b: model.predict_corrected(a, b, correction_steps)))

@@ -38,6 +38,7 @@ from .rocket_landing import RocketLanding
 
 MARGIN = 1e-5  # relative distance kept from each thrust bound
 MISS_RESOLUTION = {"position": 1.0, "velocity": 0.1}  # m, m/s
+MISS_SCALES = np.array([MISS_RESOLUTION["position"]] * 3 + [MISS_RESOLUTION["velocity"]] * 3)  # of r_N - r*, v_N - v*
 GLIDE_RESOLUTION = 1.0  # m: the glide-slope violation's scale in the training loss
 GLIDE_BAND = 0.1  # m: how far inside the glide cone the correction puts the nodes it pins
 CORRECTION_STEPS = 40  # at most: a problem leaves the batch once it lands inside the cone
@@ -285,7 +286,7 @@ class LandingRecursiveControl(TinyRecursiveControl):
         landing and the glide slope, as the terminal penalty does on the other tasks."""
         positions, velocity, fuel = self._flight_of_answer(initial_states, answer, with_fuel=True)
         error = torch.cat([positions[:, -1], velocity], dim=-1) - target_states[:, :6]
-        resolution = error.new_tensor([MISS_RESOLUTION["position"]] * 3 + [MISS_RESOLUTION["velocity"]] * 3)
+        resolution = error.new_tensor(MISS_SCALES)
         violations = self.glide_violations(positions, target_states)
         glide = torch.relu(violations) if violations is not None else error.new_zeros(len(error), 0)
         return fuel, torch.cat([error / resolution, glide], dim=-1)
@@ -298,7 +299,7 @@ class LandingRecursiveControl(TinyRecursiveControl):
         inner nodes costs (N-1)/6 times as much as missing the pad by d on every axis)."""
         positions, velocity = self._flight_of_answer(initial_states, answer)
         error = torch.cat([positions[:, -1], velocity], dim=-1) - target_states[:, :6]
-        resolution = error.new_tensor([MISS_RESOLUTION["position"]] * 3 + [MISS_RESOLUTION["velocity"]] * 3)
+        resolution = error.new_tensor(MISS_SCALES)
         loss = torch.mean(torch.asinh(error / resolution).square())
         violations = self.glide_violations(positions, target_states)
         if violations is not None:
@@ -343,16 +344,15 @@ class LandingRecursiveControl(TinyRecursiveControl):
         throughout, the Jacobian from landing_flight.py (compiled). Returns (v [B, 4n+1], landed [B]:
         the miss within tolerance).
 
-        The residual has 6 + (n-1) rows: the landing miss e in units of 1 m and 0.1 m/s, and one
-        row per inner node that is within GLIDE_BAND of the cone or beyond it, asking its glide
-        violation g_k (m) to be -GLIDE_BAND; the other nodes' rows are zero (an active set,
-        re-chosen every step, joined once the miss is within GLIDE_AFTER: far from the pad the
-        landing rows alone converge faster). Each step is the least change of v that zeroes the
-        linearized residual, v <- v - J^T (J J^T)^-1 r, no raw number moving by more than MAX_STEP
-        (a trust region: a full step far from the solution can throw the thrusts into the flat ends
-        of their sigmoids). It stops after `iterations` steps or once every |e| < tolerance (0.1 mm,
-        0.01 mm/s by default) and no node violates the glide slope. Because it moves v, not the
-        thrusts, the thrusts stay inside the annulus by construction.
+        The rows: the landing miss e in units of 1 m and 0.1 m/s (to be zeroed) and each inner
+        node's glide violation g_k in m (to stay at or below -GLIDE_BAND), the glide rows joining
+        once the miss is within GLIDE_AFTER (far from the pad the landing rows alone converge
+        faster). Each step is the least change of v that meets the linearized rows (_least_change,
+        a small QP), no raw number moving by more than MAX_STEP (a trust region: a full step far
+        from the solution can throw the thrusts into the flat ends of their sigmoids), backtracked
+        on _merit. It stops after `iterations` steps or once every |e| < tolerance (0.1 mm, 0.01
+        mm/s by default) and no node violates the glide slope. Because it moves v, not the thrusts,
+        the thrusts stay inside the annulus by construction.
 
         modes: (free_time, glide) pairs tried in turn on the problems the ones before left off the
         pad, each continuing from where the one before stopped (in the closed loop that lands more
@@ -443,7 +443,7 @@ class LandingRecursiveControl(TinyRecursiveControl):
         None), theirs [b, n-1, P]); the Jacobians None when jacobian is False. With free_time False
         the time's column is zero, so no step moves it."""
         from .landing_flight import flight_jacobian
-        resolution = np.array([1.0, 1.0, 1.0, 0.1, 0.1, 0.1])
+        resolution = MISS_SCALES
         B, P = v.shape
         n = (P - 1) // 4
         dt, ddt = interval_length(v[:, -1], base, squashed)
@@ -467,7 +467,6 @@ class LandingRecursiveControl(TinyRecursiveControl):
                               / horizontal[..., None] - jac[..., 2, :])
         return error, jac_error, violations, jac_violations
 
-    @torch.inference_mode(False)
     def predict_corrected(self, initial_states, target_states, iterations: int = CORRECTION_STEPS):
         """(thrusts [B, N, 3], final_times [B]) of the network's answer after its correction step
         (correct(): up to `iterations` Gauss-Newton steps), numpy float64."""
@@ -502,15 +501,11 @@ class LandingRecursiveControl(TinyRecursiveControl):
             heading = d[..., :2] / np.maximum(np.linalg.norm(d[..., :2], axis=-1, keepdims=True), 1e-300)
             d = np.concatenate([np.sin(tilt)[..., None] * heading, np.cos(tilt)[..., None]], axis=-1)
         dt, m = final_times / N, np.asarray(initial_states, np.float64)[:, 6]
-        high, rho_1, fractions = vehicle.thrust_max * (1 - MARGIN), vehicle.thrust_min, []
+        high, fractions = vehicle.thrust_max * (1 - MARGIN), []
         for k in range(N):  # fly's bounds, on the mass the thrusts leave
-            burn = vehicle.fuel_rate * dt / m
-            low = np.full_like(m, rho_1)
-            for _ in range(LOWER_BOUND_NEWTON_STEPS):
-                grown = rho_1 * np.exp(burn * low)
-                low = low - (low - grown) / (1 - burn * grown)
-            fractions.append((magnitudes[:, k] - low * (1 + MARGIN)) / (high - low * (1 + MARGIN)))
-            m = m * np.exp(-burn * magnitudes[:, k])
+            low = landing.least_thrust(m, dt, LOWER_BOUND_NEWTON_STEPS, MARGIN)
+            fractions.append((magnitudes[:, k] - low) / (high - low))
+            m = m * np.exp(-vehicle.fuel_rate * dt / m * magnitudes[:, k])
         fractions = np.clip(np.stack(fractions, axis=1), MARGIN, 1 - MARGIN)
         magnitude_raw = np.log(fractions / (1 - fractions)) - self.magnitude_offset
         raw = np.concatenate([d - [0.0, 0.0, 1.0], magnitude_raw[..., None]], axis=-1)  # [B, N, 4]

@@ -239,17 +239,18 @@ class RocketLanding:
         """Where the problems were drawn from, as dataset metadata records it."""
         return {"box": {name: list(bounds) for name, bounds in INITIAL_BOX.items()}}
 
-    def least_thrust(self, masses, dt) -> np.ndarray:
+    def least_thrust(self, masses, dt, newton_steps: int = 6, margin: float = 1e-9) -> np.ndarray:
         """[B]: the least thrust (N) an interval of dt [B] s may start with from masses [B] (kg) so that
         at its end, the mass having fallen, it is still rho_1: the root of T = rho_1 exp(alpha T dt / m),
-        by Newton's method from below, nudged up by a relative 1e-9 so rounding cannot cross it."""
+        by newton_steps of Newton's method from below, nudged up by a relative `margin` so rounding
+        cannot cross it (landing_model.py reads its answers with 3 steps and its own MARGIN)."""
         alpha, rho_1 = self.vehicle.fuel_rate, self.vehicle.thrust_min
         burn = alpha * np.asarray(dt, np.float64) / np.asarray(masses, np.float64)
         low = np.full_like(burn, rho_1)
-        for _ in range(6):
+        for _ in range(newton_steps):
             grown = rho_1 * np.exp(burn * low)
             low = low - (low - grown) / (1 - burn * grown)
-        return low * (1 + 1e-9)
+        return low * (1 + margin)
 
     def log_mass_floor(self, initial_mass: float, times) -> np.ndarray:
         """ln of the lightest the vehicle can be at times t (s): max(m_0 - alpha rho_2 t, m_dry)."""

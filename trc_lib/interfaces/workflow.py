@@ -224,8 +224,7 @@ def _compare_landing(test, trc_checkpoint, output, external, newton_steps, toler
     answers = {f"ZEM/ZEV guidance (the best flight time of a {FLIGHT_TIME_STEP:g} s grid)":
                lambda: zem_zev_guidance(test.problem, x0, xt)}
     if model is not None:
-        answers[getattr(model, "name", "TRC") if isinstance(model, OnnxController) else "TRC"] = \
-            lambda: model.predict(x0, xt)
+        answers[getattr(model, "name", "TRC")] = lambda: model.predict(x0, xt)  # an ONNX model names itself
     if hasattr(model, "predict_corrected"):  # an ONNX model has the network only
         answers["TRC + correction"] = lambda: model.predict_corrected(x0, xt)
     answers["oracle (cone program)"] = lambda: (test.control_sequences, test.final_times)
