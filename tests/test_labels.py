@@ -45,22 +45,32 @@ def test_an_unreachable_target_is_reported_as_unsolved(problem):
     assert not ok.any()
 
 
-def test_large_batches_compile_the_nlp_once_and_get_the_same_labels(problem, monkeypatch, tmp_path):
+def _compiled_in_workers():
     import trc_lib.oracles.labels as labels
+    return labels._worker_optimizer is not None and labels._worker_optimizer.compiled
+
+
+def test_large_batches_compile_the_nlp_once_per_worker_and_get_the_same_labels(problem, monkeypatch, tmp_path):
+    import trc_lib.oracles.labels as labels
+    from trc_lib.oracles.workers import _local_client
     monkeypatch.chdir(tmp_path)  # CasADi's JIT writes into the working directory: nothing may be left there
     rng = np.random.default_rng(1)
     x0, xt = rng.uniform(-1.5, 1.5, (8, 2)), np.zeros((8, 2))
     # start from no optimizer, whatever an earlier test left; both are restored together afterwards
     monkeypatch.setattr(labels, "_worker_optimizer", None)
     monkeypatch.setattr(labels, "_worker_problem", None)
-    interpreted, _ = solve_nonlinear(problem, x0, xt, workers=2, chunk_size=2, progress=False)
+    interpreted, _ = solve_nonlinear(problem, x0, xt, workers=1, chunk_size=2, progress=False)
     assert not labels._worker_optimizer.compiled  # 8 problems: below the threshold
     monkeypatch.setattr(labels, "COMPILE_FROM_PROBLEMS_PER_PROCESS", 4)
-    compiled, ok = solve_nonlinear(problem, x0, xt, workers=2, chunk_size=2, progress=False)
-    # built here, before the workers were forked (compiled where CasADi's JIT finds gcc)
-    assert labels._worker_optimizer.compiled == (shutil.which("gcc") is not None)
-    assert ok.all() and not list(tmp_path.iterdir())
-    np.testing.assert_allclose(compiled.control_sequences, interpreted.control_sequences, rtol=0, atol=1e-12)
+    compiled, ok = solve_nonlinear(problem, x0, xt, workers=1, chunk_size=2, progress=False)
+    has_gcc = shutil.which("gcc") is not None
+    assert labels._worker_optimizer.compiled == has_gcc  # compiled where CasADi's JIT finds gcc
+    np.testing.assert_array_equal(compiled.control_sequences, interpreted.control_sequences)
+    # two Dask workers: 4 problems each reach the threshold, so each compiles its own NLP
+    on_workers, ok_workers = solve_nonlinear(problem, x0, xt, workers=2, chunk_size=2, progress=False)
+    assert set(_local_client(2).run(_compiled_in_workers).values()) == {has_gcc}
+    assert ok.all() and ok_workers.all() and not list(tmp_path.iterdir())
+    np.testing.assert_array_equal(on_workers.control_sequences, interpreted.control_sequences)
 
 
 def test_without_a_c_compiler_the_optimizer_falls_back_to_the_interpreter(problem, monkeypatch):

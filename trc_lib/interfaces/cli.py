@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import TRCError
 from ..model import MODEL_SIZES
+from ..oracles.workers import CLUSTER_VARIABLE
 from .parameters import DEVICES, SCHEDULERS, named_files
 from ..tasks import SYSTEM_NAMES
 
@@ -63,6 +64,13 @@ nonnegative_float = _number(float, lambda v: v >= 0, "a non-negative number")
 finite_float = _number(float, lambda v: True, "a finite number")
 unit_interval = _number(float, lambda v: 0 < v < 1, "a number strictly between 0 and 1")
 ema_decay = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+def cluster_address(text):
+    """A Dask scheduler's address: [tcp://|tls://]HOST:PORT."""
+    if not re.fullmatch(r"((tcp|tls|inproc|ucx)://)?[\w.\-\[\]:]+:\d+", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a Dask scheduler address such as tcp://127.0.0.1:8786")
+    return text
 
 
 def _add_problem_options(p):
@@ -144,7 +152,12 @@ def _add_generate(sub) -> None:
                         "upright (pi, 0) for the pendulum); LOW = HIGH fixes it (default: --state_range for the "
                         "double integrator, 0 0 otherwise)")
     p.add_argument("--workers", type=positive_int, default=None,
-                   help="processes solving nonlinear labels with IPOPT (default: every core)")
+                   help="worker processes of the local Dask cluster solving IPOPT or cone-program labels "
+                        "(default: every core; 1: in this process)")
+    p.add_argument("--cluster", default=None, metavar="ADDRESS", type=cluster_address,
+                   help="a running Dask scheduler to solve the labels on instead, such as tcp://10.0.0.5:8786 "
+                        "(start it with `dask scheduler`, and workers with `dask worker ADDRESS`; "
+                        f"default: ${CLUSTER_VARIABLE}, else a local cluster)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     _add_problem_options(p)
 
@@ -390,7 +403,8 @@ def run(args) -> None:
                           num_steps=args.num_steps, time_horizon=args.time_horizon,
                           control_bound=args.control_bound, controller=args.controller, system=args.system,
                           lqr_Q=tuple(args.lqr_Q), lqr_R=(args.lqr_R,), lqr_Qf=tuple(args.lqr_Qf),
-                          workers=args.workers, progress=not args.no_progress, **_system_parameters(args))
+                          workers=args.workers, cluster=args.cluster, progress=not args.no_progress,
+                          **_system_parameters(args))
     elif args.command in ("train", "evaluate", "compare") and args.system:
         data = {"train": "data", "evaluate": "test_data", "compare": "test_data"}[args.command]
         workflow.check_system(getattr(args, data), args.system, f"--{data}")

@@ -23,26 +23,35 @@ from ..files import check_folder, write_json
 from ..oracles import oracle_of
 from ..training import train_model  # noqa: F401  (a step of the guide, as the faces call it)
 from ..model import INFERENCE_PRECISIONS, TinyRecursiveControl
+from ..oracles.workers import Workers, clear_journal
 from ..tasks import sampling_boxes
 
 
 def generate(output_dir, *, num_samples=10000, num_steps=None, time_horizon=None, seed=42, state_range=None,
              target_range=None, control_bound=None, controller=None, system="double_integrator",
-             lqr_Q=(1.0, 1.0), lqr_R=(0.1,), lqr_Qf=(100.0, 100.0), workers=None, progress=True, log=print,
-             **system_parameters) -> Path:
+             lqr_Q=(1.0, 1.0), lqr_R=(0.1,), lqr_Qf=(100.0, 100.0), workers=None, cluster=None, progress=True,
+             log=print, **system_parameters) -> Path:
     """Generate a dataset and write OUTPUT_DIR/lqr_dataset.npz; returns its path.
 
     None means the task's default (tasks.py) for every problem and sampling option;
-    system_parameters: the system's own (mu=..., substeps=...). workers: processes for IPOPT
-    labels (default: every core).
+    system_parameters: the system's own (mu=..., substeps=...). workers: processes of the local
+    Dask cluster solving IPOPT or cone-program labels (default: every core); cluster: the address
+    of a Dask scheduler to use instead (default: $TRC_CLUSTER, else the local cluster). Finished
+    chunks are kept in OUTPUT_DIR/lqr_dataset.npz.chunks until the dataset is written: a run
+    started again after an interruption continues from them.
     """
     problem = make_problem(num_steps, time_horizon, control_bound, controller, system, lqr_Q, lqr_R, lqr_Qf,
                            **system_parameters)
     state_range, target_range = sampling_boxes(system, state_range, target_range)
+    journal = Path(output_dir) / f"{DATASET_FILENAME}.chunks"
+    solvers = Workers(processes=workers, address=cluster, journal=journal)
+    if solvers.scheduler:
+        log(f"solving on the Dask cluster at {solvers.scheduler} ({solvers.count()} threads)")  # fails fast if absent
     started = time.perf_counter()
-    dataset = generate_dataset(problem, num_samples, seed, state_range, target_range, workers=workers,
+    dataset = generate_dataset(problem, num_samples, seed, state_range, target_range, workers=solvers,
                                progress=progress)
     path = save_dataset(dataset, Path(output_dir) / DATASET_FILENAME)
+    clear_journal(journal)
     meta = dataset.metadata
     step = (f"dt = {problem.dt:.6g} s" if dataset.final_times is None else
             f"flight times {dataset.final_times.min():.1f} to {dataset.final_times.max():.1f} s")

@@ -2,7 +2,9 @@
 
     closed_form.py  linear systems: the QP, solved exactly (the global optimum)
     shooting.py     nonlinear systems: direct multiple shooting, solved by IPOPT
-    labels.py       IPOPT from several starts over many problems, in parallel over cores
+    labels.py       IPOPT from several starts over many problems, in parallel
+    workers.py      where independent solves run: this process, a local Dask cluster or a Dask
+                    scheduler; finished chunks kept on disk so an interrupted run continues
     cone_program.py the rocket landing: lossless convexification, one cone program (Clarabel)
                     per flight time, the best flight time by a scan and a scalar search
     landing_nlp.py  the rocket landing as a non-convex NLP for IPOPT: the cone program's check

@@ -340,48 +340,39 @@ def _init_worker(landing: RocketLanding):
         _worker_program = LandingConeProgram(landing)
 
 
-def _solve_chunk(args):
-    initial_states, target_states = args
-    N = _worker_program.landing.num_steps
-    out = []
+def _solve_chunk(landing: RocketLanding, chunk):
+    """One chunk's (accelerations [c, N, 3], final_times [c], success [c], solves [c], slack [c])."""
+    _init_worker(landing)
+    initial_states, target_states = chunk
+    N = landing.num_steps
+    rows = []
     for x0, xt in zip(initial_states, target_states):
         solution, search = best_landing(_worker_program, x0, xt)
         if solution is None:
-            out.append((np.zeros((N, 3)), 0.0, False, search.solves, 0.0))
+            rows.append((np.zeros((N, 3)), 0.0, False, search.solves, 0.0))
         else:
             slack = float(np.max(solution.slacks - np.linalg.norm(solution.accelerations, axis=1)))
-            out.append((solution.accelerations, solution.final_time, True, search.solves, slack))
-    return out
+            rows.append((solution.accelerations, solution.final_time, True, search.solves, slack))
+    return tuple(np.array(column) for column in zip(*rows))
 
 
-def solve_landings(landing: RocketLanding, initial_states, target_states, workers: int | None = None,
+def solve_landings(landing: RocketLanding, initial_states, target_states, workers=None,
                    chunk_size: int = 10, progress: bool = True) -> LandingLabels:
-    """The minimum-fuel landing (best flight time) of each problem, over `workers` processes
-    (default: every core). initial_states, target_states [B, 7]. The answers do not depend on the
-    number of workers: each problem is solved on its own, in float64."""
-    import multiprocessing
-    import os
+    """The minimum-fuel landing (best flight time) of each problem. initial_states, target_states
+    [B, 7]. workers: where the solves run (workers.Workers, or a number of processes; default: a
+    Dask LocalCluster with a process per core). The answers do not depend on the workers: each
+    problem is solved on its own, in float64."""
+    import functools
 
-    from tqdm.auto import tqdm
+    from .workers import Workers, problems_per_chunk, map_chunks
     x0 = np.asarray(initial_states, np.float64)
     xt = np.asarray(target_states, np.float64)
-    chunks = [(x0[i:i + chunk_size], xt[i:i + chunk_size]) for i in range(0, len(x0), chunk_size)]
-    workers = max(1, min(workers or os.cpu_count() or 1, len(chunks)))
-    bar = tqdm(total=len(x0), desc=f"cone-program labels ({workers} processes)", disable=not progress,
-               unit="problem")
-    rows = []
-    if workers == 1:
-        _init_worker(landing)
-        for chunk in chunks:
-            rows += _solve_chunk(chunk)
-            bar.update(len(chunk[0]))
-    else:
-        with multiprocessing.get_context("fork").Pool(workers, _init_worker, (landing,)) as pool:
-            for chunk, output in zip(chunks, pool.imap(_solve_chunk, chunks)):
-                rows += output
-                bar.update(len(chunk[0]))
-    bar.close()
-    accelerations, final_times, success, solves, slack = (np.array(column) for column in zip(*rows))
+    workers = Workers.of(workers)
+    size = problems_per_chunk(len(x0), chunk_size)
+    chunks = [(x0[i:i + size], xt[i:i + size]) for i in range(0, len(x0), size)]
+    outputs = map_chunks(functools.partial(_solve_chunk, landing), chunks, workers, progress=progress,
+                         desc="cone-program labels", sizes=[len(chunk[0]) for chunk in chunks])
+    accelerations, final_times, success, solves, slack = (np.concatenate(parts) for parts in zip(*outputs))
     thrusts, _ = landing.accelerations_to_thrusts(x0[:, 6], accelerations, np.where(success, final_times, 1.0))
     states = landing.rollout(x0, thrusts, np.where(success, final_times, 1.0))
     return LandingLabels(thrusts, final_times, states, np.where(success, landing.fuel(states), 0.0),

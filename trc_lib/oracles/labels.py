@@ -7,19 +7,18 @@ problem's own objective:
     J = dt * sum_k [(x_k - x*)' Q (x_k - x*) + u_k' R u_k] + (x_N - x*)' Q_f (x_N - x*),
     |u_k| <= control_bound, and x_N = x* when the objective has a terminal constraint.
 
-Work is split into chunks over worker processes; each worker builds its optimizer once.
-Results do not depend on the number of workers (each problem's starts are its own).
+Work is split into chunks over workers (workers.py: a Dask cluster, local or not); each worker
+builds its optimizer once. Results do not depend on the workers (each problem's starts are its own).
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
+import functools
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .closed_form import OptimalSolution
+from .workers import Workers, problems_per_chunk, map_chunks
 from ..problem import ControlProblem
 
 _worker_optimizer = None  # one per worker process, built by _init_worker
@@ -78,20 +77,25 @@ def cached_optimizer(problem: ControlProblem, compiled: bool = False):
     return _worker_optimizer
 
 
-def _solve_chunk(args):
-    initial_states, target_states, initial_guesses = args
+def _solve_chunk(problem_dict, chunk, compiled=False):
+    """One chunk's (controls, costs, success, terminal multipliers), on this process's optimizer."""
+    _init_worker(problem_dict, compiled)
+    initial_states, target_states, initial_guesses = chunk
     batch = _worker_optimizer.solve_batch(initial_states, target_states, initial_guesses)
     return batch.controls, batch.costs, batch.success, batch.terminal_multipliers
 
 
 def solve_nonlinear(problem: ControlProblem, initial_states, target_states, initial_guesses=None,
-                    workers: int | None = None, chunk_size: int = 50, progress: bool = True):
+                    workers=None, chunk_size: int = 50, progress: bool = True):
     """Optimal controls for B problems. initial_states, target_states: [B, n].
 
     initial_guesses: starts for every problem, [S, N, m], or each problem's own, [B, S, N, m]
     (default: zero controls).
-    workers: processes (default: every core). From COMPILE_FROM_PROBLEMS_PER_PROCESS problems per
-    process on, the NLP is compiled to C first (same answers, faster). Returns (OptimalSolution,
+    workers: where the solves run (workers.Workers, or a number of processes; default: a Dask
+    LocalCluster with a process per core). Chunks hold at most chunk_size problems, and there are
+    at least MIN_CHUNKS of them; they do not depend on the workers, so a journal of finished
+    chunks serves a run with other workers as well. From COMPILE_FROM_PROBLEMS_PER_PROCESS problems per worker on,
+    the NLP is compiled to C first (same answers, faster). Returns (OptimalSolution,
     success [B] bool); the solution's states and costs are the numpy rollout of the returned controls.
     """
     x0 = np.asarray(initial_states, np.float64)
@@ -100,26 +104,16 @@ def solve_nonlinear(problem: ControlProblem, initial_states, target_states, init
     guesses = (np.zeros((1, system.num_steps, system.control_dim)) if initial_guesses is None
                else np.asarray(initial_guesses, np.float64))
     per_problem = guesses.ndim == 4  # [B, S, N, m]: each problem its own starts
-    chunks = [(x0[i:i + chunk_size], xt[i:i + chunk_size], guesses[i:i + chunk_size] if per_problem else guesses)
-              for i in range(0, len(x0), chunk_size)]
-    workers = min(workers or os.cpu_count() or 1, len(chunks))
-    # large batches: compile the NLP once, here; forked workers inherit it instead of each compiling
-    compiled = len(x0) >= COMPILE_FROM_PROBLEMS_PER_PROCESS * workers
-    bar = tqdm(total=len(x0), desc="IPOPT labels: compiling the NLP" if compiled else "IPOPT labels",
-               disable=not progress, unit="problem")
-    _init_worker(problem.to_dict(), compiled)
-    bar.set_description(f"IPOPT labels ({workers} processes)")
-    outputs = []
-    if workers == 1:
-        for chunk in chunks:
-            outputs.append(_solve_chunk(chunk))
-            bar.update(len(chunk[0]))
-    else:
-        with multiprocessing.get_context("fork").Pool(workers, _init_worker, (problem.to_dict(), compiled)) as pool:
-            for chunk, output in zip(chunks, pool.imap(_solve_chunk, chunks)):
-                outputs.append(output)
-                bar.update(len(chunk[0]))
-    bar.close()
+    workers = Workers.of(workers)
+    count = workers.count()
+    size = problems_per_chunk(len(x0), chunk_size)
+    chunks = [(x0[i:i + size], xt[i:i + size], guesses[i:i + size] if per_problem else guesses)
+              for i in range(0, len(x0), size)]
+    # large batches: each worker compiles the NLP once (the answers are the same to the last bit)
+    compiled = len(x0) >= COMPILE_FROM_PROBLEMS_PER_PROCESS * min(count, len(chunks))
+    outputs = map_chunks(functools.partial(_solve_chunk, problem.to_dict(), compiled=compiled), chunks, workers,
+                         progress=progress, desc="IPOPT labels" + (", compiled NLP" if compiled else ""),
+                         sizes=[len(chunk[0]) for chunk in chunks])
     controls, costs, success, multipliers = (np.concatenate(parts) for parts in zip(*outputs))
     states = system.rollout(x0, controls)
     costs = problem.cost(states, controls, xt)
@@ -144,7 +138,8 @@ class ShootingOracle:
         return np.ones(len(initial_states), bool)
 
     def optimum(self, problem: ControlProblem, initial_states, target_states, workers=None, progress=False):
-        """(OptimalSolution [B], success [B] bool), over `workers` processes (default: every core)."""
+        """(OptimalSolution [B], success [B] bool). workers: where the solves run (workers.Workers, or
+        a number of processes; default: a Dask LocalCluster with a process per core)."""
         from ..tasks import label_starts
         return solve_nonlinear(problem, initial_states, target_states, label_starts(problem), workers=workers,
                                progress=progress)

@@ -1,0 +1,127 @@
+"""Benchmark: IPOPT labels on a Dask LocalCluster against a process pool, and from one to two workers.
+
+    python benchmarks/label_workers.py [--num_samples 10000] [--scaling_samples 10000]
+
+Two tables, each measured in this one run on this machine:
+
+1. `--num_samples` pendulum problems (the task's default boxes and three starts): the process
+   pool that label generation used before Dask (multiprocessing, forked workers, the NLP compiled
+   once before the fork) against the Dask LocalCluster that `trc generate` starts now, both with
+   one process per core. The Dask time includes starting the cluster (its workers import the
+   library and each compiles its own NLP).
+2. `--scaling_samples` Van der Pol problems on Dask LocalClusters of one and of two workers.
+
+Every row solves the same problems; the labels must be identical, array for array (the script
+stops otherwise). Prints markdown tables; writes docs/results/label_workers.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import multiprocessing
+import os
+import sys
+import time
+
+import numpy as np
+
+import trc_lib.oracles.labels as labels
+from trc_lib.oracles.workers import Workers, _close_clients
+from trc_lib.tasks import label_starts, make_problem, sampling_boxes, target_center
+
+from results_page import write_page
+
+
+def problems(system: str, count: int):
+    """x_0, x* [count, n] from the task's default boxes, as `trc generate` draws them (seed 0)."""
+    rng = np.random.default_rng(0)
+    state_range, target_range = sampling_boxes(system)
+    n = len(target_center(system))
+    return (rng.uniform(*state_range, size=(count, n)),
+            target_center(system) + rng.uniform(*target_range, size=(count, n)))
+
+
+def process_pool(problem, x0, xt, starts, processes: int, chunk_size: int = 50) -> np.ndarray:
+    """The controls [B, N, m] as label generation solved them before Dask: a forked
+    multiprocessing pool over chunks of `chunk_size`, the NLP built (and compiled, from
+    labels.COMPILE_FROM_PROBLEMS_PER_PROCESS problems per process on) once here, before the fork."""
+    compiled = len(x0) >= labels.COMPILE_FROM_PROBLEMS_PER_PROCESS * processes
+    labels._init_worker(problem.to_dict(), compiled)  # forked workers inherit it
+    chunks = [(x0[i:i + chunk_size], xt[i:i + chunk_size], starts) for i in range(0, len(x0), chunk_size)]
+    solve = functools.partial(labels._solve_chunk, problem.to_dict(), compiled=compiled)
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        outputs = pool.map(solve, chunks)
+    return np.concatenate([output[0] for output in outputs])
+
+
+def on_dask(problem, x0, xt, starts, processes: int) -> np.ndarray:
+    """The controls [B, N, m] from `trc generate`'s solver on a new LocalCluster of `processes`
+    worker processes (as `trc generate --workers` starts it; with one, still a Dask worker)."""
+    if processes > 1:
+        workers = Workers(processes=processes)
+    else:  # Workers(processes=1) solves in this process: ask for a one-worker cluster by its address
+        from distributed import LocalCluster
+        cluster = LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0", silence_logs=40)
+        workers = Workers(address=cluster.scheduler_address)
+    solution, _ = labels.solve_nonlinear(problem, x0, xt, starts, workers=workers, progress=False)
+    _close_clients()  # the next row starts its own cluster
+    if processes == 1:
+        cluster.close()
+    return solution.control_sequences
+
+
+def timed(function, *args):
+    started = time.perf_counter()
+    result = function(*args)
+    return time.perf_counter() - started, result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--num_samples", type=int, default=10000, help="pendulum problems (default 10000)")
+    parser.add_argument("--scaling_samples", type=int, default=10000, help="Van der Pol problems (default 10000)")
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    lines = []
+
+    problem = make_problem(system="pendulum")
+    x0, xt = problems("pendulum", args.num_samples)
+    starts = label_starts(problem)
+    # the pool first: it forks this process, which must not yet run a Dask client's threads
+    pool_s, pool_controls = timed(process_pool, problem, x0, xt, starts, cores)
+    print(f"process pool: {pool_s:.1f} s", flush=True)
+    dask_s, dask_controls = timed(on_dask, problem, x0, xt, starts, cores)
+    print(f"Dask: {dask_s:.1f} s", flush=True)
+    if not np.array_equal(pool_controls, dask_controls):
+        raise SystemExit("the process pool and Dask gave different labels")
+    lines += [f"{args.num_samples:,} pendulum labels (three starts each), {cores} processes", "",
+              "| solver | seconds | labels per second | time / process pool's |", "|---|---|---|---|",
+              f"| process pool (forked, NLP compiled before the fork) | {pool_s:.1f} | {args.num_samples / pool_s:.1f} "
+              f"| 1.00 |",
+              f"| Dask LocalCluster (started in the run) | {dask_s:.1f} | {args.num_samples / dask_s:.1f} "
+              f"| {dask_s / pool_s:.2f} |", "", "The labels are identical, array for array.", ""]
+
+    problem = make_problem(system="vanderpol")
+    x0, xt = problems("vanderpol", args.scaling_samples)
+    starts = label_starts(problem)
+    rows, reference = [], None
+    for processes in (1, 2):
+        seconds, controls = timed(on_dask, problem, x0, xt, starts, processes)
+        print(f"Dask, {processes} worker(s): {seconds:.1f} s", flush=True)
+        if reference is None:
+            reference = (seconds, controls)
+        elif not np.array_equal(controls, reference[1]):
+            raise SystemExit("one and two workers gave different labels")
+        rows.append(f"| {processes} | {seconds:.1f} | {args.scaling_samples / seconds:.1f} "
+                    f"| {reference[0] / seconds:.2f}x |")
+    lines += [f"{args.scaling_samples:,} Van der Pol labels on a Dask LocalCluster (one thread per worker)", "",
+              "| workers | seconds | labels per second | speed-up over one worker |", "|---|---|---|---|", *rows, "",
+              "The labels are identical, array for array."]
+    body = "\n".join(lines)
+    print("\n" + body)
+    write_page("label_workers", "IPOPT labels on Dask: against the process pool, one and two workers", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

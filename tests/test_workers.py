@@ -1,0 +1,147 @@
+"""Labels on Dask: the same arrays from one process, a local cluster, or a scheduler started with
+Dask's own command-line tools; nothing lost when a worker or the whole run is killed mid-way."""
+
+import functools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cloudpickle
+import numpy as np
+import pytest
+
+import trc_lib.oracles.labels as labels
+import trc_lib.oracles.workers as workers_module
+from trc_lib.data import generate_dataset, read_dataset
+from trc_lib.interfaces.cli import main
+from trc_lib.oracles.workers import Workers, map_chunks
+from trc_lib.tasks import make_problem
+
+ARRAYS = ("initial_states", "target_states", "control_sequences", "state_trajectories", "costs",
+          "terminal_multipliers")
+PROBLEM = make_problem(20, None, None, system="vanderpol")
+GENERATE = ["generate", "--system", "vanderpol", "--num_steps", "20", "--num_samples", "40", "--seed", "7",
+            "--no_progress"]
+TRC = [sys.executable, "-m", "trc_lib.interfaces.cli"]
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Dask workers cannot import this test file
+
+
+def _assert_same_dataset(a, b):
+    for name in ARRAYS:
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def _dataset(folder):
+    return read_dataset(Path(folder) / "lqr_dataset.npz", verify_labels=False)
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The reference: GENERATE solved in this process, without Dask."""
+    folder = tmp_path_factory.mktemp("one_process")
+    assert main([*GENERATE, "--workers", "1", "--output_dir", str(folder)]) == 0
+    return _dataset(folder)
+
+
+def test_two_local_workers_give_the_labels_of_one_process():
+    one = generate_dataset(PROBLEM, 24, seed=3, workers=1)
+    two = generate_dataset(PROBLEM, 24, seed=3, workers=2)
+    _assert_same_dataset(one, two)
+    assert one.metadata == two.metadata
+
+
+def _dies_once(marker, solve_chunk, chunk):
+    """solve_chunk(chunk), except that the first process to get here dies on the spot (no clean-up)."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return solve_chunk(chunk)
+    os._exit(1)
+
+
+def test_a_worker_killed_mid_run_loses_no_labels(tmp_path):
+    from distributed import LocalCluster
+    x0 = np.random.default_rng(5).uniform(-1.5, 1.5, (12, 2))
+    chunks = [(x0[i:i + 2], np.zeros((2, 2)), np.zeros((1, 20, 1))) for i in range(0, 12, 2)]
+    solve = functools.partial(labels._solve_chunk, PROBLEM.to_dict())
+    expected = [solve(chunk) for chunk in chunks]
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None, silence_logs=50) as cluster:
+        dying = functools.partial(_dies_once, str(tmp_path / "died"), solve)
+        got = map_chunks(dying, chunks, Workers(address=cluster.scheduler_address), progress=False)
+        workers_module._CLIENTS.pop(cluster.scheduler_address).close()  # before its scheduler stops
+    assert (tmp_path / "died").exists()  # a worker did die, mid-chunk
+    for want, have in zip(expected, got):
+        for a, b in zip(want, have):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_an_interrupted_run_continues_from_its_finished_chunks(tmp_path, one_process, monkeypatch):
+    folder = tmp_path / "run"
+    journal = folder / "lqr_dataset.npz.chunks"
+    run = subprocess.Popen([*TRC, *GENERATE, "--workers", "2", "--output_dir", str(folder)],
+                           start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:  # kill the run, its scheduler and its workers at once, as soon as a few chunks are on disk
+        deadline = time.monotonic() + 120
+        while len(list(journal.glob("*.npz"))) < 3 and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    finished = {path.name: path.stat().st_mtime_ns for path in journal.glob("*.npz")}
+    assert 3 <= len(finished) < 40 and not (folder / "lqr_dataset.npz").exists()
+    solved = []
+    original = labels._solve_chunk
+
+    @functools.wraps(original)  # the same name: the journal's keys name the function
+    def counted(*args, **kwargs):
+        solved.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(labels, "_solve_chunk", counted)
+    assert main([*GENERATE, "--workers", "1", "--output_dir", str(folder)]) == 0
+    assert len(solved) == 40 - len(finished)  # 40 problems, one per chunk: only the unfinished are solved
+    _assert_same_dataset(_dataset(folder), one_process)
+    assert not journal.exists()  # removed once the dataset is written
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(shutil.which("dask", path=os.path.dirname(sys.executable)) is None,
+                    reason="Dask's command-line tools are not installed")
+def test_a_scheduler_and_workers_started_by_the_dask_tools_give_the_same_dataset(tmp_path, one_process):
+    dask = os.path.join(os.path.dirname(sys.executable), "dask")
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    scheduler = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
+                                  "--no-dashboard"], **quiet)
+    workers = subprocess.Popen([dask, "worker", address, "--nworkers", "2", "--nthreads", "1", "--no-dashboard"],
+                               **quiet)
+    try:
+        result = subprocess.run([*TRC, *GENERATE, "--cluster", address, "--output_dir", str(tmp_path)],
+                                capture_output=True, text=True, timeout=180)
+        assert result.returncode == 0, result.stderr
+        assert f"Dask cluster at {address}" in result.stdout
+    finally:
+        for process in (workers, scheduler):
+            process.terminate()
+            process.wait(timeout=30)
+    _assert_same_dataset(_dataset(tmp_path), one_process)
+
+
+def test_no_scheduler_at_the_address_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("trc_lib.oracles.workers.CONNECT_SECONDS", 1)
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    assert main([*GENERATE, "--cluster", address, "--output_dir", str(tmp_path / "out")]) != 0
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("trc generate: error: --cluster: no Dask scheduler answers at") and "\n" not in error
+    assert not (tmp_path / "out").exists()
