@@ -145,3 +145,15 @@ def test_no_scheduler_at_the_address_is_a_one_line_error(tmp_path, capsys, monke
     error = capsys.readouterr().err.strip()
     assert error.startswith("trc generate: error: --cluster: no Dask scheduler answers at") and "\n" not in error
     assert not (tmp_path / "out").exists()
+
+
+def test_a_scheduler_without_workers_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    from distributed import LocalCluster
+    monkeypatch.setattr("trc_lib.oracles.workers.CONNECT_SECONDS", 1)
+    with LocalCluster(n_workers=0, dashboard_address=":0", silence_logs=50) as cluster:
+        monkeypatch.setenv("TRC_CLUSTER", cluster.scheduler_address)
+        assert main([*GENERATE, "--output_dir", str(tmp_path / "out")]) != 0
+    error = capsys.readouterr().err.strip()
+    assert error == (f"trc generate: error: $TRC_CLUSTER: the Dask scheduler at {cluster.scheduler_address} has "
+                     f"no workers; start them with `dask worker {cluster.scheduler_address}`")
+    assert not (tmp_path / "out").exists()

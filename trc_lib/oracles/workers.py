@@ -184,16 +184,41 @@ _CLIENTS: dict = {}  # one Dask client per scheduler address (or LocalCluster si
 
 
 def _client(address: str, source: str):
-    """A client of the scheduler at `address` (given by `source`, for errors), made once per process."""
+    """A client of the scheduler at `address` (given by `source`, for errors), made once per
+    process, once it has a worker running this version of the library."""
     if address not in _CLIENTS:
         from distributed import Client
+
+        from ..errors import TRCError
         try:
-            _CLIENTS[address] = Client(address, timeout=f"{CONNECT_SECONDS}s")
+            client = Client(address, timeout=f"{CONNECT_SECONDS}s")
         except (OSError, TimeoutError) as error:
-            from ..errors import TRCError
             raise TRCError(f"{source}: no Dask scheduler answers at {address} ({error}); start one with "
                            f"`dask scheduler` and workers with `dask worker {address}`") from None
+        try:
+            client.wait_for_workers(1, timeout=CONNECT_SECONDS)
+            versions = client.run(_library_version)
+        except (OSError, TimeoutError):
+            client.close()
+            raise TRCError(f"{source}: the Dask scheduler at {address} has no workers; start them with "
+                           f"`dask worker {address}`") from None
+        except Exception as error:  # noqa: BLE001 - what a worker raised comes back as is
+            client.close()
+            raise TRCError(f"{source}: a worker of {address} cannot import trc_lib ({type(error).__name__}: "
+                           f"{error}); install this repository on every worker (pip install -e .)") from None
+        wrong = {worker: version for worker, version in versions.items() if version != _library_version()}
+        if wrong:
+            client.close()
+            worker, version = next(iter(wrong.items()))
+            raise TRCError(f"{source}: {len(wrong)} worker(s) of {address} run another trc_lib (version {version} "
+                           f"at {worker}, {_library_version()} here); install the same version everywhere")
+        _CLIENTS[address] = client
     return _CLIENTS[address]
+
+
+def _library_version() -> str:
+    from ..version import __version__
+    return __version__
 
 
 def _local_client(processes: int | None):
