@@ -92,9 +92,10 @@ def generate_dataset(problem: ControlProblem, num_samples: int, seed: int = 42,
     """Draw x_0 uniformly from state_range^n and x* = center + uniform(target_range^n), solve each.
 
     center is the task's target center (tasks.py: the origin, or upright for the pendulum).
-    Each pair is solved by the system's oracle (oracles/: the exact QP, or IPOPT over `workers`
-    processes, default every core); pairs it cannot solve (an unreachable target, an IPOPT
-    failure) are re-drawn, and how many is recorded in metadata['num_redrawn']. The same seed
+    Each pair is solved by the system's oracle (oracles/: the exact QP, or IPOPT and the cone
+    program on `workers`: a number of processes, or an oracles.workers.Workers naming a Dask
+    cluster and a journal of finished chunks; default: a local Dask cluster, one process per
+    core). Pairs it cannot solve (an unreachable target, an IPOPT failure) are re-drawn, and how many is recorded in metadata['num_redrawn']. The same seed
     gives identical arrays.
     """
     target_range = state_range if target_range is None else target_range
