@@ -1,7 +1,7 @@
 """Benchmark: does recursion help? The ablation of notebook 07 at full size.
 
     python benchmarks/ablation.py [--systems double_integrator vanderpol] [--num_samples 10000
-                                   --epochs 30 --model_size small]
+                                   --epochs 30 --model_size small] [--workers K | --cluster ADDRESS]
 
 For each system (the double integrator on [-5, 5]^2, where the bound binds; Van der Pol with
 IPOPT labels) trains every variant of trc_lib/ablation.py with the same data and budget, scores
@@ -23,6 +23,7 @@ from trc_lib.studies.ablation import VARIANTS, format_steps, format_variants, sc
 from trc_lib.evaluate import hardware
 from trc_lib.files import atomic_path, write_json
 from trc_lib.interfaces.pipeline import TEST_SEED, TRAIN_SEED
+from trc_lib.oracles.workers import Workers
 
 from results_page import write_page
 
@@ -49,7 +50,13 @@ def main():
     parser.add_argument("--data_dir", default=str(ROOT / "outputs" / "benchmark" / "beyond"),
                         help="where SYSTEM data live (shared with benchmarks/beyond.py)")
     parser.add_argument("--output_dir", default=str(ROOT / "outputs" / "benchmark" / "ablation"))
+    parser.add_argument("--workers", type=int, default=None,
+                        help="train the variants side by side on a local Dask cluster of this many processes "
+                             "(default: one after another in this process)")
+    parser.add_argument("--cluster", default=None, metavar="ADDRESS",
+                        help="train them on the Dask scheduler at ADDRESS instead (--output_dir must be shared)")
     args = parser.parse_args()
+    workers = Workers(processes=args.workers, address=args.cluster) if args.workers or args.cluster else None
     out = Path(args.output_dir)
     hw = hardware()
     lines = [f"## Ablation: {args.num_samples} samples, {args.epochs} epochs per variant, {args.model_size} network",
@@ -59,7 +66,8 @@ def main():
         folder = Path(args.data_dir) / ("bounded_double_integrator" if system == "double_integrator" else system)
         train_path = dataset(folder / "data" / "lqr_train", args.num_samples, TRAIN_SEED, OPTIONS[system])
         test_path = dataset(folder / "data" / "lqr_test", args.test_samples, TEST_SEED, OPTIONS[system])
-        models = train_variants(train_path, out / system, args.variants, args.model_size, args.epochs, progress=True)
+        models = train_variants(train_path, out / system, args.variants, args.model_size, args.epochs, progress=True,
+                                workers=workers)
         test = read_dataset(test_path)
         rows = score_variants(models, test)
         default = models.get("TRC, 3 steps (default)") or next(iter(models.values()))

@@ -157,3 +157,19 @@ def test_a_scheduler_without_workers_is_a_one_line_error(tmp_path, capsys, monke
     assert error == (f"trc generate: error: $TRC_CLUSTER: the Dask scheduler at {cluster.scheduler_address} has "
                      f"no workers; start them with `dask worker {cluster.scheduler_address}`")
     assert not (tmp_path / "out").exists()
+
+
+def test_ablation_variants_trained_on_dask_workers_match_those_trained_here(tmp_path):
+    import torch
+
+    from trc_lib.data import save_dataset
+    from trc_lib.studies.ablation import _slug, train_variants
+    problem = make_problem(15, None, None, system="double_integrator")
+    path = save_dataset(generate_dataset(problem, 128, seed=1), tmp_path / "data" / "lqr_dataset.npz")
+    names = ["MLP (no recursion)", "TRC, 1 step"]
+    here = train_variants(path, tmp_path / "here", names, epochs=2, log=lambda *_: None)
+    there = train_variants(path, tmp_path / "there", names, epochs=2, log=lambda *_: None, workers=Workers(processes=2))
+    for name in names:
+        assert (tmp_path / "there" / _slug(name) / "best_model.pt").exists()  # written by a worker
+        for a, b in zip(here[name].state_dict().values(), there[name].state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # one thread there, two here

@@ -42,17 +42,46 @@ def network_passes(config) -> int:
 
 
 def train_variants(train_path, output_dir, variants=None, model_size="small", epochs=20, batch_size=64, seed=0,
-                   progress=False, log=print) -> dict:
-    """Train each variant (names of VARIANTS) into output_dir/<slug>; returns {name: model}."""
+                   progress=False, log=print, workers=None) -> dict:
+    """Train each variant (names of VARIANTS) into output_dir/<slug>; returns {name: model}.
+
+    workers: None trains them one after another in this process; an oracles.workers.Workers
+    trains them side by side on its Dask workers, one variant per worker (each worker writes its
+    checkpoint into output_dir, so on several machines output_dir must be a shared folder). Each
+    variant is seeded the same way wherever it trains.
+    """
     from ..training import train_model
-    models = {}
-    for name in variants or list(VARIANTS):
-        log(f"training {name}")
-        slug = "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
-        models[name] = train_model(train_path, output_dir=Path(output_dir) / slug, model_size=model_size, epochs=epochs,
-                                   batch_size=batch_size, seed=seed,
-                                   progress=progress, log=lambda *_: None, **VARIANTS[name])
-    return models
+    names = list(variants or VARIANTS)
+    folders = {name: Path(output_dir) / _slug(name) for name in names}
+    options = dict(model_size=model_size, epochs=epochs, batch_size=batch_size, seed=seed, log=lambda *_: None)
+    if workers is None:
+        models = {}
+        for name in names:
+            log(f"training {name}")
+            models[name] = train_model(train_path, output_dir=folders[name], progress=progress, **options,
+                                       **VARIANTS[name])
+        return models
+    from distributed import as_completed
+
+    from ..checkpoint import load_model
+    client = workers.client()
+    log(f"training {len(names)} variants on {workers.count()} Dask workers")
+    futures = {client.submit(_train_on_worker, str(Path(train_path).resolve()), str(folders[name].resolve()),
+                             {**options, **VARIANTS[name]}, pure=False): name for name in names}
+    for future in as_completed(futures):
+        future.result()  # a worker's error is raised here
+        log(f"trained {futures[future]}")
+    return {name: load_model(folders[name] / "best_model.pt") for name in names}
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+
+
+def _train_on_worker(train_path: str, output_dir: str, options: dict) -> None:
+    """Train one variant into output_dir on a Dask worker; the caller reads its checkpoint."""
+    from ..training import train_model
+    train_model(train_path, output_dir=output_dir, progress=False, **options)
 
 
 def score_variants(models: dict, test: ControlDataset, success_threshold=0.1, timing=True) -> list[dict]:
