@@ -12,6 +12,15 @@ Files written to output_dir:
     last_model.pt        the last finished epoch, with everything `resume=True` needs
     training_stats.json  the history, rewritten after every epoch (watch -n 5 cat ...)
     training_curves.png  losses and learning rate per epoch
+
+Under torchrun (ranks.py) each process trains on its share of every mini-batch and
+DistributedDataParallel averages the gradients, so the W processes take the optimizer steps of
+one process with the same batch_size (up to rounding): the same shuffled batches, the same
+weights on every rank. Each rank validates its share of the validation set and the sums are
+added up, so every rank makes the same early-stopping decision. Rank 0 alone logs and writes
+the files; the others wait for it where they read them (the best weights at the end), so
+output_dir must be one folder every rank sees (a shared filesystem across machines). Every rank
+restores last_model.pt to resume, also with another number of processes than before.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from .device import describe_device, resolve_device
 from .errors import TRCError, describe_difference
 from .files import check_folder, write_json
 from .model import TinyRecursiveControl
+from .ranks import ONE_PROCESS, RankShares, World, data_parallel, start_from_environment
 
 SCHEDULERS = ("cosine", "step", "plateau", "none")
 
@@ -67,16 +77,53 @@ class EMA:
 
 
 @torch.no_grad()
-def validate(model: TinyRecursiveControl, loader: BatchLoader) -> dict:
+def validate(model: TinyRecursiveControl, loader: BatchLoader, world: World = ONE_PROCESS) -> dict:
     """Loss of the final answer and its mean terminal error (the model's terminal_errors: ||x_N - x*||,
-    or the landing position error in m) on the validation set."""
+    or the landing position error in m) on the validation set.
+
+    Under torchrun `loader` is this rank's share (ranks.RankShares) and the sums are added up
+    over the ranks: every rank returns the same numbers.
+    """
     total_loss, total_error, count = 0.0, 0.0, 0
     for initial_states, target_states, *labels in loader:
         answer = model(initial_states, target_states)[-1]
         total_loss += model.imitation_loss(answer, *labels).item() * len(answer)
         total_error += model.terminal_errors(initial_states, target_states, answer).sum().item()
         count += len(answer)
+    if world.size > 1:
+        total_loss, total_error, count = world.sum([total_loss, total_error, count])
     return {"val_loss": total_loss / count, "val_terminal_error": total_error / count}
+
+
+class DeepSupervisionLoss(torch.nn.Module):
+    """One batch's training loss: the sum of the N_sup supervision steps' losses (see _train_epoch).
+
+    It is a module so that DistributedDataParallel can wrap it: DDP averages the gradients of
+    what its forward computes, and the recursive model's training step is not the model's
+    forward but a sequence of calls (initial_carry, supervision_step, imitation_loss, miss_loss).
+    """
+
+    def __init__(self, model: TinyRecursiveControl, terminal_weight: float):
+        super().__init__()
+        self.model, self.terminal_weight = model, terminal_weight
+
+    def forward(self, initial_states, target_states, *labels):
+        """(initial_states [B, n], target_states [B, n], labels as the loader's) -> (the summed loss,
+        the last supervision step's loss), scalars."""
+        model = self.model
+        if not len(initial_states):  # a rank's empty share of a short last batch: zero gradients, as a
+            zero = sum(p.sum() for p in self.parameters()) * 0.0  # step of DDP needs one for every weight
+            return zero, zero.detach()
+        carry = model.initial_carry(len(initial_states))
+        loss = 0.0
+        for _ in range(model.config.num_supervision_steps):
+            carry, answer = model.supervision_step(initial_states, target_states, carry)
+            step_loss = model.imitation_loss(answer, *labels)
+            if self.terminal_weight:
+                step_loss = step_loss + self.terminal_weight * model.miss_loss(initial_states, target_states, answer)
+            loss = loss + step_loss
+            carry = tuple(c.detach() for c in carry)
+        return loss, step_loss
 
 
 def train(model: TinyRecursiveControl, train_loader: BatchLoader, val_loader: BatchLoader, epochs: int = 100,
@@ -88,27 +135,29 @@ def train(model: TinyRecursiveControl, train_loader: BatchLoader, val_loader: Ba
     epochs: maximum number of passes over train_loader; patience: stop after this many
     epochs without a lower validation loss (0 disables early stopping); resume: continue
     from output_dir/last_model.pt, which must come from the same model and data.
+
+    Started by torchrun, each process trains on its share of every batch (see the module's
+    docstring); device "cuda" (or "auto" with GPUs) means each process's own GPU, cuda:LOCAL_RANK.
     """
     _check_options(model, train_loader, epochs, patience, lr)
-    device = resolve_device(device)
-    output_dir = check_folder(output_dir, "output_dir")  # before any work, not at the first save
-    if resume and not (output_dir / "last_model.pt").exists():
-        raise TRCError(f"resume: {output_dir / 'last_model.pt'} does not exist (nothing to resume in this output_dir)")
-    if not resume and (output_dir / "last_model.pt").exists():
-        log(f"replacing the earlier run in {output_dir} (resume continues it instead)")
-    log(f"training on {describe_device(device)}; {model.num_parameters():,} parameters")
+    world = start_from_environment(resolve_device(device))
+    device = world.device
+    if not world.is_main:  # rank 0 speaks for the job
+        log, progress = (lambda *_: None), False
+    output_dir = _checked_output_dir(output_dir, resume, log)
+    log(f"training on {_where(world)}; {model.num_parameters():,} parameters")
     output_dir.mkdir(parents=True, exist_ok=True)
     model.to(device).train()
     train_loader.to(device), val_loader.to(device)
+    # before EMA copies the weights: DDP starts every rank from rank 0's
+    supervised_loss, train_batches, val_batches = _this_rank(model, terminal_weight, train_loader, val_loader, world)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     lr_schedule = make_scheduler(scheduler, optimizer, epochs, patience)
     ema = EMA(model, ema_decay) if ema_decay > 0 else None
     run = {"epochs": int(epochs), "lr": lr, "scheduler": scheduler, "patience": int(patience),
            "batch_size": train_loader.batch_size, "weight_decay": weight_decay, "ema_decay": ema_decay,
-           "grad_clip": grad_clip, "terminal_weight": terminal_weight, "device": str(device),
-           "num_parameters": model.num_parameters(), "model_config": model.config_dict(),
-           "data": _resolved(train_loader.dataset.path), "num_train": len(train_loader.dataset),
-           "num_val": len(val_loader.dataset), "validation_sha1": _fingerprint(val_loader.dataset)}
+           "grad_clip": grad_clip, "terminal_weight": terminal_weight, **_run_record(model, train_loader, val_loader,
+                                                                                      world)}
     state = {"epoch": 0, "best_val_loss": math.inf, "best_epoch": 0, "epochs_without_improvement": 0,
              "history": [], "run": run}
     if resume:
@@ -119,12 +168,10 @@ def train(model: TinyRecursiveControl, train_loader: BatchLoader, val_loader: Ba
     status = "finished"
     try:
         for epoch in bar:
-            metrics = _epoch(model, train_loader, val_loader, optimizer, lr_schedule, ema, grad_clip, terminal_weight)
-            if not math.isfinite(metrics["train_loss"]) or not math.isfinite(metrics["val_loss"]):
-                write_json(output_dir / "training_stats.json", _stats(state, "diverged"))
-                raise TRCError(f"training diverged at epoch {epoch + 1} (loss {metrics['train_loss']}); "
-                               f"try a lower lr")
-            _keep(output_dir, model, ema, optimizer, lr_schedule, train_loader, state, metrics)
+            metrics = _epoch(model, supervised_loss, train_batches, val_batches, optimizer, lr_schedule, ema,
+                             grad_clip, world)
+            _check_finite(metrics, epoch, output_dir, state, world)
+            _keep(output_dir, model, ema, optimizer, lr_schedule, train_loader, state, metrics, world.is_main)
             bar.set_postfix(train=f"{metrics['train_loss']:.2e}", val=f"{metrics['val_loss']:.2e}",
                             err=f"{metrics['val_terminal_error']:.1e}")
             if patience and state["epochs_without_improvement"] >= patience:
@@ -132,11 +179,56 @@ def train(model: TinyRecursiveControl, train_loader: BatchLoader, val_loader: Ba
                 log(f"early stopping after epoch {epoch + 1}: no improvement for {patience} epochs")
                 break
     except KeyboardInterrupt:
-        write_json(output_dir / "training_stats.json", _stats(state, "interrupted"))
+        if world.is_main:
+            write_json(output_dir / "training_stats.json", _stats(state, "interrupted"))
         bar.close()
         raise
     bar.close()
-    return _finish(model, output_dir, state, status, log)
+    return _finish(model, output_dir, state, status, log, world)
+
+
+def _where(world: World) -> str:
+    where = describe_device(world.device)
+    return f"{world.size} processes (torchrun), rank 0 on {where}" if world.size > 1 else where
+
+
+def _this_rank(model, terminal_weight, train_loader, val_loader, world: World):
+    """(the training loss module, this rank's training batches, its validation batches): the
+    model's DeepSupervisionLoss and the loaders themselves in one process; under torchrun the
+    loss wrapped in DistributedDataParallel and this rank's shares of the loaders' batches."""
+    supervised_loss = DeepSupervisionLoss(model, terminal_weight)
+    if world.size == 1:
+        return supervised_loss, train_loader, val_loader
+    return data_parallel(supervised_loss, world), RankShares(train_loader, world), RankShares(val_loader, world)
+
+
+def _check_finite(metrics, epoch, output_dir, state, world) -> None:
+    """A diverged training stops with a one-line error, its statistics written."""
+    if not math.isfinite(metrics["train_loss"]) or not math.isfinite(metrics["val_loss"]):
+        if world.is_main:
+            write_json(output_dir / "training_stats.json", _stats(state, "diverged"))
+        raise TRCError(f"training diverged at epoch {epoch + 1} (loss {metrics['train_loss']}); try a lower lr")
+
+
+def _checked_output_dir(output_dir, resume, log) -> Path:
+    """output_dir, checked before any work (not at the first save)."""
+    output_dir = check_folder(output_dir, "output_dir")
+    if resume and not (output_dir / "last_model.pt").exists():
+        raise TRCError(f"resume: {output_dir / 'last_model.pt'} does not exist (nothing to resume in this output_dir)")
+    if not resume and (output_dir / "last_model.pt").exists():
+        log(f"replacing the earlier run in {output_dir} (resume continues it instead)")
+    return output_dir
+
+
+def _run_record(model, train_loader, val_loader, world) -> dict:
+    """What training_stats.json's run says beside the options: where, what model, which data."""
+    record = {"device": str(world.device), "num_parameters": model.num_parameters(),
+              "model_config": model.config_dict(), "data": _resolved(train_loader.dataset.path),
+              "num_train": len(train_loader.dataset), "num_val": len(val_loader.dataset),
+              "validation_sha1": _fingerprint(val_loader.dataset)}
+    if world.size > 1:  # batch_size stays the global batch: the run's optimization does not depend on it
+        record["world_size"] = world.size
+    return record
 
 
 def _check_options(model, train_loader, epochs, patience, lr) -> None:
@@ -152,11 +244,11 @@ def _check_options(model, train_loader, epochs, patience, lr) -> None:
                        f"model's {model.config.problem}")
 
 
-def _epoch(model, train_loader, val_loader, optimizer, lr_schedule, ema, grad_clip, terminal_weight) -> dict:
+def _epoch(model, supervised_loss, train_loader, val_loader, optimizer, lr_schedule, ema, grad_clip, world) -> dict:
     """One epoch of training, validation of the (EMA) weights, and the schedule's step."""
     started = time.perf_counter()
-    train_loss = _train_epoch(model, train_loader, optimizer, ema, grad_clip, terminal_weight)
-    metrics = validate(ema.shadow if ema else model, val_loader)
+    train_loss = _train_epoch(model, supervised_loss, train_loader, optimizer, ema, grad_clip, world)
+    metrics = validate(ema.shadow if ema else model, val_loader, world)
     lr_now = optimizer.param_groups[0]["lr"]
     if isinstance(lr_schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
         lr_schedule.step(metrics["val_loss"])
@@ -165,19 +257,24 @@ def _epoch(model, train_loader, val_loader, optimizer, lr_schedule, ema, grad_cl
     return {"train_loss": train_loss, **metrics, "lr": lr_now, "seconds": time.perf_counter() - started}
 
 
-def _keep(output_dir, model, ema, optimizer, lr_schedule, train_loader, state, metrics) -> None:
-    """Record an epoch: history, best_model.pt when it improved, last_model.pt, training_stats.json."""
+def _keep(output_dir, model, ema, optimizer, lr_schedule, train_loader, state, metrics, write=True) -> None:
+    """Record an epoch: history, best_model.pt when it improved, last_model.pt, training_stats.json.
+
+    write: whether to write the files (rank 0 does); every rank keeps the same state.
+    """
     epoch = state["epoch"] = state["epoch"] + 1
     state["history"].append({"epoch": epoch, **metrics})
     scored = ema.shadow if ema else model
     if metrics["val_loss"] < state["best_val_loss"]:
         state.update(best_val_loss=metrics["val_loss"], best_epoch=epoch, epochs_without_improvement=0)
-        save_checkpoint(output_dir / "best_model.pt", model, scored.state_dict(), epoch=epoch,
-                        val_loss=metrics["val_loss"], data=_data_record(train_loader))
+        if write:
+            save_checkpoint(output_dir / "best_model.pt", model, scored.state_dict(), epoch=epoch,
+                            val_loss=metrics["val_loss"], data=_data_record(train_loader))
     else:
         state["epochs_without_improvement"] += 1
-    _save_last(output_dir / "last_model.pt", model, scored, optimizer, lr_schedule, ema, train_loader, state)
-    write_json(output_dir / "training_stats.json", _stats(state, "running"))
+    if write:
+        _save_last(output_dir / "last_model.pt", model, scored, optimizer, lr_schedule, ema, train_loader, state)
+        write_json(output_dir / "training_stats.json", _stats(state, "running"))
 
 
 def _stats(state: dict, status: str) -> dict:
@@ -186,38 +283,40 @@ def _stats(state: dict, status: str) -> dict:
             "run": state["run"], "history": state["history"]}
 
 
-def _finish(model, output_dir, state, status, log) -> TinyRecursiveControl:
+def _finish(model, output_dir, state, status, log, world) -> TinyRecursiveControl:
     """Write the final statistics and curves; return the model carrying its best weights."""
-    write_json(output_dir / "training_stats.json", _stats(state, status))
-    if state["history"]:
-        from .plots import plot_training_curves
-        plot_training_curves(state["history"], output_dir / "training_curves.png")
+    if world.is_main:
+        write_json(output_dir / "training_stats.json", _stats(state, status))
+        if state["history"]:
+            from .plots import plot_training_curves
+            plot_training_curves(state["history"], output_dir / "training_curves.png")
+    world.barrier()  # the other ranks read best_model.pt once rank 0 has finished writing it
     best = read_checkpoint(output_dir / "best_model.pt")
     model.load_state_dict(best["model_state"])
     log(f"best validation loss {state['best_val_loss']:.3e} at epoch {state['best_epoch']}; files in {output_dir}")
     return model.eval()
 
 
-def _train_epoch(model, loader, optimizer, ema, grad_clip, terminal_weight) -> float:
+def _train_epoch(model, supervised_loss, loader, optimizer, ema, grad_clip, world) -> float:
     """One pass with deep supervision; returns the mean loss of the final supervision step.
 
-    The carry is detached between supervision steps, so each step's loss has its own
+    supervised_loss: DeepSupervisionLoss(model, terminal_weight), which sums the N_sup steps'
+    losses. The carry is detached between supervision steps, so each step's loss has its own
     gradient, as in TRM. TRM then takes an optimizer step per supervision step; here the
     N_sup losses are summed into one step per batch, which trained better at the guide's
     learning rate of 1e-3 (12 epochs, medium: validation loss 3.9e-7 against 6.3e-6) and
     takes a third fewer seconds per epoch.
+
+    Under torchrun, supervised_loss is wrapped in DistributedDataParallel and `loader` yields
+    this rank's share of each batch (ranks.RankShares), its loss weighted so that the gradient
+    DDP averages over the ranks is the whole batch's: every rank then clips and steps alike.
     """
+    batches = loader.weighted() if world.size > 1 else ((1.0, batch) for batch in loader)
     total, count = 0.0, 0
-    for initial_states, target_states, *labels in loader:
-        carry = model.initial_carry(len(initial_states))
-        loss = 0.0
-        for _ in range(model.config.num_supervision_steps):
-            carry, answer = model.supervision_step(initial_states, target_states, carry)
-            step_loss = model.imitation_loss(answer, *labels)
-            if terminal_weight:
-                step_loss = step_loss + terminal_weight * model.miss_loss(initial_states, target_states, answer)
-            loss = loss + step_loss
-            carry = tuple(c.detach() for c in carry)
+    for weight, (initial_states, target_states, *labels) in batches:
+        loss, step_loss = supervised_loss(initial_states, target_states, *labels)
+        if weight != 1.0:  # a share of other than B / W rows (W does not divide this batch)
+            loss = loss * weight
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip:
@@ -227,6 +326,8 @@ def _train_epoch(model, loader, optimizer, ema, grad_clip, terminal_weight) -> f
             ema.update(model)
         total += step_loss.item() * len(initial_states)
         count += len(initial_states)
+    if world.size > 1:
+        total, count = world.sum([total, count])
     return total / count
 
 

@@ -29,6 +29,7 @@ import hashlib
 import os
 import pickle
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def map_chunks(solve_chunk, chunks: list, workers: Workers, progress: bool = Tru
     local = not workers.scheduler and (min(workers.processes or os.cpu_count() or 1, len(todo)) <= 1)
     where = ("this process" if local else f"Dask at {workers.scheduler}" if workers.scheduler
              else f"{workers.processes or os.cpu_count()} Dask worker processes")
-    bar = tqdm(total=sum(sizes), initial=sum(sizes[i] for i in range(len(chunks)) if i not in set(todo)),
+    bar = tqdm(total=sum(sizes), initial=sum(sizes) - sum(sizes[i] for i in todo),
                desc=f"{desc} ({where})" if desc else where, disable=not progress, unit="problem")
     if found and progress:
         bar.write(f"{found} of {len(chunks)} chunks already solved in {workers.journal}")
@@ -125,8 +126,7 @@ def map_chunks(solve_chunk, chunks: list, workers: Workers, progress: bool = Tru
             from distributed import as_completed
             client = workers.client()
             # pure=False: a chunk lost with its worker is run again, never taken from a cache of results
-            futures = {client.submit(solve_chunk, chunks[i], pure=False): i
-                       for i in todo}
+            futures = {client.submit(solve_chunk, chunks[i], pure=False): i for i in todo}
             for future in as_completed(futures):
                 keep(futures[future], future.result())
                 future.release()
@@ -146,11 +146,15 @@ def _key(solve_chunk, chunk) -> str:
 
 
 def _read(journal: Path, key: str):
+    """A finished chunk's arrays, or None when it is not there (or cannot be read: solved again)."""
     path = Path(journal) / f"{key}.npz"
     if not path.exists():
         return None
-    with np.load(path, allow_pickle=False) as stored:
-        return tuple(stored[f"a{j}"] for j in range(len(stored.files)))
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return tuple(stored[f"a{j}"] for j in range(len(stored.files)))
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
 
 
 def _write(journal: Path, key: str, output: tuple) -> None:
@@ -223,13 +227,25 @@ def _library_version() -> str:
 
 def _local_client(processes: int | None):
     """A LocalCluster of `processes` worker processes (default: every core), one thread each,
-    started once per process and reused (starting one takes seconds: each worker imports the library)."""
+    started once per process and reused (starting one takes seconds: each worker imports the library).
+
+    Its workers keep glibc's own memory trimming: Dask sets MALLOC_TRIM_THRESHOLD_ in them, which
+    made IPOPT 30% slower (benchmarks/label_workers.py). Dask sets its workers' variables in this
+    process's environment to pass them on; they are taken back here once the workers have started.
+    """
     processes = processes or os.cpu_count() or 1
     name = f"local:{processes}"
     if name not in _CLIENTS:
+        import dask
         from distributed import Client, LocalCluster
-        cluster = LocalCluster(n_workers=processes, threads_per_worker=1, processes=True,
-                               dashboard_address=":0", silence_logs=40)
+        environment = dict(os.environ)
+        try:
+            with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+                cluster = LocalCluster(n_workers=processes, threads_per_worker=1, processes=True,
+                                       dashboard_address=":0", silence_logs=40)
+        finally:
+            os.environ.clear()
+            os.environ.update(environment)
         _CLIENTS[name] = Client(cluster)
     return _CLIENTS[name]
 
