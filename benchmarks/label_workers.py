@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 import trc_lib.oracles.labels as labels
-from trc_lib.oracles.workers import Workers, _close_clients
+from trc_lib.oracles.workers import Workers, _close_clients, local_cluster
 from trc_lib.tasks import label_starts, make_problem, sampling_boxes, target_center
 
 from results_page import write_page
@@ -61,8 +61,7 @@ def on_dask(problem, x0, xt, starts, processes: int) -> np.ndarray:
     if processes > 1:
         workers = Workers(processes=processes)
     else:  # Workers(processes=1) solves in this process: ask for a one-worker cluster by its address
-        from distributed import LocalCluster
-        cluster = LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0", silence_logs=40)
+        cluster = local_cluster(1)
         workers = Workers(address=cluster.scheduler_address)
     solution, _ = labels.solve_nonlinear(problem, x0, xt, starts, workers=workers, progress=False)
     _close_clients()  # the next row starts its own cluster

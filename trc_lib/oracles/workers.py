@@ -226,28 +226,33 @@ def _library_version() -> str:
 
 
 def _local_client(processes: int | None):
-    """A LocalCluster of `processes` worker processes (default: every core), one thread each,
-    started once per process and reused (starting one takes seconds: each worker imports the library).
+    """A client of a local_cluster of `processes` worker processes (default: every core), started
+    once per process and reused (starting one takes seconds: each worker imports the library)."""
+    processes = processes or os.cpu_count() or 1
+    name = f"local:{processes}"
+    if name not in _CLIENTS:
+        from distributed import Client
+        _CLIENTS[name] = Client(local_cluster(processes))
+    return _CLIENTS[name]
+
+
+def local_cluster(processes: int):
+    """A Dask LocalCluster of `processes` worker processes with one thread each.
 
     Its workers keep glibc's own memory trimming: Dask sets MALLOC_TRIM_THRESHOLD_ in them, which
     made IPOPT 30% slower (benchmarks/label_workers.py). Dask sets its workers' variables in this
     process's environment to pass them on; they are taken back here once the workers have started.
     """
-    processes = processes or os.cpu_count() or 1
-    name = f"local:{processes}"
-    if name not in _CLIENTS:
-        import dask
-        from distributed import Client, LocalCluster
-        environment = dict(os.environ)
-        try:
-            with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
-                cluster = LocalCluster(n_workers=processes, threads_per_worker=1, processes=True,
-                                       dashboard_address=":0", silence_logs=40)
-        finally:
-            os.environ.clear()
-            os.environ.update(environment)
-        _CLIENTS[name] = Client(cluster)
-    return _CLIENTS[name]
+    import dask
+    from distributed import LocalCluster
+    environment = dict(os.environ)
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+            return LocalCluster(n_workers=processes, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                silence_logs=40)
+    finally:
+        os.environ.clear()
+        os.environ.update(environment)
 
 
 @atexit.register
