@@ -12,7 +12,9 @@ Two tables, each measured in this one run on this machine:
 2. `--scaling_samples` Van der Pol problems on Dask LocalClusters of one and of two workers.
 
 Every row solves the same problems; the labels must be identical, array for array (the script
-stops otherwise). Prints markdown tables; writes docs/results/label_workers.md.
+stops otherwise). A third table times one chunk of pendulum problems in this process and on a Dask
+worker with and without Dask's MALLOC_TRIM_THRESHOLD_ (which workers.local_cluster leaves unset).
+Prints markdown tables; writes docs/results/label_workers.md.
 """
 
 from __future__ import annotations
@@ -70,6 +72,41 @@ def on_dask(problem, x0, xt, starts, processes: int) -> np.ndarray:
     return solution.control_sequences
 
 
+def _solve_timed(problem_dict, chunk) -> float:
+    """Seconds to solve one chunk with the compiled NLP, built (and compiled) beforehand."""
+    labels._init_worker(problem_dict, True)
+    started = time.perf_counter()
+    labels._solve_chunk(problem_dict, chunk, compiled=True)
+    return time.perf_counter() - started
+
+
+def malloc_trimming(count: int = 60) -> list[str]:
+    """Table rows: one chunk of `count` pendulum problems (compiled NLP) solved in this process, on
+    a worker of trc's local cluster, and on a worker that keeps Dask's MALLOC_TRIM_THRESHOLD_."""
+    import dask
+    from distributed import Client, LocalCluster
+    problem = make_problem(system="pendulum")
+    x0, xt = problems("pendulum", count)
+    chunk, problem_dict = (x0, xt, label_starts(problem)), problem.to_dict()
+    _solve_timed(problem_dict, chunk)  # builds it here
+    here = _solve_timed(problem_dict, chunk)
+    rows = [f"| this process | {here:.2f} | 1.00 |"]
+    environment = dict(os.environ)
+    for name, config in (("a worker of trc's local cluster", None), ("a worker with Dask's MALLOC_TRIM_THRESHOLD_", {})):
+        with dask.config.set(config or {}):
+            cluster = local_cluster(1) if config is None else LocalCluster(
+                n_workers=1, threads_per_worker=1, dashboard_address=":0", silence_logs=40)
+        os.environ.clear()
+        os.environ.update(environment)
+        with Client(cluster) as client:
+            client.submit(_solve_timed, problem_dict, chunk, pure=False).result()  # builds it there
+            seconds = client.submit(_solve_timed, problem_dict, chunk, pure=False).result()
+        cluster.close()
+        rows.append(f"| {name} | {seconds:.2f} | {seconds / here:.2f} |")
+    return [f"One chunk of {count} pendulum problems, the compiled NLP built beforehand, one process", "",
+            "| where | seconds | time / this process's |", "|---|---|---|", *rows, ""]
+
+
 def timed(function, *args):
     started = time.perf_counter()
     result = function(*args)
@@ -87,19 +124,22 @@ def main():
     problem = make_problem(system="pendulum")
     x0, xt = problems("pendulum", args.num_samples)
     starts = label_starts(problem)
-    # the pool first: it forks this process, which must not yet run a Dask client's threads
-    pool_s, pool_controls = timed(process_pool, problem, x0, xt, starts, cores)
-    print(f"process pool: {pool_s:.1f} s", flush=True)
+    # Dask first, then the pool (whichever runs second meets a machine that has run for minutes);
+    # on_dask closes its cluster, so the pool does not fork a process running a Dask client's threads
     dask_s, dask_controls = timed(on_dask, problem, x0, xt, starts, cores)
     print(f"Dask: {dask_s:.1f} s", flush=True)
+    pool_s, pool_controls = timed(process_pool, problem, x0, xt, starts, cores)
+    print(f"process pool: {pool_s:.1f} s", flush=True)
     if not np.array_equal(pool_controls, dask_controls):
         raise SystemExit("the process pool and Dask gave different labels")
-    lines += [f"{args.num_samples:,} pendulum labels (three starts each), {cores} processes", "",
+    lines += [f"{args.num_samples:,} pendulum labels (three starts each), {cores} processes; Dask ran first", "",
               "| solver | seconds | labels per second | time / process pool's |", "|---|---|---|---|",
               f"| process pool (forked, NLP compiled before the fork) | {pool_s:.1f} | {args.num_samples / pool_s:.1f} "
               f"| 1.00 |",
               f"| Dask LocalCluster (started in the run) | {dask_s:.1f} | {args.num_samples / dask_s:.1f} "
               f"| {dask_s / pool_s:.2f} |", "", "The labels are identical, array for array.", ""]
+
+    lines += malloc_trimming()
 
     problem = make_problem(system="vanderpol")
     x0, xt = problems("vanderpol", args.scaling_samples)

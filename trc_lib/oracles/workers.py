@@ -240,14 +240,18 @@ def local_cluster(processes: int):
     """A Dask LocalCluster of `processes` worker processes with one thread each.
 
     Its workers keep glibc's own memory trimming: Dask sets MALLOC_TRIM_THRESHOLD_ in them, which
-    made IPOPT 30% slower (benchmarks/label_workers.py). Dask sets its workers' variables in this
-    process's environment to pass them on; they are taken back here once the workers have started.
+    makes IPOPT markedly slower (benchmarks/label_workers.py measures it). Dask sets its workers'
+    variables in this process's environment to pass them on; they are taken back here once the
+    workers have started.
     """
     import dask
     from distributed import LocalCluster
     environment = dict(os.environ)
     try:
-        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        # no statistical profiler either: it samples every worker thread 100 times a second, for a
+        # dashboard that is not running
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                              "distributed.worker.profile.enabled": False}):
             return LocalCluster(n_workers=processes, threads_per_worker=1, processes=True, dashboard_address=":0",
                                 silence_logs=40)
     finally:
