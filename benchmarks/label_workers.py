@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 import trc_lib.oracles.labels as labels
-from trc_lib.oracles.workers import Workers, _close_clients, local_cluster
+from trc_lib.oracles.workers import Workers, close_clusters, local_cluster
 from trc_lib.tasks import label_starts, make_problem, sampling_boxes, target_center
 
 from results_page import write_page
@@ -66,7 +66,7 @@ def on_dask(problem, x0, xt, starts, processes: int) -> np.ndarray:
         cluster = local_cluster(1)
         workers = Workers(address=cluster.scheduler_address)
     solution, _ = labels.solve_nonlinear(problem, x0, xt, starts, workers=workers, progress=False)
-    _close_clients()  # the next row starts its own cluster
+    close_clusters()  # the next row starts its own cluster
     if processes == 1:
         cluster.close()
     return solution.control_sequences

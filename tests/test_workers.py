@@ -19,7 +19,7 @@ import trc_lib.oracles.labels as labels
 import trc_lib.oracles.workers as workers_module
 from trc_lib.data import generate_dataset, read_dataset
 from trc_lib.interfaces.cli import main
-from trc_lib.oracles.workers import Workers, map_chunks
+from trc_lib.oracles.workers import Workers, local_cluster, map_chunks
 from trc_lib.tasks import make_problem
 
 ARRAYS = ("initial_states", "target_states", "control_sequences", "state_trajectories", "costs",
@@ -66,12 +66,11 @@ def _dies_once(marker, solve_chunk, chunk):
 
 
 def test_a_worker_killed_mid_run_loses_no_labels(tmp_path):
-    from distributed import LocalCluster
     x0 = np.random.default_rng(5).uniform(-1.5, 1.5, (12, 2))
     chunks = [(x0[i:i + 2], np.zeros((2, 2)), np.zeros((1, 20, 1))) for i in range(0, 12, 2)]
     solve = functools.partial(labels._solve_chunk, PROBLEM.to_dict())
     expected = [solve(chunk) for chunk in chunks]
-    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None, silence_logs=50) as cluster:
+    with local_cluster(2) as cluster:
         dying = functools.partial(_dies_once, str(tmp_path / "died"), solve)
         got = map_chunks(dying, chunks, Workers(address=cluster.scheduler_address), progress=False)
         workers_module._CLIENTS.pop(cluster.scheduler_address).close()  # before its scheduler stops
@@ -88,12 +87,12 @@ def test_an_interrupted_run_continues_from_its_finished_chunks(tmp_path, one_pro
                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:  # kill the run, its scheduler and its workers at once, as soon as a few chunks are on disk
         deadline = time.monotonic() + 120
-        while len(list(journal.glob("*.npz"))) < 3 and run.poll() is None and time.monotonic() < deadline:
+        while len(_finished(journal)) < 3 and run.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
     finally:
         os.killpg(run.pid, signal.SIGKILL)
         run.wait()
-    finished = {path.name: path.stat().st_mtime_ns for path in journal.glob("*.npz")}
+    finished = _finished(journal)
     assert 3 <= len(finished) < 40 and not (folder / "lqr_dataset.npz").exists()
     solved = []
     original = labels._solve_chunk
@@ -108,6 +107,48 @@ def test_an_interrupted_run_continues_from_its_finished_chunks(tmp_path, one_pro
     assert len(solved) == 40 - len(finished)  # 40 problems, one per chunk: only the unfinished are solved
     _assert_same_dataset(_dataset(folder), one_process)
     assert not journal.exists()  # removed once the dataset is written
+
+
+def _finished(journal: Path) -> dict:
+    """{name: modification time} of the finished chunks (not the temporary files being written)."""
+    return {path.name: path.stat().st_mtime_ns for path in journal.glob("*.npz") if not path.name.startswith(".")}
+
+
+def test_finished_chunks_are_read_not_solved_again(tmp_path):
+    x0 = np.random.default_rng(6).uniform(-1.5, 1.5, (4, 2))
+    chunks = [(x0[i:i + 1], np.zeros((1, 2)), np.zeros((1, 20, 1))) for i in range(4)]
+    solve = functools.partial(labels._solve_chunk, PROBLEM.to_dict())
+    journal = Workers(processes=1, journal=tmp_path / "journal")
+    first = map_chunks(solve, chunks[:2], journal, progress=False)
+    written = _finished(tmp_path / "journal")
+    again = map_chunks(solve, chunks, journal, progress=False)
+    assert len(written) == 2 and all(_finished(tmp_path / "journal")[name] == t for name, t in written.items())
+    for want, have in zip(first, again[:2]):
+        for a, b in zip(want, have):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_an_explicit_process_count_ignores_trc_cluster(monkeypatch):
+    monkeypatch.setenv("TRC_CLUSTER", f"tcp://127.0.0.1:{_free_port()}")  # no scheduler there
+    solution, ok = labels.solve_nonlinear(PROBLEM, np.array([[1.0, -0.5]]), np.zeros((1, 2)), workers=1,
+                                          progress=False)
+    assert ok.all()
+    assert Workers.of(None).address == os.environ["TRC_CLUSTER"] and Workers.of(2).address is None
+
+
+def _always_dies(chunk):
+    os._exit(1)
+
+
+def test_a_cluster_that_fails_mid_run_is_a_one_line_error(tmp_path):
+    import dask
+
+    from trc_lib.errors import TRCError
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), local_cluster(1) as cluster:
+        workers = Workers(address=cluster.scheduler_address, journal=tmp_path / "journal")
+        with pytest.raises(TRCError, match=r"failed mid-run \(KilledWorker.*kept in .*journal: run it again"):
+            map_chunks(_always_dies, [(1,), (2,)], workers, progress=False)
+        workers_module._CLIENTS.pop(cluster.scheduler_address).close()
 
 
 def _free_port() -> int:

@@ -153,11 +153,11 @@ def _add_generate(sub) -> None:
                         "double integrator, 0 0 otherwise)")
     p.add_argument("--workers", type=positive_int, default=None,
                    help="worker processes of the local Dask cluster solving IPOPT or cone-program labels "
-                        "(default: every core; 1: in this process)")
+                        "(default: every core, or this process for fewer than 64 problems; 1: this process)")
     p.add_argument("--cluster", default=None, metavar="ADDRESS", type=cluster_address,
                    help="a running Dask scheduler to solve the labels on instead, such as tcp://10.0.0.5:8786 "
                         "(start it with `dask scheduler`, and workers with `dask worker ADDRESS`; "
-                        f"default: ${CLUSTER_VARIABLE}, else a local cluster)")
+                        f"default, without --workers: ${CLUSTER_VARIABLE}, else a local cluster)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     _add_problem_options(p)
 

@@ -35,8 +35,9 @@ def generate(output_dir, *, num_samples=10000, num_steps=None, time_horizon=None
 
     None means the task's default (tasks.py) for every problem and sampling option;
     system_parameters: the system's own (mu=..., substeps=...). workers: processes of the local
-    Dask cluster solving IPOPT or cone-program labels (default: every core); cluster: the address
-    of a Dask scheduler to use instead (default: $TRC_CLUSTER, else the local cluster). Finished
+    Dask cluster solving IPOPT or cone-program labels (default: every core; 1: this process);
+    cluster: the address of a Dask scheduler to use instead (default, when workers is not given
+    either: $TRC_CLUSTER, else the local cluster). Finished
     chunks are kept in OUTPUT_DIR/lqr_dataset.npz.chunks until the dataset is written: a run
     started again after an interruption continues from them.
     """
@@ -44,9 +45,9 @@ def generate(output_dir, *, num_samples=10000, num_steps=None, time_horizon=None
                            **system_parameters)
     state_range, target_range = sampling_boxes(system, state_range, target_range)
     journal = Path(output_dir) / f"{DATASET_FILENAME}.chunks"
-    solvers = Workers(processes=workers, address=cluster, journal=journal)
-    if solvers.scheduler:
-        log(f"solving on the Dask cluster at {solvers.scheduler} ({solvers.count()} threads)")  # fails fast if absent
+    solvers = Workers.of(workers, address=cluster, journal=journal)
+    if solvers.address and oracle_of(problem).solves_on_workers:  # fails fast if the cluster is absent
+        log(f"solving on the Dask cluster at {solvers.address} ({solvers.count()} workers)")
     started = time.perf_counter()
     dataset = generate_dataset(problem, num_samples, seed, state_range, target_range, workers=solvers,
                                progress=progress)

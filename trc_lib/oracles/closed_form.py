@@ -223,6 +223,7 @@ class ClosedFormOracle:
     failure = "unreachable"  # what a failed problem is called in messages
     exact_and_fast = True  # nothing a Newton correction or an IPOPT polish of a learned answer could add
     one_problem_at_a_time = False  # a batch is one computation: time it at every batch size
+    solves_on_workers = False  # one computation in this process: `workers` is ignored
     margin = 1e-6
 
     def screen(self, problem: ControlProblem, initial_states, target_states) -> np.ndarray:

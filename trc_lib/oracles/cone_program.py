@@ -390,6 +390,7 @@ class ConeProgramOracle:
     failure = "infeasible"
     exact_and_fast = False
     one_problem_at_a_time = True
+    solves_on_workers = True  # chunks of problems on workers.Workers (Dask)
 
     def screen(self, landing: RocketLanding, initial_states, target_states) -> np.ndarray:
         """[B] bool: whether a landing exists is known only by solving, so every problem is tried."""

@@ -132,6 +132,7 @@ class ShootingOracle:
     failure = "unsolved"
     exact_and_fast = False  # a local optimum, in milliseconds per problem
     one_problem_at_a_time = True  # per problem it costs the same at any batch: one solve after another
+    solves_on_workers = True  # chunks of problems on workers.Workers (Dask)
 
     def screen(self, problem: ControlProblem, initial_states, target_states) -> np.ndarray:
         """[B] bool: nothing is known without solving, so every problem is tried."""

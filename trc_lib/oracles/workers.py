@@ -9,10 +9,12 @@ each), so the work is a list of chunks and a function that solves one chunk:
 The answer does not depend on where a chunk ran: each problem is solved on its own, in float64,
 by the same code. What `Workers` decides:
 
-    processes  one process (this one, no Dask) or a LocalCluster of that many worker processes
-               with one thread each (default: one per core)
-    address    a running scheduler (`dask scheduler`, then `dask worker ADDRESS` on each machine)
-               instead of a LocalCluster; the environment variable TRC_CLUSTER sets it too
+    processes  1: this process, without Dask; K: a LocalCluster of K worker processes with one
+               thread each; default: one per core, or this process for fewer than
+               LOCAL_CLUSTER_FROM problems (starting a cluster takes seconds)
+    address    a running scheduler (`dask scheduler`, then `dask worker ADDRESS --nthreads 1` on
+               each machine) instead of a LocalCluster; where the caller names neither
+               processes nor address, the environment variable TRC_CLUSTER names it
     journal    a folder where each finished chunk is written (atomically) as it arrives: a run
                that is interrupted, or run again, loads those instead of solving them
 
@@ -23,7 +25,9 @@ elsewhere, and the chunks already finished are in the journal.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import contextlib
 import functools
 import hashlib
 import os
@@ -39,6 +43,7 @@ from tqdm.auto import tqdm
 CLUSTER_VARIABLE = "TRC_CLUSTER"  # the scheduler's address, when no address is given
 CONNECT_SECONDS = 10  # how long to wait for a scheduler's answer
 MIN_CHUNKS = 64  # small batches are cut this fine, so that up to this many workers share them
+LOCAL_CLUSTER_FROM = 64  # problems: fewer are solved in this process unless processes are asked for
 
 
 def problems_per_chunk(num_problems: int, largest: int) -> int:
@@ -51,39 +56,46 @@ def problems_per_chunk(num_problems: int, largest: int) -> int:
 class Workers:
     """Where the solves run (module docstring). processes: worker processes of a LocalCluster
     (default: every core; 1: this process, without Dask); address: a Dask scheduler, such as
-    tcp://10.0.0.5:8786 (default: $TRC_CLUSTER, else a LocalCluster); journal: the folder of
-    finished chunks (default: none)."""
+    tcp://10.0.0.5:8786 (default: a LocalCluster); journal: the folder of finished chunks
+    (default: none); source: what named the address, for errors."""
 
     processes: int | None = None
     address: str | None = None
     journal: Path | None = None
+    source: str = "cluster"
 
     @classmethod
-    def of(cls, workers) -> "Workers":
-        """A Workers from what callers pass as `workers`: None (every core), a number of
-        processes, or a Workers."""
+    def of(cls, workers=None, address: str | None = None, journal: Path | None = None) -> "Workers":
+        """A Workers from what callers pass: `workers` None (the default), a number of processes
+        or a Workers; an address, or when neither is given, $TRC_CLUSTER's."""
         if isinstance(workers, Workers):
             return workers
         if workers is not None and (int(workers) != workers or workers < 1):
             raise ValueError(f"workers must be a positive number of processes, got {workers}")
-        return cls(processes=workers)
-
-    @property
-    def scheduler(self) -> str | None:
-        """The scheduler's address, from the option or the environment; None: a LocalCluster."""
-        return self.address or os.environ.get(CLUSTER_VARIABLE) or None
+        if address is None and workers is None and os.environ.get(CLUSTER_VARIABLE):
+            return cls(address=os.environ[CLUSTER_VARIABLE], journal=journal, source=f"${CLUSTER_VARIABLE}")
+        return cls(processes=workers, address=address, journal=journal)
 
     def client(self):
         """The Dask client of the scheduler, or of this process's LocalCluster."""
-        if self.scheduler:
-            return _client(self.scheduler, "cluster" if self.address else f"${CLUSTER_VARIABLE}")
+        if self.address:
+            return _client(self.address, self.source)
         return _local_client(self.processes)
 
     def count(self) -> int:
-        """How many chunks can run at once: the cluster's threads, or the processes asked for."""
-        if self.scheduler:
-            return max(1, sum(self.client().nthreads().values()))
+        """How many chunks can run at once: the cluster's workers, or the processes asked for."""
+        if self.address:
+            return max(1, len(self.client().nthreads()))
         return self.processes or os.cpu_count() or 1
+
+    def here(self, num_problems: int, num_chunks: int) -> bool:
+        """Whether to solve in this process: one process asked for, one chunk to solve, or (by
+        default) too few problems to be worth starting a cluster."""
+        if self.address:
+            return False
+        if self.processes is None:
+            return num_chunks <= 1 or num_problems < LOCAL_CLUSTER_FROM or (os.cpu_count() or 1) == 1
+        return self.processes == 1 or num_chunks <= 1
 
 
 def map_chunks(solve_chunk, chunks: list, workers: Workers, progress: bool = True, desc: str = "",
@@ -104,8 +116,8 @@ def map_chunks(solve_chunk, chunks: list, workers: Workers, progress: bool = Tru
             outputs[i] = _read(workers.journal, key)
     todo = [i for i, output in enumerate(outputs) if output is None]
     found = len(chunks) - len(todo)
-    local = not workers.scheduler and (min(workers.processes or os.cpu_count() or 1, len(todo)) <= 1)
-    where = ("this process" if local else f"Dask at {workers.scheduler}" if workers.scheduler
+    local = workers.here(sum(sizes[i] for i in todo), len(todo))
+    where = ("this process" if local else f"Dask at {workers.address}" if workers.address
              else f"{workers.processes or os.cpu_count()} Dask worker processes")
     bar = tqdm(total=sum(sizes), initial=sum(sizes) - sum(sizes[i] for i in todo),
                desc=f"{desc} ({where})" if desc else where, disable=not progress, unit="problem")
@@ -123,26 +135,63 @@ def map_chunks(solve_chunk, chunks: list, workers: Workers, progress: bool = Tru
             for i in todo:
                 keep(i, solve_chunk(chunks[i]))
         elif todo:
-            from distributed import as_completed
-            client = workers.client()
-            # pure=False: a chunk lost with its worker is run again, never taken from a cache of results
-            futures = {client.submit(solve_chunk, chunks[i], pure=False): i for i in todo}
-            for future in as_completed(futures):
-                keep(futures[future], future.result())
-                future.release()
+            _on_dask(solve_chunk, chunks, todo, workers, keep)
     finally:
         bar.close()
     return outputs
 
 
+def _on_dask(solve_chunk, chunks, todo, workers: Workers, keep) -> None:
+    """Submit chunks[todo] to the workers and keep(i, output) each as it finishes. A cluster lost
+    mid-run is a one-line error (TRCError); what finished is in the journal."""
+    from distributed import as_completed
+
+    from ..errors import TRCError
+    client = workers.client()
+    # pure=False: a chunk lost with its worker is run again, never taken from a cache of results
+    futures = {client.submit(solve_chunk, chunks[i], pure=False): i for i in todo}
+    try:
+        with _environment_kept():  # a worker restarted after a crash passes Dask's variables through this process
+            for future in as_completed(futures):
+                keep(futures[future], future.result())
+                future.release()
+    except _lost_cluster_errors() as error:
+        kept = f"; the finished chunks are kept in {workers.journal}: run it again" if workers.journal else ""
+        raise TRCError(f"{workers.source if workers.address else 'workers'}: the Dask cluster "
+                       f"{workers.address or '(local)'} failed mid-run ({type(error).__name__}: {error}){kept}") from None
+    finally:
+        client.cancel(list(futures))
+
+
+def _lost_cluster_errors() -> tuple:
+    """What Dask raises when its scheduler or workers go away: a scheduler lost (cancelled
+    futures, closed connections), or a chunk whose workers keep dying (KilledWorker)."""
+    import asyncio
+
+    from distributed import CancelledError
+    from distributed.comm.core import CommClosedError
+    from distributed.scheduler import KilledWorker
+    return CancelledError, asyncio.CancelledError, CommClosedError, KilledWorker
+
+
 def _key(solve_chunk, chunk) -> str:
     """The name of a chunk's file: a hash of the function, its bound positional arguments, the
-    chunk and the library's version, so a journal never hands back the answer of another question."""
-    from ..version import __version__
+    chunk and the library's code, so a journal never hands back the answer of another question
+    (nor of another version of the solver)."""
     function, arguments = ((solve_chunk.func, solve_chunk.args) if isinstance(solve_chunk, functools.partial)
                            else (solve_chunk, ()))
-    what = (__version__, f"{function.__module__}.{function.__qualname__}", arguments, chunk)
+    what = (_code_fingerprint(), f"{function.__module__}.{function.__qualname__}", arguments, chunk)
     return hashlib.sha256(pickle.dumps(what, protocol=4)).hexdigest()[:32]
+
+
+@functools.lru_cache(maxsize=1)
+def _code_fingerprint() -> str:
+    """SHA-256 of the library's Python and C sources: any edit makes new journal keys."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".c")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def _read(journal: Path, key: str):
@@ -196,13 +245,13 @@ def _client(address: str, source: str):
         from ..errors import TRCError
         try:
             client = Client(address, timeout=f"{CONNECT_SECONDS}s")
-        except (OSError, TimeoutError) as error:
+        except (OSError, TimeoutError, asyncio.TimeoutError) as error:
             raise TRCError(f"{source}: no Dask scheduler answers at {address} ({error}); start one with "
                            f"`dask scheduler` and workers with `dask worker {address}`") from None
         try:
             client.wait_for_workers(1, timeout=CONNECT_SECONDS)
             versions = client.run(_library_version)
-        except (OSError, TimeoutError):
+        except (OSError, TimeoutError, asyncio.TimeoutError):
             client.close()
             raise TRCError(f"{source}: the Dask scheduler at {address} has no workers; start them with "
                            f"`dask worker {address}`") from None
@@ -210,6 +259,13 @@ def _client(address: str, source: str):
             client.close()
             raise TRCError(f"{source}: a worker of {address} cannot import trc_lib ({type(error).__name__}: "
                            f"{error}); install this repository on every worker (pip install -e .)") from None
+        threaded = {worker: n for worker, n in client.nthreads().items() if n > 1}
+        if threaded:
+            client.close()
+            worker, n = next(iter(threaded.items()))
+            raise TRCError(f"{source}: {len(threaded)} worker(s) of {address} run several threads ({n} at {worker}); "
+                           f"a worker keeps one optimizer, so start them with `dask worker {address} --nthreads 1` "
+                           f"(and --nworkers for more processes)")
         wrong = {worker: version for worker, version in versions.items() if version != _library_version()}
         if wrong:
             client.close()
@@ -246,21 +302,34 @@ def local_cluster(processes: int):
     """
     import dask
     from distributed import LocalCluster
+    # Fewer interruptions of the solves, whose worker threads hold the GIL: no statistical profiler
+    # (it samples every thread 100 times a second, for a dashboard that is not running), and the
+    # memory and system monitors every second instead of ten times a second.
+    quiet = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+             "distributed.worker.profile.enabled": False, "distributed.worker.memory.monitor-interval": "1s",
+             "distributed.admin.system-monitor.interval": "1s"}
+    with _environment_kept(), dask.config.set(quiet):
+        return LocalCluster(n_workers=processes, threads_per_worker=1, processes=True, dashboard_address=":0",
+                            silence_logs=40)
+
+
+@contextlib.contextmanager
+def _environment_kept():
+    """This process's environment as it was before, whatever Dask's nannies set in it to pass
+    on to the worker processes they start."""
     environment = dict(os.environ)
     try:
-        # no statistical profiler either: it samples every worker thread 100 times a second, for a
-        # dashboard that is not running
-        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
-                              "distributed.worker.profile.enabled": False}):
-            return LocalCluster(n_workers=processes, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                silence_logs=40)
+        yield
     finally:
-        os.environ.clear()
-        os.environ.update(environment)
+        if dict(os.environ) != environment:
+            os.environ.clear()
+            os.environ.update(environment)
 
 
 @atexit.register
-def _close_clients() -> None:
+def close_clusters() -> None:
+    """Close this process's Dask clients and the LocalClusters it started (at exit, or to free
+    the worker processes sooner, e.g. in a notebook)."""
     for client in _CLIENTS.values():
         cluster = client.cluster
         client.close()

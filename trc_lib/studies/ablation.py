@@ -45,8 +45,8 @@ def train_variants(train_path, output_dir, variants=None, model_size="small", ep
                    progress=False, log=print, workers=None) -> dict:
     """Train each variant (names of VARIANTS) into output_dir/<slug>; returns {name: model}.
 
-    workers: None trains them one after another in this process; an oracles.workers.Workers
-    trains them side by side on its Dask workers, one variant per worker (each worker writes its
+    workers: None (or one process) trains them one after another in this process; an
+    oracles.workers.Workers trains them side by side on its Dask workers, one variant per worker (each worker writes its
     checkpoint into output_dir, so on several machines output_dir must be a shared folder). Each
     variant is seeded the same way wherever it trains.
     """
@@ -54,7 +54,7 @@ def train_variants(train_path, output_dir, variants=None, model_size="small", ep
     names = list(variants or VARIANTS)
     folders = {name: Path(output_dir) / _slug(name) for name in names}
     options = dict(model_size=model_size, epochs=epochs, batch_size=batch_size, seed=seed, log=lambda *_: None)
-    if workers is None:
+    if workers is None or (not workers.address and workers.processes == 1):
         models = {}
         for name in names:
             log(f"training {name}")
@@ -64,13 +64,21 @@ def train_variants(train_path, output_dir, variants=None, model_size="small", ep
     from distributed import as_completed
 
     from ..checkpoint import load_model
+    from ..errors import TRCError
+    from ..oracles.workers import _lost_cluster_errors
     client = workers.client()
     log(f"training {len(names)} variants on {workers.count()} Dask workers")
     futures = {client.submit(_train_on_worker, str(Path(train_path).resolve()), str(folders[name].resolve()),
                              {**options, **VARIANTS[name]}, pure=False): name for name in names}
-    for future in as_completed(futures):
-        future.result()  # a worker's error is raised here
-        log(f"trained {futures[future]}")
+    try:
+        for future in as_completed(futures):
+            future.result()  # a worker's error is raised here
+            log(f"trained {futures[future]}")
+    except _lost_cluster_errors() as error:
+        raise TRCError(f"workers: the Dask cluster failed mid-run ({type(error).__name__}: {error}); the variants "
+                       f"trained so far are in {output_dir}") from None
+    finally:
+        client.cancel(list(futures))
     return {name: load_model(folders[name] / "best_model.pt") for name in names}
 
 
