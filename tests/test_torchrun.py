@@ -123,7 +123,7 @@ def test_resume_under_torchrun_continues_the_run(runs, tmp_path):
         try:
             training.train_model({str(runs["data"])!r}, output_dir={str(tmp_path / "resumed")!r}, progress=False,
                                  **{OPTIONS!r})
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # every rank stops here (ranks.end closes the group together at exit)
             pass
     """))
     torchrun(script, cwd=tmp_path)

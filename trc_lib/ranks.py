@@ -106,9 +106,17 @@ def start_from_environment(device) -> World:
 
 
 def end() -> None:
-    """Close the process group start_from_environment started (a caller's own is left open)."""
+    """Close the process group start_from_environment started (a caller's own is left open).
+
+    The ranks first wait for each other: a rank that tears gloo down while another still talks
+    to it can abort ("terminate called without an active exception", seen once in CI). A rank
+    that has already gone makes the barrier fail at once, and the group is closed anyway."""
     global _started
     if _started and dist.is_initialized():
+        try:
+            dist.barrier()
+        except RuntimeError:
+            pass
         dist.destroy_process_group()
     _started = False
 
