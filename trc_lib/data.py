@@ -95,8 +95,8 @@ def generate_dataset(problem: ControlProblem, num_samples: int, seed: int = 42,
     Each pair is solved by the system's oracle (oracles/: the exact QP, or IPOPT and the cone
     program on `workers`: a number of processes, or an oracles.workers.Workers naming a Dask
     cluster and a journal of finished chunks; default: a local Dask cluster, one process per
-    core). Pairs it cannot solve (an unreachable target, an IPOPT failure) are re-drawn, and how many is recorded in metadata['num_redrawn']. The same seed
-    gives identical arrays.
+    core). Pairs it cannot solve (an unreachable target, an IPOPT failure) are re-drawn, and how
+    many is recorded in metadata['num_redrawn']. The same seed gives identical arrays.
     """
     target_range = state_range if target_range is None else target_range
     if not problem.draws_its_own_problems:

@@ -37,9 +37,9 @@ def generate(output_dir, *, num_samples=10000, num_steps=None, time_horizon=None
     system_parameters: the system's own (mu=..., substeps=...). workers: processes of the local
     Dask cluster solving IPOPT or cone-program labels (default: every core; 1: this process);
     cluster: the address of a Dask scheduler to use instead (default, when workers is not given
-    either: $TRC_CLUSTER, else the local cluster). Finished
-    chunks are kept in OUTPUT_DIR/lqr_dataset.npz.chunks until the dataset is written: a run
-    started again after an interruption continues from them.
+    either: $TRC_CLUSTER, else the local cluster). Finished chunks are kept in
+    OUTPUT_DIR/lqr_dataset.npz.chunks until the dataset is written: a run started again after an
+    interruption continues from them.
     """
     problem = make_problem(num_steps, time_horizon, control_bound, controller, system, lqr_Q, lqr_R, lqr_Qf,
                            **system_parameters)

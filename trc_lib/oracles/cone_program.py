@@ -31,6 +31,7 @@ then minimized by a bounded scalar search around the best grid point (scipy, Bre
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import clarabel
@@ -39,6 +40,7 @@ import scipy.optimize
 import scipy.sparse
 
 from ..rocket_landing import RocketLanding
+from .workers import Workers, map_chunks, problems_per_chunk
 
 SOLVED = {clarabel.SolverStatus.Solved, clarabel.SolverStatus.AlmostSolved}
 RELINEARIZE_TOLERANCE = 1e-9  # fuel change (relative) below which the tangent point has settled
@@ -362,9 +364,6 @@ def solve_landings(landing: RocketLanding, initial_states, target_states, worker
     [B, 7]. workers: where the solves run (workers.Workers, or a number of processes; default: a
     Dask LocalCluster with a process per core). The answers do not depend on the workers: each
     problem is solved on its own, in float64."""
-    import functools
-
-    from .workers import Workers, problems_per_chunk, map_chunks
     x0 = np.asarray(initial_states, np.float64)
     xt = np.asarray(target_states, np.float64)
     workers = Workers.of(workers)

@@ -18,7 +18,7 @@ import functools
 import numpy as np
 
 from .closed_form import OptimalSolution
-from .workers import Workers, problems_per_chunk, map_chunks
+from .workers import Workers, map_chunks, problems_per_chunk
 from ..problem import ControlProblem
 
 _worker_optimizer = None  # one per worker process, built by _init_worker
@@ -94,9 +94,10 @@ def solve_nonlinear(problem: ControlProblem, initial_states, target_states, init
     workers: where the solves run (workers.Workers, or a number of processes; default: a Dask
     LocalCluster with a process per core). Chunks hold at most chunk_size problems, and there are
     at least MIN_CHUNKS of them; they do not depend on the workers, so a journal of finished
-    chunks serves a run with other workers as well. From COMPILE_FROM_PROBLEMS_PER_PROCESS problems per worker on,
-    the NLP is compiled to C first (same answers, faster). Returns (OptimalSolution,
-    success [B] bool); the solution's states and costs are the numpy rollout of the returned controls.
+    chunks serves a run with other workers as well. From COMPILE_FROM_PROBLEMS_PER_PROCESS
+    problems per worker on, the NLP is compiled to C first (same answers, faster). Returns
+    (OptimalSolution, success [B] bool); the solution's states and costs are the numpy rollout of
+    the returned controls.
     """
     x0 = np.asarray(initial_states, np.float64)
     xt = np.asarray(target_states, np.float64)

@@ -166,8 +166,6 @@ def _on_dask(solve_chunk, chunks, todo, workers: Workers, keep) -> None:
 def _lost_cluster_errors() -> tuple:
     """What Dask raises when its scheduler or workers go away: a scheduler lost (cancelled
     futures, closed connections), or a chunk whose workers keep dying (KilledWorker)."""
-    import asyncio
-
     from distributed import CancelledError
     from distributed.comm.core import CommClosedError
     from distributed.scheduler import KilledWorker
@@ -302,9 +300,9 @@ def local_cluster(processes: int):
     """
     import dask
     from distributed import LocalCluster
-    # Fewer interruptions of the solves, whose worker threads hold the GIL: no statistical profiler
-    # (it samples every thread 100 times a second, for a dashboard that is not running), and the
-    # memory and system monitors every second instead of ten times a second.
+    # Fewer interruptions of the solves: no statistical profiler (it samples every thread 100 times
+    # a second, for a dashboard that is not running), and the memory and system monitors every
+    # second instead of every 0.1 and 0.5 s.
     quiet = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
              "distributed.worker.profile.enabled": False, "distributed.worker.memory.monitor-interval": "1s",
              "distributed.admin.system-monitor.interval": "1s"}
