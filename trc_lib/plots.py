@@ -36,41 +36,52 @@ def plot_training_curves(history: list[dict], path=None) -> Figure:
 
 
 def plot_trajectories(problem, initial_states, target_states, controls_by_name: dict, title=None, path=None) -> Figure:
-    """Phase plane, states over time and controls for a few cases and one or more controllers.
+    """The phase plane (two-state systems), each state and each control over time, for a few
+    cases and one or more controllers.
 
-    initial_states, target_states: [B, 2]; controls_by_name: {name: controls [B, N, 1]}. Cases
+    initial_states, target_states: [B, n]; controls_by_name: {name: controls [B, N, m]}. Cases
     are told apart by colour, controllers by line style (the first one solid); a single case
     gives each controller its own colour too.
     """
     system = problem.system
+    names, n = system.state_names, system.state_dim
     times = np.arange(system.num_steps + 1) * system.dt
     styles = ["-", "--", ":", "-."]
-    fig = Figure(figsize=(13, 3.8), layout="constrained")
-    ax_phase, ax_pos, ax_vel, ax_u = fig.subplots(1, 4)
+    phase = n == 2  # a plane only when the state is one
+    panels = int(phase) + n + system.control_dim
+    fig = Figure(figsize=(3.25 * panels, 3.8), layout="constrained")
+    axes = list(np.atleast_1d(fig.subplots(1, panels)))
+    ax_phase = axes.pop(0) if phase else None
+    ax_states, ax_controls = axes[:n], axes[n:]
     for j, (name, controls) in enumerate(controls_by_name.items()):
         states = system.rollout(initial_states, np.clip(controls, -problem.control_bound, problem.control_bound))
         for i in range(len(initial_states)):
             colour = f"C{j % 10}" if len(initial_states) == 1 else f"C{i % 10}"
             kw = dict(color=colour, linestyle=styles[j % 4], label=name if i == 0 else None)
-            ax_phase.plot(states[i, :, 0], states[i, :, 1], marker="." if j == 0 else None, **kw)
-            ax_pos.plot(times, states[i, :, 0], **kw)
-            ax_vel.plot(times, states[i, :, 1], **kw)
-            ax_u.stairs(controls[i, :, 0], times, baseline=None, **kw)
+            if phase:
+                ax_phase.plot(states[i, :, 0], states[i, :, 1], marker="." if j == 0 else None, **kw)
+            for k, ax in enumerate(ax_states):
+                ax.plot(times, states[i, :, k], **kw)
+            for k, ax in enumerate(ax_controls):
+                ax.stairs(controls[i, :, k], times, baseline=None, **kw)
     for i in range(len(initial_states)):
         marker = dict(color="k" if len(initial_states) == 1 else f"C{i % 10}", markeredgecolor="k")
-        ax_phase.plot(*initial_states[i], "o", markersize=6, **marker)
-        ax_phase.plot(*target_states[i], "*", markersize=13, **marker)
-        ax_pos.plot(times[-1], target_states[i, 0], "*", markersize=11, **marker)
-        ax_vel.plot(times[-1], target_states[i, 1], "*", markersize=11, **marker)
-    for ax in (ax_u,):
+        if phase:
+            ax_phase.plot(*initial_states[i], "o", markersize=6, **marker)
+            ax_phase.plot(*target_states[i], "*", markersize=13, **marker)
+        for k, ax in enumerate(ax_states):
+            ax.plot(times[-1], target_states[i, k], "*", markersize=11, **marker)
+    for k, ax in enumerate(ax_controls):
         for bound in (-problem.control_bound, problem.control_bound):
             ax.axhline(bound, color="grey", linewidth=0.8, linestyle=":")
-    ax_phase.set(xlabel="position", ylabel="velocity", title="phase plane (o start, * target)")
-    ax_pos.set(xlabel="time [s]", ylabel="position", title="position")
-    ax_vel.set(xlabel="time [s]", ylabel="velocity", title="velocity")
-    ax_u.set(xlabel="time [s]", ylabel="u", title="controls (dotted: bound)")
-    ax_phase.legend(fontsize=8)
-    for ax in (ax_phase, ax_pos, ax_vel, ax_u):
+        label = "u" if len(ax_controls) == 1 else f"u{k + 1}"
+        ax.set(xlabel="time [s]", ylabel=label, title="controls (dotted: bound)")
+    if phase:
+        ax_phase.set(xlabel=names[0], ylabel=names[1], title="phase plane (o start, * target)")
+    for name, ax in zip(names, ax_states):
+        ax.set(xlabel="time [s]", ylabel=name, title=name)
+    (ax_phase or ax_states[0]).legend(fontsize=8)
+    for ax in fig.axes:
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)

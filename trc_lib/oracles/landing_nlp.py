@@ -38,9 +38,17 @@ class NlpLanding:
 
 
 class LandingNlp:
-    """The non-convex landing NLP of one RocketLanding, built once; solve() per problem."""
+    """The non-convex landing NLP of one RocketLanding, built once; solve() per problem.
 
-    def __init__(self, landing: RocketLanding, tolerance: float = 1e-9, max_iterations: int = 1000):
+    warm: each start is (near) an optimum, such as the cone program's answer. IPOPT is then
+    started as an interior-point method must be to stay there: a barrier parameter of 1e-6
+    instead of 0.1, and the start moved at most 1e-9 (relative) inside its bounds. With IPOPT's
+    defaults the first iterations leave the optimum, which sits on the annulus's bounds (the
+    max-min-max thrust), and some runs end elsewhere or not at all (benchmarks/landing_oracle.py).
+    """
+
+    def __init__(self, landing: RocketLanding, tolerance: float = 1e-9, max_iterations: int = 1000,
+                 warm: bool = False):
         self.landing = landing
         vehicle, N = landing.vehicle, landing.num_steps
         opti = ca.Opti()
@@ -72,8 +80,11 @@ class LandingNlp:
         opti.subject_to(opti.bounded(vehicle.dry_mass, X[6, 1:], vehicle.wet_mass))
         opti.subject_to(opti.bounded(1.0, self.final_time, landing.max_flight_time(vehicle.wet_mass)))
         opti.minimize(X[6, 0] - X[6, N])
-        opti.solver("ipopt", {"print_time": False}, {"print_level": 0, "sb": "yes", "tol": tolerance,
-                                                     "max_iter": max_iterations})
+        options = {"print_level": 0, "sb": "yes", "tol": tolerance, "max_iter": max_iterations}
+        if warm:
+            options.update({"mu_init": 1e-6, **{f"{kind}_{what}": 1e-9 for kind in ("bound", "slack_bound")
+                                                for what in ("push", "frac")}})
+        opti.solver("ipopt", {"print_time": False}, options)
         self.opti = opti
 
     def solve(self, initial_state, target_state, thrusts, final_time) -> NlpLanding:
