@@ -29,6 +29,7 @@ GENERATE = ["generate", "--system", "vanderpol", "--num_steps", "20", "--num_sam
             "--no_progress"]
 TRC = [sys.executable, "-m", "trc_lib.interfaces.cli"]
 
+DASK_CONFIG = Path(__file__).resolve().parent.parent / "docs" / "dask"
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Dask workers cannot import this test file
 
 
@@ -162,7 +163,9 @@ def _free_port() -> int:
 def test_a_scheduler_and_workers_started_by_the_dask_tools_give_the_same_dataset(tmp_path, one_process):
     dask = os.path.join(os.path.dirname(sys.executable), "dask")
     address = f"tcp://127.0.0.1:{_free_port()}"
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    # started as docs/cluster.md says: DASK_CONFIG=docs/dask
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
+             "env": {**os.environ, "DASK_CONFIG": str(DASK_CONFIG)}}
     scheduler = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
                                   "--no-dashboard"], **quiet)
     workers = subprocess.Popen([dask, "worker", address, "--nworkers", "2", "--nthreads", "1", "--no-dashboard"],
@@ -177,6 +180,19 @@ def test_a_scheduler_and_workers_started_by_the_dask_tools_give_the_same_dataset
             process.terminate()
             process.wait(timeout=30)
     _assert_same_dataset(_dataset(tmp_path), one_process)
+
+
+def test_the_dask_tools_configuration_is_the_local_clusters():
+    """docs/dask/labels.yaml (for `dask scheduler` and `dask worker`) holds QUIET, nothing else."""
+    import yaml
+
+    def flat(tree, prefix=""):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                yield from flat(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+    assert dict(flat(yaml.safe_load((DASK_CONFIG / "labels.yaml").read_text()))) == workers_module.QUIET
 
 
 def test_no_scheduler_at_the_address_is_a_one_line_error(tmp_path, capsys, monkeypatch):

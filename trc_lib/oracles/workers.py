@@ -45,6 +45,23 @@ CONNECT_SECONDS = 10  # how long to wait for a scheduler's answer
 MIN_CHUNKS = 64  # small batches are cut this fine, so that up to this many workers share them
 LOCAL_CLUSTER_FROM = 64  # problems: fewer are solved in this process unless processes are asked for
 
+# Dask settings of the local cluster (and, through docs/dask/labels.yaml, of workers started with
+# `dask worker`; a test keeps the two equal). Glibc's own memory trimming: Dask's nanny sets
+# MALLOC_TRIM_THRESHOLD_ in its workers, which makes IPOPT markedly slower
+# (benchmarks/label_workers.py). Fewer interruptions of the solves, which share the cores with
+# the scheduler and the nannies (in the trc process) and with each worker's event loop: no
+# statistical profiler (it samples every thread 100 times a second, for a dashboard that is not
+# running); the memory and system monitors and the event loops' health ticks every second
+# instead of every 0.1, 0.5 and 0.02 s; no GIL monitor; no work stealing (a chunk waits at the
+# scheduler until a worker is free, so there is nothing to steal); the cluster's widget text
+# every 10 s. The last four halved the trc process's CPU time during labels (about 3.5% of a
+# core before, measured with os.times() over 2,000 pendulum labels on two workers).
+QUIET = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+         "distributed.worker.profile.enabled": False, "distributed.worker.memory.monitor-interval": "1s",
+         "distributed.admin.system-monitor.interval": "1s", "distributed.admin.tick.interval": "1s",
+         "distributed.admin.system-monitor.gil.enabled": False, "distributed.scheduler.work-stealing": False,
+         "distributed.deploy.cluster-repr-interval": "10s"}
+
 
 def problems_per_chunk(num_problems: int, largest: int) -> int:
     """Problems per chunk: `largest`, or fewer so there are at least MIN_CHUNKS chunks. It depends
@@ -293,27 +310,13 @@ def _local_client(processes: int | None):
 def local_cluster(processes: int):
     """A Dask LocalCluster of `processes` worker processes with one thread each.
 
-    Its workers keep glibc's own memory trimming: Dask sets MALLOC_TRIM_THRESHOLD_ in them, which
-    makes IPOPT markedly slower (benchmarks/label_workers.py measures it). Dask sets its workers'
-    variables in this process's environment to pass them on; they are taken back here once the
-    workers have started.
+    Started with the settings QUIET (glibc's own memory trimming, fewer interruptions of the
+    solves). Dask sets its workers' variables in this process's environment to pass them on;
+    they are taken back here once the workers have started.
     """
     import dask
     from distributed import LocalCluster
-    # Fewer interruptions of the solves, which share the cores with the scheduler and the nannies
-    # (in this process) and with each worker's event loop: no statistical profiler (it samples
-    # every thread 100 times a second, for a dashboard that is not running); the memory and
-    # system monitors and the event loops' health ticks every second instead of every 0.1, 0.5
-    # and 0.02 s; no GIL monitor; no work stealing (a chunk waits at the scheduler until a
-    # worker is free, so there is nothing to steal); the cluster's widget text every 10 s.
-    # Together they halved this process's CPU time during a run of labels (about 3.5% of a core
-    # before, measured with os.times() over 2,000 pendulum labels on two workers).
-    quiet = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
-             "distributed.worker.profile.enabled": False, "distributed.worker.memory.monitor-interval": "1s",
-             "distributed.admin.system-monitor.interval": "1s", "distributed.admin.tick.interval": "1s",
-             "distributed.admin.system-monitor.gil.enabled": False, "distributed.scheduler.work-stealing": False,
-             "distributed.deploy.cluster-repr-interval": "10s"}
-    with _environment_kept(), dask.config.set(quiet):
+    with _environment_kept(), dask.config.set(QUIET):
         return LocalCluster(n_workers=processes, threads_per_worker=1, processes=True, dashboard_address=":0",
                             silence_logs=40)
 
