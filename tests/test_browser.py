@@ -120,3 +120,29 @@ def test_sliders_in_jupyterlab_update_the_figure_and_the_terminal_error(lab):
     assert terminal_error(after_text) != terminal_error(before_text)
     assert after_image != before_image
 
+
+
+def test_the_rendered_tutorial_shows_notebook_05_with_its_figures(tmp_path):
+    """`make docs` as CI builds it (notebook 05 only, to keep the suite short), opened from disk:
+    the notebook's page carries its figures, and the home page links to it and to the model page.
+    (papermill runs the notebook on interfaces/kernels.py's client, which cannot miss the kernel's
+    reply; with papermill's own client this test once waited forever in the full suite.)"""
+    from playwright.sync_api import sync_playwright
+
+    from trc_lib.interfaces.site import build_site
+    index = build_site(tmp_path / "site", notebooks=["05_explore_trajectories"], progress=False, log=lambda *_: None)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+        page = browser.new_page()
+        page.goto(index.as_uri())
+        assert page.locator("a[href$='notebooks/05_explore_trajectories.html']").count() >= 1
+        assert page.locator("a[href$='model.html']").count() >= 1
+        page.goto((index.parent / "notebooks" / "05_explore_trajectories.html").as_uri())
+        page.wait_for_load_state("load")
+        figures = page.locator("img[src^='data:image/png']")
+        assert figures.count() >= 1
+        widths = figures.evaluate_all("images => images.map(i => i.naturalWidth)")
+        assert min(widths) > 100  # decoded pictures, not broken images
+        assert "terminal error" in page.inner_text("body")
+        browser.close()

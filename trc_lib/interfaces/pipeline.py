@@ -37,11 +37,12 @@ def run_notebook(notebook, parameters: dict, output_path, progress=True, cell_ti
     unknown = sorted(set(parameters) - set(declared))
     if unknown:
         raise TRCError(f"{notebook.name}: unknown parameter(s) {unknown}; it declares {sorted(declared)}")
+    from .kernels import PatientKernelManager
     output_path.parent.mkdir(parents=True, exist_ok=True)  # papermill does not create it
     try:
         papermill.execute_notebook(str(notebook), str(output_path), parameters=parameters, kernel_name="python3",
-                                   progress_bar=progress, cwd=str(notebook.parent),
-                                   execution_timeout=cell_timeout)
+                                   progress_bar=progress, cwd=str(notebook.parent), execution_timeout=cell_timeout,
+                                   kernel_manager_class=PatientKernelManager)  # kernels.py: no lost replies
     except PapermillExecutionError as e:
         raise TRCError(f"{notebook.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} "
                        f"(executed copy: {output_path})") from None
