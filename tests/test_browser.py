@@ -146,3 +146,4 @@ def test_the_rendered_tutorial_shows_notebook_05_with_its_figures(tmp_path):
         assert min(widths) > 100  # decoded pictures, not broken images
         assert "terminal error" in page.inner_text("body")
         browser.close()
+    assert not (REPO_ROOT / ".cache").exists()  # mkdocs-jupyter's cache stays in the build's staging folder

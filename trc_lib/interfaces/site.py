@@ -60,8 +60,9 @@ def build_site(output="build/site", notebooks=None, progress=True, log=print) ->
             else:
                 os.environ["TRC_WORKSPACE"] = saved
     config = _write_config(staging, output, chosen)
+    # run from the staging folder: mkdocs-jupyter keeps its cache in the working directory's .cache/
     done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--quiet", "--clean", "-f", str(config)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, cwd=staging)
     if done.returncode:
         raise TRCError(f"mkdocs build failed: {done.stderr.strip().splitlines()[-1] if done.stderr else done.returncode}")
     log(f"wrote {output / 'index.html'}")
