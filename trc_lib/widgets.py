@@ -121,16 +121,17 @@ def explore(model, test, source="test case", case=0, step=None, view=None, show=
     and no figure.
     """
     view = view or TrajectoryView()
+    sliders = view.sliders(test)
+    unknown = set(components) - {slider.key for slider in sliders}
+    if unknown:
+        raise ValueError(f"no slider named {', '.join(sorted(unknown))}")
     if source == "test case":
         case_set = view.case(test, case)
     else:
         x0, xt = (state.copy() for state in view.base_states(test))
-        for slider in view.sliders(test):
+        for slider in sliders:
             if slider.key in components:
                 (x0 if slider.which == "x0" else xt)[slider.index] = components[slider.key]
-        unknown = set(components) - {slider.key for slider in view.sliders(test)}
-        if unknown:
-            raise ValueError(f"no slider named {', '.join(sorted(unknown))}")
         case_set, why = view.solve(test, x0, xt)
         if case_set is None:
             if show:
