@@ -1,6 +1,6 @@
 # Two commands from a fresh clone (each installs what it needs into .venv):
 #   make run    the guide's pipeline with quick defaults on the CPU
-#   make test   the test suite (unit tests, every notebook under nbval, the browser test if chromium is installed)
+#   make test   the test suite (unit tests, every notebook under nbval, the browser tests (JupyterLab, the rendered site) if chromium is installed)
 #   make lab    JupyterLab on the notebooks
 #   make docs   the rendered tutorial in build/site (open build/site/index.html)
 # GPU users: make run TORCH="torch==2.13.0 --index-url <your CUDA wheel index>" DEVICE=auto
