@@ -1,7 +1,8 @@
-"""A real browser: JupyterLab on 127.0.0.1, notebook 05 opened in headless Chromium (Debian's
-package, driven by Playwright), all cells run, a slider moved, and the figure and the printed
-terminal error must change. Skipped when Chromium or Playwright is missing (.ci/run installs
-both, so CI always runs it). A screenshot is left in outputs/screenshots/."""
+"""A real browser (headless Chromium, Debian's package, driven by Playwright): JupyterLab on
+127.0.0.1 with notebook 05, all cells run, a slider moved, and the figure and the printed
+terminal error must change (a screenshot is left in outputs/screenshots/); and the rendered
+tutorial (`make docs`) opened from disk. Skipped when Chromium or Playwright is missing (.ci/run
+installs both, so CI always runs them)."""
 
 import json
 import os

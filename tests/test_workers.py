@@ -143,6 +143,8 @@ def _always_dies(chunk):
 
 def test_a_cluster_that_fails_mid_run_is_a_one_line_error(tmp_path):
     import dask
+    import distributed  # noqa: F401  (its defaults must be in dask's config before the set below records
+    # what to restore: else leaving the block drops the whole 'distributed' section for later tests)
 
     from trc_lib.errors import TRCError
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}), local_cluster(1) as cluster:

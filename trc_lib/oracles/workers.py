@@ -172,7 +172,7 @@ def _on_dask(solve_chunk, chunks, todo, workers: Workers, keep) -> None:
             for future in as_completed(futures):
                 keep(futures[future], future.result())
                 future.release()
-    except _lost_cluster_errors() as error:
+    except lost_cluster_errors() as error:
         kept = f"; the finished chunks are kept in {workers.journal}: run it again" if workers.journal else ""
         raise TRCError(f"{workers.source if workers.address else 'workers'}: the Dask cluster "
                        f"{workers.address or '(local)'} failed mid-run ({type(error).__name__}: {error}){kept}") from None
@@ -180,7 +180,7 @@ def _on_dask(solve_chunk, chunks, todo, workers: Workers, keep) -> None:
         client.cancel(list(futures))
 
 
-def _lost_cluster_errors() -> tuple:
+def lost_cluster_errors() -> tuple:
     """What Dask raises when its scheduler or workers go away: a scheduler lost (cancelled
     futures, closed connections), or a chunk whose workers keep dying (KilledWorker)."""
     from distributed import CancelledError

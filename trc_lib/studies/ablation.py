@@ -46,9 +46,9 @@ def train_variants(train_path, output_dir, variants=None, model_size="small", ep
     """Train each variant (names of VARIANTS) into output_dir/<slug>; returns {name: model}.
 
     workers: None (or one process) trains them one after another in this process; an
-    oracles.workers.Workers trains them side by side on its Dask workers, one variant per worker (each worker writes its
-    checkpoint into output_dir, so on several machines output_dir must be a shared folder). Each
-    variant is seeded the same way wherever it trains.
+    oracles.workers.Workers trains them side by side on its Dask workers, one variant per worker
+    (each worker writes its checkpoint into output_dir, so on several machines output_dir must be
+    a shared folder). Each variant is seeded the same way wherever it trains.
     """
     from ..training import train_model
     names = list(variants or VARIANTS)
@@ -65,7 +65,7 @@ def train_variants(train_path, output_dir, variants=None, model_size="small", ep
 
     from ..checkpoint import load_model
     from ..errors import TRCError
-    from ..oracles.workers import _lost_cluster_errors
+    from ..oracles.workers import lost_cluster_errors
     client = workers.client()
     log(f"training {len(names)} variants on {workers.count()} Dask workers")
     futures = {client.submit(_train_on_worker, str(Path(train_path).resolve()), str(folders[name].resolve()),
@@ -74,7 +74,7 @@ def train_variants(train_path, output_dir, variants=None, model_size="small", ep
         for future in as_completed(futures):
             future.result()  # a worker's error is raised here
             log(f"trained {futures[future]}")
-    except _lost_cluster_errors() as error:
+    except lost_cluster_errors() as error:
         raise TRCError(f"workers: the Dask cluster failed mid-run ({type(error).__name__}: {error}); the variants "
                        f"trained so far are in {output_dir}") from None
     finally:
