@@ -31,6 +31,7 @@ from trc_lib.evaluate import hardware, time_inference
 from trc_lib.files import atomic_path, write_json
 from trc_lib.studies.hybrid import HybridController
 from trc_lib.interfaces.pipeline import TEST_SEED, TRAIN_SEED
+from trc_lib.oracles.workers import Workers
 from trc_lib.studies.projection import ProjectedController
 
 from results_page import write_page
@@ -94,7 +95,8 @@ def closed_loop_study(model, test, num_cases: int, seed: int) -> list[dict]:
     # smaller disturbances, closed loop only (open loop fails under any): where the 0.1 threshold starts to hold
     for std in (0.01, 0.005):
         scenarios[f"disturbed ({std}), closed loop"] = {"replan_every": 1, "disturbance_std": std, "seed": seed}
-    return compare_closed_loop(problem, planners, x0, xt, scenarios)
+    # IPOPT's runs on Dask workers (a local cluster, a process per core); TRC plans the batch here
+    return compare_closed_loop(problem, planners, x0, xt, scenarios, workers=Workers.of(None), on_workers=("IPOPT",))
 
 
 def run_task(name: str, options: dict, args, out: Path) -> dict:

@@ -1,6 +1,7 @@
 """Benchmark: the rocket landing in closed loop under gusts, TRC against the cone program.
 
     python benchmarks/landing_closed_loop.py [--problems 200] [--gust 0.05] [--timed_problems 5]
+                                             [--workers K | --cluster ADDRESS]
 
 Uses the model and the test set of benchmarks/landing.py (run that first). On the first
 `--problems` test cases, each with its own gusts (landing_closed_loop.py: an acceleration
@@ -9,7 +10,9 @@ loop and re-planned by its correction step before every interval, the oracle's p
 re-planned by the cone program. Prints and writes docs/results/landing_closed_loop.md: landing
 errors, the share within 1 m and 0.5 m/s, fuel against the oracle's (no-gust) optimum, the
 largest glide-slope violation, and the time per re-plan (TRC batched over all problems and at
-batch 1 on `--timed_problems` of them; the cone program one problem at a time). Asserts nothing.
+batch 1 on `--timed_problems` of them; the cone program one problem at a time, its landings
+flown on Dask workers: a local cluster with a process per core, `--workers` of them, or the
+scheduler at `--cluster`). Asserts nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from trc_lib.checkpoint import load_model
 from trc_lib.data import read_dataset
 from trc_lib.landing_closed_loop import (GUST, closed_loop_scores, cone_program_closed_loop, draw_gusts,
                                          trc_closed_loop)
+from trc_lib.oracles.workers import Workers
 
 from results_page import ROOT, write_page
 
@@ -47,7 +51,13 @@ def main():
     parser.add_argument("--gust", type=float, default=GUST, help=f"gust standard deviation, m/s^2 (default {GUST})")
     parser.add_argument("--timed_problems", type=int, default=5, help="cases TRC re-plans at batch 1 for timing")
     parser.add_argument("--model_size", default="medium", choices=["small", "medium", "large"])
+    parser.add_argument("--workers", type=int, default=None,
+                        help="Dask worker processes flying the cone program's landings (default: one per core)")
+    parser.add_argument("--cluster", default=None, metavar="ADDRESS",
+                        help="a Dask scheduler to fly them on instead (default: $TRC_CLUSTER, else a local cluster)")
     args = parser.parse_args()
+    if args.workers is not None and args.workers < 1:
+        raise SystemExit(f"--workers: must be a positive number of processes, got {args.workers}")
     checkpoint = OUT / f"run_{args.model_size}" / "best_model.pt"
     if not checkpoint.exists() or not (OUT / "test").exists():
         raise SystemExit(f"{checkpoint}: not found; run benchmarks/landing.py first")
@@ -69,7 +79,8 @@ def main():
         rows.append(row(name, closed_loop_scores(landing, flights, xt), test.costs[:n], flights, plan_ms))
     for replan in (False, True):
         flights = cone_program_closed_loop(landing, x0, xt, gusts, test.control_sequences[:n], test.final_times[:n],
-                                           replan=replan, progress=True)
+                                           replan=replan, progress=True,
+                                           workers=Workers.of(args.workers, address=args.cluster))
         plan_ms = f"{1e3 * np.median(flights.plan_seconds):.1f}" if replan else "-"
         name = "cone program, re-planned" if replan else "the oracle's plan, open loop"
         rows.append(row(name, closed_loop_scores(landing, flights, xt), test.costs[:n], flights, plan_ms))

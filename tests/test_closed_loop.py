@@ -53,6 +53,26 @@ def test_open_loop_plays_the_oracle_plan_exactly(vanderpol):
     np.testing.assert_array_equal(result.controls[:, N:], 0.0)  # ...then nothing more was planned
 
 
+def test_ipopt_runs_on_dask_workers_give_the_same_flights(vanderpol):
+    """Cases split over two Dask workers, each meeting its own slice of the noise: IPOPT solves
+    problem after problem, so the closed loop is the same, array for array, as in one process."""
+    rng = np.random.default_rng(5)
+    x0 = np.concatenate([VDP_STARTS, rng.uniform(-0.5, 0.5, (2, 2))])
+    x_target = np.zeros_like(x0)
+    plan = OracleController(vanderpol).predict
+    run = lambda workers: simulate(vanderpol, plan, x0, x_target, num_steps=6, replan_every=2,
+                                   disturbance_std=0.01, seed=2, workers=workers)
+    here, there = run(None), run(2)
+    np.testing.assert_array_equal(there.states, here.states)
+    np.testing.assert_array_equal(there.controls, here.controls)
+    assert there.num_plans == here.num_plans == 3 and there.plan_time > 0
+    rows = compare_closed_loop(vanderpol, {"IPOPT": plan}, x0, x_target, {"closed": {"num_steps": 2}},
+                               workers=2, on_workers=("IPOPT",))
+    assert rows[0]["num_plans"] == 2
+    with pytest.raises(ValueError, match="on_workers names no planner"):
+        compare_closed_loop(vanderpol, {"IPOPT": plan}, x0, x_target, {}, on_workers=("TRC",))
+
+
 def test_shapes_bounds_plan_count_and_reproducibility(double_integrator):
     problem, rng = double_integrator, np.random.default_rng(0)
     x0, x_target = rng.uniform(-2, 2, (4, 2)), rng.uniform(-2, 2, (4, 2))

@@ -59,9 +59,14 @@ def test_the_cone_program_replans_from_its_labels():
     scores = closed_loop_scores(LANDING, calm, xt)
     assert scores["position_error"].max() < 1e-5
     np.testing.assert_allclose(scores["fuel"], labels.fuel, rtol=2e-3)
-    windy = closed_loop_scores(LANDING, cone_program_closed_loop(LANDING, x0, xt, gusts, labels.thrusts,
-                                                                 labels.final_times), xt)
+    flights = cone_program_closed_loop(LANDING, x0, xt, gusts, labels.thrusts, labels.final_times)
+    windy = closed_loop_scores(LANDING, flights, xt)
     assert windy["position_error"].max() < 5
+    # flown on two Dask workers, a landing per chunk: the same flights
+    there = cone_program_closed_loop(LANDING, x0, xt, gusts, labels.thrusts, labels.final_times, workers=2)
+    for name in ("states", "thrusts", "final_times", "failed_plans"):
+        np.testing.assert_array_equal(getattr(there, name), getattr(flights, name))
+    assert there.plan_seconds.shape == flights.plan_seconds.shape == (3 * (LANDING.num_steps - 2),)
 
 
 def test_bad_gust_is_refused():

@@ -119,14 +119,17 @@ def test_generate_train_evaluate(tmp_path):
     assert main(["evaluate", "--checkpoint", str(run / "best_model.pt"), "--test_data", str(test),
                  "--output", str(tmp_path / "evaluation.json")]) == 0
     rows = json.loads((tmp_path / "evaluation.json").read_text())["rows"]
-    corrected = rows[1]
+    corrected, checked = rows[1], rows[2]
     assert corrected["success_rate"] == 1.0  # the correction step lands every case of this easy set
     assert corrected["violation_thrust_max"]["max"] == 0 and corrected["violation_thrust_min"]["max"] == 0
+    # corrected where the network misses (every case, after two epochs): a success inside the cone
+    assert checked["success_rate"] == 1.0 and checked["corrected_share"] > 0
+    assert checked.get("violation_glide_slope", {"max": 0.0})["max"] <= 1.0
     # compare: ZEM/ZEV guidance, TRC, its correction and the oracle, in physical units
     assert main(["compare", "--test_data", str(test), "--trc_checkpoint", str(run / "best_model.pt"),
                  "--output", str(tmp_path / "compare.json")]) == 0
     compared = json.loads((tmp_path / "compare.json").read_text())["controllers"]
-    assert [row["controller"].split(" ")[0] for row in compared] == ["ZEM/ZEV", "TRC", "TRC", "oracle"]
+    assert [row["controller"].split(" ")[0] for row in compared] == ["ZEM/ZEV", "TRC", "TRC", "TRC", "oracle"]
     assert compared[-1]["success_rate"] == 1.0 and abs(compared[-1]["fuel_gap"]["max"]) < 1e-9
 
 
@@ -236,6 +239,56 @@ def test_raw_answer_inverts_the_reading(pointing_angle):
     with torch.no_grad():
         again, _ = model.landing_of(torch.from_numpy(y), torch.tensor(x0))
     np.testing.assert_allclose(again.numpy(), answer.numpy(), rtol=1e-9, atol=1e-6)
+
+
+def test_landing_miss_and_thrust_fractions_match_numpy():
+    """The compiled check of a flight (landing_miss) is the rollout's miss and scoring's glide
+    violation; the compiled inverse of the magnitudes is the numpy loop's, to round-off."""
+    from trc_lib import landing_flight
+    if landing_flight._library() is None:
+        pytest.skip("no C compiler")
+    model = LandingRecursiveControl.create("small", landing=COARSE)
+    x0, xt = sample_problems(np.random.default_rng(9), 6, COARSE)
+    with torch.no_grad():
+        answer, _ = model.landing_of(raw_answers(COARSE, 6, spread=1.0), torch.tensor(x0))
+    thrusts, final_times = model.split(answer.numpy())
+    miss, glide = landing_flight.landing_miss(COARSE, x0, thrusts, final_times, xt)
+    states = COARSE.rollout(x0, thrusts, final_times)
+    np.testing.assert_allclose(miss, states[:, -1, :6] - xt[:, :6], rtol=1e-12, atol=1e-9)
+    violation = COARSE.constraint_violations(states, thrusts, final_times)["glide_slope"]
+    np.testing.assert_allclose(np.maximum(glide, 0), violation, rtol=1e-12, atol=1e-9)
+    masses, magnitudes, dt = x0[:, 6], np.linalg.norm(thrusts, axis=-1), final_times / COARSE.num_steps
+    compiled = landing_flight.thrust_fractions(COARSE, masses, magnitudes, dt, 3, 1e-5)
+    library, landing_flight._LIBRARY = landing_flight._LIBRARY, False  # the numpy fallbacks
+    try:
+        np.testing.assert_allclose(landing_flight.thrust_fractions(COARSE, masses, magnitudes, dt, 3, 1e-5), compiled,
+                                   rtol=1e-12, atol=1e-12)
+        again = landing_flight.landing_miss(COARSE, x0, thrusts, final_times, xt)
+    finally:
+        landing_flight._LIBRARY = library
+    np.testing.assert_allclose(again[0], miss, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(again[1], glide, rtol=1e-12, atol=1e-9)
+
+
+def test_the_correction_runs_only_where_the_flight_misses():
+    """accept_within keeps every answer whose exact flight lands within it and corrects the rest:
+    generous bounds give the network's answer, zero bounds the answer corrected everywhere."""
+    model = LandingRecursiveControl.create("small", landing=COARSE)
+    x0, xt = sample_problems(np.random.default_rng(10), 4, COARSE)
+    network = model.predict(x0, xt)
+    everywhere = model.predict_corrected(x0, xt, iterations=12)
+    kept = model.predict_corrected(x0, xt, iterations=12, accept_within=(1e9, 1e9, 1e9))
+    for ours, theirs in zip(kept, network):
+        np.testing.assert_array_equal(ours, theirs)
+    for ours, theirs in zip(model.predict_corrected(x0, xt, iterations=12, accept_within=(0.0, 0.0, 0.0)), everywhere):
+        np.testing.assert_array_equal(ours, theirs)
+    accepted = model.accepted(x0, xt, *network, (5.0, 1.0, 1.0))
+    mixed = model.predict_corrected(x0, xt, iterations=12, accept_within=(5.0, 1.0, 1.0))
+    assert not accepted.all()  # an untrained network misses
+    np.testing.assert_array_equal(mixed[0][accepted], network[0][accepted])
+    np.testing.assert_allclose(mixed[0][~accepted], everywhere[0][~accepted], rtol=1e-9, atol=1e-6)
+    with pytest.raises(ValueError, match="accept_within"):
+        model.predict_corrected(x0, xt, accept_within=(5.0, -1.0, 1.0))
 
 
 def test_export_to_onnx_and_evaluate_it(tmp_path, capsys):

@@ -27,6 +27,7 @@ this grid can remove.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, replace
 
@@ -37,6 +38,7 @@ from .rocket_landing import RocketLanding
 
 GUST = 0.05  # m/s^2, standard deviation per axis and interval
 STRETCHES = (1.001, 0.999, 1.01, 0.99, 1.03, 0.97, 1.1, 0.9, 1.3, 0.75, 1.6, 0.5)  # of the touchdown time, least first
+LANDINGS_PER_CHUNK = 4  # at most, per chunk on Dask workers (a landing re-plans 48 times)
 LAST_REPLAN = 2  # re-plan while at least this many intervals are left (9 unknowns for 6 equations)
 
 
@@ -101,60 +103,81 @@ def trc_closed_loop(model, initial_states, target_states, gusts, replan: bool = 
 
 
 def cone_program_closed_loop(landing: RocketLanding, initial_states, target_states, gusts, thrusts,
-                             final_times, replan: bool = True, progress: bool = False) -> ClosedLoopFlights:
+                             final_times, replan: bool = True, progress: bool = False,
+                             workers=None) -> ClosedLoopFlights:
     """The cone program flies B landings one by one: the free-time oracle's plan (its labels:
     thrusts [B, N, 3] in N, final_times [B] in s), then the fixed-time cone program over the
-    intervals left before every interval but the last."""
-    from tqdm.auto import tqdm
+    intervals left before every interval but the last. workers: where the landings fly
+    (oracles.workers.Workers, or a number of processes; None: here, one after another); each is
+    flown on its own, so the flights do not depend on where."""
+    from .oracles.workers import Workers, map_chunks, problems_per_chunk
+    fly = functools.partial(_cone_program_flights, landing, replan)
+    x0, xt = np.asarray(initial_states, np.float64), np.asarray(target_states, np.float64)
+    size = problems_per_chunk(len(x0), LANDINGS_PER_CHUNK)
+    parts = [slice(start, start + size) for start in range(0, len(x0), size)]
+    chunks = [(x0[p], xt[p], np.asarray(gusts[p], np.float64), np.asarray(thrusts[p], np.float64),
+               np.asarray(final_times[p], np.float64)) for p in parts]
+    outputs = map_chunks(fly, chunks, Workers.of(1 if workers is None else workers), progress=progress,
+                         desc="cone-program closed loop", sizes=[len(chunk[0]) for chunk in chunks])
+    states, flown_thrusts, flown, seconds, failed = (np.concatenate([o[i] for o in outputs]) for i in range(5))
+    return ClosedLoopFlights(states=states, thrusts=flown_thrusts, final_times=flown, plan_seconds=seconds.ravel(),
+                             failed_plans=failed)
+
+
+def _cone_program_flights(landing: RocketLanding, replan: bool, chunk):
+    """cone_program_closed_loop's landings for chunk = (x_0 [b, 7], x* [b, 7], gusts [b, N, 3], the
+    oracle's thrusts [b, N, 3] and final_times [b]) -> (states [b, N+1, 7], thrusts [b, N, 3],
+    flight times [b], seconds of each re-plan [b, N - LAST_REPLAN] (or [b, 0]), failed re-plans [b])."""
+    initial_states, target_states, gusts, thrusts, final_times = chunk
     N = landing.num_steps
     masses = landing.rollout(initial_states, thrusts, final_times)[:, :-1, 6]
-    accelerations = np.asarray(thrusts, np.float64) / masses[..., None]  # the plan: thrust per unit mass
-    programs = {}  # (intervals left, with the glide slope) -> its cone program, laid out once
+    accelerations = thrusts / masses[..., None]  # the plan: thrust per unit mass
     flights, seconds, failed, flown = [], [], [], np.zeros(len(initial_states))
-    for b in tqdm(range(len(initial_states)), desc="cone-program closed loop", disable=not progress):
-        x, xt = np.array(initial_states[b], np.float64), np.asarray(target_states[b], np.float64)
-        plan, dt = np.array(accelerations[b], np.float64), float(final_times[b]) / N
-        states, thrusts, failures = [x], [], 0
+    for b in range(len(initial_states)):
+        x, xt = np.array(initial_states[b]), target_states[b]
+        plan, dt = np.array(accelerations[b]), float(final_times[b]) / N
+        states, applied, failures, times = [x], [], 0, []
         for k in range(N):
             n = N - k
             if replan and 1 <= k <= N - LAST_REPLAN:
                 started = time.perf_counter()
-                solution = replan_by_cone_program(landing, programs, x, xt, plan[k:], dt)
-                seconds.append(time.perf_counter() - started)
+                solution = replan_by_cone_program(landing, x, xt, plan[k:], dt)
+                times.append(time.perf_counter() - started)
                 if solution is None:
                     failures += 1
                 else:
                     plan[k:], dt = solution.accelerations, solution.final_time / n
             thrust = plan[k] * x[6]  # thrust per unit mass times the measured mass
             x = fly_interval(landing, x[None], thrust[None], np.array([dt]), gusts[b:b + 1, k])[0]
-            states.append(x), thrusts.append(thrust)
+            states.append(x), applied.append(thrust)
             flown[b] += dt
-        flights.append((np.stack(states), np.stack(thrusts)))
-        failed.append(failures)
-    return ClosedLoopFlights(states=np.stack([f[0] for f in flights]), thrusts=np.stack([f[1] for f in flights]),
-                             final_times=flown, plan_seconds=np.array(seconds),
-                             failed_plans=np.array(failed))
+        flights.append((np.stack(states), np.stack(applied)))
+        seconds.append(times), failed.append(failures)
+    return (np.stack([f[0] for f in flights]), np.stack([f[1] for f in flights]), flown,
+            np.array(seconds, np.float64).reshape(len(initial_states), -1), np.array(failed))
 
 
-def replan_by_cone_program(landing: RocketLanding, programs: dict, state, target_state, accelerations, dt: float):
+@functools.lru_cache(maxsize=None)
+def landing_cone_program(landing: RocketLanding, intervals: int, glide: bool):
+    """The cone program of the last `intervals` intervals of a landing (with or without its glide
+    slope), laid out once per process: a worker keeps it for every chunk it flies."""
+    from .oracles.cone_program import LandingConeProgram
+    return LandingConeProgram(replace(landing, num_steps=intervals, glide_slope=landing.glide_slope if glide else 0.0))
+
+
+def replan_by_cone_program(landing: RocketLanding, state, target_state, accelerations, dt: float):
     """The cone program's re-plan of the n intervals left from state [7], given the rest of the
-    previous plan (accelerations [n, 3], intervals of dt s); programs caches LandingConeProgram
-    by (n, glide slope on). A ConeSolution, or None.
+    previous plan (accelerations [n, 3], intervals of dt s), on landing_cone_program's programs.
+    A ConeSolution, or None.
 
     The upper thrust bound is linearized at the previous plan's own log-masses (a plan that rides
     the bound is infeasible against a tangent taken elsewhere). Where no landing exists at the
     touchdown time, it is stretched or shrunk by STRETCHES in turn, the least change first; then the
     full flight-time search; then, landing first as in TRC's correction, the same without the glide
     slope (the ground only)."""
-    from .oracles.cone_program import LandingConeProgram, best_landing
-
-    def program(glide: bool):
-        key = (n, glide)
-        if key not in programs:
-            programs[key] = LandingConeProgram(replace(landing, num_steps=n,
-                                                       glide_slope=landing.glide_slope if glide else 0.0))
-        return programs[key]
+    from .oracles.cone_program import best_landing
     n = len(accelerations)
+    program = functools.partial(landing_cone_program, landing, n)
     burns = landing.vehicle.fuel_rate * np.linalg.norm(accelerations, axis=-1) * dt  # ln(m_k / m_{k+1}), the plan's
     tangent = np.log(state[6]) - np.concatenate([[0.0], np.cumsum(burns)[:-1]])
     for glide in (True, False):

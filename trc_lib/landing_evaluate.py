@@ -23,7 +23,7 @@ import numpy as np
 from .data import ControlDataset
 from .errors import TRCError
 from .evaluate import summarize
-from .landing_model import CORRECTION_STEPS
+from .landing_model import ACCEPT_WITHIN, CORRECTION_STEPS
 
 SUCCESS_POSITION = 5.0  # m
 SUCCESS_VELOCITY = 1.0  # m/s
@@ -72,42 +72,61 @@ def landing_metrics(scores: dict) -> dict:
 
 
 def evaluate_landing_model(model, test: ControlDataset, correction_steps: int = CORRECTION_STEPS,
-                           timing_batches=(1, 1000)) -> list[dict]:
-    """Rows for the network's answer and for it after its correction step: metrics on `test`
-    and time per problem at each of timing_batches (median over calls, after warm-up)."""
+                           timing_batches=(1, 1000), accept_within=ACCEPT_WITHIN) -> list[dict]:
+    """Rows for the network's answer, for it after its correction step, and for it corrected only
+    where its exact flight misses by more than accept_within (predict_corrected; None leaves that
+    row out): metrics on `test`, the share of answers corrected, and time per problem at each of
+    timing_batches (median and mean over calls, after warm-up)."""
     from .evaluate import time_inference
     x0, xt = test.initial_states, test.target_states
-    rows = []
-    controllers = [(getattr(model, "name", "TRC"), model.predict)]  # an ONNX model names itself
+    controllers = [(getattr(model, "name", "TRC"), model.predict, 0.0)]  # an ONNX model names itself
     if hasattr(model, "predict_corrected"):  # an ONNX model has the network only
         controllers.append((f"TRC + correction (Gauss-Newton, up to {correction_steps} steps)",
-                            lambda a, b: model.predict_corrected(a, b, correction_steps)))
-    for name, predict in controllers:
+                            lambda a, b: model.predict_corrected(a, b, correction_steps), 1.0))
+        if accept_within is not None:
+            thrusts, final_times = model.predict(x0, xt)
+            share = 1.0 - float(np.mean(model.accepted(x0, xt, thrusts, final_times, accept_within)))
+            controllers.append((checked_correction_name(accept_within),
+                                lambda a, b: model.predict_corrected(a, b, correction_steps, accept_within), share))
+    rows = []
+    for name, predict, corrected in controllers:
         thrusts, final_times = predict(x0, xt)
-        row = {"controller": name, **landing_metrics(score_landings(test, thrusts, final_times))}
+        row = {"controller": name, "corrected_share": corrected,
+               **landing_metrics(score_landings(test, thrusts, final_times))}
         for batch in timing_batches:
             timing = time_inference(predict, x0, xt, min(batch, len(test)))
             row[f"us_per_problem_batch_{batch}"] = timing["us_per_problem"]
+            row[f"us_per_problem_batch_{batch}_mean"] = 1e3 * timing["mean_ms"] / min(batch, len(test))
         rows.append(row)
     return rows
 
 
+def checked_correction_name(accept_within=ACCEPT_WITHIN) -> str:
+    """The table's name for predict_corrected with accept_within."""
+    position, velocity, glide = accept_within
+    return (f"TRC + correction where it misses by over {position:g} m or {velocity:g} m/s or leaves the glide "
+            f"cone by over {glide:g} m")
+
+
 def format_landing_table(rows: list[dict]) -> str:
-    """A markdown table of evaluate_landing_model's rows (a time column for each batch size timed)."""
-    batches = [key for key in rows[0] if key.startswith("us_per_problem_batch_")]
-    head = ("| controller | success (5 m, 1 m/s) | position error median / max (m) | velocity error median / max (m/s) "
-            "| fuel gap median / p90 | fuel gap of successes, median | thrust bound violation (N) "
-            "| glide slope violation max (m) |"
-            + "".join(f" time per problem at batch {key.rsplit('_', 1)[1]} (ms) |" for key in batches))
+    """A markdown table of evaluate_landing_model's rows (a time column for each batch size timed:
+    median / mean per problem)."""
+    batches = [key for key in rows[0] if key.startswith("us_per_problem_batch_") and not key.endswith("_mean")]
+    head = ("| controller | answers corrected | success (5 m, 1 m/s) | position error median / max (m) "
+            "| velocity error median / max (m/s) | fuel gap median / p90 | fuel gap of successes, median "
+            "| thrust bound violation (N) | glide slope violation max (m) |"
+            + "".join(f" time per problem at batch {key.rsplit('_', 1)[1]}, median / mean (ms) |" for key in batches))
     lines = [head, "|" + "---|" * head.count(" |")]
     for r in rows:
         successes = r["fuel_gap_of_successes"]
+        corrected = r.get("corrected_share")
         lines.append(
-            f"| {r['controller']} | {r['success_rate']:.1%} | {r['position_error']['median']:.3g} / "
+            f"| {r['controller']} | {'-' if corrected is None else format(corrected, '.1%')} | {r['success_rate']:.1%} | "
+            f"{r['position_error']['median']:.3g} / "
             f"{r['position_error']['max']:.3g} | {r['velocity_error']['median']:.3g} / {r['velocity_error']['max']:.3g} "
             f"| {r['fuel_gap']['median']:.3%} / {r['fuel_gap']['p90']:.3%} | "
             f"{'-' if successes is None else format(successes['median'], '.3%')} | "
             f"{max(r['violation_thrust_max']['max'], r['violation_thrust_min']['max']):.3g} | "
             f"{r.get('violation_glide_slope', {'max': 0.0})['max']:.3g} |"
-            + "".join(f" {r[key] / 1e3:.3g} |" for key in batches))
+            + "".join(f" {r[key] / 1e3:.3g} / {r.get(key + '_mean', r[key]) / 1e3:.3g} |" for key in batches))
     return "\n".join(lines)

@@ -98,3 +98,65 @@ int landing_flight(long long B, int n, const double* params, int newton_steps, c
     free(work);
     return 0;
 }
+
+/* The flight of given thrusts, exact, as RocketLanding.rollout flies it (thrust per unit mass held
+   over each interval, the mass decaying in closed form), and what it misses: per problem the
+   landing miss[6] = (r_N - r*, v_N - v*) and glide[1], the largest of tan(gamma) |r_k - r*|_horizontal
+   - (z_k - z*) over the nodes k = 0 .. N (positive: the glide slope is violated; slope 0: no cone).
+   x0 [B][7], thrusts [B][N][3] (N), final_times [B] (s), targets [B][7]. */
+void landing_miss(long long B, int N, double alpha, double gravity, double slope, const double* x0,
+                  const double* thrusts, const double* final_times, const double* targets, double* miss,
+                  double* glide) {
+    for (long long b = 0; b < B; ++b) {
+        const double *x = x0 + 7 * b, *target = targets + 7 * b, *T = thrusts + (long long)b * N * 3;
+        const double dt = final_times[b] / N;
+        double r[3] = {x[0], x[1], x[2]}, v[3] = {x[3], x[4], x[5]}, m = x[6], worst = -INFINITY;
+        for (int k = 0; k <= N; ++k) {
+            if (slope > 0) {
+                const double dx = r[0] - target[0], dy = r[1] - target[1];
+                const double violation = slope * sqrt(dx * dx + dy * dy) - (r[2] - target[2]);
+                if (violation > worst) worst = violation;
+            }
+            if (k == N) break;
+            const double* Tk = T + 3 * k;
+            double a[3], u = 0.0;
+            for (int i = 0; i < 3; ++i) {
+                a[i] = Tk[i] / m - (i == 2 ? gravity : 0.0);
+                u += (Tk[i] / m) * (Tk[i] / m);
+            }
+            for (int i = 0; i < 3; ++i) {
+                r[i] += dt * v[i] + 0.5 * dt * dt * a[i];
+                v[i] += dt * a[i];
+            }
+            m *= exp(-alpha * sqrt(u) * dt);
+        }
+        for (int i = 0; i < 3; ++i) {
+            miss[6 * b + i] = r[i] - target[i];
+            miss[6 * b + 3 + i] = v[i] - target[3 + i];
+        }
+        glide[b] = slope > 0 ? worst : 0.0;
+    }
+}
+
+/* The inverse of the magnitude's reading (LandingRecursiveControl.raw_answer): the fraction
+   f_k = (|T_k| - lo_k) / (high - lo_k) of each interval's thrust range, lo_k the least thrust
+   (newton_steps of Newton's method, nudged up by margin) from the mass the thrusts before leave.
+   masses [B] (kg, at the start), magnitudes [B][N] (N), dt [B] (s) -> fractions [B][N]. */
+void landing_fractions(long long B, int N, double alpha, double rho_1, double high, double margin,
+                       int newton_steps, const double* masses, const double* magnitudes, const double* dt,
+                       double* fractions) {
+    for (long long b = 0; b < B; ++b) {
+        double m = masses[b];
+        for (int k = 0; k < N; ++k) {
+            const double burn = alpha * dt[b] / m, magnitude = magnitudes[(long long)b * N + k];
+            double low = rho_1;
+            for (int i = 0; i < newton_steps; ++i) {
+                const double grown = rho_1 * exp(burn * low);
+                low -= (low - grown) / (1.0 - burn * grown);
+            }
+            low *= 1.0 + margin;
+            fractions[(long long)b * N + k] = (magnitude - low) / (high - low);
+            m *= exp(-burn * magnitude);
+        }
+    }
+}

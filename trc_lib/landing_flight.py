@@ -31,6 +31,12 @@ def _library() -> ctypes.CDLL | None:
             library.landing_flight.argtypes = ([ctypes.c_longlong, ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
                                                + [ctypes.c_void_p] * 9)
             library.landing_flight.restype = ctypes.c_int
+            library.landing_miss.argtypes = ([ctypes.c_longlong, ctypes.c_int] + [ctypes.c_double] * 3
+                                             + [ctypes.c_void_p] * 6)
+            library.landing_miss.restype = None
+            library.landing_fractions.argtypes = ([ctypes.c_longlong, ctypes.c_int] + [ctypes.c_double] * 4
+                                                  + [ctypes.c_int] + [ctypes.c_void_p] * 4)
+            library.landing_fractions.restype = None
         _LIBRARY = library or False
     return _LIBRARY or None
 
@@ -56,12 +62,57 @@ def flight_jacobian(model, states, raw, dt, ddt, compiled: bool = True, jacobian
                       np.float64)
     out = [np.empty((B, n, 3)), np.empty((B, n, 3)), np.empty((B, 3))]
     out += [np.empty((B, n, 3, P)), np.empty((B, 3, P))] if jacobian else [None, None]
-    pointer = lambda a: None if a is None else a.ctypes.data_as(ctypes.c_void_p)
+    pointer = lambda a: None if a is None else a.ctypes.data  # an address; argtypes make it a void*
     status = library.landing_flight(B, n, pointer(params), fields["newton_steps"], pointer(states), pointer(raw),
                                     pointer(dt), pointer(ddt), *map(pointer, out))
     if status:
         raise MemoryError("landing_flight.c: out of memory")
     return tuple(out)
+
+
+def landing_miss(landing, initial_states, thrusts, final_times, target_states):
+    """What given thrusts miss, flown exactly as RocketLanding.rollout flies them: (the miss [B, 6]
+    = (r_N - r*, v_N - v*) in m and m/s, the largest glide violation [B] in m over the nodes 0 .. N,
+    positive where the cone is left; 0 without a glide slope). initial_states, target_states [B, 7],
+    thrusts [B, N, 3] (N), final_times [B] (s); numpy float64. In C (microseconds per landing);
+    without a compiler, the rollout and constraint_violations of rocket_landing.py."""
+    x0, xt = (np.ascontiguousarray(a, np.float64) for a in (initial_states, target_states))
+    thrusts, final_times = np.ascontiguousarray(thrusts, np.float64), np.ascontiguousarray(final_times, np.float64)
+    B, N = thrusts.shape[:2]
+    slope = landing.glide_slope_tangent if landing.glide_slope > 0 else 0.0
+    library = _library()
+    if library is None:
+        states = landing.rollout(x0, thrusts, final_times)
+        relative = states[:, :, :3] - xt[:, None, :3]
+        glide = (slope * np.linalg.norm(relative[..., :2], axis=-1) - relative[..., 2]).max(1) if slope else np.zeros(B)
+        return states[:, -1, :6] - xt[:, :6], glide
+    miss, glide = np.empty((B, 6)), np.empty(B)
+    library.landing_miss(B, N, landing.vehicle.fuel_rate, landing.vehicle.gravity, slope, x0.ctypes.data,
+                         thrusts.ctypes.data, final_times.ctypes.data, xt.ctypes.data, miss.ctypes.data,
+                         glide.ctypes.data)
+    return miss, glide
+
+
+def thrust_fractions(landing, masses, magnitudes, dt, newton_steps: int, margin: float):
+    """[B, N]: where each thrust magnitude [B, N] (N) lies in its interval's range, (|T_k| - lo_k) /
+    (high - lo_k), with high = rho_2 (1 - margin) and lo_k = landing.least_thrust of the mass the
+    thrusts before leave (masses [B] kg at the start, intervals of dt [B] s). What the model's
+    raw_answer inverts the sigmoid of; numpy float64, in C where a compiler is."""
+    masses, magnitudes, dt = (np.ascontiguousarray(a, np.float64) for a in (masses, magnitudes, dt))
+    vehicle, (B, N) = landing.vehicle, magnitudes.shape
+    high = vehicle.thrust_max * (1 - margin)
+    library = _library()
+    if library is None:
+        fractions, m = [], masses
+        for k in range(N):
+            low = landing.least_thrust(m, dt, newton_steps, margin)
+            fractions.append((magnitudes[:, k] - low) / (high - low))
+            m = m * np.exp(-vehicle.fuel_rate * dt / m * magnitudes[:, k])
+        return np.stack(fractions, axis=1)
+    fractions = np.empty((B, N))
+    library.landing_fractions(B, N, vehicle.fuel_rate, vehicle.thrust_min, high, margin, newton_steps,
+                              masses.ctypes.data, magnitudes.ctypes.data, dt.ctypes.data, fractions.ctypes.data)
+    return fractions
 
 
 def _autograd_flight_jacobian(model, states, raw, dt, ddt):

@@ -45,6 +45,7 @@ CORRECTION_STEPS = 40  # at most: a problem leaves the batch once it lands insid
 ACTIVE_SET_ROUNDS = 10  # of the quadratic program inside each Gauss-Newton step
 LINE_SEARCH_HALVINGS = 8  # a step is halved at most this often before the problem stops
 MAX_STEP = 2.0  # the largest change of one raw number in one Gauss-Newton step
+ACCEPT_WITHIN = (5.0, 1.0, 1.0)  # m, m/s, m: predict_corrected's accept_within for a success inside the cone
 GLIDE_AFTER = 10.0  # the correction adds the glide rows once the miss is within 10 m and 1 m/s
 # Newton steps for lo_k: relative error about x^8 for x = alpha rho_1 dt / m (0.002 at the task's dt,
 # 0.06 at dt = 30 s), far below MARGIN; the iterates approach from below, so MARGIN covers the rest
@@ -467,11 +468,41 @@ class LandingRecursiveControl(TinyRecursiveControl):
                               / horizontal[..., None] - jac[..., 2, :])
         return error, jac_error, violations, jac_violations
 
-    def predict_corrected(self, initial_states, target_states, iterations: int = CORRECTION_STEPS):
+    def predict_corrected(self, initial_states, target_states, iterations: int = CORRECTION_STEPS,
+                          accept_within=None):
         """(thrusts [B, N, 3], final_times [B]) of the network's answer after its correction step
-        (correct(): up to `iterations` Gauss-Newton steps), numpy float64."""
+        (correct(): up to `iterations` Gauss-Newton steps), numpy float64.
+
+        accept_within: None corrects every answer (to 0.1 mm and 0.01 mm/s, inside the glide cone).
+        (position m, velocity m/s, glide m), ACCEPT_WITHIN for instance, keeps the network's own
+        answer wherever its exact flight (landing_flight.landing_miss) lands within the first two
+        and leaves the glide cone by at most the third, and corrects only the rest: the landing's
+        anytime answer, most problems costing the network and one exact flight."""
+        x0, xt = (np.asarray(a, np.float64) for a in (initial_states, target_states))
+        thrusts, final_times = (np.array(a, np.float64) for a in self.predict(x0, xt))
+        rows = np.arange(len(x0))
+        if accept_within is not None:
+            rows = np.flatnonzero(~self.accepted(x0, xt, thrusts, final_times, accept_within))
+        if len(rows):
+            y = self.raw_answer(x0[rows], thrusts[rows], final_times[rows])
+            y = self.correct(torch.from_numpy(y), x0[rows], xt[rows], iterations).numpy()
+            thrusts[rows], final_times[rows] = self.thrusts_of(y, x0[rows])
+        return thrusts, final_times
+
+    def accepted(self, initial_states, target_states, thrusts, final_times, accept_within) -> np.ndarray:
+        """[B] bool: the answers (thrusts [B, N, 3] in N, final_times [B] in s) whose exact flight
+        lands within accept_within = (position m, velocity m/s) of target_states and leaves the
+        glide cone by at most accept_within[2] m."""
+        from .landing_flight import landing_miss
+        if not (len(accept_within) == 3 and all(np.isfinite(a) and a >= 0 for a in accept_within)):
+            raise ValueError(f"accept_within must be three non-negative numbers (m, m/s, m), got {accept_within!r}")
+        miss, glide = landing_miss(self.problem, initial_states, thrusts, final_times, target_states)
+        return ((np.linalg.norm(miss[:, :3], axis=1) <= accept_within[0])
+                & (np.linalg.norm(miss[:, 3:], axis=1) <= accept_within[1]) & (glide <= accept_within[2]))
+
+    def thrusts_of(self, y, initial_states):
+        """(thrusts [B, N, 3] in N, final_times [B] in s) that raw answers y [B, 4N+1] read as, numpy float64."""
         from .landing_flight import flight_jacobian
-        y = self.corrected_answer(initial_states, target_states, iterations).numpy()
         B, N = len(y), self.problem.num_steps
         dt, ddt = interval_length(y[:, -1], np.full(B, self.config.scales["time"] / N), True)
         thrusts = flight_jacobian(self, np.asarray(initial_states, np.float64), y[:, :-1].reshape(B, N, 4), dt, ddt,
@@ -491,8 +522,8 @@ class LandingRecursiveControl(TinyRecursiveControl):
         [B] (s) from initial_states [B, 7]: landing_of inverted, numpy float64. (Only the direction
         of y_k[0:3] + e_z matters; its length is taken as 1.) Within MARGIN of a bound, or of the
         flight time's range, the inverse is clipped."""
+        from .landing_flight import thrust_fractions
         landing, N = self.problem, self.problem.num_steps
-        vehicle = landing.vehicle
         thrusts, final_times = np.asarray(thrusts, np.float64), np.asarray(final_times, np.float64)
         magnitudes = np.linalg.norm(thrusts, axis=-1)  # [B, N]
         d = thrusts / np.maximum(magnitudes, 1e-300)[..., None]
@@ -500,13 +531,9 @@ class LandingRecursiveControl(TinyRecursiveControl):
             tilt = np.arccos(np.clip(d[..., 2], -1, 1)) * (180.0 / landing.pointing_angle)
             heading = d[..., :2] / np.maximum(np.linalg.norm(d[..., :2], axis=-1, keepdims=True), 1e-300)
             d = np.concatenate([np.sin(tilt)[..., None] * heading, np.cos(tilt)[..., None]], axis=-1)
-        dt, m = final_times / N, np.asarray(initial_states, np.float64)[:, 6]
-        high, fractions = vehicle.thrust_max * (1 - MARGIN), []
-        for k in range(N):  # fly's bounds, on the mass the thrusts leave
-            low = landing.least_thrust(m, dt, LOWER_BOUND_NEWTON_STEPS, MARGIN)
-            fractions.append((magnitudes[:, k] - low) / (high - low))
-            m = m * np.exp(-vehicle.fuel_rate * dt / m * magnitudes[:, k])
-        fractions = np.clip(np.stack(fractions, axis=1), MARGIN, 1 - MARGIN)
+        fractions = thrust_fractions(landing, np.asarray(initial_states, np.float64)[:, 6], magnitudes, final_times / N,
+                                     LOWER_BOUND_NEWTON_STEPS, MARGIN)  # fly's bounds, on the mass the thrusts leave
+        fractions = np.clip(fractions, MARGIN, 1 - MARGIN)
         magnitude_raw = np.log(fractions / (1 - fractions)) - self.magnitude_offset
         raw = np.concatenate([d - [0.0, 0.0, 1.0], magnitude_raw[..., None]], axis=-1)  # [B, N, 4]
         squash = np.clip(np.log(final_times / self.config.scales["time"]) / 2, -1 + MARGIN, 1 - MARGIN)

@@ -223,7 +223,8 @@ def _compare_landing(test, trc_checkpoint, output, external, newton_steps, toler
     """compare for the rocket landing: ZEM/ZEV guidance (landing_baselines.py), TRC and TRC with
     its correction, and the oracle's own labels, scored in physical units (landing_evaluate.py)."""
     from ..landing_baselines import FLIGHT_TIME_STEP, zem_zev_guidance
-    from ..landing_evaluate import format_landing_table, landing_metrics, score_landings
+    from ..landing_evaluate import checked_correction_name, format_landing_table, landing_metrics, score_landings
+    from ..landing_model import ACCEPT_WITHIN
     for given, option in ((external, "--external"), (newton_steps, "--newton_steps"), (tolerance, "--tolerance")):
         if given:
             raise TRCError(f"{option} is not available for rocket_landing yet (TRC's own correction is in the table)")
@@ -237,6 +238,7 @@ def _compare_landing(test, trc_checkpoint, output, external, newton_steps, toler
         answers[getattr(model, "name", "TRC")] = lambda: model.predict(x0, xt)  # an ONNX model names itself
     if hasattr(model, "predict_corrected"):  # an ONNX model has the network only
         answers["TRC + correction"] = lambda: model.predict_corrected(x0, xt)
+        answers[checked_correction_name()] = lambda: model.predict_corrected(x0, xt, accept_within=ACCEPT_WITHIN)
     answers["oracle (cone program)"] = lambda: (test.control_sequences, test.final_times)
     rows = [{"controller": name, **landing_metrics(score_landings(test, *answer()))} for name, answer in answers.items()]
     result = {"test_data": str(test.path), "trc_checkpoint": str(trc_checkpoint) if trc_checkpoint else None,

@@ -29,6 +29,7 @@ sequence (and a run reproduces exactly).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from tqdm.auto import tqdm
 from ..evaluate import summarize
 from ..problem import ControlProblem
 
+CASES_PER_CHUNK = 8  # at most, per chunk on Dask workers (oracles/workers.py cuts fewer cases finer)
 Planner = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (x [B, n], x* [B, n]) -> u [B, N, m]
 
 
@@ -110,7 +112,7 @@ class ClosedLoopResult:
 
 def simulate(problem: ControlProblem, plan: Planner, initial_states, target_states, num_steps: int | None = None,
              replan_every: int | None = 1, plant=None, disturbance_std: float = 0.0, seed: int = 0,
-             progress: bool = False) -> ClosedLoopResult:
+             progress: bool = False, workers=None) -> ClosedLoopResult:
     """Run `plan` in closed loop (see the module docstring) for B cases at once.
 
     plan: any controller's `predict`, (x [B, n], x* [B, n]) -> u [B, N, m] with N = problem.num_steps.
@@ -119,20 +121,44 @@ def simulate(problem: ControlProblem, plan: Planner, initial_states, target_stat
     u = 0 after the N planned steps). plant: the system that actually moves (default
     problem.system); it must share the problem's state and control sizes and dt.
     disturbance_std: standard deviation of the noise added to each state component after each step,
-    drawn from np.random.default_rng(seed). progress: show a tqdm bar over the steps.
+    drawn from np.random.default_rng(seed). progress: show a tqdm bar.
+    workers: None runs every case here, each plan batched over all B. An oracles.workers.Workers
+    (or a number of processes) splits the cases into chunks that run on Dask workers, each chunk's
+    plans batched over its own cases; for a planner that solves problem after problem (IPOPT)
+    the result is the same, array for array, since every case meets its own slice of the same
+    noise. plan_time is then the sum over the chunks: what one process would have spent.
     """
     plant = problem.system if plant is None else plant
     x, x_target, K = _check_run(problem, plant, initial_states, target_states, num_steps, replan_every,
                                 disturbance_std)
-    n, m, N = plant.state_dim, plant.control_dim, problem.num_steps
-
     # all the noise up front, so the sequence is the same whatever the planner does
     rng = np.random.default_rng(seed)
-    noise = disturbance_std * rng.standard_normal((K, len(x), n))
+    noise = disturbance_std * rng.standard_normal((K, len(x), plant.state_dim))
+    run = functools.partial(_run_cases, problem, plan, plant, replan_every)
+    if workers is None:
+        outputs = [run((x, x_target, noise), progress=progress)]
+    else:
+        from ..oracles.workers import Workers, map_chunks, problems_per_chunk
+        size = problems_per_chunk(len(x), CASES_PER_CHUNK)
+        parts = [slice(start, start + size) for start in range(0, len(x), size)]
+        outputs = map_chunks(run, [(x[part], x_target[part], noise[:, part]) for part in parts], Workers.of(workers),
+                             progress=progress, desc="closed loop", sizes=[len(x[part]) for part in parts])
+    return ClosedLoopResult(states=np.concatenate([o[0] for o in outputs]),
+                            controls=np.concatenate([o[1] for o in outputs]), target_states=x_target,
+                            num_plans=int(outputs[0][3]), plan_time=float(sum(o[2] for o in outputs)),
+                            dt=float(plant.dt), problem=problem)
+
+
+def _run_cases(problem, plan, plant, replan_every, cases, progress: bool = False):
+    """simulate's loop over the steps for cases = (x_0 [b, n], x* [b, n], noise [K, b, n]) ->
+    (states [b, K+1, n], controls [b, K, m], plan seconds, number of plans): a chunk of cases,
+    wherever it runs."""
+    x, x_target, noise = cases
+    m, N, K = plant.control_dim, problem.num_steps, len(noise)
     u_max = problem.control_bound
     states, controls = [x], []
     num_plans, plan_time = 0, 0.0
-    planned, planned_at = None, 0  # the current plan [B, N, m] and the step it was made at
+    planned, planned_at = None, 0  # the current plan [b, N, m] and the step it was made at
     for k in tqdm(range(K), desc="closed loop", unit="step", disable=not progress):
         if planned is None or (replan_every is not None and k - planned_at >= replan_every):
             start = time.perf_counter()
@@ -149,9 +175,7 @@ def simulate(problem: ControlProblem, plan: Planner, initial_states, target_stat
         x = plant.step(x, u) + noise[k]
         states.append(x)
         controls.append(u)
-    return ClosedLoopResult(states=np.stack(states, axis=1), controls=np.stack(controls, axis=1),
-                            target_states=x_target, num_plans=num_plans, plan_time=plan_time,
-                            dt=float(plant.dt), problem=problem)
+    return np.stack(states, axis=1), np.stack(controls, axis=1), np.array(plan_time), np.array(num_plans)
 
 
 def _check_run(problem, plant, initial_states, target_states, num_steps, replan_every, disturbance_std):
@@ -182,17 +206,23 @@ def _check_run(problem, plant, initial_states, target_states, num_steps, replan_
 
 
 def compare_closed_loop(problem: ControlProblem, planners: dict, initial_states, target_states,
-                        scenarios: dict, threshold: float = 0.1) -> list[dict]:
+                        scenarios: dict, threshold: float = 0.1, workers=None, on_workers=()) -> list[dict]:
     """Every planner in every scenario, on the same cases; rows {planner, scenario, settings, **summary}.
 
     planners: {name: plan}; scenarios: {name: keyword arguments of `simulate`}, e.g.
     {"open loop": {"replan_every": None, "disturbance_std": 0.02}, "MPC": {"disturbance_std": 0.02}}.
     Within a scenario every planner gets the same seed, hence the same disturbance.
+    on_workers: the names of the planners whose runs go to `workers` (simulate's; an optimizer
+    such as IPOPT); the others run here, every plan batched over all the cases.
     """
+    unknown = sorted(set(on_workers) - set(planners))
+    if unknown:
+        raise ValueError(f"on_workers names no planner: {unknown}; the planners are {sorted(planners)}")
     rows = []
     for scenario, settings in scenarios.items():
         for name, plan in planners.items():
-            result = simulate(problem, plan, initial_states, target_states, **settings)
+            result = simulate(problem, plan, initial_states, target_states,
+                              workers=workers if name in on_workers else None, **settings)
             described = {k: v.to_dict() if hasattr(v, "to_dict") else v for k, v in settings.items()}
             rows.append({"planner": name, "scenario": scenario, "settings": described,
                          **result.summary(threshold)})
