@@ -20,6 +20,7 @@ import ctypes
 import weakref
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .c_library import NATIVE, compiled_library, cpu_identity
@@ -60,6 +61,7 @@ def _library() -> ctypes.CDLL | None:
             library.trc_forward.argtypes = [ctypes.POINTER(_Model), ctypes.c_longlong, ctypes.c_void_p,
                                             ctypes.c_void_p, ctypes.c_float] + [ctypes.c_void_p] * 3
             library.trc_has_half.restype = ctypes.c_int
+            library.trc_products_only.argtypes = [ctypes.POINTER(_Model), ctypes.c_longlong]
         _LIBRARY = library or False
     return _LIBRARY or None
 
@@ -121,7 +123,10 @@ class FastForward:
         """The model's sizes and transposed copies of its weights, remade when a weight has changed
         (an optimizer step or load_state_dict bumps a tensor's version; .to() replaces it)."""
         weights = self._weights()
-        stamp = [(w._version, w.data_ptr()) if w is not None else None for w in weights]
+        try:  # the model's tensors: the engine's own (A_N and G, the last two) never change
+            stamp = [None if w is None else (w._version, w.data_ptr()) for w in weights[:-2]]
+        except RuntimeError:  # inference tensors (a model made under inference_mode) keep no version
+            stamp = [None if w is None else w.data_ptr() for w in weights[:-2]]
         if stamp == getattr(self, "_stamp", None):
             return self._prepared
         for w in weights:
@@ -154,6 +159,26 @@ class FastForward:
     def __call__(self, initial_states: torch.Tensor, target_states: torch.Tensor) -> torch.Tensor:
         """[B, n], [B, n] float32 CPU tensors -> refinements [N_sup, B, N, m] float32, as model(x0, x*)."""
         return self.run(initial_states, target_states)[0]
+
+    def run_numpy(self, initial_states: np.ndarray, target_states: np.ndarray) -> np.ndarray:
+        """__call__ for numpy [B, n] (checked by the caller) -> refinements [N_sup, B, N, m] float64,
+        without a tensor in between: at batch 1 PyTorch's conversions and inference mode cost a
+        fifth of a small model's answer."""
+        x0, xt = (np.ascontiguousarray(a, np.float32) for a in (initial_states, target_states))
+        B = len(x0)
+        refinements = np.empty((self.model.config.num_supervision_steps, B, *self.model.answer_shape), np.float32)
+        used, errors = np.empty(B, np.int32), np.empty(B, np.float32)
+        status = self._library.trc_forward(ctypes.byref(self._struct()), B, x0.ctypes.data, xt.ctypes.data, 0.0,
+                                           refinements.ctypes.data, used.ctypes.data, errors.ctypes.data)
+        if status:
+            raise RuntimeError(f"forward.c failed (status {status})")
+        return refinements.astype(np.float64)
+
+    def products_only(self, batch_size: int = 1) -> None:
+        """The matrix products of batch_size answers and nothing else, on these kernels (in this
+        engine's precision): the floor benchmarks/performance.py times the whole forward against."""
+        if self._library.trc_products_only(ctypes.byref(self._struct()), batch_size):
+            raise MemoryError("forward.c: out of memory")
 
     def run(self, initial_states: torch.Tensor, target_states: torch.Tensor, tolerance: float = 0.0):
         """(refinements [N_sup, B, N, m], refinements used [B], terminal errors [B]).

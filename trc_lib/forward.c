@@ -18,7 +18,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__F16C__)
+#if defined(__F16C__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -46,15 +46,39 @@ typedef struct {
 } trc_model;
 
 /* y = W x (y += W x when accumulate), with W given transposed: WT [cols, rows]. Going down the
-   columns keeps every inner loop a contiguous multiply-add over the rows, which the compiler
-   vectorizes without reordering any sum. */
+   columns keeps every inner loop a contiguous multiply-add over the rows, and each row's sum in
+   column order: the same sums, bit for bit, whichever of the two loops below runs. With AVX2, a
+   block of 64 rows stays in eight registers over every column, so the weights are the only
+   memory traffic (the plain loop also loads and stores y once per column, three memory
+   operations per multiply-add; at batch 1 that made these products 1.5 to 2 times slower than
+   ONNX Runtime's, benchmarks/performance.py). */
 static void matvec(const float* restrict WT, int rows, int cols, const float* restrict x,
                    float* restrict y, int accumulate) {
-    if (!accumulate) memset(y, 0, sizeof(float) * rows);
+    int o0 = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    for (; o0 + 64 <= rows; o0 += 64) {
+        __m256 acc[8];
+        for (int j = 0; j < 8; ++j) acc[j] = accumulate ? _mm256_loadu_ps(y + o0 + 8 * j) : _mm256_setzero_ps();
+        for (int k = 0; k < cols; ++k) {
+            const float* restrict w = WT + (long)k * rows + o0;
+            const __m256 xk = _mm256_set1_ps(x[k]);
+            for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8 * j), xk, acc[j]);
+        }
+        for (int j = 0; j < 8; ++j) _mm256_storeu_ps(y + o0 + 8 * j, acc[j]);
+    }
+    for (; o0 + 8 <= rows; o0 += 8) {
+        __m256 acc = accumulate ? _mm256_loadu_ps(y + o0) : _mm256_setzero_ps();
+        for (int k = 0; k < cols; ++k)
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(WT + (long)k * rows + o0), _mm256_set1_ps(x[k]), acc);
+        _mm256_storeu_ps(y + o0, acc);
+    }
+    if (o0 == rows) return;
+#endif
+    if (!accumulate) memset(y + o0, 0, sizeof(float) * (rows - o0));
     for (int k = 0; k < cols; ++k) {
         const float* restrict w = WT + (long)k * rows;
         const float xk = x[k];
-        for (int o = 0; o < rows; ++o) y[o] += w[o] * xk;
+        for (int o = o0; o < rows; ++o) y[o] += w[o] * xk;
     }
 }
 
@@ -104,18 +128,68 @@ static void net_matvec(const trc_model* m, const void* WT, int rows, int cols, c
     else matvec((const float*)WT, rows, cols, x, y, accumulate);
 }
 
+#if defined(__AVX2__) && defined(__FMA__)
+/* e^x for 8 floats, to about 2e-7 relative: x = k ln 2 + r with |r| <= ln 2 / 2 (ln 2 in two
+   parts, so r keeps its bits), e^r by its Taylor polynomial to r^7 / 7!, 2^k built in the
+   exponent field. x is clamped to [-87, 88], where e^x is a normal float. The scalar expf costs
+   ten to twenty times as much per element, and SiLU takes one per hidden unit: at batch 1 it was
+   the largest cost besides the products themselves. */
+static inline __m256 exp8(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i two_k = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(two_k));
+}
+#endif
+
+/* hidden = silu(gate) * up, with gate = gu[0:H] and up = gu[H:2H]. */
+static void swiglu(const float* gu, int H, float* hidden) {
+    int i = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    const __m256 one = _mm256_set1_ps(1.0f);
+    for (; i + 8 <= H; i += 8) {
+        const __m256 g = _mm256_loadu_ps(gu + i);
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+        _mm256_storeu_ps(hidden + i, _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), _mm256_loadu_ps(gu + H + i)));
+    }
+#endif
+    for (; i < H; ++i) hidden[i] = gu[i] / (1.0f + expf(-gu[i])) * gu[H + i];
+}
+
+/* sum_i h_i^2. With AVX2 in eight interleaved partial sums: one running sum waits four cycles
+   for each addition, which at batch 1 cost as much as all the other elementwise work. */
+static float sum_of_squares(const float* h, int D) {
+    int i = 0;
+    float sq = 0.0f;
+#if defined(__AVX2__) && defined(__FMA__)
+    __m256 acc = _mm256_setzero_ps();
+    for (; i + 8 <= D; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(h + i), _mm256_loadu_ps(h + i), acc);
+    float lanes[8];
+    _mm256_storeu_ps(lanes, acc);
+    for (int j = 0; j < 8; ++j) sq += lanes[j];
+#endif
+    for (; i < D; ++i) sq += h[i] * h[i];
+    return sq;
+}
+
 /* h <- RMSNorm(h + W_down (silu(W_gate h) * W_up h)) for every block of the shared net. */
 static void net(const trc_model* m, float* h, float* gu, float* hidden) {
     for (int l = 0; l < m->layers; ++l) {
         net_matvec(m, m->gate_up[l], 2 * m->H, m->D, h, gu, 0);
-        for (int i = 0; i < m->H; ++i) {
-            float g = gu[i];
-            hidden[i] = g / (1.0f + expf(-g)) * gu[m->H + i];
-        }
+        swiglu(gu, m->H, hidden);
         net_matvec(m, m->down[l], m->D, m->H, hidden, h, 1);
-        float sq = 0.0f;
-        for (int i = 0; i < m->D; ++i) sq += h[i] * h[i];
-        float scale = 1.0f / sqrtf(sq / m->D + m->eps);
+        float scale = 1.0f / sqrtf(sum_of_squares(h, m->D) / m->D + m->eps);
         for (int i = 0; i < m->D; ++i) h[i] *= scale;
     }
 }
@@ -275,4 +349,28 @@ int trc_forward(const trc_model* m, long long B, const float* x0, const float* x
     free(work);
     free(one);
     return status;
+}
+
+/* The floor these kernels allow (benchmarks/performance.py): the matrix products of B answers in
+   solve's order and shapes and nothing else (per supervision step and outer cycle: embed_controls,
+   the shared net's products inner + 1 times, decode), on vectors of zeros. Returns 0, or 3
+   without memory. */
+int trc_products_only(const trc_model* m, long long B) {
+    const int D = m->D, H = m->H, Ny = m->y_size, Na = m->a_size;
+    float* work = calloc((size_t)Na + D + 3 * (size_t)H + Ny, sizeof(float));
+    if (!work) return 3;
+    float *controls = work, *h = controls + Na, *gu = h + D, *y = gu + 2 * H, *hidden = y + Ny;
+    for (long long b = 0; b < B; ++b)
+        for (int s = 0; s < m->steps; ++s)
+            for (int r = 0; r < m->outer; ++r) {
+                matvec(m->embed_controls, D, Na, controls, h, 0);
+                for (int c = 0; c <= m->inner; ++c)
+                    for (int l = 0; l < m->layers; ++l) {
+                        net_matvec(m, m->gate_up[l], 2 * H, D, h, gu, 0);
+                        net_matvec(m, m->down[l], D, H, hidden, h, 1);
+                    }
+                matvec(m->decode, Ny, D, h, y, 1);
+            }
+    free(work);
+    return 0;
 }

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fast_forward
 from .problem import ControlProblem
 from .terminal_map import system_key, terminal_map, terminal_state
 
@@ -306,12 +307,30 @@ class TinyRecursiveControl(nn.Module):
             autocast = contextlib.nullcontext()
         return as_tensor(initial_states), as_tensor(target_states), autocast
 
-    @torch.inference_mode()
     def predict_refinements(self, initial_states, target_states, device=None) -> np.ndarray:
         """[N_sup, B, N, m] numpy float64 (the answer after each supervision step) from numpy [B, n].
 
         device: run there (the model moves there and stays); default: where the model is.
         """
+        if device is None and not hasattr(self, "_compiled_forward"):
+            fast = self._fast_forward_for(len(initial_states) if hasattr(initial_states, "__len__") else None)
+            if fast is not None:  # numpy straight into forward.c: no tensor, no mode, no train/eval switch
+                x0, xt = check_states(initial_states, target_states, self.problem.system.state_dim)
+                return fast.run_numpy(x0, xt)
+        return self._predict_refinements_torch(initial_states, target_states, device)
+
+    def _fast_forward_for(self, batch_size: int | None):
+        """forward.c for a batch of batch_size problems on the model's own device, where it is the
+        faster path (_fast_forward); None elsewhere."""
+        precision = self.__dict__.get("_inference_precision", "float32")
+        if (batch_size is None or batch_size > fast_forward.FAST_FORWARD_MAX_BATCH or precision == "bfloat16"
+                or self._buffers["z_init"].device.type != "cpu"):
+            return None
+        return fast_forward.FastForward.of(self, half=precision == "float16")
+
+    @torch.inference_mode()
+    def _predict_refinements_torch(self, initial_states, target_states, device=None) -> np.ndarray:
+        """predict_refinements through PyTorch (forward.c where _fast_forward says so)."""
         x0, xt, autocast = self._inference_inputs(initial_states, target_states, device)
         fast = None if hasattr(self, "_compiled_forward") else self._fast_forward(x0)
         if fast is not None:  # no train/eval switch: forward.c reads the weights only (a switch costs as much)
