@@ -16,8 +16,9 @@ this grid can remove.
 
 - TRC: the network's answer after its correction step plans the flight; each re-plan is the
   correction step alone (LandingRecursiveControl.correct_rest), started from the rest of the
-  previous plan, so it stays inside the thrust annulus by construction; it keeps the touchdown
-  time unless no landing is found at it.
+  previous plan with every thrust magnitude pulled off its bound a little (REPLAN_REACH: a thrust
+  at a bound cannot move in the linearization), so it stays inside the thrust annulus by
+  construction; it keeps the touchdown time unless no landing is found at it.
 - Cone program: the free-time oracle plans the flight; each re-plan is the fixed-time cone program
   over the n intervals left (replan_by_cone_program: where a gust leaves no landing at the
   touchdown time, the time changed the least that finds one; the glide slope dropped last, as
