@@ -61,6 +61,7 @@ def _library() -> ctypes.CDLL | None:
             library.trc_forward.argtypes = [ctypes.POINTER(_Model), ctypes.c_longlong, ctypes.c_void_p,
                                             ctypes.c_void_p, ctypes.c_float] + [ctypes.c_void_p] * 3
             library.trc_has_half.restype = ctypes.c_int
+            library.trc_pack_blocks.restype = ctypes.c_int
             library.trc_products_only.argtypes = [ctypes.POINTER(_Model), ctypes.c_longlong]
         _LIBRARY = library or False
     return _LIBRARY or None
@@ -68,6 +69,21 @@ def _library() -> ctypes.CDLL | None:
 
 _LIBRARY: ctypes.CDLL | bool | None = None
 _ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def packed(WT: torch.Tensor, widths=(64, 8)) -> torch.Tensor:
+    """A transposed weight WT [cols, rows] laid out as forward.c's matvec_packed walks it: each
+    block of widths[0] rows as [cols, widths[0]], then of widths[1], ..., then the rest of the rows
+    as [cols, rest], one after another (flat, contiguous). No widths: WT itself, flattened."""
+    cols, rows = WT.shape
+    parts, start = [], 0
+    for width in widths:
+        while start + width <= rows:
+            parts.append(WT[:, start:start + width].reshape(-1))
+            start += width
+    if start < rows:
+        parts.append(WT[:, start:].reshape(-1))
+    return torch.cat(parts)
 
 
 class FastForward:
@@ -137,9 +153,11 @@ class FastForward:
         address = lambda t: None if t is None else t.data_ptr()
         context, controls, decode, z_init, *rest = copies
         blocks, (error, A_N, G) = rest[:-3], rest[-3:]
+        widths = (64, 8) if self._library.trc_pack_blocks() else ()
+        blocks = [packed(block, widths) for block in blocks]
         if self.half:
-            self._copies += [block.half() for block in blocks]  # kept alive with self
-            blocks = self._copies[-len(blocks):]
+            blocks = [block.half() for block in blocks]
+        self._copies += blocks  # kept alive with self
         self._gate_up = (ctypes.c_void_p * (len(blocks) // 2))(*(address(w) for w in blocks[0::2]))
         self._down = (ctypes.c_void_p * (len(blocks) // 2))(*(address(w) for w in blocks[1::2]))
         model, config = self.model, self.model.config
