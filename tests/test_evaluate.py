@@ -123,9 +123,10 @@ def test_time_inference_reports_median_p90_and_time_per_problem(test_set):
         return np.zeros((len(x0), 15, 1))
 
     timing = time_inference(predict, test_set.initial_states, test_set.target_states, batch_size=250, repeats=5)
-    assert set(timing) == {"batch_size", "repeats", "median_ms", "p90_ms", "us_per_problem"}
+    assert set(timing) == {"batch_size", "repeats", "median_ms", "p90_ms", "mean_ms", "us_per_problem"}
     assert timing["batch_size"] == 250 and timing["repeats"] == 5
     assert timing["median_ms"] > 0 and timing["p90_ms"] >= timing["median_ms"] and timing["us_per_problem"] > 0
+    assert timing["mean_ms"] > 0
     assert timing["us_per_problem"] == pytest.approx(1e3 * timing["median_ms"] / 250)
     # two warm-up calls, then the timed repeats, each on a batch tiled up to the requested size
     assert calls == [250] * 7
