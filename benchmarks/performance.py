@@ -318,6 +318,13 @@ def main():
             compiled.compile_inference()
             report["inference"][f"{size}: torch.compile"] = latency_and_throughput(compiled.predict)
             print(f"{size} compiled: {report['inference'][f'{size}: torch.compile']}", flush=True)
+            if report["bfloat16_units"] != "none":  # inductor fuses the elementwise work between the products
+                fused = TinyRecursiveControl.create(size, problem=problem).eval().set_inference_precision("bfloat16")
+                fused.load_state_dict(model.state_dict())
+                fused.compile_inference()
+                report["inference"][f"{size}: torch.compile, bfloat16"] = latency_and_throughput(fused.predict)
+                print(f"{size} compiled bfloat16: {report['inference'][f'{size}: torch.compile, bfloat16']}",
+                      flush=True)
         report["inference"][f"{size}: ONNX Runtime"] = latency_and_throughput(OnnxController(onnx_path).predict)
         print(f"{size} onnx: {report['inference'][f'{size}: ONNX Runtime']}", flush=True)
         if torch.cuda.is_available():

@@ -328,7 +328,7 @@ class TinyRecursiveControl(nn.Module):
             return None
         return fast_forward.FastForward.of(self, half=precision == "float16")
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: torch.compile's guards fail on the feedback's matrices inside it
     def _predict_refinements_torch(self, initial_states, target_states, device=None) -> np.ndarray:
         """predict_refinements through PyTorch (forward.c where _fast_forward says so)."""
         x0, xt, autocast = self._inference_inputs(initial_states, target_states, device)
