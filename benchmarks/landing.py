@@ -169,8 +169,8 @@ def main():
     stats = json.loads((run / "training_stats.json").read_text())
     if args.skip_training:  # the earlier run's own record of its epochs
         seconds["training (the earlier run's epochs)"] = sum(epoch["seconds"] for epoch in stats["history"])
-    batch_1 = lambda name, mean=False: rows[names.index(name)][f"us_per_problem_batch_1{'_mean' if mean else ''}"] / 1e3
     names = [row["controller"] for row in rows]
+    batch_1 = lambda name, mean=False: rows[names.index(name)][f"us_per_problem_batch_1{'_mean' if mean else ''}"] / 1e3
     checked = checked_correction_name()
     trc_one, trc_half = batch_1("TRC"), batch_1("TRC, float16 weights")
     checked_half = batch_1(f"TRC, float16 weights{checked.removeprefix('TRC')}")

@@ -8,20 +8,24 @@ Measures on this machine, and writes outputs/benchmark/performance.{json,md}:
 - training seconds per epoch for each model size (10,000 samples, batch 64), and the guide's
   full run (medium, 100 epochs, early stopping as in the guide) unless --skip_full_run;
 - inference for each size: latency at batch 1 (median and p90 of 200 calls after warm-up) and
-  throughput at batch 1,000 and 10,000, in eager PyTorch, torch.compile and ONNX Runtime (and
+  throughput at batch 1,000 and 10,000, in predict (forward.c at small batches; also with
+  float16 weights), eager PyTorch, torch.compile and ONNX Runtime (and
   on the GPU, synchronized, when there is one), next to the exact closed-form matrix
   u = M [x0; x*] (the physical limit on this problem) and the exact oracle;
-- the same in bfloat16 (eager PyTorch under autocast; fast where the CPU has AMX; skipped on a
+- the same in bfloat16 (eager PyTorch under autocast, and compiled; fast where the CPU has AMX; skipped on a
   CPU without bfloat16 instructions, where it is emulated), and the accuracy of every path on the
   guide's test set, from the full run's model;
 - parameters, checkpoint size, and peak resident memory of a fresh process that loads the
   model and runs batch 10,000;
 - what this machine allows the architecture at all: at batch 1, the model's matrix products
-  alone (the 24 passes' weights, chained as in one answer, nothing else) in ONNX Runtime and in
-  PyTorch, a lower bound on any implementation built on those kernels; at batch 10,000, the
+  alone (the 24 passes' weights, chained as in one answer, nothing else) in ONNX Runtime, in
+  PyTorch and on forward.c's own kernels (also with the shared net's weights in half precision,
+  the floor of the float16-weights path), a lower bound on any implementation built on those
+  kernels; at batch 10,000, the
   problems per second the plain-matmul rate would give if every FLOP of the model ran at it;
 - the bars, each with the measured figure and its bound on this machine: every size's fastest
-  batch-1 path within 1.2x of its matrix products alone, and its batch-10,000 rate at 70% or more
+  float32 batch-1 path within 1.2x of its matrix products alone (the fastest of the three; the
+  float16-weights path against its own), and its batch-10,000 rate at 70% or more
   of what the best matmul rate allows.
 Ratios to the closed-form matrix are printed beside absolute times. Nothing is asserted.
 """

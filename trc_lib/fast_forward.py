@@ -72,7 +72,7 @@ _ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def packed(WT: torch.Tensor, widths=(64, 8)) -> torch.Tensor:
-    """A transposed weight WT [cols, rows] laid out as forward.c's matvec_packed walks it: each
+    """A transposed weight WT [cols, rows] laid out as forward.c's matvec walks it: each
     block of widths[0] rows as [cols, widths[0]], then of widths[1], ..., then the rest of the rows
     as [cols, rest], one after another (flat, contiguous). No widths: WT itself, flattened."""
     cols, rows = WT.shape
@@ -148,16 +148,16 @@ class FastForward:
         for w in weights:
             if w is not None and (w.dtype != torch.float32 or w.device.type != "cpu"):
                 raise ValueError("forward.c reads float32 CPU weights")
-        copy = lambda w: None if w is None else w.detach().t().contiguous() if w.dim() == 2 else w.detach().clone()
+        widths = (64, 8) if self._library.trc_pack_blocks() else ()
+        copy = lambda w: (None if w is None else packed(w.detach().t().contiguous(), widths) if w.dim() == 2
+                          else w.detach().clone())
         self._copies = copies = [copy(w) for w in weights]  # kept alive with self
         address = lambda t: None if t is None else t.data_ptr()
         context, controls, decode, z_init, *rest = copies
         blocks, (error, A_N, G) = rest[:-3], rest[-3:]
-        widths = (64, 8) if self._library.trc_pack_blocks() else ()
-        blocks = [packed(block, widths) for block in blocks]
         if self.half:
             blocks = [block.half() for block in blocks]
-        self._copies += blocks  # kept alive with self
+            self._copies += blocks  # kept alive with self
         self._gate_up = (ctypes.c_void_p * (len(blocks) // 2))(*(address(w) for w in blocks[0::2]))
         self._down = (ctypes.c_void_p * (len(blocks) // 2))(*(address(w) for w in blocks[1::2]))
         model, config = self.model, self.model.config

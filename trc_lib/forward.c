@@ -3,8 +3,9 @@
    At batch 1 every product is a matrix-vector product of a few hundred rows: a microsecond of
    arithmetic, which a framework's per-operation dispatch (several microseconds each, hundreds of
    operations per answer) dwarfs. This file is the same recursion as model.py, one problem at a
-   time, with nothing between the products. It reads transposed float32 copies of the weights
-   ([in, out], which fast_forward.py remakes whenever the model's tensors change). Parity with
+   time, with nothing between the products. It reads transposed, packed float32 copies of the
+   weights ([in, out] cut into row blocks, see matvec; fast_forward.py remakes them whenever the
+   model's tensors change). Parity with
    the eager PyTorch forward is tested to 1e-5 x max(1, u_max) (tests/test_fast_forward.py).
 
    The error feedback's x_N(x_0, u) comes from a function pointer: the compiled terminal map of a
@@ -27,11 +28,11 @@ typedef int (*terminal_map_fn)(long long B, const double* x0, const double* u, d
 typedef struct {
     int n, N_m, D, H, layers, inner, outer, steps, feedback;
     float u_max, state_scale, eps;
-    /* every matrix transposed, [in, out] */
+    /* every matrix transposed, [in, out], and packed for matvec */
     const float *embed_context;   /* [2n, D] */
     const float *embed_controls;  /* [N m, D] */
     const float *embed_error;     /* [n, D] or NULL */
-    const void *const *gate_up;   /* per block: [D, 2H] packed (matvec_packed), float32 or IEEE half */
+    const void *const *gate_up;   /* per block: [D, 2H], float32 or IEEE half */
     const void *const *down;      /* per block: [H, D], likewise */
     const float *decode;          /* [D, N m] */
     const float *z_init;          /* [D] */
@@ -45,61 +46,27 @@ typedef struct {
     int half;  /* the shared net's weights in IEEE half precision (arithmetic stays float32) */
 } trc_model;
 
-/* y = W x (y += W x when accumulate), with W given transposed: WT [cols, rows]. Going down the
-   columns keeps every inner loop a contiguous multiply-add over the rows, and each row's sum in
-   column order: the same sums, bit for bit, whichever of the two loops below runs. With AVX2, a
-   block of 64 rows stays in eight registers over every column, so the weights are the only
-   memory traffic (the plain loop also loads and stores y once per column, three memory
-   operations per multiply-add; at batch 1 that made these products 1.5 to 2 times slower than
-   ONNX Runtime's, benchmarks/performance.py). */
-static void matvec(const float* restrict WT, int rows, int cols, const float* restrict x,
-                   float* restrict y, int accumulate) {
-    int o0 = 0;
-#if defined(__AVX2__) && defined(__FMA__)
-    for (; o0 + 64 <= rows; o0 += 64) {
-        __m256 acc[8];
-        for (int j = 0; j < 8; ++j) acc[j] = accumulate ? _mm256_loadu_ps(y + o0 + 8 * j) : _mm256_setzero_ps();
-        for (int k = 0; k < cols; ++k) {
-            const float* restrict w = WT + (long)k * rows + o0;
-            const __m256 xk = _mm256_set1_ps(x[k]);
-            for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8 * j), xk, acc[j]);
-        }
-        for (int j = 0; j < 8; ++j) _mm256_storeu_ps(y + o0 + 8 * j, acc[j]);
-    }
-    for (; o0 + 8 <= rows; o0 += 8) {
-        __m256 acc = accumulate ? _mm256_loadu_ps(y + o0) : _mm256_setzero_ps();
-        for (int k = 0; k < cols; ++k)
-            acc = _mm256_fmadd_ps(_mm256_loadu_ps(WT + (long)k * rows + o0), _mm256_set1_ps(x[k]), acc);
-        _mm256_storeu_ps(y + o0, acc);
-    }
-    if (o0 == rows) return;
-#endif
-    if (!accumulate) memset(y + o0, 0, sizeof(float) * (rows - o0));
-    for (int k = 0; k < cols; ++k) {
-        const float* restrict w = WT + (long)k * rows;
-        const float xk = x[k];
-        for (int o = o0; o < rows; ++o) y[o] += w[o] * xk;
-    }
-}
-
-/* The shared net's products, on weights that fast_forward.py packs in the order these walk them:
-   each block of 64 rows as [cols][64], then each block of 8 rows as [cols][8], then the last
-   rows % 8 as [cols][rows % 8], one block after another (trc_pack_blocks() says whether the 64
-   and 8 blocks are used; without them the packing is the plain [cols][rows]). Every block is one
-   sequential stream: the plain layout jumps a whole row between columns, which the prefetcher
-   followed less well once the weights outgrow the L2 cache (a medium model's float32 products:
-   0.86 ms before, 0.75 after; with half-precision weights, the large model's: 5.7 ms, then 4.4;
-   Xeon, benchmarks/performance.py). The same sums, in the same order, as matvec. One thread: a
-   medium model's float32 net (2.1 MB) streams from L3, where ONNX Runtime's two threads hold
-   half of it each in their own L2 (its products alone took 0.47 ms). */
+/* y = W x (y += W x when accumulate), on every matrix as fast_forward.py packs it: W transposed
+   ([cols][rows], so each row's sum runs in column order) and cut into blocks of 64 rows, then of
+   8, then the last rows % 8, each block stored as [cols][width], one after another
+   (trc_pack_blocks() says whether the 64 and 8 blocks are used; without them the packing is
+   the plain [cols][rows]). With AVX2 a block of 64 rows stays in eight registers over every
+   column, so the weights are the only memory traffic (a plain loop also loads and stores y once
+   per column: at batch 1 that made these products 1.5 to 2 times slower than ONNX Runtime's),
+   and every block is one sequential stream, which the prefetcher follows better than a layout
+   that jumps a whole row between columns once the weights outgrow the L2 cache (a medium model's
+   float32 products: 0.86 ms, then 0.75; with half-precision weights, the large model's: 5.7 ms,
+   then 4.4; Xeon, benchmarks/performance.py). The same sums, in the same order, whichever loop
+   runs. One thread: a medium model's float32 net (2.1 MB) streams from L3, where ONNX Runtime's
+   two threads hold half of it each in their own L2 (its products alone took 0.47 ms). */
 #if defined(__AVX2__) && defined(__FMA__)
 int trc_pack_blocks(void) { return 1; }  /* blocks of 64 rows, then 8 */
 #else
 int trc_pack_blocks(void) { return 0; }
 #endif
 
-static void matvec_packed(const float* restrict P, int rows, int cols, const float* restrict x,
-                          float* restrict y, int accumulate) {
+static void matvec(const float* restrict P, int rows, int cols, const float* restrict x, float* restrict y,
+                   int accumulate) {
     int o0 = 0;
 #if defined(__AVX2__) && defined(__FMA__)
     for (; o0 + 64 <= rows; o0 += 64, P += 64L * cols) {
@@ -124,7 +91,7 @@ static void matvec_packed(const float* restrict P, int rows, int cols, const flo
         for (int o = 0; o < r; ++o) y[o0 + o] += P[(long)k * r + o] * x[k];
 }
 
-/* matvec_packed with the weights in IEEE half precision, converted on the fly (F16C), summed in
+/* matvec with the weights in IEEE half precision, converted on the fly (F16C), summed in
    float32: half the bytes to stream, which at batch 1 is what bounds the shared net's products
    once its float32 weights outgrow the core's L2 cache. */
 #if defined(__F16C__) && defined(__FMA__) && defined(__AVX2__)
@@ -166,7 +133,7 @@ static void matvec_half(const unsigned short* P, int rows, int cols, const float
 /* One product of the shared net, in the precision its weights are stored in. */
 static void net_matvec(const trc_model* m, const void* WT, int rows, int cols, const float* x, float* y, int accumulate) {
     if (m->half) matvec_half((const unsigned short*)WT, rows, cols, x, y, accumulate);
-    else matvec_packed((const float*)WT, rows, cols, x, y, accumulate);
+    else matvec((const float*)WT, rows, cols, x, y, accumulate);
 }
 
 #if defined(__AVX2__) && defined(__FMA__)

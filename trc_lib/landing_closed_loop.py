@@ -111,13 +111,11 @@ def cone_program_closed_loop(landing: RocketLanding, initial_states, target_stat
     intervals left before every interval but the last. workers: where the landings fly
     (oracles.workers.Workers, or a number of processes; None: here, one after another); each is
     flown on its own, so the flights do not depend on where."""
-    from .oracles.workers import Workers, map_chunks, problems_per_chunk
+    from .oracles.workers import Workers, chunk_slices, map_chunks
     fly = functools.partial(_cone_program_flights, landing, replan)
     x0, xt = np.asarray(initial_states, np.float64), np.asarray(target_states, np.float64)
-    size = problems_per_chunk(len(x0), LANDINGS_PER_CHUNK)
-    parts = [slice(start, start + size) for start in range(0, len(x0), size)]
     chunks = [(x0[p], xt[p], np.asarray(gusts[p], np.float64), np.asarray(thrusts[p], np.float64),
-               np.asarray(final_times[p], np.float64)) for p in parts]
+               np.asarray(final_times[p], np.float64)) for p in chunk_slices(len(x0), LANDINGS_PER_CHUNK)]
     outputs = map_chunks(fly, chunks, Workers.of(1 if workers is None else workers), progress=progress,
                          desc="cone-program closed loop", sizes=[len(chunk[0]) for chunk in chunks])
     states, flown_thrusts, flown, seconds, failed = (np.concatenate([o[i] for o in outputs]) for i in range(5))

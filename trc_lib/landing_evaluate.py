@@ -79,18 +79,18 @@ def evaluate_landing_model(model, test: ControlDataset, correction_steps: int = 
     timing_batches (median and mean over calls, after warm-up)."""
     from .evaluate import time_inference
     x0, xt = test.initial_states, test.target_states
+    network = model.predict(x0, xt)
     controllers = [(getattr(model, "name", "TRC"), model.predict, 0.0)]  # an ONNX model names itself
     if hasattr(model, "predict_corrected"):  # an ONNX model has the network only
         controllers.append((f"TRC + correction (Gauss-Newton, up to {correction_steps} steps)",
                             lambda a, b: model.predict_corrected(a, b, correction_steps), 1.0))
         if accept_within is not None:
-            thrusts, final_times = model.predict(x0, xt)
-            share = 1.0 - float(np.mean(model.accepted(x0, xt, thrusts, final_times, accept_within)))
+            share = 1.0 - float(np.mean(model.accepted(x0, xt, *network, accept_within)))
             controllers.append((checked_correction_name(accept_within),
                                 lambda a, b: model.predict_corrected(a, b, correction_steps, accept_within), share))
     rows = []
-    for name, predict, corrected in controllers:
-        thrusts, final_times = predict(x0, xt)
+    for i, (name, predict, corrected) in enumerate(controllers):
+        thrusts, final_times = network if i == 0 else predict(x0, xt)  # the first: the network, answered above
         row = {"controller": name, "corrected_share": corrected,
                **landing_metrics(score_landings(test, thrusts, final_times))}
         for batch in timing_batches:

@@ -320,8 +320,9 @@ class TinyRecursiveControl(nn.Module):
         return self._predict_refinements_torch(initial_states, target_states, device)
 
     def _fast_forward_for(self, batch_size: int | None):
-        """forward.c for a batch of batch_size problems on the model's own device, where it is the
-        faster path (_fast_forward); None elsewhere."""
+        """forward.c for a batch of batch_size problems on the model's own device where it is the
+        faster path (float32 or float16 weights on the CPU, small batches, a C compiler at hand);
+        None elsewhere."""
         precision = self.__dict__.get("_inference_precision", "float32")
         if (batch_size is None or batch_size > fast_forward.FAST_FORWARD_MAX_BATCH or precision == "bfloat16"
                 or self._buffers["z_init"].device.type != "cpu"):
@@ -374,12 +375,7 @@ class TinyRecursiveControl(nn.Module):
     def _fast_forward(self, initial_states: torch.Tensor):
         """forward.c (fast_forward.py) where it is the faster path: float32 (or float16 weights) on
         the CPU, small batches, a C compiler at hand; None elsewhere."""
-        from .fast_forward import FAST_FORWARD_MAX_BATCH, FastForward
-        precision = getattr(self, "_inference_precision", "float32")
-        if (initial_states.device.type != "cpu" or initial_states.shape[0] > FAST_FORWARD_MAX_BATCH
-                or precision == "bfloat16"):
-            return None
-        return FastForward.of(self, half=precision == "float16")
+        return None if initial_states.device.type != "cpu" else self._fast_forward_for(initial_states.shape[0])
 
     @contextlib.contextmanager
     def _net_weights_in_half(self):

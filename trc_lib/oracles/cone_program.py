@@ -40,7 +40,7 @@ import scipy.optimize
 import scipy.sparse
 
 from ..rocket_landing import RocketLanding
-from .workers import Workers, map_chunks, problems_per_chunk
+from .workers import Workers, chunk_slices, map_chunks
 
 SOLVED = {clarabel.SolverStatus.Solved, clarabel.SolverStatus.AlmostSolved}
 RELINEARIZE_TOLERANCE = 1e-9  # fuel change (relative) below which the tangent point has settled
@@ -367,8 +367,7 @@ def solve_landings(landing: RocketLanding, initial_states, target_states, worker
     x0 = np.asarray(initial_states, np.float64)
     xt = np.asarray(target_states, np.float64)
     workers = Workers.of(workers)
-    size = problems_per_chunk(len(x0), chunk_size)
-    chunks = [(x0[i:i + size], xt[i:i + size]) for i in range(0, len(x0), size)]
+    chunks = [(x0[part], xt[part]) for part in chunk_slices(len(x0), chunk_size)]
     outputs = map_chunks(functools.partial(_solve_chunk, landing), chunks, workers, progress=progress,
                          desc="cone-program labels", sizes=[len(chunk[0]) for chunk in chunks])
     accelerations, final_times, success, solves, slack = (np.concatenate(parts) for parts in zip(*outputs))

@@ -18,7 +18,7 @@ import functools
 import numpy as np
 
 from .closed_form import OptimalSolution
-from .workers import Workers, map_chunks, problems_per_chunk
+from .workers import Workers, chunk_slices, map_chunks
 from ..problem import ControlProblem
 
 _worker_optimizer = None  # one per worker process, built by _init_worker
@@ -107,9 +107,8 @@ def solve_nonlinear(problem: ControlProblem, initial_states, target_states, init
     per_problem = guesses.ndim == 4  # [B, S, N, m]: each problem its own starts
     workers = Workers.of(workers)
     count = workers.count()
-    size = problems_per_chunk(len(x0), chunk_size)
-    chunks = [(x0[i:i + size], xt[i:i + size], guesses[i:i + size] if per_problem else guesses)
-              for i in range(0, len(x0), size)]
+    chunks = [(x0[part], xt[part], guesses[part] if per_problem else guesses)
+              for part in chunk_slices(len(x0), chunk_size)]
     # large batches: each worker compiles the NLP once (the answers are the same to the last bit)
     compiled = len(x0) >= COMPILE_FROM_PROBLEMS_PER_PROCESS * min(count, len(chunks))
     outputs = map_chunks(functools.partial(_solve_chunk, problem.to_dict(), compiled=compiled), chunks, workers,

@@ -69,6 +69,12 @@ def problems_per_chunk(num_problems: int, largest: int) -> int:
     return max(1, min(largest, -(-num_problems // MIN_CHUNKS)))
 
 
+def chunk_slices(num_problems: int, largest: int) -> list[slice]:
+    """The problems of each chunk, in order: slices of problems_per_chunk(num_problems, largest)."""
+    size = problems_per_chunk(num_problems, largest)
+    return [slice(start, start + size) for start in range(0, num_problems, size)]
+
+
 @dataclass(frozen=True)
 class Workers:
     """Where the solves run (module docstring). processes: worker processes of a LocalCluster

@@ -138,9 +138,8 @@ def simulate(problem: ControlProblem, plan: Planner, initial_states, target_stat
     if workers is None:
         outputs = [run((x, x_target, noise), progress=progress)]
     else:
-        from ..oracles.workers import Workers, map_chunks, problems_per_chunk
-        size = problems_per_chunk(len(x), CASES_PER_CHUNK)
-        parts = [slice(start, start + size) for start in range(0, len(x), size)]
+        from ..oracles.workers import Workers, chunk_slices, map_chunks
+        parts = chunk_slices(len(x), CASES_PER_CHUNK)
         outputs = map_chunks(run, [(x[part], x_target[part], noise[:, part]) for part in parts], Workers.of(workers),
                              progress=progress, desc="closed loop", sizes=[len(x[part]) for part in parts])
     return ClosedLoopResult(states=np.concatenate([o[0] for o in outputs]),
