@@ -248,12 +248,19 @@ def main() -> None:
     parser.add_argument("--newton_steps", type=int, default=10, help="nonlinear tasks: Gauss-Newton steps of the "
                                                                      "polished rows (0: none)")
     parser.add_argument("--retrain", action="store_true", help="train again even where a checkpoint exists")
+    parser.add_argument("--prepare_only", action="store_true",
+                        help="generate the data and train the models, then stop: the timed scoring can then run "
+                             "alone on a quiet machine")
     args = parser.parse_args()
     paths = ["C", "PyTorch", "bfloat16"]
     for task in args.tasks:
         options = TASKS[task]
         train_path = dataset(OUT / task / "train", args.num_samples, TRAIN_SEED, options)
         test = read_dataset(dataset(OUT / task / "test", args.test_samples, TEST_SEED, options))
+        if args.prepare_only:
+            for size in args.sizes:
+                trained(task, size, train_path, args)
+            continue
         oracle = oracle_times(test)
         rows = []
         for size in args.sizes:

@@ -110,3 +110,65 @@ def test_halting_in_c_stops_where_pytorch_does(system, overrides):
     assert 1 <= used.float().mean() < model.config.num_supervision_steps
     np.testing.assert_allclose(refinements[-1].numpy(), in_pytorch.controls, atol=1e-5 * max(1.0, model.control_bound))
     np.testing.assert_allclose(errors.numpy(), in_pytorch.terminal_errors, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("system, overrides, half", [
+    ("double_integrator", {"latent_dim": 72}, False),  # products of 4 x 64 + 32 and 2 x 64 + 16 rows
+    ("vanderpol", {"latent_dim": 40}, False),          # no whole block of 64 in the down product
+    ("double_integrator", {"latent_dim": 72}, True),
+])
+def test_a_team_of_threads_computes_the_same_bits(system, overrides, half):
+    """forward.c's team shares out the rows of the shared net's products; every other step runs in
+    every thread on the same numbers, so the answers, the halting and the errors are identical."""
+    model = moving_model(system, **overrides)
+    engine = FastForward.of(model, half=half)
+    if engine is None:
+        pytest.skip("no C compiler (with F16C for half)")
+    rng = np.random.default_rng(3)
+    x0, xt = (torch.tensor(rng.uniform(-1, 1, (5, 2)), dtype=torch.float32) for _ in range(2))
+    results = {}
+    for threads in (1, 2, 3):
+        engine.threads = threads
+        results[threads] = [engine.run(x0, xt, 0.0)[0], *engine.run(x0, xt, 0.05)]
+        engine.products_only(2)  # the floor's chain runs on the team too
+    for threads in (2, 3):
+        for got, expected in zip(results[threads], results[1]):
+            assert torch.equal(got, expected)
+
+
+def test_callers_in_several_threads_and_a_forked_child_get_their_answers():
+    """One team at a time: a second caller meanwhile runs alone. A child forked after the team
+    started has no workers; it starts its own instead of waiting for its parent's."""
+    import multiprocessing
+    import threading
+
+    model = moving_model("double_integrator", latent_dim=72)
+    engine = FastForward.of(model)
+    engine.threads = 2
+    rng = np.random.default_rng(4)
+    x0, xt = rng.uniform(-1, 1, (3, 2)), rng.uniform(-1, 1, (3, 2))
+    expected = engine.run_numpy(x0, xt)
+    answers = []
+
+    def caller():
+        answers.extend(engine.run_numpy(x0, xt) for _ in range(50))
+
+    callers = [threading.Thread(target=caller) for _ in range(3)]
+    for c in callers:
+        c.start()
+    for c in callers:
+        c.join(timeout=60)
+    assert len(answers) == 150 and all(np.array_equal(a, expected) for a in answers)
+
+    child = multiprocessing.get_context("fork").Process(target=_answer_in_a_child, args=(engine, x0, xt, expected))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung on its parent's team")
+    assert child.exitcode == 0
+
+
+def _answer_in_a_child(engine, x0, xt, expected):
+    import os
+    os._exit(0 if np.array_equal(engine.run_numpy(x0, xt), expected) else 1)

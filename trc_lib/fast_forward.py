@@ -7,8 +7,8 @@ recursion as model.py with nothing between the products: it reads transposed cop
 model's weights (remade whenever a weight changes), calls the compiled terminal map
 (terminal_map.py) for a nonlinear system's error feedback, and is compiled once per machine
 with the CPU's own vector instructions (`-O3 -march=native`, c_library.py). It computes in float32 like the model;
-parity with the eager forward is tested to
-1e-5 x max(1, u_max).
+parity with the eager forward is tested to 1e-5 x max(1, u_max). A net too large for one core's
+L2 cache has its products shared by a team of two threads (team_size), which changes no number.
 
 Larger batches go to PyTorch, whose matrix-matrix products use the CPU far better
 (FAST_FORWARD_MAX_BATCH); so do bfloat16, GPUs and torch.compile.
@@ -32,6 +32,20 @@ from .terminal_map import terminal_map
 # benchmarks/frontier.py times both paths at batch 1.
 FAST_FORWARD_MAX_BATCH = 16
 SOURCE = Path(__file__).with_name("forward.c")
+# A shared net whose weights take more bytes than this shares its products between two threads (a
+# team, forward.c): each holds half the rows in its own core's L2 cache instead of streaming the
+# whole net from L3. Measured at batch 1 (Xeon, 2 MB of L2 per core): the medium model's float32
+# net (2.1 MB) 0.70 -> 0.25 ms, its half-precision one (1 MB) 0.43 -> 0.27, the large model's
+# 4.0 -> 1.8 (half) and 8.2 -> 4.6 (float32); the small model's (0.44 MB) gains nothing, because
+# the threads then wait on each other's outputs for as long as the products take.
+TEAM_ABOVE_BYTES = 512 * 1024
+TEAM_SIZE = 2  # what was measured (two cores); more threads may pay on more cores (FastForward.threads)
+
+
+def team_size(weight_bytes: int) -> int:
+    """Threads for a shared net of weight_bytes: TEAM_SIZE above TEAM_ABOVE_BYTES, and never more
+    than PyTorch may use (torch.set_num_threads(1) in a worker process keeps forward.c on one too)."""
+    return 1 if weight_bytes <= TEAM_ABOVE_BYTES else max(1, min(TEAM_SIZE, torch.get_num_threads()))
 
 
 class _Model(ctypes.Structure):
@@ -49,20 +63,21 @@ class _Model(ctypes.Structure):
                    ("alpha", "rho_1", "rho_2", "gravity", "margin", "magnitude_offset", "pointing_ratio",
                     "time_scale", "position_scale", "velocity_scale", "dry_mass", "wet_mass", "res_position",
                     "res_velocity")]
-                + [("half", ctypes.c_int)])
+                + [("half", ctypes.c_int), ("threads", ctypes.c_int)])
 
 
 def _library() -> ctypes.CDLL | None:
     """forward.c compiled for this CPU (c_library.py); None without a working C compiler."""
     global _LIBRARY
     if _LIBRARY is None:
-        library = compiled_library(SOURCE.read_text(), "forward", NATIVE, cpu_identity())
+        library = compiled_library(SOURCE.read_text(), "forward", (*NATIVE, "-pthread"), cpu_identity())
         if library is not None:
             library.trc_forward.argtypes = [ctypes.POINTER(_Model), ctypes.c_longlong, ctypes.c_void_p,
                                             ctypes.c_void_p, ctypes.c_float] + [ctypes.c_void_p] * 3
             library.trc_has_half.restype = ctypes.c_int
             library.trc_pack_blocks.restype = ctypes.c_int
             library.trc_products_only.argtypes = [ctypes.POINTER(_Model), ctypes.c_longlong]
+            library.trc_max_threads.restype = ctypes.c_int
         _LIBRARY = library or False
     return _LIBRARY or None
 
@@ -71,19 +86,16 @@ _LIBRARY: ctypes.CDLL | bool | None = None
 _ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def packed(WT: torch.Tensor, widths=(64, 8)) -> torch.Tensor:
-    """A transposed weight WT [cols, rows] laid out as forward.c's matvec walks it: each
-    block of widths[0] rows as [cols, widths[0]], then of widths[1], ..., then the rest of the rows
-    as [cols, rest], one after another (flat, contiguous). No widths: WT itself, flattened."""
+def packed(WT: torch.Tensor, blocks: bool = True) -> torch.Tensor:
+    """A transposed weight WT [cols, rows] laid out as forward.c's matvec walks it: each block
+    of 64 rows as [cols, 64], then one block of the remaining whole 8s of rows, then the last
+    rows % 8, each [cols, width], one after another (flat, contiguous). blocks=False: WT itself,
+    flattened."""
     cols, rows = WT.shape
-    parts, start = [], 0
-    for width in widths:
-        while start + width <= rows:
-            parts.append(WT[:, start:start + width].reshape(-1))
-            start += width
-    if start < rows:
-        parts.append(WT[:, start:].reshape(-1))
-    return torch.cat(parts)
+    if not blocks:
+        return WT.reshape(-1)
+    cuts = [*range(0, rows // 64 * 64 + 1, 64), rows // 8 * 8, rows]
+    return torch.cat([WT[:, a:b].reshape(-1) for a, b in zip(cuts, cuts[1:]) if b > a])
 
 
 class FastForward:
@@ -98,6 +110,8 @@ class FastForward:
         half: the shared net's weights in IEEE half precision (set_inference_precision("float16"))."""
         self._model, self._library = weakref.ref(model), library
         self._matrices, self._terminal, self.half = terminal[:2], terminal[2], half
+        net_bytes = sum(p.numel() for p in model.net.parameters()) * (2 if half else 4)
+        self.threads = team_size(net_bytes)  # threads sharing the shared net's products; settable
 
     @property
     def model(self):
@@ -144,12 +158,13 @@ class FastForward:
         except RuntimeError:  # inference tensors (a model made under inference_mode) keep no version
             stamp = [None if w is None else w.data_ptr() for w in weights[:-2]]
         if stamp == getattr(self, "_stamp", None):
+            self._prepared.threads = self.threads
             return self._prepared
         for w in weights:
             if w is not None and (w.dtype != torch.float32 or w.device.type != "cpu"):
                 raise ValueError("forward.c reads float32 CPU weights")
-        widths = (64, 8) if self._library.trc_pack_blocks() else ()
-        copy = lambda w: (None if w is None else packed(w.detach().t().contiguous(), widths) if w.dim() == 2
+        blocks = bool(self._library.trc_pack_blocks())
+        copy = lambda w: (None if w is None else packed(w.detach().t().contiguous(), blocks) if w.dim() == 2
                           else w.detach().clone())
         self._copies = copies = [copy(w) for w in weights]  # kept alive with self
         address = lambda t: None if t is None else t.data_ptr()
@@ -170,7 +185,7 @@ class FastForward:
             embed_context=address(context), embed_controls=address(controls), embed_error=address(error),
             gate_up=ctypes.addressof(self._gate_up), down=ctypes.addressof(self._down), decode=address(decode),
             z_init=address(z_init), A_N=address(A_N), G=address(G), terminal=self._terminal,
-            half=int(self.half), **model.c_answer_fields())
+            half=int(self.half), threads=self.threads, **model.c_answer_fields())
         self._stamp = stamp
         return self._prepared
 

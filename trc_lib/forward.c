@@ -5,8 +5,9 @@
    operations per answer) dwarfs. This file is the same recursion as model.py, one problem at a
    time, with nothing between the products. It reads transposed, packed float32 copies of the
    weights ([in, out] cut into row blocks, see matvec; fast_forward.py remakes them whenever the
-   model's tensors change). Parity with
-   the eager PyTorch forward is tested to 1e-5 x max(1, u_max) (tests/test_fast_forward.py).
+   model's tensors change). Parity with the eager PyTorch forward is tested to 1e-5 x max(1, u_max)
+   (tests/test_fast_forward.py). A net larger than a core's L2 cache shares its products among a
+   team of threads (below).
 
    The error feedback's x_N(x_0, u) comes from a function pointer: the compiled terminal map of a
    nonlinear system (terminal_map.py, float64), or NULL for a linear one, whose x_N = A^N x_0 + G u
@@ -19,8 +20,16 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__F16C__) || defined(__AVX2__)
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+#if defined(__F16C__) || defined(__AVX2__) || defined(__SSE2__)
 #include <immintrin.h>
+#endif
+#if defined(__linux__) || defined(__APPLE__)
+#include <pthread.h>
+#include <sched.h>
+#define TRC_HAS_THREADS 1
 #endif
 
 typedef int (*terminal_map_fn)(long long B, const double* x0, const double* u, double* xN);
@@ -44,87 +53,92 @@ typedef struct {
     float alpha, rho_1, rho_2, gravity, margin, magnitude_offset, pointing_ratio, time_scale,
           position_scale, velocity_scale, dry_mass, wet_mass, res_position, res_velocity;
     int half;  /* the shared net's weights in IEEE half precision (arithmetic stays float32) */
+    int threads;  /* cores that share the shared net's products (see team below); 1: this thread alone */
 } trc_model;
 
 /* y = W x (y += W x when accumulate), on every matrix as fast_forward.py packs it: W transposed
-   ([cols][rows], so each row's sum runs in column order) and cut into blocks of 64 rows, then of
-   8, then the last rows % 8, each block stored as [cols][width], one after another
-   (trc_pack_blocks() says whether the 64 and 8 blocks are used; without them the packing is
-   the plain [cols][rows]). With AVX2 a block of 64 rows stays in eight registers over every
-   column, so the weights are the only memory traffic (a plain loop also loads and stores y once
-   per column: at batch 1 that made these products 1.5 to 2 times slower than ONNX Runtime's),
-   and every block is one sequential stream, which the prefetcher follows better than a layout
-   that jumps a whole row between columns once the weights outgrow the L2 cache (a medium model's
-   float32 products: 0.86 ms, then 0.75; with half-precision weights, the large model's: 5.7 ms,
-   then 4.4; Xeon, benchmarks/performance.py). The same sums, in the same order, whichever loop
-   runs. One thread: a medium model's float32 net (2.1 MB) streams from L3, where ONNX Runtime's
-   two threads hold half of it each in their own L2 (its products alone took 0.47 ms). */
+   ([cols][rows], so each row's sum runs in column order) and cut into blocks of 64 rows, then
+   one block of the remaining whole 8s of rows, then the last rows % 8, each block stored as
+   [cols][width], one after another (trc_pack_blocks() says whether blocks are used; without them
+   the packing is the plain [cols][rows]). With AVX2 a block of 8 J rows stays in J registers over
+   every column, so the weights are the only memory traffic (a plain loop also loads and stores y
+   once per column: at batch 1 that made these products 1.5 to 2 times slower than ONNX
+   Runtime's), and every block is one sequential stream, which the prefetcher follows better than
+   a layout that jumps a whole row between columns once the weights outgrow the L2 cache (a
+   medium model's float32 products: 0.86 ms, then 0.75; with half-precision weights, the large
+   model's: 5.7 ms, then 4.4; Xeon, benchmarks/performance.py). A block of fewer than 8 registers
+   waits on its additions (each takes four cycles), so the last whole 8s of rows go in one block,
+   not one by one: a block then costs about the same whatever its width, which is what team_matvec
+   shares out. The same sums, in the same order, whichever loop runs.
+
+   matvec_half reads the weights in IEEE half precision, converted on the fly (F16C), summed in
+   float32: half the bytes to stream, which at batch 1 is what bounds the shared net's products
+   once its float32 weights outgrow the core's L2 cache. */
 #if defined(__AVX2__) && defined(__FMA__)
-int trc_pack_blocks(void) { return 1; }  /* blocks of 64 rows, then 8 */
+int trc_pack_blocks(void) { return 1; }  /* blocks of 64 rows, then one of the whole 8s left */
 #else
 int trc_pack_blocks(void) { return 0; }
 #endif
-
-static void matvec(const float* restrict P, int rows, int cols, const float* restrict x, float* restrict y,
-                   int accumulate) {
-    int o0 = 0;
-#if defined(__AVX2__) && defined(__FMA__)
-    for (; o0 + 64 <= rows; o0 += 64, P += 64L * cols) {
-        __m256 acc[8];
-        for (int j = 0; j < 8; ++j) acc[j] = accumulate ? _mm256_loadu_ps(y + o0 + 8 * j) : _mm256_setzero_ps();
-        for (int k = 0; k < cols; ++k) {
-            const __m256 xk = _mm256_set1_ps(x[k]);
-            for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(P + 64L * k + 8 * j), xk, acc[j]);
-        }
-        for (int j = 0; j < 8; ++j) _mm256_storeu_ps(y + o0 + 8 * j, acc[j]);
-    }
-    for (; o0 + 8 <= rows; o0 += 8, P += 8L * cols) {
-        __m256 acc = accumulate ? _mm256_loadu_ps(y + o0) : _mm256_setzero_ps();
-        for (int k = 0; k < cols; ++k) acc = _mm256_fmadd_ps(_mm256_loadu_ps(P + 8L * k), _mm256_set1_ps(x[k]), acc);
-        _mm256_storeu_ps(y + o0, acc);
-    }
-#endif
-    const int r = rows - o0;
-    if (r == 0) return;
-    if (!accumulate) memset(y + o0, 0, sizeof(float) * r);
-    for (int k = 0; k < cols; ++k)
-        for (int o = 0; o < r; ++o) y[o0 + o] += P[(long)k * r + o] * x[k];
-}
-
-/* matvec with the weights in IEEE half precision, converted on the fly (F16C), summed in
-   float32: half the bytes to stream, which at batch 1 is what bounds the shared net's products
-   once its float32 weights outgrow the core's L2 cache. */
 #if defined(__F16C__) && defined(__FMA__) && defined(__AVX2__)
 int trc_has_half(void) { return 1; }
-static void matvec_half(const unsigned short* restrict P, int rows, int cols, const float* restrict x,
-                        float* restrict y, int accumulate) {
-    int o0 = 0;
-    for (; o0 + 64 <= rows; o0 += 64, P += 64L * cols) {
-        __m256 acc[8];
-        for (int j = 0; j < 8; ++j) acc[j] = accumulate ? _mm256_loadu_ps(y + o0 + 8 * j) : _mm256_setzero_ps();
-        for (int k = 0; k < cols; ++k) {
-            const __m256 xk = _mm256_set1_ps(x[k]);
-            for (int j = 0; j < 8; ++j)
-                acc[j] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(P + 64L * k + 8 * j))), xk,
-                                         acc[j]);
-        }
-        for (int j = 0; j < 8; ++j) _mm256_storeu_ps(y + o0 + 8 * j, acc[j]);
-    }
-    for (; o0 + 8 <= rows; o0 += 8, P += 8L * cols) {
-        __m256 acc = accumulate ? _mm256_loadu_ps(y + o0) : _mm256_setzero_ps();
-        for (int k = 0; k < cols; ++k)
-            acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(P + 8L * k))), _mm256_set1_ps(x[k]),
-                                  acc);
-        _mm256_storeu_ps(y + o0, acc);
-    }
-    const int r = rows - o0;
-    if (r == 0) return;
-    if (!accumulate) memset(y + o0, 0, sizeof(float) * r);
-    for (int k = 0; k < cols; ++k)
-        for (int o = 0; o < r; ++o) y[o0 + o] += _cvtsh_ss(P[(long)k * r + o]) * x[k];
-}
 #else
 int trc_has_half(void) { return 0; }
+#endif
+
+#define LOAD_FLOAT(P, i) _mm256_loadu_ps((P) + (i))
+#define LOAD_HALF(P, i) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)((P) + (i))))
+#define TO_FLOAT(v) (v)
+#define HALF_TO_FLOAT(v) _cvtsh_ss(v)
+
+/* MATVEC(name, weight type, 8-wide load, scalar conversion): the block kernel for J registers
+   (J a constant where it is called: the compiler keeps acc in registers) and the matvec over one
+   packed matrix. */
+#define MATVEC(NAME, TYPE, LOAD, CONVERT)                                                              \
+static inline __attribute__((always_inline)) void NAME##_block(const TYPE* restrict P, const int J, int cols, \
+        const float* restrict x, float* restrict y, int accumulate) {                                 \
+    __m256 acc[8];                                                                                     \
+    for (int j = 0; j < J; ++j) acc[j] = accumulate ? _mm256_loadu_ps(y + 8 * j) : _mm256_setzero_ps(); \
+    for (int k = 0; k < cols; ++k) {                                                                   \
+        const __m256 xk = _mm256_set1_ps(x[k]);                                                        \
+        for (int j = 0; j < J; ++j) acc[j] = _mm256_fmadd_ps(LOAD(P, 8L * J * k + 8 * j), xk, acc[j]); \
+    }                                                                                                  \
+    for (int j = 0; j < J; ++j) _mm256_storeu_ps(y + 8 * j, acc[j]);                                   \
+}                                                                                                      \
+static void NAME(const TYPE* restrict P, int rows, int cols, const float* restrict x, float* restrict y, \
+                 int accumulate) {                                                                     \
+    int o0 = 0;                                                                                        \
+    for (; o0 + 64 <= rows; o0 += 64, P += 64L * cols) NAME##_block(P, 8, cols, x, y + o0, accumulate); \
+    const int J = (rows - o0) / 8;                                                                     \
+    switch (J) {                                                                                       \
+        case 1: NAME##_block(P, 1, cols, x, y + o0, accumulate); break;                                \
+        case 2: NAME##_block(P, 2, cols, x, y + o0, accumulate); break;                                \
+        case 3: NAME##_block(P, 3, cols, x, y + o0, accumulate); break;                                \
+        case 4: NAME##_block(P, 4, cols, x, y + o0, accumulate); break;                                \
+        case 5: NAME##_block(P, 5, cols, x, y + o0, accumulate); break;                                \
+        case 6: NAME##_block(P, 6, cols, x, y + o0, accumulate); break;                                \
+        case 7: NAME##_block(P, 7, cols, x, y + o0, accumulate); break;                                \
+    }                                                                                                  \
+    o0 += 8 * J, P += 8L * J * cols;                                                                   \
+    const int r = rows - o0;                                                                           \
+    if (r == 0) return;                                                                                \
+    if (!accumulate) memset(y + o0, 0, sizeof(float) * r);                                             \
+    for (int k = 0; k < cols; ++k)                                                                     \
+        for (int o = 0; o < r; ++o) y[o0 + o] += CONVERT(P[(long)k * r + o]) * x[k];                  \
+}
+
+#if defined(__AVX2__) && defined(__FMA__)
+MATVEC(matvec, float, LOAD_FLOAT, TO_FLOAT)
+#else
+static void matvec(const float* restrict P, int rows, int cols, const float* restrict x, float* restrict y,
+                   int accumulate) {  /* the plain [cols][rows] packing */
+    if (!accumulate) memset(y, 0, sizeof(float) * rows);
+    for (int k = 0; k < cols; ++k)
+        for (int o = 0; o < rows; ++o) y[o] += P[(long)k * rows + o] * x[k];
+}
+#endif
+#if defined(__F16C__) && defined(__FMA__) && defined(__AVX2__)
+MATVEC(matvec_half, unsigned short, LOAD_HALF, HALF_TO_FLOAT)
+#else
 static void matvec_half(const unsigned short* P, int rows, int cols, const float* x, float* y, int accumulate) {
     (void)P, (void)rows, (void)cols, (void)x, (void)y, (void)accumulate;  /* never called: trc_has_half() */
 }
@@ -134,6 +148,73 @@ static void matvec_half(const unsigned short* P, int rows, int cols, const float
 static void net_matvec(const trc_model* m, const void* WT, int rows, int cols, const float* x, float* y, int accumulate) {
     if (m->half) matvec_half((const unsigned short*)WT, rows, cols, x, y, accumulate);
     else matvec((const float*)WT, rows, cols, x, y, accumulate);
+}
+
+
+/* ---- a team of threads for the shared net's products ---------------------------------------
+   One thread streams a medium model's float32 net (2.1 MB) from L3 at every answer; two threads
+   that each own half of every matrix's rows hold their halves in their own L2 caches: 0.70 ->
+   0.25 ms at batch 1 (Xeon; fast_forward.py's team_size says when a net gets a team). The team runs solve() side by side on the same
+   problem (SPMD): each thread computes its rows of the shared net's products into a buffer the
+   team shares, waits at a barrier, then does everything else (SwiGLU, the norm, the small
+   products, the feedback) on its own copy, the same arithmetic on the same numbers. So every
+   thread holds the same answer and the split changes no number: the result is bit for bit the
+   one of a single thread (tested). Only thread 0 writes the outputs. Idle workers spin a
+   fifth of a millisecond (the gap between two calls of predict), then sleep. */
+typedef struct {
+    atomic_int count, generation;
+} trc_barrier;
+
+static inline void relax(void) {
+#if defined(__SSE2__)
+    _mm_pause();
+#endif
+}
+#ifndef TRC_HAS_THREADS
+static inline int sched_yield(void) { return 0; }
+#endif
+
+typedef struct {
+    int tid, T;
+    float *gu, *out;  /* shared: [2H] and [D], the split products' outputs */
+    trc_barrier* barrier;
+} team;
+
+/* Every member of the team waits here until all have arrived (writes before it are seen after). */
+static void team_sync(const team* t) {
+    if (t->T == 1) return;
+    trc_barrier* b = t->barrier;
+    int generation = atomic_load_explicit(&b->generation, memory_order_acquire);
+    if (atomic_fetch_add_explicit(&b->count, 1, memory_order_acq_rel) == t->T - 1) {
+        atomic_store_explicit(&b->count, 0, memory_order_relaxed);
+        atomic_fetch_add_explicit(&b->generation, 1, memory_order_release);
+    } else {  /* spin; past a few microseconds give the core away, in case the others share it */
+        for (long spins = 1; atomic_load_explicit(&b->generation, memory_order_acquire) == generation; ++spins)
+            if (spins % 256) relax();
+            else sched_yield();
+    }
+}
+
+/* This thread's rows [*begin, *end) of a product with `rows` rows: an even share of its blocks
+   (the 64s and the one of the 8s left, which cost about the same: see matvec); the rows after
+   the last whole 8 go to the last thread. */
+static void row_of_block(int rows, int block, int* row) {
+    *row = block * 64 < rows / 8 * 8 ? block * 64 : rows / 8 * 8;
+}
+static void rows_of(int rows, const team* t, int* begin, int* end) {
+    int blocks = rows / 64 + (rows % 64 >= 8);
+    row_of_block(rows, (t->tid * blocks + t->T / 2) / t->T, begin);
+    if (t->tid == t->T - 1) *end = rows;
+    else row_of_block(rows, ((t->tid + 1) * blocks + t->T / 2) / t->T, end);
+}
+
+/* y = W x of the shared net, each thread its rows of the shared y, then the barrier. */
+static void team_matvec(const trc_model* m, const void* WT, int rows, int cols, const float* x, float* y, const team* t) {
+    int begin, end;
+    rows_of(rows, t, &begin, &end);
+    if (end > begin)
+        net_matvec(m, (const char*)WT + (size_t)(m->half ? 2 : 4) * begin * cols, end - begin, cols, x, y + begin, 0);
+    team_sync(t);
 }
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -191,19 +272,33 @@ static float sum_of_squares(const float* h, int D) {
     return sq;
 }
 
-/* h <- RMSNorm(h + W_down (silu(W_gate h) * W_up h)) for every block of the shared net. */
-static void net(const trc_model* m, float* h, float* gu, float* hidden) {
+/* h <- RMSNorm(h + W_down (silu(W_gate h) * W_up h)) for every block of the shared net; the two
+   products shared by the team, h and hidden this thread's own. */
+static void net(const trc_model* m, const team* t, float* h, float* hidden) {
     for (int l = 0; l < m->layers; ++l) {
-        net_matvec(m, m->gate_up[l], 2 * m->H, m->D, h, gu, 0);
-        swiglu(gu, m->H, hidden);
-        net_matvec(m, m->down[l], m->D, m->H, hidden, h, 1);
+        team_matvec(m, m->gate_up[l], 2 * m->H, m->D, h, t->gu, t);
+        swiglu(t->gu, m->H, hidden);
+        team_matvec(m, m->down[l], m->D, m->H, hidden, t->out, t);
+        for (int i = 0; i < m->D; ++i) h[i] += t->out[i];
         float scale = 1.0f / sqrtf(sum_of_squares(h, m->D) / m->D + m->eps);
         for (int i = 0; i < m->D; ++i) h[i] *= scale;
     }
 }
 
+/* u = u_max tanh(y / u_max). With AVX2 as 1 - 2 / (e^(2y/u_max) + 1), from exp8: within a few
+   float32 roundings of tanhf (absolute, u_max being the scale), at a tenth of its cost; an answer
+   reads its controls this way seven times, which took a sixth of its time besides the products. */
 static void bounded(const trc_model* m, const float* y, float* u) {
-    for (int i = 0; i < m->N_m; ++i) u[i] = m->u_max * tanhf(y[i] / m->u_max);
+    int i = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    const __m256 one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f), u_max = _mm256_set1_ps(m->u_max),
+                 twice_inverse = _mm256_set1_ps(2.0f / m->u_max);
+    for (; i + 8 <= m->N_m; i += 8) {
+        const __m256 e = exp8(_mm256_mul_ps(_mm256_loadu_ps(y + i), twice_inverse));
+        _mm256_storeu_ps(u + i, _mm256_mul_ps(u_max, _mm256_sub_ps(one, _mm256_div_ps(two, _mm256_add_ps(e, one)))));
+    }
+#endif
+    for (; i < m->N_m; ++i) u[i] = m->u_max * tanhf(y[i] / m->u_max);
 }
 
 /* xN = x_N(x0, u): the compiled terminal map (float64), or A^N x0 + G u for a linear system. */
@@ -287,11 +382,11 @@ static int context_input(const trc_model* m, const float* x0, const float* xt, f
 /* One problem: refinements[s] = the controls after supervision step s (s < steps), each [N m].
    With tolerance > 0 it stops after the first step whose answer misses x* by less (halting):
    the later refinements repeat that answer, *used is the number of steps run, *error its miss. */
-static int solve(const trc_model* m, const float* x0, const float* xt, float* refinements, float* work,
-                 float tolerance, int* used, float* error) {
+static int solve(const trc_model* m, const team* t, const float* x0, const float* xt, float* refinements,
+                 float* work, float tolerance, int* used, float* error) {
     int n = m->n, D = m->D, Ny = m->y_size, Na = m->a_size;
     float *context = work, *z = context + D, *question = z + D, *h = question + D, *ce = h + D;
-    float *y = ce + D, *u = y + Ny, *gu = u + Na, *hidden = gu + 2 * m->H, *scaled = hidden + m->H;
+    float *y = ce + D, *u = y + Ny, *hidden = u + Na, *scaled = hidden + m->H;
     float miss[16];
     int miss_size = m->kind == 0 ? n : 6;
     if (n > 16 || Na > 4096) return 2;
@@ -315,10 +410,10 @@ static int solve(const trc_model* m, const float* x0, const float* xt, float* re
             if (m->feedback) matvec(m->embed_error, D, miss_size, miss, question, 1);
             for (int c = 0; c < m->inner; ++c) {
                 for (int i = 0; i < D; ++i) z[i] += question[i];
-                net(m, z, gu, hidden);
+                net(m, t, z, hidden);
             }
             for (int i = 0; i < D; ++i) h[i] = ce[i] + z[i];
-            net(m, h, gu, hidden);
+            net(m, t, h, hidden);
             matvec(m->decode, Ny, D, h, y, 1);
         }
         float* answer = refinements + (long)s * Na;
@@ -340,45 +435,210 @@ static int solve(const trc_model* m, const float* x0, const float* xt, float* re
     return 0;
 }
 
-/* refinements: [steps, B, a_size]; used [B], errors [B]: see solve (tolerance 0: every step, no
-   errors computed). Returns 0, or non-zero if the terminal map failed. */
-int trc_forward(const trc_model* m, long long B, const float* x0, const float* xt, float tolerance,
-                float* refinements, int* used, float* errors) {
-    long size = 6L * m->D + m->y_size + 2L * m->a_size + 3L * m->H + 2L * m->n + 16 + 16;
-    float* work = malloc(sizeof(float) * size);
-    float* one = malloc(sizeof(float) * (long)m->steps * m->a_size);
-    if (!work || !one) { free(work); free(one); return 3; }
-    int status = 0;
-    for (long long b = 0; b < B && !status; ++b) {
-        status = solve(m, x0 + b * m->n, xt + b * m->n, one, work, tolerance, used + b, errors + b);
-        for (int s = 0; s < m->steps; ++s)
-            memcpy(refinements + ((long)s * B + b) * m->a_size, one + (long)s * m->a_size, sizeof(float) * m->a_size);
+/* ---- the team's jobs ---------------------------------------------------------------------- */
+enum { FORWARD, PRODUCTS_ONLY };
+#define TRC_MAX_THREADS 8
+#define TRC_SPIN_SECONDS 2e-4  /* an idle worker's spin before it sleeps */
+
+typedef struct {
+    int what;
+    const trc_model* m;
+    long long B;
+    const float *x0, *xt;
+    float tolerance;
+    float *refinements, *errors;  /* thread 0's outputs: [steps, B, a_size], [B] */
+    int* used;                    /* [B] */
+    float* work[TRC_MAX_THREADS];  /* each thread's own, allocated before the job starts */
+    team teams[TRC_MAX_THREADS];
+    int status;                   /* thread 0's (every thread reaches the same) */
+} trc_job;
+
+static long work_floats(const trc_model* m) {  /* solve's work, one answer's refinements, used and error */
+    return 6L * m->D + m->y_size + 2L * m->a_size + 3L * m->H + 2L * m->n + 32 + (long)m->steps * m->a_size + 2;
+}
+
+/* One member's share of a job: every thread runs all of it, thread 0 keeps the results. */
+static void run_job(trc_job* job, int tid) {
+    const trc_model* m = job->m;
+    const team* t = &job->teams[tid];
+    float* work = job->work[tid];
+    if (job->what == PRODUCTS_ONLY) {  /* solve's products in its order and shapes, on zeros, each
+                                          reading the one before's output (on a team, from the others) */
+        const int D = m->D, H = m->H, Ny = m->y_size, Na = m->a_size;
+        float *controls = work, *h = controls + Na, *y = h + D;
+        memset(work, 0, sizeof(float) * ((size_t)Na + D + Ny));
+        for (long long b = 0; b < job->B; ++b)
+            for (int s = 0; s < m->steps; ++s)
+                for (int r = 0; r < m->outer; ++r) {
+                    matvec(m->embed_controls, D, Na, controls, h, 0);
+                    const float* x = h;
+                    for (int c = 0; c <= m->inner; ++c)
+                        for (int l = 0; l < m->layers; ++l) {
+                            team_matvec(m, m->gate_up[l], 2 * H, D, x, t->gu, t);
+                            team_matvec(m, m->down[l], D, H, t->gu, t->out, t);
+                            x = t->out;
+                        }
+                    matvec(m->decode, Ny, D, x, y, 1);
+                }
+        return;
     }
-    free(work);
-    free(one);
+    float* one = work + 6L * m->D + m->y_size + 2L * m->a_size + 3L * m->H + 2L * m->n + 32;
+    int used_here = 0;
+    float error_here = 0.0f;
+    int status = 0;
+    for (long long b = 0; b < job->B && !status; ++b) {
+        int* used = tid == 0 ? job->used + b : &used_here;
+        float* error = tid == 0 ? job->errors + b : &error_here;
+        status = solve(m, t, job->x0 + b * m->n, job->xt + b * m->n, one, work, job->tolerance, used, error);
+        if (tid == 0)
+            for (int s = 0; s < m->steps; ++s)
+                memcpy(job->refinements + ((long)s * job->B + b) * m->a_size, one + (long)s * m->a_size,
+                       sizeof(float) * m->a_size);
+    }
+    if (tid == 0) job->status = status;
+}
+
+#ifdef TRC_HAS_THREADS
+/* The workers (threads 1, 2, ...) wait for the next job's ticket: generation * 16 + T. */
+static struct {
+    pthread_mutex_t busy;  /* one job at a time; a second caller meanwhile runs alone */
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    atomic_int ticket;
+    int workers;
+    trc_job* job;
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, NULL};
+
+static double seconds(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec + 1e-9 * now.tv_nsec;
+}
+
+static void* worker(void* argument) {
+    const int tid = (int)(intptr_t)argument;
+    int seen = 0;
+    for (;;) {
+        int ticket = atomic_load_explicit(&pool.ticket, memory_order_acquire);
+        for (double since = seconds(); ticket == seen && seconds() - since < TRC_SPIN_SECONDS;) {
+            for (int i = 0; i < 64 && ticket == seen; ++i) {
+                relax();
+                ticket = atomic_load_explicit(&pool.ticket, memory_order_acquire);
+            }
+        }
+        if (ticket == seen) {  /* asleep until the next ticket (posted under the lock: none is missed) */
+            pthread_mutex_lock(&pool.lock);
+            while ((ticket = atomic_load_explicit(&pool.ticket, memory_order_acquire)) == seen)
+                pthread_cond_wait(&pool.wake, &pool.lock);
+            pthread_mutex_unlock(&pool.lock);
+        }
+        seen = ticket;
+        if (tid < (ticket & 15)) {
+            run_job(pool.job, tid);
+            team_sync(&pool.job->teams[tid]);  /* the job is over for the team */
+        }
+    }
+    return NULL;
+}
+
+/* A forked child has none of its parent's workers: it starts its own when it needs them. */
+static void forget_workers(void) {
+    pthread_mutex_init(&pool.busy, NULL);
+    pthread_mutex_init(&pool.lock, NULL);
+    pthread_cond_init(&pool.wake, NULL);
+    atomic_store(&pool.ticket, 0);
+    pool.workers = 0;
+}
+
+/* The team for a job that asks for T threads: T, or fewer where workers could not be started. */
+static int start_workers(int T) {
+    static int registered = 0;
+    if (!registered) { pthread_atfork(NULL, NULL, forget_workers); registered = 1; }
+    while (pool.workers < T - 1) {
+        pthread_t thread;
+        pthread_attr_t attributes;
+        pthread_attr_init(&attributes);
+        pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+        int failed = pthread_create(&thread, &attributes, worker, (void*)(intptr_t)(pool.workers + 1));
+        pthread_attr_destroy(&attributes);
+        if (failed) break;
+        ++pool.workers;
+    }
+    return pool.workers + 1 < T ? pool.workers + 1 : T;
+}
+#endif
+
+/* Runs a job on a team of m->threads threads (one where that is 1, a team is busy with another
+   caller's job, or the packing has no blocks of 64 to split at). Returns its status, or 3
+   without memory. */
+static int run(trc_job* job) {
+    const trc_model* m = job->m;
+    int T = m->threads < 1 ? 1 : m->threads > TRC_MAX_THREADS ? TRC_MAX_THREADS : m->threads;
+    if (!trc_pack_blocks()) T = 1;
+#ifdef TRC_HAS_THREADS
+    int owner = T > 1 && pthread_mutex_trylock(&pool.busy) == 0;
+    if (owner) T = start_workers(T);
+    else T = 1;
+#else
+    T = 1;
+#endif
+    float* shared = malloc(sizeof(float) * (2L * m->H + m->D));
+    trc_barrier barrier;
+    atomic_init(&barrier.count, 0);
+    atomic_init(&barrier.generation, 0);
+    int status = shared ? 0 : 3;
+    for (int tid = 0; tid < T; ++tid) {
+        job->work[tid] = status ? NULL : malloc(sizeof(float) * work_floats(m));
+        if (!job->work[tid]) status = 3;
+        job->teams[tid] = (team){tid, T, shared, shared ? shared + 2L * m->H : NULL, &barrier};
+    }
+    if (!status) {
+#ifdef TRC_HAS_THREADS
+        if (T > 1) {  /* the ticket, under the lock, after the job: a worker that sees it sees the job */
+            pool.job = job;
+            pthread_mutex_lock(&pool.lock);
+            int generation = (atomic_load_explicit(&pool.ticket, memory_order_relaxed) >> 4) + 1;
+            atomic_store_explicit(&pool.ticket, ((generation & 0x3ffffff) << 4) | T, memory_order_release);
+            pthread_cond_broadcast(&pool.wake);
+            pthread_mutex_unlock(&pool.lock);
+        }
+#endif
+        run_job(job, 0);
+        team_sync(&job->teams[0]);  /* every worker is done with the job and its buffers */
+        status = job->status;
+    }
+#ifdef TRC_HAS_THREADS
+    if (owner) pthread_mutex_unlock(&pool.busy);
+#endif
+    for (int tid = 0; tid < T; ++tid) free(job->work[tid]);
+    free(shared);
     return status;
 }
 
+/* refinements: [steps, B, a_size]; used [B], errors [B]: see solve (tolerance 0: every step, no
+   errors computed). Returns 0, or non-zero if the terminal map failed (1, 2) or memory ran out (3). */
+int trc_forward(const trc_model* m, long long B, const float* x0, const float* xt, float tolerance,
+                float* refinements, int* used, float* errors) {
+    trc_job job = {.what = FORWARD, .m = m, .B = B, .x0 = x0, .xt = xt, .tolerance = tolerance,
+                   .refinements = refinements, .errors = errors, .used = used};
+    return run(&job);
+}
+
 /* The floor these kernels allow (benchmarks/performance.py): the matrix products of B answers in
-   solve's order and shapes and nothing else (per supervision step and outer cycle: embed_controls,
-   the shared net's products inner + 1 times, decode), on vectors of zeros. Returns 0, or 3
-   without memory. */
+   solve's order and shapes, each reading the output of the one before, on the same team, and
+   nothing else (per supervision step and outer
+   cycle: embed_controls, the shared net's products inner + 1 times, decode), on vectors of
+   zeros. Returns 0, or 3 without memory. */
 int trc_products_only(const trc_model* m, long long B) {
-    const int D = m->D, H = m->H, Ny = m->y_size, Na = m->a_size;
-    float* work = calloc((size_t)Na + D + 3 * (size_t)H + Ny, sizeof(float));
-    if (!work) return 3;
-    float *controls = work, *h = controls + Na, *gu = h + D, *y = gu + 2 * H, *hidden = y + Ny;
-    for (long long b = 0; b < B; ++b)
-        for (int s = 0; s < m->steps; ++s)
-            for (int r = 0; r < m->outer; ++r) {
-                matvec(m->embed_controls, D, Na, controls, h, 0);
-                for (int c = 0; c <= m->inner; ++c)
-                    for (int l = 0; l < m->layers; ++l) {
-                        net_matvec(m, m->gate_up[l], 2 * H, D, h, gu, 0);
-                        net_matvec(m, m->down[l], D, H, hidden, h, 1);
-                    }
-                matvec(m->decode, Ny, D, h, y, 1);
-            }
-    free(work);
+    trc_job job = {.what = PRODUCTS_ONLY, .m = m, .B = B};
+    return run(&job);
+}
+
+/* The cores a team may use here (the threads a worker pool may start): 0 without threads. */
+int trc_max_threads(void) {
+#ifdef TRC_HAS_THREADS
+    return TRC_MAX_THREADS;
+#else
     return 0;
+#endif
 }
