@@ -77,7 +77,6 @@ def _library() -> ctypes.CDLL | None:
             library.trc_has_half.restype = ctypes.c_int
             library.trc_pack_blocks.restype = ctypes.c_int
             library.trc_products_only.argtypes = [ctypes.POINTER(_Model), ctypes.c_longlong]
-            library.trc_max_threads.restype = ctypes.c_int
         _LIBRARY = library or False
     return _LIBRARY or None
 

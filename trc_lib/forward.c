@@ -633,12 +633,3 @@ int trc_products_only(const trc_model* m, long long B) {
     trc_job job = {.what = PRODUCTS_ONLY, .m = m, .B = B};
     return run(&job);
 }
-
-/* The cores a team may use here (the threads a worker pool may start): 0 without threads. */
-int trc_max_threads(void) {
-#ifdef TRC_HAS_THREADS
-    return TRC_MAX_THREADS;
-#else
-    return 0;
-#endif
-}
