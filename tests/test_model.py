@@ -114,7 +114,10 @@ def test_compiled_inference_gives_the_same_answers():
     x0, xt = np.random.default_rng(0).uniform(-2, 2, (2, 5, 2))
     eager = model.predict(x0, xt)
     assert model.compile_inference() is model
+    compiled, calls = model._compiled_forward, []
+    model._compiled_forward = lambda *args: calls.append(1) or compiled(*args)
     np.testing.assert_allclose(model.predict(x0, xt), eager, atol=1e-5, rtol=0)
+    assert calls == [1]  # the compiled forward answered, not forward.c
 
 
 def test_bfloat16_inference_is_close_to_float32_and_really_changes_the_arithmetic():
