@@ -111,7 +111,18 @@ class FastForward:
         self._model, self._library = weakref.ref(model), library
         self._matrices, self._terminal, self.half = terminal[:2], terminal[2], half
         net_bytes = sum(p.numel() for p in model.net.parameters()) * (2 if half else 4)
-        self.threads = team_size(net_bytes)  # threads sharing the shared net's products; settable
+        self._threads = team_size(net_bytes)
+
+    @property
+    def threads(self) -> int:
+        """Threads sharing the shared net's products (team_size's choice until set)."""
+        return self._threads
+
+    @threads.setter
+    def threads(self, count: int) -> None:
+        self._threads = count
+        if getattr(self, "_prepared", None) is not None:
+            self._prepared.threads = count
 
     @property
     def model(self):
@@ -160,7 +171,6 @@ class FastForward:
         except RuntimeError:  # inference tensors (a model made under inference_mode) keep no version
             stamp = tuple([w.data_ptr() for w in weights[:-2] if w is not None])
         if stamp == getattr(self, "_stamp", None):
-            self._prepared.threads = self.threads
             return self._prepared
         for w in weights:
             if w is not None and (w.dtype != torch.float32 or w.device.type != "cpu"):

@@ -154,8 +154,8 @@ static void net_matvec(const trc_model* m, const void* WT, int rows, int cols, c
 /* ---- a team of threads for the shared net's products ---------------------------------------
    One thread streams a medium model's float32 net (2.1 MB) from L3 at every answer; two threads
    that each own half of every matrix's rows hold their halves in their own L2 caches: 0.70 ->
-   0.25 ms at batch 1 (Xeon; fast_forward.py's team_size says when a net gets a team). The team runs solve() side by side on the same
-   problem (SPMD): each thread computes its rows of the shared net's products into a buffer the
+   0.25 ms at batch 1 (Xeon; fast_forward.py's team_size says when a net gets a team). The team
+   runs solve() side by side on the same problem (SPMD): each thread computes its rows of the shared net's products into a buffer the
    team shares, waits at a barrier, then does everything else (SwiGLU, the norm, the small
    products, the feedback) on its own copy, the same arithmetic on the same numbers. So every
    thread holds the same answer and the split changes no number: the result is bit for bit the
@@ -453,8 +453,12 @@ typedef struct {
     int status;                   /* thread 0's (every thread reaches the same) */
 } trc_job;
 
-static long work_floats(const trc_model* m) {  /* solve's work, one answer's refinements, used and error */
-    return 6L * m->D + m->y_size + 2L * m->a_size + 3L * m->H + 2L * m->n + 32 + (long)m->steps * m->a_size + 2;
+static long solve_floats(const trc_model* m) {  /* solve's work */
+    return 6L * m->D + m->y_size + 2L * m->a_size + 3L * m->H + 2L * m->n + 32;
+}
+
+static long work_floats(const trc_model* m) {  /* solve's work, then one answer's refinements */
+    return solve_floats(m) + (long)m->steps * m->a_size;
 }
 
 /* One member's share of a job: every thread runs all of it, thread 0 keeps the results. */
@@ -482,7 +486,7 @@ static void run_job(trc_job* job, int tid) {
                 }
         return;
     }
-    float* one = work + 6L * m->D + m->y_size + 2L * m->a_size + 3L * m->H + 2L * m->n + 32;
+    float* one = work + solve_floats(m);
     int used_here = 0;
     float error_here = 0.0f;
     int status = 0;
@@ -626,9 +630,8 @@ int trc_forward(const trc_model* m, long long B, const float* x0, const float* x
 
 /* The floor these kernels allow (benchmarks/performance.py): the matrix products of B answers in
    solve's order and shapes, each reading the output of the one before, on the same team, and
-   nothing else (per supervision step and outer
-   cycle: embed_controls, the shared net's products inner + 1 times, decode), on vectors of
-   zeros. Returns 0, or 3 without memory. */
+   nothing else (per supervision step and outer cycle: embed_controls, the shared net's products
+   inner + 1 times, decode), on vectors of zeros. Returns 0, or 3 without memory. */
 int trc_products_only(const trc_model* m, long long B) {
     trc_job job = {.what = PRODUCTS_ONLY, .m = m, .B = B};
     return run(&job);
