@@ -175,7 +175,7 @@ def matrix_products_alone_ms(model) -> dict:
     # net's weights in half precision (the floor of the float16-weights path)
     from trc_lib.fast_forward import FastForward
     for half, key in ((False, "forward_c_ms"), (True, "forward_c_half_ms")):
-        engine = FastForward.of(model, half=half)
+        engine = FastForward.of(model, "float16" if half else "float32")
         if engine is not None:
             alone[key] = 1e3 * float(np.median(timed(engine.products_only, 300)))
             alone[key.replace("_ms", "_threads")] = engine.threads

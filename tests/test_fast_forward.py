@@ -47,7 +47,7 @@ def test_half_weights_match_the_eager_forward_on_the_same_rounded_weights(system
     precision; PyTorch (large batches, no compiler) computes from the same weights rounded in
     place for the call, and restores them. Both agree to float32 round-off; float32 does not."""
     model = moving_model(system, **overrides)
-    engine = FastForward.of(model, half=True)
+    engine = FastForward.of(model, "float16")
     if engine is None:
         pytest.skip("no C compiler with F16C")
     rng = np.random.default_rng(0)
@@ -121,7 +121,7 @@ def test_a_team_of_threads_computes_the_same_bits(system, overrides, half):
     """forward.c's team shares out the rows of the shared net's products; every other step runs in
     every thread on the same numbers, so the answers, the halting and the errors are identical."""
     model = moving_model(system, **overrides)
-    engine = FastForward.of(model, half=half)
+    engine = FastForward.of(model, "float16" if half else "float32")
     if engine is None:
         pytest.skip("no C compiler (with F16C for half)")
     rng = np.random.default_rng(3)

@@ -1,4 +1,5 @@
-"""The model's forward pass in C for small batches: what predict() runs at batch 1 on a CPU.
+"""The model's forward pass in C: what predict() runs at batch 1 on a CPU, and at every batch in
+bfloat16 on a CPU with AMX.
 
 At batch 1 the model's arithmetic is a chain of matrix-vector products of a few hundred rows,
 about a microsecond each, while PyTorch spends several microseconds dispatching each of the
@@ -10,8 +11,16 @@ with the CPU's own vector instructions (`-O3 -march=native`, c_library.py). It c
 parity with the eager forward is tested to 1e-5 x max(1, u_max). A net too large for one core's
 L2 cache has its products shared by a team of two threads (team_size), which changes no number.
 
-Larger batches go to PyTorch, whose matrix-matrix products use the CPU far better
-(FAST_FORWARD_MAX_BATCH); so do bfloat16, GPUs and torch.compile.
+Larger float32 batches go to PyTorch, whose matrix-matrix products use the CPU far better
+(FAST_FORWARD_MAX_BATCH); so do GPUs and torch.compile.
+
+In bfloat16 (set_inference_precision) on a CPU with AMX (Intel Xeon since Sapphire Rapids), the
+same file runs groups of 32 problems through the whole recursion with the shared net, the answer's
+embedding and the decoder as bfloat16 tiles (tiles() packs the weights), every other step in
+float32, each group's activations kept in the core's caches: at batch 10,000 PyTorch's own
+bfloat16 products are as fast, but the elementwise work between them streams the whole batch
+through memory (benchmarks/performance.py times both). The tiles' arithmetic is tested against
+PyTorch's on the same rounded numbers. Elsewhere bfloat16 runs in PyTorch under autocast.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from .terminal_map import terminal_map
 # measured the two met at a few dozen problems, so 16 keeps C on the side where it is clearly faster.
 # benchmarks/frontier.py times both paths at batch 1.
 FAST_FORWARD_MAX_BATCH = 16
+ENABLED = True  # False: PyTorch everywhere (pytorch_only)
 SOURCE = Path(__file__).with_name("forward.c")
 # A shared net whose weights take more bytes than this shares its products between two threads (a
 # team, forward.c): each holds half the rows in its own core's L2 cache instead of streaming the
@@ -65,7 +75,7 @@ class _Model(ctypes.Structure):
                    ("alpha", "rho_1", "rho_2", "gravity", "margin", "magnitude_offset", "pointing_ratio",
                     "time_scale", "position_scale", "velocity_scale", "dry_mass", "wet_mass", "res_position",
                     "res_velocity")]
-                + [("half", ctypes.c_int), ("threads", ctypes.c_int)])
+                + [("half", ctypes.c_int), ("threads", ctypes.c_int), ("tiles", ctypes.c_int)])
 
 
 def _library() -> ctypes.CDLL | None:
@@ -77,6 +87,7 @@ def _library() -> ctypes.CDLL | None:
             library.trc_forward.argtypes = [ctypes.POINTER(_Model), ctypes.c_longlong, ctypes.c_void_p,
                                             ctypes.c_void_p, ctypes.c_float] + [ctypes.c_void_p] * 3
             library.trc_has_half.restype = ctypes.c_int
+            library.trc_has_tiles.restype = ctypes.c_int
             library.trc_pack_blocks.restype = ctypes.c_int
             library.trc_products_only.argtypes = [ctypes.POINTER(_Model), ctypes.c_longlong]
         _LIBRARY = library or False
@@ -99,6 +110,29 @@ def packed(WT: torch.Tensor, blocks: bool = True) -> torch.Tensor:
     return torch.cat([WT[:, a:b].reshape(-1) for a, b in zip(cuts, cuts[1:]) if b > a])
 
 
+def tiles(W: torch.Tensor, order: list[int] | None = None) -> torch.Tensor:
+    """A Linear's weight W [rows, cols] as forward.c's AMX B operands, in bfloat16: for each block
+    of 16 rows (in `order`, default their own) and each 32 columns, 16 pairs of columns by 16
+    rows, each pair adjacent: [ceil(rows/16), ceil(cols/32), 16, 32], zeros past the last row and column."""
+    rows, cols = W.shape
+    height, width = -(-rows // 16) * 16, -(-cols // 32) * 32
+    padded = torch.zeros(height, width, dtype=W.dtype)
+    padded[:rows, :cols] = W.detach()
+    rows = height
+    blocks = padded.view(rows // 16, 16, width)
+    if order is not None:
+        blocks = blocks[order]
+    # [block, row c, input block kb, pair r, e] -> [block, kb, r, c, e]: element (r, 2c + e) of a tile
+    # is row c's input 32 kb + 2 r + e
+    vnni = blocks.view(rows // 16, 16, width // 32, 16, 2).permute(0, 2, 3, 1, 4)
+    return vnni.contiguous().to(torch.bfloat16)
+
+
+def interleaved(hidden: int) -> list[int]:
+    """gate_up's 16-row blocks as forward.c's tiles take them: gate block j, then up block j."""
+    return [block for j in range(hidden // 16) for block in (j, hidden // 16 + j)]
+
+
 class FastForward:
     """forward.c bound to one model: __call__(x0, x*) -> refinements [N_sup, B, N, m], like model(x0, x*).
 
@@ -106,13 +140,16 @@ class FastForward:
     or a compiled terminal map missing for a nonlinear system's feedback).
     """
 
-    def __init__(self, model, library: ctypes.CDLL, terminal: tuple, half: bool = False):
+    def __init__(self, model, library: ctypes.CDLL, terminal: tuple, precision: str = "float32"):
         """terminal: (A_N, G, None) for a linear system, (None, None, address of the compiled x_N);
-        half: the shared net's weights in IEEE half precision (set_inference_precision("float16"))."""
+        precision: the shared net's, as set_inference_precision names it: "float32"; "float16",
+        weights in IEEE half precision; "bfloat16", AMX tiles, 32 problems at a time."""
         self._model, self._library = weakref.ref(model), library
-        self._matrices, self._terminal, self.half = terminal[:2], terminal[2], half
-        net_bytes = sum(p.numel() for p in model.net.parameters()) * (2 if half else 4)
-        self._threads = team_size(net_bytes)
+        self._matrices, self._terminal = terminal[:2], terminal[2]
+        self.half, self.tiles = precision == "float16", precision == "bfloat16"
+        net_bytes = sum(p.numel() for p in model.net.parameters()) * (2 if self.half else 4)
+        # tiles: every thread takes its own groups of problems, as many threads as PyTorch would use
+        self._threads = max(1, min(8, torch.get_num_threads())) if self.tiles else team_size(net_bytes)
         self._staging = threading.local()  # run_numpy's buffers, by batch size
 
     @property
@@ -131,25 +168,28 @@ class FastForward:
         return self._model()
 
     @classmethod
-    def of(cls, model, half: bool = False) -> "FastForward | None":
-        """The engine of `model` (with its shared net in half precision when `half`), made once per
+    def of(cls, model, precision: str = "float32") -> "FastForward | None":
+        """The engine of `model` with its shared net in `precision` (see __init__), made once per
         model (kept outside it, so copies of the model never carry a ctypes library)."""
         engines = _ENGINES.setdefault(model, {})
-        if half not in engines:
-            engines[half] = cls._make(model, half)
-        return engines[half]
+        if precision not in engines:
+            engines[precision] = cls._make(model, precision)
+        return engines[precision]
 
     @classmethod
-    def _make(cls, model, half: bool) -> "FastForward | None":
+    def _make(cls, model, precision: str) -> "FastForward | None":
         library = _library()
-        if library is None or (half and not library.trc_has_half()):
+        if library is None or (precision == "float16" and not library.trc_has_half()):
+            return None
+        if precision == "bfloat16" and not (library.trc_has_tiles() and model.config.latent_dim % 16 == 0
+                                            and model.config.expansion * model.config.latent_dim % 16 == 0):
             return None
         if model.c_answer_fields()["kind"] == 1:  # the landing's reading computes its own miss (landing_read)
-            return cls(model, library, (None, None, None), half)
+            return cls(model, library, (None, None, None), precision)
         # x_N for the feedback and for halting: A^N and G for a linear system, a compiled C function
         # for an ODE system (None: no C compiler, no fast path)
         terminal = terminal_map(model.problem.system).c_arguments()
-        return None if terminal is None else cls(model, library, terminal, half)
+        return None if terminal is None else cls(model, library, terminal, precision)
 
     def _weights(self) -> list[torch.Tensor]:
         """The tensors forward.c reads, looked up afresh (an assignment or a move may replace one),
@@ -184,7 +224,12 @@ class FastForward:
         address = lambda t: None if t is None else t.data_ptr()
         context, controls, decode, z_init, *rest = copies
         blocks, (error, A_N, G) = rest[:-3], rest[-3:]
-        if self.half:
+        if self.tiles:  # the shared net as AMX tiles, from the weights themselves
+            hidden = self.model.config.expansion * self.model.config.latent_dim
+            blocks = [tiles(w, interleaved(hidden) if i % 2 == 0 else None) for i, w in enumerate(weights[4:-3])]
+            controls, decode = tiles(weights[1]), tiles(weights[2])  # forward.c reads these as tiles too
+            self._copies += [*blocks, controls, decode]  # kept alive with self
+        elif self.half:
             blocks = [block.half() for block in blocks]
             self._copies += blocks  # kept alive with self
         self._gate_up = (ctypes.c_void_p * (len(blocks) // 2))(*(address(w) for w in blocks[0::2]))
@@ -199,7 +244,7 @@ class FastForward:
             embed_context=address(context), embed_controls=address(controls), embed_error=address(error),
             gate_up=ctypes.addressof(self._gate_up), down=ctypes.addressof(self._down), decode=address(decode),
             z_init=address(z_init), A_N=address(A_N), G=address(G), terminal=self._terminal,
-            half=int(self.half), threads=self.threads, **model.c_answer_fields())
+            half=int(self.half), threads=self.threads, tiles=int(self.tiles), **model.c_answer_fields())
         self._stamp = stamp
         return self._prepared
 
@@ -232,7 +277,7 @@ class FastForward:
         states = np.empty((2, B, model.problem.system.state_dim), np.float32)
         out = np.empty(size + 2 * B, np.float32)
         staging = (states, out, states.ctypes.data, out.ctypes.data, size, (steps, B, *answer))
-        if len(self._staging.__dict__) < 64:  # a few batch sizes recur; any other is staged afresh
+        if B <= FAST_FORWARD_MAX_BATCH and len(self._staging.__dict__) < 64:  # small ones recur; large ones cost nothing
             self._staging.__dict__[B] = staging
         return staging
 
@@ -261,12 +306,12 @@ class FastForward:
 
 
 def pytorch_only(predict):
-    """predict with forward.c switched off: PyTorch at every batch size (for comparisons)."""
+    """predict with forward.c switched off: PyTorch at every batch size and precision (for comparisons)."""
     def run(*args, **kwargs):
-        global FAST_FORWARD_MAX_BATCH
-        saved, FAST_FORWARD_MAX_BATCH = FAST_FORWARD_MAX_BATCH, 0
+        global ENABLED
+        saved, ENABLED = ENABLED, False
         try:
             return predict(*args, **kwargs)
         finally:
-            FAST_FORWARD_MAX_BATCH = saved
+            ENABLED = saved
     return run

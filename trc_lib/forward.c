@@ -54,6 +54,8 @@ typedef struct {
           position_scale, velocity_scale, dry_mass, wet_mass, res_position, res_velocity;
     int half;  /* the shared net's weights in IEEE half precision (arithmetic stays float32) */
     int threads;  /* cores that share the shared net's products (see team below); 1: this thread alone */
+    int tiles;    /* gate_up, down, embed_controls and decode are AMX tiles in bfloat16 (fast_forward.tiles):
+                     32 problems at a time, each thread its own */
 } trc_model;
 
 /* y = W x (y += W x when accumulate), on every matrix as fast_forward.py packs it: W transposed
@@ -451,6 +453,7 @@ typedef struct {
     float* work[TRC_MAX_THREADS];  /* each thread's own, allocated before the job starts */
     team teams[TRC_MAX_THREADS];
     int status;                   /* thread 0's (every thread reaches the same) */
+    int statuses[TRC_MAX_THREADS];  /* each thread's own, where each takes its own problems (tiles) */
 } trc_job;
 
 static long solve_floats(const trc_model* m) {  /* solve's work */
@@ -461,11 +464,366 @@ static long work_floats(const trc_model* m) {  /* solve's work, then one answer'
     return solve_floats(m) + (long)m->steps * m->a_size;
 }
 
+/* ---- large batches on Intel AMX: 32 problems at a time, the shared net in bfloat16 tiles ----
+
+   At large batches the products are matrix-matrix products, and an AMX core multiplies bfloat16
+   tiles (16 rows of 32 numbers) ten times faster than its float32 vector units. PyTorch reaches
+   that rate on the products, but between them every elementwise step (SwiGLU, the residual, the
+   norm) streams the whole batch's activations through memory: at batch 10,000 they cost more
+   than the products. Here a group of 32 problems goes through the whole recursion at once, its
+   activations (a few tens of KB) never leave the L1 and L2 caches, and each product's
+   elementwise work runs on its output tiles while they are hot.
+
+   The numbers: the shared net's products read bfloat16 inputs and weights and sum in float32, as
+   under PyTorch's bfloat16 autocast; their outputs, the residual, the norm and everything outside
+   the shared net (the embeddings, the decoder, the answer's reading, the feedback) stay float32,
+   computed by the same functions as solve(). The weights come packed by fast_forward.py as AMX's
+   B operands: for each block of 16 output rows and 32 inputs, 16 pairs of inputs by 16 outputs
+   ([rows / 16][ceil(cols / 32)][16][32] bfloat16, zero past the last input), gate_up's blocks
+   interleaved (gate block j, then up block j) so one output tile pair holds a unit's gate and up.
+   Every thread of the job takes its own groups. */
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#define TRC_TILES 1
+
+/* Whether this CPU has AMX and Linux lets this process use it (a process asks once). */
+int trc_has_tiles(void) {
+    static int allowed = -1;
+    if (allowed < 0) allowed = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+    return allowed;
+}
+
+static void tiles_begin(void) {  /* eight tiles of 16 rows x 64 bytes: C 0-3, A 4-5, B 6-7 */
+    struct { uint8_t palette, start_row, reserved[14]; uint16_t bytes[16]; uint8_t rows[16]; } config;
+    memset(&config, 0, sizeof config);
+    config.palette = 1;
+    for (int i = 0; i < 8; ++i) config.bytes[i] = 64, config.rows[i] = 16;
+    _tile_loadconfig(&config);
+}
+
+/* c[2 i + j] = A's problems 16 i .. 16 i + 15 times B_j (j < blocks), over kb steps of 32 inputs;
+   A: bfloat16 [32][stride], B_j: one block of packed weights. */
+static inline __attribute__((always_inline)) void tile_product(const uint16_t* A, int stride, const uint16_t* B0, const uint16_t* B1,
+                                int blocks, int kb, float c[4][256]) {
+    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+    for (int k = 0; k < kb; ++k) {
+        _tile_loadd(4, A + 32 * k, 2 * stride);
+        _tile_loadd(5, A + 16 * stride + 32 * k, 2 * stride);
+        _tile_loadd(6, B0 + 512 * k, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(2, 5, 6);
+        if (blocks == 2) {
+            _tile_loadd(7, B1 + 512 * k, 64);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+    }
+    _tile_stored(0, c[0], 64); _tile_stored(2, c[2], 64);
+    if (blocks == 2) { _tile_stored(1, c[1], 64); _tile_stored(3, c[3], 64); }
+}
+
+/* e^x for 16 floats (exp8's arithmetic, 2^k by scalef) and silu(g) * u with 1 / (1 + e^-g) from
+   rcp14 and one Newton step. Both to float32 round-off, although the result is rounded to
+   bfloat16 next: an error of 1e-5 moves some values across a rounding boundary, and through the
+   recursion that moved the answers by a thousandth of their scale (rcp14 alone: 2e-3 x u_max). */
+static inline __m512 exp16(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, k);
+}
+static inline __m512 silu_times(__m512 g, __m512 u) {
+    const __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f), exp16(_mm512_sub_ps(_mm512_setzero_ps(), g)));
+    __m512 r = _mm512_rcp14_ps(d);
+    r = _mm512_fmadd_ps(_mm512_fnmadd_ps(d, r, _mm512_set1_ps(1.0f)), r, r);  /* Newton: 2^-14 -> float32 round-off */
+    return _mm512_mul_ps(_mm512_mul_ps(g, r), u);
+}
+static inline void store_bf16(uint16_t* to, __m512 v) { _mm256_storeu_si256((__m256i*)to, (__m256i)_mm512_cvtneps_pbh(v)); }
+
+static int padded(int size) { return (size + 31) / 32 * 32; }
+
+/* Problems per group: 32 (two tiles of rows), or 32 S where the shared net's tiles outgrow a
+   core's L2 cache: each block of weights then serves S times 32 problems while it sits in L1
+   before the next one streams in from L3 (the large model: 10,700 answers/s with 32, 14,000
+   with 256; Xeon, 2 MB L2 per core). */
+static int group_problems(const trc_model* m) {
+    const long net_bytes = 2L * m->layers * (2L * m->H * padded(m->D) + (long)m->D * padded(m->H));
+    return net_bytes > 1536 * 1024 ? 16 * 32 : 32;
+}
+
+/* hidden [P][Hp] = silu(h W_gate^T) * (h W_up^T) in bfloat16, from hb [P][Dp] and gate_up's
+   tiles: one item per 16 hidden units (gate block j and up block j) and 32 problems. The SiLU of
+   an item costs the vector units longer than its products cost the AMX unit, so the two overlap:
+   while the tiles multiply item i + 1, its k-loop carries item i's SiLU, a slice of rows per step
+   (one after the other, the medium model's answers took 1.2 times as long). */
+static void gate_up_tiles(const uint16_t* gate_up, int P, const uint16_t* hb, int Dp, uint16_t* hidden, int H, int Hp) {
+    float c[2][4][256] __attribute__((aligned(64)));
+    const int kb = Dp / 32, per_problem = P / 32, items = H / 16 * per_problem;
+    int done = 0;  /* rows of the item in c[(i + 1) % 2] whose SiLU is written */
+    for (int i = 0; i <= items; ++i) {
+        /* item i - 1 sits in c[(i + 1) % 2]; item i goes into the tiles, then c[i % 2] */
+        const int j_last = (i - 1) / per_problem, q_last = 32 * ((i - 1) % per_problem);
+        float (*last)[256] = c[(i + 1) % 2];
+        done = 0;
+#define SILU_ROWS(UNTIL)                                                                               \
+        for (; i > 0 && done < (UNTIL); ++done) {                                                    \
+            const int p = done % 16, half = done / 16;                                                \
+            store_bf16(hidden + (size_t)(q_last + done) * Hp + 16 * j_last,                            \
+                       silu_times(_mm512_load_ps(last[2 * half] + 16 * p), _mm512_load_ps(last[2 * half + 1] + 16 * p))); \
+        }
+        if (i < items) {
+            const int j = i / per_problem, q = 32 * (i % per_problem);
+            const uint16_t *A = hb + (size_t)q * Dp, *B0 = gate_up + (size_t)2 * j * kb * 512, *B1 = B0 + (size_t)kb * 512;
+            _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+            for (int k = 0; k < kb; ++k) {
+                _tile_loadd(4, A + 32 * k, 2 * Dp);
+                _tile_loadd(5, A + 16 * Dp + 32 * k, 2 * Dp);
+                _tile_loadd(6, B0 + 512 * k, 64);
+                _tile_loadd(7, B1 + 512 * k, 64);
+                _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7); _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
+                SILU_ROWS(32 * (k + 1) / kb)
+            }
+            SILU_ROWS(32)
+            _tile_stored(0, c[i % 2][0], 64); _tile_stored(1, c[i % 2][1], 64);
+            _tile_stored(2, c[i % 2][2], 64); _tile_stored(3, c[i % 2][3], 64);
+        } else {
+            SILU_ROWS(32)
+        }
+#undef SILU_ROWS
+    }
+}
+
+/* h [P][D] <- the shared net of h, as net() does for one problem, for P problems (a multiple of
+   32). hb [P][padded(D)] and hidden [P][padded(H)]: bfloat16 scratch whose padding columns are zero. */
+static void net_tiles(const trc_model* m, int P, float* h, uint16_t* hb, uint16_t* hidden) {
+    const int D = m->D, H = m->H, Dp = padded(D), Hp = padded(H);
+    float c[4][256] __attribute__((aligned(64)));
+    for (int p = 0; p < P; ++p)
+        for (int i = 0; i < D; i += 16) store_bf16(hb + p * Dp + i, _mm512_loadu_ps(h + p * D + i));
+    for (int l = 0; l < m->layers; ++l) {
+        const uint16_t *gate_up = m->gate_up[l], *down = m->down[l];
+        gate_up_tiles(gate_up, P, hb, Dp, hidden, H, Hp);
+        for (int j = 0; j < D / 16; j += 2) {  /* h += down's output blocks j (and j + 1) */
+            const int blocks = j + 1 < D / 16 ? 2 : 1;
+            const uint16_t* B0 = down + (size_t)j * (Hp / 32) * 512;
+            for (int q = 0; q < P; q += 32) {
+                const uint16_t* A = hidden + (size_t)q * Hp;
+                if (blocks == 2) tile_product(A, Hp, B0, B0 + (size_t)(Hp / 32) * 512, 2, Hp / 32, c);
+                else tile_product(A, Hp, B0, NULL, 1, Hp / 32, c);
+                for (int p = 0; p < 16; ++p)
+                    for (int b = 0; b < blocks; ++b) {
+                        float *low = h + (size_t)(q + p) * D + 16 * (j + b), *high = low + 16 * D;
+                        _mm512_storeu_ps(low, _mm512_add_ps(_mm512_loadu_ps(low), _mm512_load_ps(c[b] + 16 * p)));
+                        _mm512_storeu_ps(high, _mm512_add_ps(_mm512_loadu_ps(high), _mm512_load_ps(c[2 + b] + 16 * p)));
+                    }
+            }
+        }
+        for (int p = 0; p < P; ++p) {  /* RMSNorm, and the next product's bfloat16 input */
+            float* row = h + p * D;
+            __m512 sum = _mm512_setzero_ps();
+            for (int i = 0; i < D; i += 16) sum = _mm512_fmadd_ps(_mm512_loadu_ps(row + i), _mm512_loadu_ps(row + i), sum);
+            const __m512 scale = _mm512_set1_ps(1.0f / sqrtf(_mm512_reduce_add_ps(sum) / D + m->eps));
+            for (int i = 0; i < D; i += 16) {
+                const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(row + i), scale);
+                _mm512_storeu_ps(row + i, v);
+                store_bf16(hb + p * Dp + i, v);
+            }
+        }
+    }
+}
+
+/* out[p][i] = sum_k A[p][k] W[i][k] for P problems p (a multiple of 32) and i < rows (out +=
+   that when accumulate): A bfloat16 [P][Kp], W packed tiles of rows rounded up to 16 (zeros past
+   rows), out [P][ldo] float32. The embeddings of the answer and the decoder, whose sizes are the
+   problem's, not multiples of 16. */
+static void tile_linear(int P, const uint16_t* A, int Kp, const uint16_t* W, int rows, float* out, int ldo,
+                        int accumulate) {
+    float c[4][256] __attribute__((aligned(64)));
+    const int blocks = (rows + 15) / 16, kb = Kp / 32;
+    for (int j = 0; j < blocks; j += 2)
+    for (int q = 0; q < P; q += 32) {
+        const int two = j + 1 < blocks;
+        const uint16_t* B0 = W + (size_t)j * kb * 512;
+        if (two) tile_product(A + (size_t)q * Kp, Kp, B0, B0 + (size_t)kb * 512, 2, kb, c);
+        else tile_product(A + (size_t)q * Kp, Kp, B0, NULL, 1, kb, c);
+        for (int b = 0; b <= two; ++b) {
+            const int first = 16 * (j + b), width = rows - first < 16 ? rows - first : 16;
+            const __mmask16 mask = (__mmask16)((1u << width) - 1);
+            for (int p = 0; p < 32; ++p) {
+                float* to = out + (size_t)(q + p) * ldo + first;
+                __m512 v = _mm512_load_ps(c[2 * (p / 16) + b] + 16 * (p % 16));
+                if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, to));
+                _mm512_mask_storeu_ps(to, mask, v);
+            }
+        }
+    }
+}
+
+static void store_bf16_row(uint16_t* to, const float* x, int size) {  /* size floats; the padding stays */
+    for (int i = 0; i < size; i += 16) {
+        const __mmask16 mask = (__mmask16)(size - i < 16 ? (1u << (size - i)) - 1 : 0xffff);
+        _mm256_mask_storeu_epi16(to + i, mask, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, x + i)));
+    }
+}
+
+static long tile_floats(const trc_model* m) {  /* a group's work: see solve_group (its 12 arrays, 16 floats each to align) */
+    return (long)group_problems(m) * (5L * m->D + m->y_size + (padded(m->D) + padded(m->H) + padded(m->a_size)) / 2 + 1)
+           + 3L * m->a_size + 16 + 16 * 14;
+}
+
+static float* aligned(float* p) { return (float*)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
+
+/* Problems first .. first + count - 1 (count <= 32), as solve() computes each of them but with
+   the shared net in tiles; the rows past count are zeros that nobody reads. refinements
+   [steps][B][a_size], used and errors [B], as trc_forward's. */
+static int solve_group(const trc_model* m, float* work, long long B, long long first, int count, const float* x0s,
+                       const float* xts, float tolerance, float* refinements, int* used, float* errors) {
+    const int n = m->n, D = m->D, Ny = m->y_size, Na = m->a_size, P = group_problems(m);
+    /* every array on a cache line of its own: a tile row or a vector that straddles two lines
+       loads at half speed (the medium model's answers took 1.7 times as long) */
+    float *context = aligned(work), *z = aligned(context + P * D), *question = aligned(z + P * D);
+    float *ce = aligned(question + P * D), *h = aligned(ce + P * D), *y = aligned(h + P * D);
+    float *u = aligned(y + P * Ny), *scaled = aligned(u + Na), *answer = aligned(scaled + Na + 16);
+    int *done = (int*)aligned(answer + Na);
+    uint16_t *hb = (uint16_t*)aligned((float*)(done + P)), *hidden = (uint16_t*)aligned((float*)(hb + P * padded(D)));
+    uint16_t *features = (uint16_t*)aligned((float*)(hidden + P * padded(m->H)));  /* [32][padded(Na)] */
+    float miss[16];
+    const int miss_size = m->kind == 0 ? n : 6;
+    if (n > 16 || Na > 4096) return 2;
+    memset(work, 0, sizeof(float) * tile_floats(m));
+    for (int p = 0; p < P; ++p) {
+        memcpy(z + p * D, m->z_init, sizeof(float) * D);
+        done[p] = p >= count;
+    }
+    for (int p = 0; p < count; ++p) {
+        const float *x0 = x0s + (first + p) * n, *xt = xts + (first + p) * n;
+        matvec(m->embed_context, D, context_input(m, x0, xt, scaled), scaled, context + p * D, 0);
+    }
+    int left = count;
+    for (int s = 0; s < m->steps && left > 0; ++s) {
+        for (int r = 0; r < m->outer; ++r) {
+            for (int p = 0; p < count; ++p) {
+                const float *x0 = x0s + (first + p) * n, *xt = xts + (first + p) * n;
+                if (m->kind == 0) {
+                    bounded(m, y + p * Ny, u);
+                    for (int i = 0; i < Na; ++i) scaled[i] = u[i] / m->u_max;
+                    if (m->feedback) {
+                        if (terminal_state(m, x0, u, miss)) return 1;
+                        for (int i = 0; i < n; ++i) miss[i] = (miss[i] - xt[i]) / m->state_scale;
+                    }
+                } else {
+                    landing_read(m, x0, xt, y + p * Ny, u, scaled, m->feedback ? miss : NULL);
+                }
+                store_bf16_row(features + p * padded(Na), scaled, Na);
+                float* question_p = question + p * D;
+                memcpy(question_p, context + p * D, sizeof(float) * D);
+                if (m->feedback) matvec(m->embed_error, D, miss_size, miss, question_p, 1);
+            }
+            tile_linear(P, features, padded(Na), (const uint16_t*)m->embed_controls, D, ce, D, 0);
+            for (int i = 0; i < P * D; ++i) question[i] += ce[i];
+            for (int c = 0; c < m->inner; ++c) {
+                for (int i = 0; i < P * D; ++i) z[i] += question[i];
+                net_tiles(m, P, z, hb, hidden);
+            }
+            for (int i = 0; i < P * D; ++i) h[i] = ce[i] + z[i];
+            net_tiles(m, P, h, hb, hidden);
+            tile_linear(P, hb, padded(D), (const uint16_t*)m->decode, Ny, y, Ny, 1);  /* hb: net_tiles' bfloat16 h */
+        }
+        for (int p = 0; p < count; ++p) {
+            if (done[p]) continue;
+            const float *x0 = x0s + (first + p) * n, *xt = xts + (first + p) * n;
+            if (m->kind == 0) bounded(m, y + p * Ny, answer);
+            else landing_read(m, x0, xt, y + p * Ny, answer, scaled, NULL);
+            for (int later = s; later < m->steps; ++later)  /* later steps overwrite it unless it halts */
+                memcpy(refinements + ((long)later * B + first + p) * Na, answer, sizeof(float) * Na);
+            used[first + p] = s + 1;
+            if (tolerance > 0.0f && m->kind == 0) {
+                if (terminal_state(m, x0, answer, miss)) return 1;
+                float sq = 0.0f;
+                for (int i = 0; i < n; ++i) sq += (miss[i] - xt[i]) * (miss[i] - xt[i]);
+                errors[first + p] = sqrtf(sq);
+                if (errors[first + p] < tolerance) done[p] = 1, --left;
+            }
+        }
+    }
+    return 0;
+}
+
+/* The product of P problems' A [P][Kp] with a packed W of `rows` outputs (in `order` of its
+   16-row blocks, see tiles()), each output tile stored and dropped: a product and nothing else. */
+static void product_alone(int P, const uint16_t* A, int Kp, const uint16_t* W, int rows) {
+    float c[4][256] __attribute__((aligned(64)));
+    const int blocks = (rows + 15) / 16, kb = Kp / 32;
+    for (int j = 0; j < blocks; j += 2)
+        for (int q = 0; q < P; q += 32) {
+            const uint16_t* B0 = W + (size_t)j * kb * 512;
+            if (j + 1 < blocks) tile_product(A + (size_t)q * Kp, Kp, B0, B0 + (size_t)kb * 512, 2, kb, c);
+            else tile_product(A + (size_t)q * Kp, Kp, B0, NULL, 1, kb, c);
+        }
+}
+
+/* The tiles' floor (benchmarks/performance.py): a group's products in solve_group's order and
+   shapes, on zeros, and nothing else (per supervision step and outer cycle: the answer's
+   embedding, the shared net inner + 1 times, the decoder). */
+static void tile_products_only(const trc_model* m, float* work, int P) {
+    const int D = m->D, Dp = padded(D), Hp = padded(m->H), Nap = padded(m->a_size);
+    uint16_t *hb = (uint16_t*)aligned(work), *hidden = hb + (size_t)P * Dp, *features = hidden + (size_t)P * Hp;
+    memset(hb, 0, sizeof(uint16_t) * (size_t)P * (Dp + Hp + Nap));
+    for (int s = 0; s < m->steps; ++s)
+        for (int r = 0; r < m->outer; ++r) {
+            product_alone(P, features, Nap, (const uint16_t*)m->embed_controls, D);
+            for (int c = 0; c <= m->inner; ++c)
+                for (int l = 0; l < m->layers; ++l) {
+                    product_alone(P, hb, Dp, m->gate_up[l], 2 * m->H);
+                    product_alone(P, hidden, Hp, m->down[l], D);
+                }
+            product_alone(P, hb, Dp, (const uint16_t*)m->decode, m->y_size);
+        }
+}
+
+/* This thread's groups of a job: groups tid, tid + T, ... */
+static int run_tiles(const trc_job* job, float* work, int tid, int T) {
+    if (!trc_has_tiles() || job->m->D % 16 || job->m->H % 16) return 2;
+    tiles_begin();
+    int status = 0;
+    const int P = group_problems(job->m);
+    for (long long g = tid; g * P < job->B && !status; g += T) {
+        const long long first = g * P;
+        const int count = job->B - first < P ? (int)(job->B - first) : P;
+        if (job->what == PRODUCTS_ONLY) tile_products_only(job->m, work, P);
+        else status = solve_group(job->m, work, job->B, first, count, job->x0, job->xt, job->tolerance,
+                                  job->refinements, job->used, job->errors);
+    }
+    _tile_release();
+    return status;
+}
+#else
+int trc_has_tiles(void) { return 0; }
+static long tile_floats(const trc_model* m) { return solve_floats(m); }  /* never asked for: no tiles here */
+#endif
+
 /* One member's share of a job: every thread runs all of it, thread 0 keeps the results. */
 static void run_job(trc_job* job, int tid) {
     const trc_model* m = job->m;
     const team* t = &job->teams[tid];
     float* work = job->work[tid];
+#ifdef TRC_TILES
+    if (m->tiles) {
+        job->statuses[tid] = run_tiles(job, work, tid, t->T);
+        return;
+    }
+#endif
     if (job->what == PRODUCTS_ONLY) {  /* solve's products in its order and shapes, on zeros, each
                                           reading the one before's output (on a team, from the others) */
         const int D = m->D, H = m->H, Ny = m->y_size, Na = m->a_size;
@@ -577,6 +935,7 @@ static int start_workers(int T) {
    without memory. */
 static int run(trc_job* job) {
     const trc_model* m = job->m;
+    if (m->tiles && !trc_has_tiles()) return 2;
     int T = m->threads < 1 ? 1 : m->threads > TRC_MAX_THREADS ? TRC_MAX_THREADS : m->threads;
     if (!trc_pack_blocks()) T = 1;
 #ifdef TRC_HAS_THREADS
@@ -587,12 +946,14 @@ static int run(trc_job* job) {
     T = 1;
 #endif
     float* shared = malloc(sizeof(float) * (2L * m->H + m->D));
-    trc_barrier barrier;
-    atomic_init(&barrier.count, 0);
-    atomic_init(&barrier.generation, 0);
+    /* One barrier for every job, never reset: a worker still spinning on the last job's final
+       barrier must see its generation move on, not a fresh zero at the same address (a barrier
+       on this stack frame, remade by the next call, left such a worker spinning forever). Only
+       the pool's owner (busy) uses it. */
+    static trc_barrier barrier;
     int status = shared ? 0 : 3;
     for (int tid = 0; tid < T; ++tid) {
-        job->work[tid] = status ? NULL : malloc(sizeof(float) * work_floats(m));
+        job->work[tid] = status ? NULL : malloc(sizeof(float) * (m->tiles ? tile_floats(m) : work_floats(m)));
         if (!job->work[tid]) status = 3;
         job->teams[tid] = (team){tid, T, shared, shared ? shared + 2L * m->H : NULL, &barrier};
     }
@@ -610,6 +971,8 @@ static int run(trc_job* job) {
         run_job(job, 0);
         team_sync(&job->teams[0]);  /* every worker is done with the job and its buffers */
         status = job->status;
+        for (int tid = 0; tid < T; ++tid)
+            if (job->statuses[tid]) status = job->statuses[tid];
     }
 #ifdef TRC_HAS_THREADS
     if (owner) pthread_mutex_unlock(&pool.busy);

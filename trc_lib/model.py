@@ -271,10 +271,11 @@ class TinyRecursiveControl(nn.Module):
         "float16" (the shared net's weights rounded to IEEE half precision, arithmetic in float32).
 
         bfloat16 pays off at large batches on hardware with bfloat16 matrix units (Intel AMX,
-        recent GPUs): about 3x the float32 throughput at batch 10,000 on an AMX Xeon, at the price of
-        a larger terminal error (8 significant bits per product; the answers' accuracy is
-        measured in benchmarks/performance.py). Without such units it is slower than float32,
-        and at batch 1 it never helps. The error feedback of linear systems stays in float32.
+        recent GPUs), at the price of a larger terminal error (8 significant bits per product;
+        the answers' accuracy is measured in benchmarks/performance.py). On a CPU with AMX it runs
+        forward.c's tiles (fast_forward.py) at every batch size: the shared net, the answer's
+        embedding and the decoder in bfloat16, all else in float32. Elsewhere PyTorch runs it under
+        autocast, which without bfloat16 units is slower than float32. The error feedback stays in float32.
 
         float16 is for batch 1 on a CPU: forward.c streams the shared net's weights at half the
         bytes, which is what bounds a medium or large model there once its weights outgrow the
@@ -325,10 +326,11 @@ class TinyRecursiveControl(nn.Module):
         faster path (float32 or float16 weights on the CPU, small batches, a C compiler at hand);
         None elsewhere."""
         precision = self.__dict__.get("_inference_precision", "float32")
-        if (batch_size is None or batch_size > fast_forward.FAST_FORWARD_MAX_BATCH or precision == "bfloat16"
-                or self._buffers["z_init"].device.type != "cpu"):
+        if batch_size is None or not fast_forward.ENABLED or self._buffers["z_init"].device.type != "cpu":
             return None
-        return fast_forward.FastForward.of(self, half=precision == "float16")
+        if precision != "bfloat16" and batch_size > fast_forward.FAST_FORWARD_MAX_BATCH:
+            return None
+        return fast_forward.FastForward.of(self, precision)  # bfloat16: AMX tiles at any batch, where the CPU has them
 
     @torch.no_grad()  # not inference_mode: torch.compile's guards fail on the feedback's matrices inside it
     def _predict_refinements_torch(self, initial_states, target_states, device=None) -> np.ndarray:
