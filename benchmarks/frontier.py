@@ -10,9 +10,10 @@ unless --retrain), and scores every configuration on the test set:
 
     path        "C": predict() as a user calls it (forward.c up to batch 16, PyTorch above);
                 "PyTorch": the eager forward, timed at batch 1 only (at --large_batch it is the
-                code the C row times); "bfloat16": PyTorch under bfloat16 autocast, timed at
-                --large_batch only (it never helps at batch 1) and only where the CPU has
-                bfloat16 instructions
+                code the C row times); "bfloat16": predict() in bfloat16 as a user calls it:
+                forward.c's AMX tiles where the CPU has them (timed at both batches), else
+                PyTorch under autocast (timed at --large_batch only, where the CPU has bfloat16
+                instructions: it never helps at batch 1)
     tolerance   "-": every refinement; t: halting once the simulated terminal error is below t
     Newton      nonlinear tasks, --newton_steps K > 0: "C + Newton (K, final)" projects the final
                 answer onto the terminal constraint by K Gauss-Newton steps (projection.py);
@@ -46,7 +47,7 @@ from trc_lib.interfaces import workflow
 from trc_lib.baselines import OracleController
 from trc_lib.compare import TRCController, format_percent
 from trc_lib.evaluate import metrics, score_controls, time_inference
-from trc_lib.fast_forward import pytorch_only
+from trc_lib.fast_forward import FastForward, pytorch_only
 from trc_lib.files import write_json
 from trc_lib.model import ModelConfig
 from trc_lib.interfaces.pipeline import TEST_SEED, TRAIN_SEED
@@ -72,6 +73,11 @@ def has_bfloat16_instructions() -> bool:
     except (OSError, StopIteration):
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def has_tiles(model) -> bool:
+    """Whether predict in bfloat16 runs forward.c's AMX tiles here (fast at every batch)."""
+    return FastForward.of(model, "bfloat16") is not None
 
 
 def dataset(folder: Path, count: int, seed: int, options: dict) -> Path:
@@ -100,20 +106,19 @@ def trained(task: str, size: str, train_path: Path, args) -> Path:
 
 def score_configuration(model, test, path: str, tolerance, large_batch: int) -> dict:
     model.set_inference_precision("bfloat16" if path == "bfloat16" else "float32")
-    predict = (lambda x0, xt: model.predict(x0, xt, tolerance=tolerance)) if path == "C" else \
+    predict = (lambda x0, xt: model.predict(x0, xt, tolerance=tolerance)) if path != "PyTorch" else \
         pytorch_only(lambda x0, xt: model.predict(x0, xt, tolerance=tolerance))
     if tolerance is None:
         controls, used = predict(test.initial_states, test.target_states), model.config.num_supervision_steps
     else:
-        answer = (model.predict_anytime if path == "C" else pytorch_only(model.predict_anytime))(
+        answer = (model.predict_anytime if path != "PyTorch" else pytorch_only(model.predict_anytime))(
             test.initial_states, test.target_states, tolerance)
         controls, used = answer.controls, float(answer.refinements.mean())
     summary = metrics(score_controls(test, controls))
     row = {"path": path, "tolerance": tolerance, "success": summary["success_rate"],
            "gap_median": summary["cost_gap"]["median"], "gap_p90": summary["cost_gap"]["p90"],
            "refinements": float(used)}
-    timed_at_batch_1 = path != "bfloat16"  # bfloat16 never helps at batch 1
-    if timed_at_batch_1:
+    if path != "bfloat16" or has_tiles(model):  # bfloat16 under autocast never helps at batch 1
         row["batch_1_ms"] = time_inference(predict, test.initial_states, test.target_states, 1)["median_ms"]
     if path == "C" or (path == "bfloat16" and has_bfloat16_instructions()):
         row["large_us"] = time_inference(predict, test.initial_states, test.target_states, large_batch,
@@ -136,7 +141,7 @@ def score_newton(model, test, steps: int, every_refinement: bool, tolerance, pat
            "tolerance": tolerance, "success": summary["success_rate"], "gap_median": summary["cost_gap"]["median"],
            "gap_p90": summary["cost_gap"]["p90"],
            "refinements": float(model.config.num_supervision_steps if used is None or every_refinement else used.mean())}
-    if path != "bfloat16":
+    if path != "bfloat16" or has_tiles(model):
         row["batch_1_ms"] = time_inference(polished.predict, test.initial_states, test.target_states, 1)["median_ms"]
     if path != "bfloat16" or has_bfloat16_instructions():
         row["large_us"] = time_inference(polished.predict, test.initial_states, test.target_states, large_batch,

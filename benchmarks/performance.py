@@ -12,9 +12,9 @@ Measures on this machine, and writes outputs/benchmark/performance.{json,md}:
   float16 weights), eager PyTorch, torch.compile and ONNX Runtime (and
   on the GPU, synchronized, when there is one), next to the exact closed-form matrix
   u = M [x0; x*] (the physical limit on this problem) and the exact oracle;
-- the same in bfloat16 (eager PyTorch under autocast, and compiled; fast where the CPU has AMX; skipped on a
-  CPU without bfloat16 instructions, where it is emulated), and the accuracy of every path on the
-  guide's test set, from the full run's model;
+- the same in bfloat16 (eager PyTorch under autocast, compiled, and predict on forward.c's AMX tiles
+  where the CPU has them; skipped on a CPU without bfloat16 instructions, where it is emulated),
+  and the accuracy of every path on the guide's test set, from the full run's model;
 - parameters, checkpoint size, and peak resident memory of a fresh process that loads the
   model and runs batch 10,000;
 - what this machine allows the architecture at all: at batch 1, the model's matrix products
@@ -23,7 +23,8 @@ Measures on this machine, and writes outputs/benchmark/performance.{json,md}:
   the floor of the float16-weights path), a lower bound on any implementation built on those
   kernels (forward.c's on the team of threads predict uses); at batch 10,000, the problems per
   second the plain-matmul rate would give if every FLOP of the model ran at it, and what the
-  model's products alone reach there in PyTorch (float32 and bfloat16): the kernels' own limit;
+  model's products alone reach there in PyTorch (float32 and bfloat16) and on forward.c's AMX
+  tiles: the kernels' own limit;
 - the bars, each with the measured figure and its bound on this machine: every size's fastest
   float32 batch-1 path within 1.2x of its matrix products alone (the fastest of the three; the
   float16-weights path against its own), and its batch-10,000 rate at 70% or more
@@ -52,7 +53,7 @@ from trc_lib.interfaces import workflow
 from trc_lib.data import create_data_loaders, generate_dataset, load_dataset, make_problem, save_dataset
 from trc_lib.evaluate import hardware
 from trc_lib.export import OnnxController, export_onnx
-from trc_lib.fast_forward import pytorch_only
+from trc_lib.fast_forward import FastForward, pytorch_only
 from trc_lib.files import atomic_path, write_json
 from trc_lib.training import train
 
@@ -173,7 +174,6 @@ def matrix_products_alone_ms(model) -> dict:
     alone = {"onnx_runtime_ms": onnx_ms, "pytorch_ms": torch_ms, "matrices": len(matrices)}
     # forward.c's own kernels, the same products on vectors of zeros: float32, and the shared
     # net's weights in half precision (the floor of the float16-weights path)
-    from trc_lib.fast_forward import FastForward
     for half, key in ((False, "forward_c_ms"), (True, "forward_c_half_ms")):
         engine = FastForward.of(model, "float16" if half else "float32")
         if engine is not None:
@@ -214,9 +214,11 @@ def accuracy_rows(checkpoint, test, onnx_path) -> dict:
     the speed options must not cost the accuracy bars."""
     from trc_lib.compare import TRCController, evaluate_controller
     rows = {}
-    for precision in ("float32", "bfloat16"):
+    for precision in ("float32", "bfloat16"):  # 1,000 problems at once: PyTorch, under autocast for bfloat16
         model = load_model(checkpoint).set_inference_precision(precision)
-        rows[f"eager PyTorch, {precision}"] = evaluate_controller(TRCController(model), test, timing=False)
+        rows[f"eager PyTorch, {precision}"] = pytorch_only(evaluate_controller)(TRCController(model), test, timing=False)
+    if FastForward.of(model, "bfloat16") is not None:  # what predict runs in bfloat16 on this CPU
+        rows["forward.c's AMX tiles, bfloat16"] = evaluate_controller(TRCController(model), test, timing=False)
     rows["ONNX Runtime"] = evaluate_controller(OnnxController(onnx_path), test, timing=False)
     return rows
 
@@ -335,8 +337,17 @@ def main():
         if report["bfloat16_units"] != "none":  # without them bfloat16 is emulated: slower, and minutes to time
             bfloat16 = TinyRecursiveControl.create(size, problem=problem).eval().set_inference_precision("bfloat16")
             bfloat16.load_state_dict(model.state_dict())
-            report["inference"][f"{size}: eager PyTorch, bfloat16"] = latency_and_throughput(bfloat16.predict)
+            report["inference"][f"{size}: eager PyTorch, bfloat16"] = latency_and_throughput(pytorch_only(bfloat16.predict))
             print(f"{size} eager bfloat16: {report['inference'][f'{size}: eager PyTorch, bfloat16']}", flush=True)
+            tiles = FastForward.of(bfloat16, "bfloat16")
+            if tiles is not None:  # AMX: predict in bfloat16 runs forward.c's tiles at every batch
+                report["inference"][f"{size}: predict, bfloat16 (forward.c, AMX tiles)"] = latency_and_throughput(
+                    bfloat16.predict)
+                print(f"{size} AMX tiles: {report['inference'][f'{size}: predict, bfloat16 (forward.c, AMX tiles)']}",
+                      flush=True)
+                report["models"][size]["matrix_products_alone_batch_10000_per_s"]["AMX tiles"] = \
+                    10000 / float(np.median(timed(lambda: tiles.products_only(10000), 5)))
+                report["models"][size]["tile_threads"] = tiles.threads
         report["models"][size]["eager_gflops_batch_10000"] = (
             report["inference"][f"{size}: eager PyTorch"]["batch_10000_per_s"] * flops_per_problem(model) / 1e9)
         if not args.no_compile:
@@ -406,11 +417,13 @@ def render(report, reference) -> str:
                   "kernels; forward.c's on the team of threads its predict uses), the problems per second at "
                   "batch 10,000 if every FLOP ran at the best plain-matmul rate above (the large model's bigger "
                   "matrices can run a little faster than that), and what the same products alone reach at "
-                  "batch 10,000 in PyTorch", "",
+                  "batch 10,000 in PyTorch and on forward.c's AMX tiles (where the CPU has them: each group of "
+                  "problems' products from the cache, nothing between them)", "",
               "| model | matrix products per answer | alone in ONNX Runtime, batch 1 | alone in PyTorch, batch 1 "
               "| alone in forward.c, batch 1 | alone in forward.c, float16 weights, batch 1 "
-              "| at the matmul rate, batch 10,000 | alone, batch 10,000, float32 | alone, batch 10,000, bfloat16 |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| at the matmul rate, batch 10,000 | alone, batch 10,000, float32 | alone, batch 10,000, bfloat16 "
+              "| alone, batch 10,000, AMX tiles |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     ms = lambda value: "-" if value is None else f"{value:.3f} ms"
     team = lambda alone, key: "" if alone.get(key, 1) == 1 else f" ({alone[key]} threads)"
     per_s = lambda value: "-" if value is None else f"{value:,.0f}/s"
@@ -420,7 +433,8 @@ def render(report, reference) -> str:
                      f"| {ms(alone.get('forward_c_ms'))}{team(alone, 'forward_c_threads')} "
                      f"| {ms(alone.get('forward_c_half_ms'))}{team(alone, 'forward_c_half_threads')} "
                      f"| {ceiling_per_s(report, size):,.0f}/s | {per_s(wide.get('float32'))} "
-                     f"| {per_s(wide.get('bfloat16'))} |")
+                     f"| {per_s(wide.get('bfloat16'))} | {per_s(wide.get('AMX tiles'))}"
+                     + ("" if "tile_threads" not in m else f" ({m['tile_threads']} threads)") + " |")
     return "\n".join(lines + [""] + bar_rows(report))
 
 
@@ -459,7 +473,8 @@ def bar_rows(report) -> list[str]:
         products = max(model.get("matrix_products_alone_batch_10000_per_s", {}).values(), default=None)
         row(f"{size}, batch 10,000: >= 70% of the problems/s the matmul rate allows", f"{per_s:,.0f}/s ({fastest})",
             f"{ceiling:,.0f}/s at the best matmul rate: {100 * per_s / ceiling:.0f}%"
-            + ("" if products is None else f" (the products alone reach {100 * products / ceiling:.0f}%)"),
+            + ("" if products is None else f" (the products alone reach {100 * products / ceiling:.0f}% on the "
+                                           f"fastest kernels; this path runs at {100 * per_s / products:.0f}% of them)"),
             per_s >= 0.7 * ceiling)
     minutes = training.get("guide's full run (medium, 100 epochs, patience 20): minutes")
     if minutes is not None:
