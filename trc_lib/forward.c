@@ -689,12 +689,13 @@ static long tile_floats(const trc_model* m) {  /* a group's work: see solve_grou
 
 static float* aligned(float* p) { return (float*)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
 
-/* Problems first .. first + count - 1 (count <= 32), as solve() computes each of them but with
-   the shared net in tiles; the rows past count are zeros that nobody reads. refinements
-   [steps][B][a_size], used and errors [B], as trc_forward's. */
-static int solve_group(const trc_model* m, float* work, long long B, long long first, int count, const float* x0s,
-                       const float* xts, float tolerance, float* refinements, int* used, float* errors) {
-    const int n = m->n, D = m->D, Ny = m->y_size, Na = m->a_size, P = group_problems(m);
+/* Problems first .. first + count - 1 (count <= P, P a multiple of 32 up to group_problems), as
+   solve() computes each of them but with the shared net in tiles; the rows past count are zeros
+   that nobody reads. refinements [steps][B][a_size], used and errors [B], as trc_forward's. */
+static int solve_group(const trc_model* m, int P, float* work, long long B, long long first, int count,
+                       const float* x0s, const float* xts, float tolerance, float* refinements, int* used,
+                       float* errors) {
+    const int n = m->n, D = m->D, Ny = m->y_size, Na = m->a_size;
     /* every array on a cache line of its own: a tile row or a vector that straddles two lines
        loads at half speed (the medium model's answers took 1.7 times as long) */
     float *context = aligned(work), *z = aligned(context + P * D), *question = aligned(z + P * D);
@@ -802,12 +803,16 @@ static int run_tiles(const trc_job* job, float* work, int tid, int T) {
     if (!trc_has_tiles() || job->m->D % 16 || job->m->H % 16) return 2;
     tiles_begin();
     int status = 0;
-    const int P = group_problems(job->m);
+    /* groups as large as the model asks, or smaller where the batch has fewer problems per thread
+       (a large model's single problem in a group of 512 took 60 ms) */
+    const long long share = (job->B + T - 1) / T;
+    int P = group_problems(job->m);
+    if (share < P) P = share < 32 ? 32 : (int)((share + 31) / 32 * 32);
     for (long long g = tid; g * P < job->B && !status; g += T) {
         const long long first = g * P;
         const int count = job->B - first < P ? (int)(job->B - first) : P;
         if (job->what == PRODUCTS_ONLY) tile_products_only(job->m, work, P);
-        else status = solve_group(job->m, work, job->B, first, count, job->x0, job->xt, job->tolerance,
+        else status = solve_group(job->m, P, work, job->B, first, count, job->x0, job->xt, job->tolerance,
                                   job->refinements, job->used, job->errors);
     }
     _tile_release();
