@@ -397,8 +397,9 @@ static int solve(const trc_model* m, const team* t, const float* x0, const float
     int n = m->n, D = m->D, Ny = m->y_size, Na = m->a_size;
     float *context = work, *z = context + D, *question = z + D, *h = question + D, *ce = h + D;
     float *y = ce + D, *u = y + Ny, *hidden = u + Na, *scaled = hidden + m->H;
-    float miss[16];
+    float miss[16], checked[16];
     int miss_size = m->kind == 0 ? n : 6;
+    int reuse_check = 0;  /* the halting check's x_N is the next recursion's feedback: see solve_group */
     if (n > 16 || Na > 4096) return 2;
     matvec(m->embed_context, D, context_input(m, x0, xt, scaled), scaled, context, 0);
     memset(y, 0, sizeof(float) * Ny);
@@ -409,12 +410,14 @@ static int solve(const trc_model* m, const team* t, const float* x0, const float
                 bounded(m, y, u);
                 for (int i = 0; i < Na; ++i) scaled[i] = u[i] / m->u_max;
                 if (m->feedback) {
-                    if (terminal_state(m, x0, u, miss)) return 1;
+                    if (reuse_check) memcpy(miss, checked, sizeof(float) * n);
+                    else if (terminal_state(m, x0, u, miss)) return 1;
                     for (int i = 0; i < n; ++i) miss[i] = (miss[i] - xt[i]) / m->state_scale;
                 }
             } else {
                 landing_read(m, x0, xt, y, u, scaled, m->feedback ? miss : NULL);
             }
+            reuse_check = 0;
             matvec(m->embed_controls, D, Na, scaled, ce, 0);
             for (int i = 0; i < D; ++i) question[i] = context[i] + ce[i];
             if (m->feedback) matvec(m->embed_error, D, miss_size, miss, question, 1);
@@ -432,6 +435,8 @@ static int solve(const trc_model* m, const team* t, const float* x0, const float
         *used = s + 1;
         if (tolerance > 0.0f && m->kind == 0) {
             if (terminal_state(m, x0, answer, miss)) return 1;
+            memcpy(checked, miss, sizeof(float) * n);
+            reuse_check = 1;
             float sq = 0.0f;
             for (int i = 0; i < n; ++i) sq += (miss[i] - xt[i]) * (miss[i] - xt[i]);
             *error = sqrtf(sq);
@@ -446,8 +451,13 @@ static int solve(const trc_model* m, const team* t, const float* x0, const float
 }
 
 /* ---- the team's jobs ---------------------------------------------------------------------- */
+/* Between supervision steps (halting on tiles): each problem's context, latent z and answer y,
+   [B][D], [B][D] and [B][y_size]. */
+typedef struct { float *context, *z, *y, *checked; } tile_state;  /* checked [B][n]: x_N of the last check */
+
 enum { FORWARD, PRODUCTS_ONLY };
 #define TRC_MAX_THREADS 8
+#define TRC_MAX_GROUP 512  /* problems in a group on tiles (group_problems) */
 #define TRC_SPIN_SECONDS 2e-4  /* an idle worker's spin before it sleeps */
 
 typedef struct {
@@ -462,6 +472,11 @@ typedef struct {
     team teams[TRC_MAX_THREADS];
     int status;                   /* thread 0's (every thread reaches the same) */
     int statuses[TRC_MAX_THREADS];  /* each thread's own, where each takes its own problems (tiles) */
+    /* tiles with halting: each problem's state between supervision steps, whether it has halted,
+       and the problems still refining (thread 0 lists them before each step) */
+    tile_state state;
+    unsigned char* halted;
+    long long *active, active_count;
 } trc_job;
 
 static long solve_floats(const trc_model* m) {  /* solve's work */
@@ -564,7 +579,7 @@ static int padded(int size) { return (size + 31) / 32 * 32; }
    with 256; Xeon, 2 MB L2 per core). */
 static int group_problems(const trc_model* m) {
     const long net_bytes = 2L * m->layers * (2L * m->H * padded(m->D) + (long)m->D * padded(m->H));
-    return net_bytes > 1536 * 1024 ? 16 * 32 : 32;
+    return net_bytes > 1536 * 1024 ? TRC_MAX_GROUP : 32;
 }
 
 /* hidden [P][Hp] = silu(h W_gate^T) * (h W_up^T) in bfloat16, from hb [P][Dp] and gate_up's
@@ -682,20 +697,22 @@ static void store_bf16_row(uint16_t* to, const float* x, int size) {  /* size fl
     }
 }
 
-static long tile_floats(const trc_model* m) {  /* a group's work: see solve_group (its 12 arrays, 16 floats each to align) */
+static long tile_floats(const trc_model* m) {  /* a group's work: see solve_group (its 14 arrays, 16 floats each to align) */
     return (long)group_problems(m) * (5L * m->D + m->y_size + (padded(m->D) + padded(m->H) + padded(m->a_size)) / 2 + 1)
-           + 3L * m->a_size + 16 + 16 * 14;
+           + 3L * m->a_size + 16 + 16 * 15 + 16L * group_problems(m);
 }
 
 static float* aligned(float* p) { return (float*)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
 
-/* Problems first .. first + count - 1 (count <= P, P a multiple of 32 up to group_problems), as
-   solve() computes each of them but with the shared net in tiles; the rows past count are zeros
-   that nobody reads. refinements [steps][B][a_size], used and errors [B], as trc_forward's. */
-static int solve_group(const trc_model* m, int P, float* work, long long B, long long first, int count,
-                       const float* x0s, const float* xts, float tolerance, float* refinements, int* used,
-                       float* errors) {
+/* The problems index[0 .. count - 1] (count <= P, P a multiple of 32 up to group_problems), as
+   solve() computes each of them but with the shared net in tiles, over supervision steps
+   first_step .. last_step - 1; the rows past count are zeros that nobody reads. Outputs as
+   trc_forward's (refinements [steps][B][a_size], used and errors [B]). state: where each problem's
+   context, z and y wait between calls (halting, run_tiles); NULL: the group runs every step. */
+static int solve_group(const trc_model* m, int P, float* work, trc_job* job, const long long* index, int count,
+                       int first_step, int last_step) {
     const int n = m->n, D = m->D, Ny = m->y_size, Na = m->a_size;
+    const tile_state* state = job->state.z ? &job->state : NULL;
     /* every array on a cache line of its own: a tile row or a vector that straddles two lines
        loads at half speed (the medium model's answers took 1.7 times as long) */
     float *context = aligned(work), *z = aligned(context + P * D), *question = aligned(z + P * D);
@@ -703,29 +720,42 @@ static int solve_group(const trc_model* m, int P, float* work, long long B, long
     float *u = aligned(y + P * Ny), *scaled = aligned(u + Na), *answer = aligned(scaled + Na + 16);
     int *done = (int*)aligned(answer + Na);
     uint16_t *hb = (uint16_t*)aligned((float*)(done + P)), *hidden = (uint16_t*)aligned((float*)(hb + P * padded(D)));
-    uint16_t *features = (uint16_t*)aligned((float*)(hidden + P * padded(m->H)));  /* [32][padded(Na)] */
+    uint16_t *features = (uint16_t*)aligned((float*)(hidden + P * padded(m->H)));  /* [P][padded(Na)] */
+    float *checked = aligned((float*)(features + P * padded(Na)));  /* [P][16]: x_N of the last halting check */
     float miss[16];
     const int miss_size = m->kind == 0 ? n : 6;
     if (n > 16 || Na > 4096) return 2;
+    /* The halting check after a step simulates the answer that the next recursion reads first:
+       its x_N serves as that recursion's feedback (a rollout saved per step and problem) */
+    int reuse_check = first_step > 0 && state != NULL;
     memset(work, 0, sizeof(float) * tile_floats(m));
     for (int p = 0; p < P; ++p) {
         memcpy(z + p * D, m->z_init, sizeof(float) * D);
         done[p] = p >= count;
     }
     for (int p = 0; p < count; ++p) {
-        const float *x0 = x0s + (first + p) * n, *xt = xts + (first + p) * n;
-        matvec(m->embed_context, D, context_input(m, x0, xt, scaled), scaled, context + p * D, 0);
+        const long long i = index[p];
+        if (first_step == 0) {
+            matvec(m->embed_context, D, context_input(m, job->x0 + i * n, job->xt + i * n, scaled), scaled,
+                   context + p * D, 0);
+        } else {
+            memcpy(context + p * D, state->context + i * D, sizeof(float) * D);
+            memcpy(z + p * D, state->z + i * D, sizeof(float) * D);
+            memcpy(y + p * Ny, state->y + i * Ny, sizeof(float) * Ny);
+            memcpy(checked + 16 * p, state->checked + i * n, sizeof(float) * n);
+        }
     }
     int left = count;
-    for (int s = 0; s < m->steps && left > 0; ++s) {
+    for (int s = first_step; s < last_step && left > 0; ++s) {
         for (int r = 0; r < m->outer; ++r) {
             for (int p = 0; p < count; ++p) {
-                const float *x0 = x0s + (first + p) * n, *xt = xts + (first + p) * n;
+                const float *x0 = job->x0 + index[p] * n, *xt = job->xt + index[p] * n;
                 if (m->kind == 0) {
                     bounded(m, y + p * Ny, u);
                     for (int i = 0; i < Na; ++i) scaled[i] = u[i] / m->u_max;
                     if (m->feedback) {
-                        if (terminal_state(m, x0, u, miss)) return 1;
+                        if (reuse_check) memcpy(miss, checked + 16 * p, sizeof(float) * n);
+                        else if (terminal_state(m, x0, u, miss)) return 1;
                         for (int i = 0; i < n; ++i) miss[i] = (miss[i] - xt[i]) / m->state_scale;
                     }
                 } else {
@@ -736,6 +766,7 @@ static int solve_group(const trc_model* m, int P, float* work, long long B, long
                 memcpy(question_p, context + p * D, sizeof(float) * D);
                 if (m->feedback) matvec(m->embed_error, D, miss_size, miss, question_p, 1);
             }
+            reuse_check = 0;
             tile_linear(P, features, padded(Na), (const uint16_t*)m->embed_controls, D, ce, D, 0);
             for (int i = 0; i < P * D; ++i) question[i] += ce[i];
             for (int c = 0; c < m->inner; ++c) {
@@ -748,21 +779,36 @@ static int solve_group(const trc_model* m, int P, float* work, long long B, long
         }
         for (int p = 0; p < count; ++p) {
             if (done[p]) continue;
-            const float *x0 = x0s + (first + p) * n, *xt = xts + (first + p) * n;
+            const long long i = index[p];
+            const float *x0 = job->x0 + i * n, *xt = job->xt + i * n;
             if (m->kind == 0) bounded(m, y + p * Ny, answer);
             else landing_read(m, x0, xt, y + p * Ny, answer, scaled, NULL);
             for (int later = s; later < m->steps; ++later)  /* later steps overwrite it unless it halts */
-                memcpy(refinements + ((long)later * B + first + p) * Na, answer, sizeof(float) * Na);
-            used[first + p] = s + 1;
-            if (tolerance > 0.0f && m->kind == 0) {
+                memcpy(job->refinements + ((long)later * job->B + i) * Na, answer, sizeof(float) * Na);
+            job->used[i] = s + 1;
+            if (job->tolerance > 0.0f && m->kind == 0) {
                 if (terminal_state(m, x0, answer, miss)) return 1;
+                memcpy(checked + 16 * p, miss, sizeof(float) * n);
                 float sq = 0.0f;
-                for (int i = 0; i < n; ++i) sq += (miss[i] - xt[i]) * (miss[i] - xt[i]);
-                errors[first + p] = sqrtf(sq);
-                if (errors[first + p] < tolerance) done[p] = 1, --left;
+                for (int k = 0; k < n; ++k) sq += (miss[k] - xt[k]) * (miss[k] - xt[k]);
+                job->errors[i] = sqrtf(sq);
+                if (job->errors[i] < job->tolerance) {
+                    done[p] = 1, --left;
+                    if (state) job->halted[i] = 1;
+                }
             }
         }
+        reuse_check = job->tolerance > 0.0f && m->kind == 0;
     }
+    if (state)
+        for (int p = 0; p < count; ++p) {
+            if (done[p]) continue;
+            const long long i = index[p];
+            memcpy(state->context + i * D, context + p * D, sizeof(float) * D);
+            memcpy(state->z + i * D, z + p * D, sizeof(float) * D);
+            memcpy(state->y + i * Ny, y + p * Ny, sizeof(float) * Ny);
+            memcpy(state->checked + i * n, checked + 16 * p, sizeof(float) * n);
+        }
     return 0;
 }
 
@@ -798,24 +844,56 @@ static void tile_products_only(const trc_model* m, float* work, int P) {
         }
 }
 
-/* This thread's groups of a job: groups tid, tid + T, ... */
-static int run_tiles(const trc_job* job, float* work, int tid, int T) {
-    if (!trc_has_tiles() || job->m->D % 16 || job->m->H % 16) return 2;
-    tiles_begin();
-    int status = 0;
-    /* groups as large as the model asks, or smaller where the batch has fewer problems per thread
-       (a large model's single problem in a group of 512 took 60 ms) */
-    const long long share = (job->B + T - 1) / T;
-    int P = group_problems(job->m);
-    if (share < P) P = share < 32 ? 32 : (int)((share + 31) / 32 * 32);
-    for (long long g = tid; g * P < job->B && !status; g += T) {
-        const long long first = g * P;
-        const int count = job->B - first < P ? (int)(job->B - first) : P;
-        if (job->what == PRODUCTS_ONLY) tile_products_only(job->m, work, P);
-        else status = solve_group(job->m, P, work, job->B, first, count, job->x0, job->xt, job->tolerance,
-                                  job->refinements, job->used, job->errors);
+/* Groups of P problems for `count` problems on T threads: the model's group size, or smaller
+   where there are fewer problems per thread (a large model's single problem in a group of 512
+   took 60 ms). */
+static int group_for(const trc_model* m, long long count, int T) {
+    const long long share = (count + T - 1) / T;
+    const int P = group_problems(m);
+    return share >= P ? P : share < 32 ? 32 : (int)((share + 31) / 32 * 32);
+}
+
+/* This thread's groups of a job: groups tid, tid + T, ... Halting (tolerance > 0) goes step by
+   step: after each supervision step the problems that reached the target leave the batch, the
+   others are regrouped, so a group never carries finished problems (their state waits in
+   job->state between steps). */
+static int run_tiles(trc_job* job, float* work, const team* t) {
+    const int tid = t->tid, T = t->T;
+    const trc_model* m = job->m;
+    long long* index = (long long*)(work + tile_floats(m));
+    int status = trc_has_tiles() && m->D % 16 == 0 && m->H % 16 == 0 ? 0 : 2;
+    if (!status) tiles_begin();
+    if (job->what == PRODUCTS_ONLY || job->tolerance <= 0.0f) {
+        const int P = group_for(m, job->B, T);
+        for (long long g = tid; g * P < job->B && !status; g += T) {
+            const long long first = g * P;
+            const int count = job->B - first < P ? (int)(job->B - first) : P;
+            if (job->what == PRODUCTS_ONLY) {
+                tile_products_only(m, work, P);
+                continue;
+            }
+            for (int p = 0; p < count; ++p) index[p] = first + p;
+            status = solve_group(m, P, work, job, index, count, 0, m->steps);
+        }
+    } else {
+        for (int s = 0; s < m->steps; ++s) {  /* every thread meets the others at each step, even after a failure */
+            if (tid == 0) {
+                long long active = 0;
+                for (long long i = 0; i < job->B; ++i)
+                    if (!job->halted[i]) job->active[active++] = i;
+                job->active_count = active;
+            }
+            team_sync(t);
+            const long long active = job->active_count;
+            const int P = group_for(m, active, T);
+            for (long long g = tid; g * P < active && !status; g += T) {
+                const int count = active - g * P < P ? (int)(active - g * P) : P;
+                status = solve_group(m, P, work, job, job->active + g * P, count, s, s + 1);
+            }
+            team_sync(t);
+        }
     }
-    _tile_release();
+    if (trc_has_tiles()) _tile_release();
     return status;
 }
 #else
@@ -830,7 +908,7 @@ static void run_job(trc_job* job, int tid) {
     float* work = job->work[tid];
 #ifdef TRC_TILES
     if (m->tiles) {
-        job->statuses[tid] = run_tiles(job, work, tid, t->T);
+        job->statuses[tid] = run_tiles(job, work, t);
         return;
     }
 #endif
@@ -956,14 +1034,24 @@ static int run(trc_job* job) {
     T = 1;
 #endif
     float* shared = malloc(sizeof(float) * (2L * m->H + m->D));
+    const int halting_tiles = m->tiles && job->what == FORWARD && job->tolerance > 0.0f;
+    if (halting_tiles) {  /* see run_tiles */
+        job->state = (tile_state){malloc(sizeof(float) * job->B * m->D), malloc(sizeof(float) * job->B * m->D),
+                                  malloc(sizeof(float) * job->B * m->y_size), malloc(sizeof(float) * job->B * m->n)};
+        job->halted = calloc(job->B, 1);
+        job->active = malloc(sizeof(long long) * job->B);
+    }
     /* One barrier for every job, never reset: a worker still spinning on the last job's final
        barrier must see its generation move on, not a fresh zero at the same address (a barrier
        on this stack frame, remade by the next call, left such a worker spinning forever). Only
        the pool's owner (busy) uses it. */
     static trc_barrier barrier;
-    int status = shared ? 0 : 3;
+    int status = shared && (!halting_tiles || (job->state.context && job->state.z && job->state.y
+                                                && job->state.checked && job->halted && job->active)) ? 0 : 3;
     for (int tid = 0; tid < T; ++tid) {
-        job->work[tid] = status ? NULL : malloc(sizeof(float) * (m->tiles ? tile_floats(m) : work_floats(m)));
+        /* tiles: a group's work, then room for its problems' indices */
+        job->work[tid] = status ? NULL : malloc(sizeof(float) * (m->tiles ? tile_floats(m) + 2L * TRC_MAX_GROUP
+                                                                              : work_floats(m)));
         if (!job->work[tid]) status = 3;
         job->teams[tid] = (team){tid, T, shared, shared ? shared + 2L * m->H : NULL, &barrier};
     }
@@ -989,6 +1077,8 @@ static int run(trc_job* job) {
 #endif
     for (int tid = 0; tid < T; ++tid) free(job->work[tid]);
     free(shared);
+    free(job->state.context), free(job->state.z), free(job->state.y), free(job->state.checked);
+    free(job->halted), free(job->active);
     return status;
 }
 
