@@ -27,7 +27,8 @@ Measures on this machine, and writes outputs/benchmark/performance.{json,md}:
   tiles: the kernels' own limit;
 - the bars, each with the measured figure and its bound on this machine: every size's fastest
   float32 batch-1 path within 1.2x of its matrix products alone (the fastest of the three; the
-  float16-weights path against its own), and its batch-10,000 rate at 70% or more
+  float16-weights path against its own; predict against forward.c's products timed call after
+  call, so that both see the same CPU speed), and its batch-10,000 rate at 70% or more
   of what the best matmul rate allows.
 Ratios to the closed-form matrix are printed beside absolute times. Nothing is asserted.
 """
@@ -182,6 +183,32 @@ def matrix_products_alone_ms(model) -> dict:
     return alone
 
 
+def side_by_side(models: dict) -> dict:
+    """{precision: {'predict_ms', 'products_ms'}}: predict at batch 1 and forward.c's matrix products
+    alone in the same precision, call after call (300 of each, medians): the two figures each
+    batch-1 bar compares, under the same conditions (this CPU's speed drifts by a tenth between
+    minutes, as much as the bar's margin). models: {precision: model set to it}."""
+    rng = np.random.default_rng(0)
+    x0, xt = (rng.uniform(-2, 2, (1, 2)).astype(np.float32) for _ in range(2))
+    result = {}
+    for precision, model in models.items():
+        engine = FastForward.of(model, precision)
+        if engine is None:
+            continue
+        predict_times, product_times = [], []
+        for round_ in range(305):
+            started = time.perf_counter()
+            model.predict(x0, xt)
+            middle = time.perf_counter()
+            engine.products_only()
+            if round_ >= 5:  # warm-up
+                predict_times.append(middle - started)
+                product_times.append(time.perf_counter() - middle)
+        result[precision] = {"predict_ms": 1e3 * float(np.median(predict_times)),
+                             "products_ms": 1e3 * float(np.median(product_times))}
+    return result
+
+
 def matrix_products_alone_per_s(model, batch: int = 10000, dtype=torch.bfloat16) -> float:
     """Problems per second of the model's matrix products alone at `batch`, in PyTorch (oneDNN)
     in `dtype`: the chain of matrix_product_chain, each product reading the one before's output,
@@ -332,6 +359,7 @@ def main():
         report["inference"][f"{size}: predict, float16 weights"] = latency_and_throughput(half.predict)
         print(f"{size} predict, float16 weights: {report['inference'][f'{size}: predict, float16 weights']}",
               flush=True)
+        report["models"][size]["batch_1_side_by_side"] = side_by_side({"float32": model, "float16": half})
         report["inference"][f"{size}: eager PyTorch"] = latency_and_throughput(pytorch_only(model.predict))
         print(f"{size} eager: {report['inference'][f'{size}: eager PyTorch']}", flush=True)
         if report["bfloat16_units"] != "none":  # without them bfloat16 is emulated: slower, and minutes to time
@@ -459,11 +487,18 @@ def bar_rows(report) -> list[str]:
         floor = min(alone[key] for key in ("onnx_runtime_ms", "pytorch_ms", "forward_c_ms") if key in alone)
         fastest = min(single, key=lambda k: single[k]["batch_1_median_ms"])
         ms = single[fastest]["batch_1_median_ms"]
+        together = model.get("batch_1_side_by_side", {})
+        if "float32" in together and fastest.startswith("predict") and floor == alone.get("forward_c_ms"):
+            # predict against forward.c's products, call after call: the same comparison without the drift
+            ms, floor = together["float32"]["predict_ms"], together["float32"]["products_ms"]
+            fastest += ", call after call with the products"
         row(f"{size}, batch 1: the fastest float32 path <= 1.2x its matrix products alone", f"{ms:.3f} ms ({fastest})",
             f"{floor:.3f} ms, the matrix products alone (fastest kernels): {ms / floor:.2f}x", ms <= 1.2 * floor)
         half = paths.get("predict, float16 weights")
         if half is not None and "forward_c_half_ms" in alone:
             ms, floor_half = half["batch_1_median_ms"], alone["forward_c_half_ms"]
+            if "float16" in together:
+                ms, floor_half = together["float16"]["predict_ms"], together["float16"]["products_ms"]
             row(f"{size}, batch 1, float16 weights: <= 1.2x its matrix products alone in half precision",
                 f"{ms:.3f} ms ({ms / floor:.2f}x the float32 floor)",
                 f"{floor_half:.3f} ms, the same products in half precision: {ms / floor_half:.2f}x",
