@@ -1,4 +1,5 @@
-/* TinyRecursiveControl's forward pass for small batches, in plain C (trc_lib/fast_forward.py).
+/* TinyRecursiveControl's forward pass in plain C (trc_lib/fast_forward.py): small batches, and
+   bfloat16 batches of any size on Intel AMX (the tiles' section below).
 
    At batch 1 every product is a matrix-vector product of a few hundred rows: a microsecond of
    arithmetic, which a framework's per-operation dispatch (several microseconds each, hundreds of
@@ -487,24 +488,25 @@ static long work_floats(const trc_model* m) {  /* solve's work, then one answer'
     return solve_floats(m) + (long)m->steps * m->a_size;
 }
 
-/* ---- large batches on Intel AMX: 32 problems at a time, the shared net in bfloat16 tiles ----
+/* ---- bfloat16 on Intel AMX: groups of problems, the shared net in bfloat16 tiles ------------
 
    At large batches the products are matrix-matrix products, and an AMX core multiplies bfloat16
    tiles (16 rows of 32 numbers) ten times faster than its float32 vector units. PyTorch reaches
    that rate on the products, but between them every elementwise step (SwiGLU, the residual, the
    norm) streams the whole batch's activations through memory: at batch 10,000 they cost more
-   than the products. Here a group of 32 problems goes through the whole recursion at once, its
-   activations (a few tens of KB) never leave the L1 and L2 caches, and each product's
-   elementwise work runs on its output tiles while they are hot.
+   than the products. Here a group of problems (32, or 512 for a net larger than the L2 cache:
+   group_problems) goes through the whole recursion at once, its activations never leave the
+   caches, and each product's elementwise work runs on its output tiles while they are hot.
 
-   The numbers: the shared net's products read bfloat16 inputs and weights and sum in float32, as
-   under PyTorch's bfloat16 autocast; their outputs, the residual, the norm and everything outside
-   the shared net (the embeddings, the decoder, the answer's reading, the feedback) stay float32,
-   computed by the same functions as solve(). The weights come packed by fast_forward.py as AMX's
+   The numbers: the shared net's products, the answer's embedding and the decoder read bfloat16
+   inputs and weights and sum in float32, as under PyTorch's bfloat16 autocast; their outputs,
+   the SiLU, the residual, the norm and everything else (the context, the error's embedding, the
+   answer's reading, the feedback, halting) stay float32, computed by the same functions as
+   solve(). A problem's answer does not depend on its group or thread (tested bit for bit). The weights come packed by fast_forward.py as AMX's
    B operands: for each block of 16 output rows and 32 inputs, 16 pairs of inputs by 16 outputs
    ([rows / 16][ceil(cols / 32)][16][32] bfloat16, zero past the last input), gate_up's blocks
    interleaved (gate block j, then up block j) so one output tile pair holds a unit's gate and up.
-   Every thread of the job takes its own groups. */
+   Every thread of the job takes its own groups (run_tiles; with halting, step by step). */
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__) && defined(__linux__)
 #include <sys/syscall.h>
 #include <unistd.h>
