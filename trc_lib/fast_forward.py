@@ -15,11 +15,12 @@ Larger float32 batches go to PyTorch, whose matrix-matrix products use the CPU f
 (FAST_FORWARD_MAX_BATCH); so do GPUs and torch.compile.
 
 In bfloat16 (set_inference_precision) on a CPU with AMX (Intel Xeon since Sapphire Rapids), the
-same file runs groups of 32 problems through the whole recursion with the shared net, the answer's
-embedding and the decoder as bfloat16 tiles (tiles() packs the weights), every other step in
-float32, each group's activations kept in the core's caches: at batch 10,000 PyTorch's own
-bfloat16 products are as fast, but the elementwise work between them streams the whole batch
-through memory (benchmarks/performance.py times both). The tiles' arithmetic is tested against
+same file runs groups of problems (32, or 512 for the large model) through the whole recursion
+with the shared net, the answer's embedding and the decoder as bfloat16 tiles (tiles() packs the
+weights), every other step in float32, each group's activations kept in the core's caches: at
+batch 10,000 PyTorch's bfloat16 products alone run near the plain matmul rate, but the
+elementwise work between them streams the whole batch through memory (benchmarks/performance.py
+times both). The tiles' arithmetic is tested against
 PyTorch's on the same rounded numbers. Elsewhere bfloat16 runs in PyTorch under autocast.
 """
 
