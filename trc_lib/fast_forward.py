@@ -20,8 +20,8 @@ with the shared net, the answer's embedding and the decoder as bfloat16 tiles (t
 weights), every other step in float32, each group's activations kept in the core's caches: at
 batch 10,000 PyTorch's bfloat16 products alone run near the plain matmul rate, but the
 elementwise work between them streams the whole batch through memory (benchmarks/performance.py
-times both). The tiles' arithmetic is tested against
-PyTorch's on the same rounded numbers. Elsewhere bfloat16 runs in PyTorch under autocast.
+times both). The tiles' arithmetic is tested against PyTorch's on the same rounded numbers.
+Elsewhere bfloat16 runs in PyTorch under autocast.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ SOURCE = Path(__file__).with_name("forward.c")
 # the threads then wait on each other's outputs for as long as the products take.
 TEAM_ABOVE_BYTES = 512 * 1024
 TEAM_SIZE = 2  # what was measured (two cores); more threads may pay on more cores (FastForward.threads)
+MAX_THREADS = 8  # forward.c's TRC_MAX_THREADS: it runs any more as fewer
 
 
 def team_size(weight_bytes: int) -> int:
@@ -144,13 +145,13 @@ class FastForward:
     def __init__(self, model, library: ctypes.CDLL, terminal: tuple, precision: str = "float32"):
         """terminal: (A_N, G, None) for a linear system, (None, None, address of the compiled x_N);
         precision: the shared net's, as set_inference_precision names it: "float32"; "float16",
-        weights in IEEE half precision; "bfloat16", AMX tiles, 32 problems at a time."""
+        weights in IEEE half precision; "bfloat16", AMX tiles, groups of problems."""
         self._model, self._library = weakref.ref(model), library
         self._matrices, self._terminal = terminal[:2], terminal[2]
         self.half, self.tiles = precision == "float16", precision == "bfloat16"
         net_bytes = sum(p.numel() for p in model.net.parameters()) * (2 if self.half else 4)
         # tiles: every thread takes its own groups of problems, as many threads as PyTorch would use
-        self._threads = max(1, min(8, torch.get_num_threads())) if self.tiles else team_size(net_bytes)
+        self._threads = max(1, min(MAX_THREADS, torch.get_num_threads())) if self.tiles else team_size(net_bytes)
         self._staging = threading.local()  # run_numpy's buffers, by batch size
 
     @property

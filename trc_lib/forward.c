@@ -56,7 +56,7 @@ typedef struct {
     int half;  /* the shared net's weights in IEEE half precision (arithmetic stays float32) */
     int threads;  /* cores that share the shared net's products (see team below); 1: this thread alone */
     int tiles;    /* gate_up, down, embed_controls and decode are AMX tiles in bfloat16 (fast_forward.tiles):
-                     32 problems at a time, each thread its own */
+                     groups of problems, each thread its own (the tiles' section below) */
 } trc_model;
 
 /* y = W x (y += W x when accumulate), on every matrix as fast_forward.py packs it: W transposed
@@ -158,8 +158,8 @@ static void net_matvec(const trc_model* m, const void* WT, int rows, int cols, c
    One thread streams a medium model's float32 net (2.1 MB) from L3 at every answer; two threads
    that each own half of every matrix's rows hold their halves in their own L2 caches: 0.70 ->
    0.25 ms at batch 1 (Xeon; fast_forward.py's team_size says when a net gets a team). The team
-   runs solve() side by side on the same problem (SPMD): each thread computes its rows of the shared net's products into a buffer the
-   team shares, waits at a barrier, then does everything else (SwiGLU, the norm, the small
+   runs solve() side by side on the same problem (SPMD): each thread computes its rows of the
+   shared net's products into a buffer the team shares, waits at a barrier, then does everything else (SwiGLU, the norm, the small
    products, the feedback) on its own copy, the same arithmetic on the same numbers. So every
    thread holds the same answer and the split changes no number: the result is bit for bit the
    one of a single thread (tested). Only thread 0 writes the outputs. Idle workers spin a
@@ -502,8 +502,8 @@ static long work_floats(const trc_model* m) {  /* solve's work, then one answer'
    inputs and weights and sum in float32, as under PyTorch's bfloat16 autocast; their outputs,
    the SiLU, the residual, the norm and everything else (the context, the error's embedding, the
    answer's reading, the feedback, halting) stay float32, computed by the same functions as
-   solve(). A problem's answer does not depend on its group or thread (tested bit for bit). The weights come packed by fast_forward.py as AMX's
-   B operands: for each block of 16 output rows and 32 inputs, 16 pairs of inputs by 16 outputs
+   solve(). A problem's answer does not depend on its group or thread (tested bit for bit).
+   The weights come packed by fast_forward.py as AMX's B operands: for each block of 16 output rows and 32 inputs, 16 pairs of inputs by 16 outputs
    ([rows / 16][ceil(cols / 32)][16][32] bfloat16, zero past the last input), gate_up's blocks
    interleaved (gate block j, then up block j) so one output tile pair holds a unit's gate and up.
    Every thread of the job takes its own groups (run_tiles; with halting, step by step). */
@@ -550,8 +550,8 @@ static inline __attribute__((always_inline)) void tile_product(const uint16_t* A
 
 /* silu(g) * u for 16 floats, to float32 round-off although the result is rounded to bfloat16
    next: an error of 1e-5 moves some values across a rounding boundary, and through the recursion
-   that moved the answers by a thousandth of their scale (1 / x by rcp14 alone: 2e-3 x u_max). e^-g as -g = k ln 2 + r with |r| <= ln 2 / 2 (ln 2 in two parts, so r keeps its
-   bits), e^r by a minimax polynomial of degree 5 (2e-7 relative, two terms fewer than exp8's
+   that moved the answers by a thousandth of their scale (1 / x by rcp14 alone: 2e-3 x u_max).
+   e^-g as -g = k ln 2 + r with |r| <= ln 2 / 2 (ln 2 in two parts, so r keeps its bits), e^r by a minimax polynomial of degree 5 (2e-7 relative, two terms fewer than exp8's
    Taylor polynomial), 2^k by scalef (0 below 2^-149); g is clamped at -88 only inside the
    exponential, so that 1 + e^-g stays finite. The division is IEEE's: rcp14 and a Newton step
    took as long, since the AMX unit's work leaves the vector ports fewer cycles than the divider.
@@ -571,14 +571,23 @@ static inline __m512 silu_times(__m512 g, __m512 u) {
     const __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_scalef_ps(p, k));
     return _mm512_mul_ps(_mm512_div_ps(g, d), u);
 }
+/* Output blocks j and j + 1 (only j where it is the last of `blocks`) of packed W with kb steps
+   of 32 inputs, for the 32 problems of A [32][stride]: c as tile_product leaves it. */
+static inline __attribute__((always_inline)) void block_pair(const uint16_t* A, int stride, const uint16_t* W,
+                                                             int j, int blocks, int kb, float c[4][256]) {
+    const uint16_t* B0 = W + (size_t)j * kb * 512;
+    if (j + 1 < blocks) tile_product(A, stride, B0, B0 + (size_t)kb * 512, 2, kb, c);
+    else tile_product(A, stride, B0, NULL, 1, kb, c);
+}
+
 static inline void store_bf16(uint16_t* to, __m512 v) { _mm256_storeu_si256((__m256i*)to, (__m256i)_mm512_cvtneps_pbh(v)); }
 
 static int padded(int size) { return (size + 31) / 32 * 32; }
 
-/* Problems per group: 32 (two tiles of rows), or 32 S where the shared net's tiles outgrow a
-   core's L2 cache: each block of weights then serves S times 32 problems while it sits in L1
-   before the next one streams in from L3 (the large model: 10,700 answers/s with 32, 14,000
-   with 256; Xeon, 2 MB L2 per core). */
+/* Problems per group: 32 (two tiles of rows), or 512 where the shared net's tiles outgrow a
+   core's L2 cache: each block of weights then serves 512 problems while it sits in L1 before the
+   next one streams in from L3 (the large model at batch 10,000: 10,700 answers/s in groups of
+   32, 16,800 of 128, 17,600 of 256, 18,300 of 512, 16,100 of 1024; Xeon, 2 MB L2 per core, ad hoc). */
 static int group_problems(const trc_model* m) {
     const long net_bytes = 2L * m->layers * (2L * m->H * padded(m->D) + (long)m->D * padded(m->H));
     return net_bytes > 1536 * 1024 ? TRC_MAX_GROUP : 32;
@@ -638,11 +647,8 @@ static void net_tiles(const trc_model* m, int P, float* h, uint16_t* hb, uint16_
         gate_up_tiles(gate_up, P, hb, Dp, hidden, H, Hp);
         for (int j = 0; j < D / 16; j += 2) {  /* h += down's output blocks j (and j + 1) */
             const int blocks = j + 1 < D / 16 ? 2 : 1;
-            const uint16_t* B0 = down + (size_t)j * (Hp / 32) * 512;
             for (int q = 0; q < P; q += 32) {
-                const uint16_t* A = hidden + (size_t)q * Hp;
-                if (blocks == 2) tile_product(A, Hp, B0, B0 + (size_t)(Hp / 32) * 512, 2, Hp / 32, c);
-                else tile_product(A, Hp, B0, NULL, 1, Hp / 32, c);
+                block_pair(hidden + (size_t)q * Hp, Hp, down, j, D / 16, Hp / 32, c);
                 for (int p = 0; p < 16; ++p)
                     for (int b = 0; b < blocks; ++b) {
                         float *low = h + (size_t)(q + p) * D + 16 * (j + b), *high = low + 16 * D;
@@ -676,9 +682,7 @@ static void tile_linear(int P, const uint16_t* A, int Kp, const uint16_t* W, int
     for (int j = 0; j < blocks; j += 2)
     for (int q = 0; q < P; q += 32) {
         const int two = j + 1 < blocks;
-        const uint16_t* B0 = W + (size_t)j * kb * 512;
-        if (two) tile_product(A + (size_t)q * Kp, Kp, B0, B0 + (size_t)kb * 512, 2, kb, c);
-        else tile_product(A + (size_t)q * Kp, Kp, B0, NULL, 1, kb, c);
+        block_pair(A + (size_t)q * Kp, Kp, W, j, blocks, kb, c);
         for (int b = 0; b <= two; ++b) {
             const int first = 16 * (j + b), width = rows - first < 16 ? rows - first : 16;
             const __mmask16 mask = (__mmask16)((1u << width) - 1);
@@ -709,8 +713,8 @@ static float* aligned(float* p) { return (float*)(((uintptr_t)p + 63) & ~(uintpt
 /* The problems index[0 .. count - 1] (count <= P, P a multiple of 32 up to group_problems), as
    solve() computes each of them but with the shared net in tiles, over supervision steps
    first_step .. last_step - 1; the rows past count are zeros that nobody reads. Outputs as
-   trc_forward's (refinements [steps][B][a_size], used and errors [B]). state: where each problem's
-   context, z and y wait between calls (halting, run_tiles); NULL: the group runs every step. */
+   trc_forward's (refinements [steps][B][a_size], used and errors [B]). Where the job has a state
+   (halting, run_tiles), each problem's context, z, y and last check wait there between calls. */
 static int solve_group(const trc_model* m, int P, float* work, trc_job* job, const long long* index, int count,
                        int first_step, int last_step) {
     const int n = m->n, D = m->D, Ny = m->y_size, Na = m->a_size;
@@ -729,7 +733,7 @@ static int solve_group(const trc_model* m, int P, float* work, trc_job* job, con
     if (n > 16 || Na > 4096) return 2;
     /* The halting check after a step simulates the answer that the next recursion reads first:
        its x_N serves as that recursion's feedback (a rollout saved per step and problem) */
-    int reuse_check = first_step > 0 && state != NULL;
+    int reuse_check = first_step > 0 && state != NULL && m->kind == 0;
     memset(work, 0, sizeof(float) * tile_floats(m));
     for (int p = 0; p < P; ++p) {
         memcpy(z + p * D, m->z_init, sizeof(float) * D);
@@ -744,7 +748,7 @@ static int solve_group(const trc_model* m, int P, float* work, trc_job* job, con
             memcpy(context + p * D, state->context + i * D, sizeof(float) * D);
             memcpy(z + p * D, state->z + i * D, sizeof(float) * D);
             memcpy(y + p * Ny, state->y + i * Ny, sizeof(float) * Ny);
-            memcpy(checked + 16 * p, state->checked + i * n, sizeof(float) * n);
+            if (reuse_check) memcpy(checked + 16 * p, state->checked + i * n, sizeof(float) * n);
         }
     }
     int left = count;
@@ -809,22 +813,18 @@ static int solve_group(const trc_model* m, int P, float* work, trc_job* job, con
             memcpy(state->context + i * D, context + p * D, sizeof(float) * D);
             memcpy(state->z + i * D, z + p * D, sizeof(float) * D);
             memcpy(state->y + i * Ny, y + p * Ny, sizeof(float) * Ny);
-            memcpy(state->checked + i * n, checked + 16 * p, sizeof(float) * n);
+            if (m->kind == 0) memcpy(state->checked + i * n, checked + 16 * p, sizeof(float) * n);
         }
     return 0;
 }
 
-/* The product of P problems' A [P][Kp] with a packed W of `rows` outputs (in `order` of its
-   16-row blocks, see tiles()), each output tile stored and dropped: a product and nothing else. */
+/* The product of P problems' A [P][Kp] with a packed W of `rows` outputs, each output tile
+   stored and dropped: a product and nothing else. */
 static void product_alone(int P, const uint16_t* A, int Kp, const uint16_t* W, int rows) {
     float c[4][256] __attribute__((aligned(64)));
-    const int blocks = (rows + 15) / 16, kb = Kp / 32;
+    const int blocks = (rows + 15) / 16;
     for (int j = 0; j < blocks; j += 2)
-        for (int q = 0; q < P; q += 32) {
-            const uint16_t* B0 = W + (size_t)j * kb * 512;
-            if (j + 1 < blocks) tile_product(A + (size_t)q * Kp, Kp, B0, B0 + (size_t)kb * 512, 2, kb, c);
-            else tile_product(A + (size_t)q * Kp, Kp, B0, NULL, 1, kb, c);
-        }
+        for (int q = 0; q < P; q += 32) block_pair(A + (size_t)q * Kp, Kp, W, j, blocks, Kp / 32, c);
 }
 
 /* The tiles' floor (benchmarks/performance.py): a group's products in solve_group's order and

@@ -323,8 +323,8 @@ class TinyRecursiveControl(nn.Module):
 
     def _fast_forward_for(self, batch_size: int | None):
         """forward.c for a batch of batch_size problems on the model's own device where it is the
-        faster path (float32 or float16 weights on the CPU, small batches, a C compiler at hand);
-        None elsewhere."""
+        faster path (a C compiler at hand, the CPU; float32 or float16 weights at small batches,
+        bfloat16 at any batch where the CPU has AMX); None elsewhere."""
         precision = self.__dict__.get("_inference_precision", "float32")
         if batch_size is None or not fast_forward.ENABLED or self._buffers["z_init"].device.type != "cpu":
             return None
