@@ -255,6 +255,15 @@ def test_unwritable_output_is_refused_before_the_work_naming_the_path(capsys, tm
     assert str(target) in err and "is a file, not a folder" in err and ".tmp" not in err
 
 
+def test_train_from_a_missing_checkpoint_is_refused_naming_it(capsys, tmp_path, train_path):
+    missing = tmp_path / "nowhere.pt"
+    assert main(["train", "--data", str(train_path), "--start_from", str(missing),
+                 "--output_dir", str(tmp_path / "out"), "--no_progress"]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "no such checkpoint file" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_written_files_follow_the_umask_not_mkstemps_private_mode(tmp_path):
     from trc_lib.files import write_json
     old = os.umask(0o022)

@@ -98,6 +98,18 @@ def test_terminal_states_follow_the_exact_dynamics():
     np.testing.assert_allclose(got.numpy(), exact, atol=1e-4)
 
 
+def test_miss_loss_is_the_squared_miss_near_the_target_and_logarithmic_far_from_it():
+    problem = make_problem()
+    model = TinyRecursiveControl.create("small", problem=problem, state_scale=2.0)
+    x0 = torch.tensor([[1.0, 0.0]])
+    u = torch.zeros(1, 15, 1)  # x'' = 0 from rest: x_N = x0, so the miss is x0 - x*
+    near = model.miss_loss(x0, x0 - torch.tensor([[3e-3, 4e-3]]), u)  # a miss of 5e-3
+    assert float(near) == pytest.approx(5e-3 ** 2 / 2.0 ** 2, rel=3e-3)
+    far = [float(model.miss_loss(x0, x0 - torch.tensor([[m, 0.0]]), u)) for m in (10.0, 100.0)]
+    assert far[0] < 1e-3 * 10.0 ** 2 / 2.0 ** 2  # the square would be 25
+    assert far[1] - far[0] == pytest.approx(0.1 ** 2 * 2 * np.log(10.0) / 2.0 ** 2, rel=1e-3)  # log m
+
+
 def test_model_is_built_for_the_problem_it_is_given():
     problem = make_problem(num_steps=10, time_horizon=2.0, control_bound=1.5)
     model = TinyRecursiveControl.create_small(problem=problem)

@@ -57,6 +57,45 @@ def test_training_reduces_the_loss(train_path, tmp_path):
     assert isinstance(model, TinyRecursiveControl) and not model.training
 
 
+def test_validation_judges_the_loss_it_trains_on(train_path):
+    from trc_lib.training import validate
+    train_set, val_set = load_dataset(train_path)
+    _, val_loader = create_data_loaders(train_set, val_set, batch_size=32)
+    model = tiny_model().eval()
+    with torch.no_grad():
+        plain, weighted = validate(model, val_loader), validate(model, val_loader, terminal_weight=2.0)
+        misses = [(model.miss_loss(x0, xt, model(x0, xt)[-1]), len(x0)) for x0, xt, *_ in val_loader]
+    mean_miss = sum(float(loss) * n for loss, n in misses) / sum(n for _, n in misses)
+    assert mean_miss > 0
+    assert weighted["val_loss"] == pytest.approx(plain["val_loss"] + 2.0 * mean_miss, rel=1e-5)
+    assert weighted["val_terminal_error"] == plain["val_terminal_error"]
+
+
+def test_a_second_stage_starts_from_the_checkpoints_weights_with_new_loop_counts(trained_dir, train_path, tmp_path):
+    from trc_lib.interfaces import workflow
+    start = load_model(trained_dir / "best_model.pt")
+    model = workflow.train_model(train_path, output_dir=tmp_path, epochs=1, lr=1e-12, ema_decay=0.0,
+                                 num_supervision_steps=5, terminal_weight=1.0, start_from=trained_dir / "best_model.pt",
+                                 **QUIET)
+    assert model.config.num_supervision_steps == 5 and model.config.latent_dim == start.config.latent_dim == 32
+    for name, weight in start.state_dict().items():  # lr 1e-12: one epoch leaves the weights where they started
+        torch.testing.assert_close(model.state_dict()[name], weight, atol=1e-9, rtol=0)
+    run = json.loads((tmp_path / "training_stats.json").read_text())["run"]
+    assert run["start_from"] == str(trained_dir / "best_model.pt") and run["terminal_weight"] == 1.0
+
+
+@pytest.mark.parametrize("options, fragment", [({"model_size": "medium"}, "model_size medium does not fit"),
+                                               ({"latent_dim": 48}, "latent_dim 48 does not fit"),
+                                               ({"error_feedback": False}, "error_feedback False does not fit")])
+def test_a_second_stage_refuses_options_that_change_the_weights_shapes(trained_dir, train_path, tmp_path, options,
+                                                                        fragment):
+    with pytest.raises(TRCError, match=fragment):
+        from trc_lib.interfaces import workflow
+        workflow.train_model(train_path, output_dir=tmp_path / "out", start_from=trained_dir / "best_model.pt",
+                             **options, **QUIET)
+    assert not (tmp_path / "out").exists()
+
+
 def test_guide_python_api_works_as_written(train_path, tmp_path):
     """The guide's 'Custom Training Loop', with trc_lib in place of src."""
     train_dataset, val_dataset = load_dataset(str(train_path))

@@ -36,6 +36,7 @@ from .terminal_map import system_key, terminal_map, terminal_state
 
 INFERENCE_PRECISIONS = ("float32", "bfloat16", "float16")
 MODEL_SIZES = {"small": 96, "medium": 208, "large": 464}  # latent_dim: ~114K, ~527K, ~2.6M parameters
+MISS_RESOLUTION = 0.1  # δ of miss_loss: the miss under which it is the squared miss (the tasks' success radius)
 
 
 @dataclass
@@ -192,9 +193,18 @@ class TinyRecursiveControl(nn.Module):
         return torch.mean(((answer - optimal_controls) / self.control_bound) ** 2)
 
     def miss_loss(self, initial_states, target_states, answer) -> torch.Tensor:
-        """Mean squared terminal miss ||x_N - x*||^2 through the exact dynamics, in units of state_scale."""
+        """Mean over the batch of the terminal miss m = ||x_N - x*|| through the exact dynamics, as
+        δ² log(1 + m²/δ²) / state_scale² with δ = MISS_RESOLUTION: the squared miss m²/state_scale²
+        while m << δ, logarithmic far from it.
+
+        Why not the plain square: on a chaotic task (the pendulum, where dx_N/du reaches singular
+        values of 25-260) an answer outside the target's basin misses by several radians, and its
+        squared miss, with gradients as large as the miss times dx_N/du, would outweigh every
+        answer that is nearly there; under the logarithm a far miss pulls with 2/m, a near one with
+        2m/δ², so the training spends itself on the answers it can land."""
         miss = self.terminal_states(initial_states, answer) - target_states
-        return torch.mean(miss.square().sum(-1)) / self.config.state_scale ** 2
+        delta = MISS_RESOLUTION
+        return torch.mean(delta ** 2 * torch.log1p(miss.square().sum(-1) / delta ** 2)) / self.config.state_scale ** 2
 
     def terminal_errors(self, initial_states, target_states, answer) -> torch.Tensor:
         """[B]: ||x_N - x*|| through the exact dynamics."""

@@ -3,9 +3,10 @@
 For each batch the carry (y, z) starts fresh and goes through N_sup supervision steps; after
 each step the loss is the model's imitation_loss (the mean squared error between its controls
 and the optimal ones, divided by u_max; the landing model adds its flight time), optionally plus
-terminal_weight times its miss_loss (the squared terminal miss through the exact dynamics), and
-the carry is detached before the next step. An exponential moving average (EMA) of the weights is what gets
-validated, checkpointed and used for prediction.
+terminal_weight times its miss_loss (the terminal miss through the exact dynamics: squared near
+the target, logarithmic far from it), and the carry is detached before the next step. An
+exponential moving average (EMA) of the weights is what gets validated (on the same loss, for
+the final answer), checkpointed and used for prediction.
 
 Files written to output_dir:
     best_model.pt        weights (EMA) with the lowest validation loss so far
@@ -77,9 +78,12 @@ class EMA:
 
 
 @torch.no_grad()
-def validate(model: TinyRecursiveControl, loader: BatchLoader, world: World = ONE_PROCESS) -> dict:
-    """Loss of the final answer and its mean terminal error (the model's terminal_errors: ||x_N - x*||,
-    or the landing position error in m) on the validation set.
+def validate(model: TinyRecursiveControl, loader: BatchLoader, world: World = ONE_PROCESS,
+             terminal_weight: float = 0.0) -> dict:
+    """Loss of the final answer (its imitation_loss plus terminal_weight times its miss_loss: the
+    loss it trains on, so that the best checkpoint is judged by it) and its mean terminal error
+    (the model's terminal_errors: ||x_N - x*||, or the landing position error in m) on the
+    validation set.
 
     Under torchrun `loader` is this rank's share (ranks.RankShares) and the sums are added up
     over the ranks: every rank returns the same numbers.
@@ -87,7 +91,10 @@ def validate(model: TinyRecursiveControl, loader: BatchLoader, world: World = ON
     total_loss, total_error, count = 0.0, 0.0, 0
     for initial_states, target_states, *labels in loader:
         answer = model(initial_states, target_states)[-1]
-        total_loss += model.imitation_loss(answer, *labels).item() * len(answer)
+        loss = model.imitation_loss(answer, *labels)
+        if terminal_weight:
+            loss = loss + terminal_weight * model.miss_loss(initial_states, target_states, answer)
+        total_loss += loss.item() * len(answer)
         total_error += model.terminal_errors(initial_states, target_states, answer).sum().item()
         count += len(answer)
     if world.size > 1:
@@ -129,12 +136,14 @@ class DeepSupervisionLoss(torch.nn.Module):
 def train(model: TinyRecursiveControl, train_loader: BatchLoader, val_loader: BatchLoader, epochs: int = 100,
           lr: float = 1e-3, device="auto", output_dir="outputs/supervised", scheduler: str = "cosine",
           patience: int = 20, weight_decay: float = 0.0, ema_decay: float = 0.999, grad_clip: float = 1.0,
-          terminal_weight: float = 0.0, resume: bool = False, progress: bool = True, log=print) -> TinyRecursiveControl:
+          terminal_weight: float = 0.0, resume: bool = False, progress: bool = True, log=print,
+          start_from: str | None = None) -> TinyRecursiveControl:
     """Train `model` and return it carrying its best (EMA) weights.
 
     epochs: maximum number of passes over train_loader; patience: stop after this many
     epochs without a lower validation loss (0 disables early stopping); resume: continue
-    from output_dir/last_model.pt, which must come from the same model and data.
+    from output_dir/last_model.pt, which must come from the same model and data;
+    start_from: the checkpoint `model`'s weights came from, for the record (train_model loads it).
 
     Started by torchrun, each process trains on its share of every batch (see the module's
     docstring); device "cuda" (or "auto" with GPUs) means each process's own GPU, cuda:LOCAL_RANK.
@@ -156,8 +165,8 @@ def train(model: TinyRecursiveControl, train_loader: BatchLoader, val_loader: Ba
     ema = EMA(model, ema_decay) if ema_decay > 0 else None
     run = {"epochs": int(epochs), "lr": lr, "scheduler": scheduler, "patience": int(patience),
            "batch_size": train_loader.batch_size, "weight_decay": weight_decay, "ema_decay": ema_decay,
-           "grad_clip": grad_clip, "terminal_weight": terminal_weight, **_run_record(model, train_loader, val_loader,
-                                                                                      world)}
+           "grad_clip": grad_clip, "terminal_weight": terminal_weight, "start_from": start_from,
+           **_run_record(model, train_loader, val_loader, world)}
     state = {"epoch": 0, "best_val_loss": math.inf, "best_epoch": 0, "epochs_without_improvement": 0,
              "history": [], "run": run}
     if resume:
@@ -248,7 +257,7 @@ def _epoch(model, supervised_loss, train_loader, val_loader, optimizer, lr_sched
     """One epoch of training, validation of the (EMA) weights, and the schedule's step."""
     started = time.perf_counter()
     train_loss = _train_epoch(model, supervised_loss, train_loader, optimizer, ema, grad_clip, world)
-    metrics = validate(ema.shadow if ema else model, val_loader, world)
+    metrics = validate(ema.shadow if ema else model, val_loader, world, supervised_loss.terminal_weight)
     lr_now = optimizer.param_groups[0]["lr"]
     if isinstance(lr_schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
         lr_schedule.step(metrics["val_loss"])
@@ -405,21 +414,49 @@ def _new_model(train_set, model_size, overrides) -> TinyRecursiveControl:
     return TinyRecursiveControl.create(model_size, problem=train_set.problem, state_scale=state_scale, **overrides)
 
 
-def train_model(data, *, output_dir="outputs/supervised", model_size="medium", epochs=100, batch_size=64,
+def train_model(data, *, output_dir="outputs/supervised", model_size=None, epochs=100, batch_size=64,
                 lr=1e-3, patience=20, scheduler="cosine", latent_dim=None, num_outer_cycles=None,
                 num_inner_cycles=None, num_supervision_steps=None, device="auto", seed=0, resume=False,
                 val_fraction=0.1, ema_decay=0.999, weight_decay=0.0, terminal_weight=0.0, error_feedback=None,
-                progress=True, log=print) -> TinyRecursiveControl:
-    """Build a model of `model_size` for the problem of the dataset file `data` and train it (see
-    train). The architecture options left None take the size's values (model.MODEL_SIZES)."""
+                start_from=None, progress=True, log=print) -> TinyRecursiveControl:
+    """Build a model of `model_size` (default medium) for the problem of the dataset file `data` and
+    train it (see train). The architecture options left None take the size's values
+    (model.MODEL_SIZES).
+
+    start_from: a checkpoint to start from instead (a second stage: the pendulum learns to land by
+    the terminal loss after it has learned to imitate). Its architecture is kept; the loop counts
+    (num_outer_cycles, num_inner_cycles, num_supervision_steps) may be changed, the widths and the
+    feedback may not (checked before any work)."""
     torch.manual_seed(seed)
+    start = _start_model(start_from, model_size, latent_dim, error_feedback) if start_from is not None else None
     train_set, val_set = load_dataset(data, val_fraction=val_fraction, seed=seed)
-    overrides = {k: v for k, v in (("latent_dim", latent_dim), ("num_outer_cycles", num_outer_cycles),
-                                   ("num_inner_cycles", num_inner_cycles),
-                                   ("num_supervision_steps", num_supervision_steps),
-                                   ("error_feedback", error_feedback)) if v is not None}
-    model = _new_model(train_set, model_size, overrides)
+    loop_counts = {k: v for k, v in (("num_outer_cycles", num_outer_cycles), ("num_inner_cycles", num_inner_cycles),
+                                     ("num_supervision_steps", num_supervision_steps)) if v is not None}
+    if start is not None:
+        model = start
+        for name, value in loop_counts.items():
+            setattr(model.config, name, int(value))
+    else:
+        overrides = {**loop_counts, **{k: v for k, v in (("latent_dim", latent_dim), ("error_feedback", error_feedback))
+                                       if v is not None}}
+        model = _new_model(train_set, model_size or "medium", overrides)
     train_loader, val_loader = create_data_loaders(train_set, val_set, batch_size, seed=seed)
     return train(model, train_loader, val_loader, epochs=epochs, lr=lr, device=device, output_dir=output_dir,
                  scheduler=scheduler, patience=patience, weight_decay=weight_decay, ema_decay=ema_decay,
-                 terminal_weight=terminal_weight, resume=resume, progress=progress, log=log)
+                 terminal_weight=terminal_weight, resume=resume, progress=progress, log=log,
+                 start_from=None if start_from is None else str(start_from))
+
+
+def _start_model(path, model_size, latent_dim, error_feedback) -> TinyRecursiveControl:
+    """The model of checkpoint `path`, refusing options that would change its weights' shapes."""
+    from .model import MODEL_SIZES
+    model = model_from_checkpoint(read_checkpoint(path), path)
+    config = model.config
+    wanted = {"latent_dim": latent_dim if latent_dim is not None else MODEL_SIZES.get(model_size),
+              "error_feedback": error_feedback}
+    for name, value in wanted.items():
+        if value is not None and value != getattr(config, name):
+            option = "model_size" if name == "latent_dim" and latent_dim is None else name
+            raise TRCError(f"start_from: {path} has {name} {getattr(config, name)}; {option} "
+                           f"{model_size if option == 'model_size' else value} does not fit its weights")
+    return model.train()

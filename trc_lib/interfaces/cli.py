@@ -170,10 +170,14 @@ def _add_train(sub) -> None:
     p.add_argument("--data", default="data/lqr_train/lqr_dataset.npz",
                    help="training dataset (.npz from `trc generate`); --val_fraction of it is held out for "
                         "validation (default: %(default)s)")
-    p.add_argument("--model_size", default="medium", choices=list(MODEL_SIZES),
-                   help="small ~114K, medium ~527K, large ~2.6M parameters (default: %(default)s)")
+    p.add_argument("--model_size", default=None, choices=list(MODEL_SIZES),
+                   help="small ~114K, medium ~527K, large ~2.6M parameters (default: medium, or --start_from's)")
     p.add_argument("--latent_dim", type=positive_int, default=None,
                    help="custom width of the latent z and the shared net (overrides --model_size's)")
+    p.add_argument("--start_from", default=None, metavar="CHECKPOINT",
+                   help="start from this trained model's weights instead of a new model (a second stage, e.g. "
+                        "--terminal_weight after imitation); its widths stay, the N_out/N_in/N_sup options may "
+                        "change them")
     p.add_argument("--num_outer_cycles", type=positive_int, default=None,
                    help="N_out: recursions per supervision step, all but the last without gradient (default 2)")
     p.add_argument("--num_inner_cycles", type=positive_int, default=None,
@@ -192,8 +196,9 @@ def _add_train(sub) -> None:
                    help="decay of the weights' moving average that is validated and saved; 0 disables "
                         "(default: %(default)s)")
     p.add_argument("--terminal_weight", type=nonnegative_float, default=0.0,
-                   help="add this weight times the squared terminal miss ||x_N - x*||^2 (through the exact "
-                        "dynamics, in units of the state scale) to the imitation loss (default: %(default)s)")
+                   help="add this weight times the terminal miss m = ||x_N - x*|| through the exact dynamics to "
+                        "the imitation loss, as 0.01 log(1 + m^2/0.01) in units of the state scale: m^2 for a miss "
+                        "well under 0.1, logarithmic beyond (the landing: its asinh miss) (default: %(default)s)")
     p.add_argument("--scheduler", default="cosine", choices=list(SCHEDULERS),
                    help="learning-rate schedule: cosine annealing to 0, step (x0.1 every third of the epochs), "
                         "plateau (x0.5 after max(1, patience/4) epochs without improvement), none "
@@ -413,7 +418,7 @@ def run(args) -> None:
                                                    "patience", "scheduler", "latent_dim", "num_outer_cycles",
                                                    "num_inner_cycles", "num_supervision_steps", "device", "seed",
                                                    "resume", "val_fraction", "ema_decay", "weight_decay",
-                                                   "terminal_weight"),
+                                                   "terminal_weight", "start_from"),
                              error_feedback=False if args.no_error_feedback else None, progress=not args.no_progress)
     elif args.command == "evaluate":
         workflow.evaluate_checkpoint(args.checkpoint, args.test_data,
