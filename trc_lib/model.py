@@ -197,10 +197,10 @@ class TinyRecursiveControl(nn.Module):
         δ² log(1 + m²/δ²) / state_scale² with δ = MISS_RESOLUTION: the squared miss m²/state_scale²
         while m << δ, logarithmic far from it.
 
-        Why not the plain square: on a chaotic task (the pendulum, where dx_N/du reaches singular
-        values of 25-260) an answer outside the target's basin misses by several radians, and its
-        squared miss, with gradients as large as the miss times dx_N/du, would outweigh every
-        answer that is nearly there; under the logarithm a far miss pulls with 2/m, a near one with
+        Why not the plain square: on a chaotic task (the pendulum, where dx_N/du has singular values
+        of 13-260 at the optimum, median 26) an answer outside the target's basin misses by radians,
+        and its squared miss, with gradients as large as the miss times dx_N/du, would outweigh
+        every answer that is nearly there; under the logarithm a far miss pulls with 2/m, a near one with
         2m/δ², so the training spends itself on the answers it can land."""
         miss = self.terminal_states(initial_states, answer) - target_states
         delta = MISS_RESOLUTION

@@ -140,10 +140,9 @@ def train(model: TinyRecursiveControl, train_loader: BatchLoader, val_loader: Ba
           start_from: str | None = None) -> TinyRecursiveControl:
     """Train `model` and return it carrying its best (EMA) weights.
 
-    epochs: maximum number of passes over train_loader; patience: stop after this many
-    epochs without a lower validation loss (0 disables early stopping); resume: continue
-    from output_dir/last_model.pt, which must come from the same model and data;
-    start_from: the checkpoint `model`'s weights came from, for the record (train_model loads it).
+    epochs: maximum number of passes over train_loader; patience: stop after this many epochs without
+    a lower validation loss (0 disables early stopping); resume: continue from output_dir/last_model.pt,
+    which must come from the same model and data; start_from: where `model`'s weights came from, for the record.
 
     Started by torchrun, each process trains on its share of every batch (see the module's
     docstring); device "cuda" (or "auto" with GPUs) means each process's own GPU, cuda:LOCAL_RANK.
@@ -257,7 +256,8 @@ def _epoch(model, supervised_loss, train_loader, val_loader, optimizer, lr_sched
     """One epoch of training, validation of the (EMA) weights, and the schedule's step."""
     started = time.perf_counter()
     train_loss = _train_epoch(model, supervised_loss, train_loader, optimizer, ema, grad_clip, world)
-    metrics = validate(ema.shadow if ema else model, val_loader, world, supervised_loss.terminal_weight)
+    terminal_weight = getattr(supervised_loss, "module", supervised_loss).terminal_weight  # under DDP, its module's
+    metrics = validate(ema.shadow if ema else model, val_loader, world, terminal_weight)
     lr_now = optimizer.param_groups[0]["lr"]
     if isinstance(lr_schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
         lr_schedule.step(metrics["val_loss"])
