@@ -122,7 +122,7 @@ def finished(folder: Path, options: dict, start_from: Path | None) -> bool:
                                                                                    ModelConfig.num_supervision_steps)
             and run["run"]["terminal_weight"] == options.get("terminal_weight", 0.0)
             and run["run"]["lr"] == options.get("lr", 1e-3)
-            and run["run"].get("start_from") == (None if start_from is None else str(start_from)))
+            and run["run"].get("start_from") == (None if start_from is None else str(start_from.resolve())))
 
 
 def score_configuration(model, test, path: str, tolerance, large_batch: int) -> dict:

@@ -81,7 +81,7 @@ def test_a_second_stage_starts_from_the_checkpoints_weights_with_new_loop_counts
     for name, weight in start.state_dict().items():  # lr 1e-12: one epoch leaves the weights where they started
         torch.testing.assert_close(model.state_dict()[name], weight, atol=1e-9, rtol=0)
     run = json.loads((tmp_path / "training_stats.json").read_text())["run"]
-    assert run["start_from"] == str(trained_dir / "best_model.pt") and run["terminal_weight"] == 1.0
+    assert run["start_from"] == str((trained_dir / "best_model.pt").resolve()) and run["terminal_weight"] == 1.0
 
 
 @pytest.mark.parametrize("options, fragment", [({"model_size": "medium"}, "model_size medium does not fit"),

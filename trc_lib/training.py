@@ -444,7 +444,7 @@ def train_model(data, *, output_dir="outputs/supervised", model_size=None, epoch
     return train(model, train_loader, val_loader, epochs=epochs, lr=lr, device=device, output_dir=output_dir,
                  scheduler=scheduler, patience=patience, weight_decay=weight_decay, ema_decay=ema_decay,
                  terminal_weight=terminal_weight, resume=resume, progress=progress, log=log,
-                 start_from=None if start_from is None else str(start_from))
+                 start_from=_resolved(start_from))
 
 
 def _start_model(path, model_size, latent_dim, error_feedback) -> TinyRecursiveControl:
