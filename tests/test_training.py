@@ -236,6 +236,8 @@ def test_a_diverging_run_says_so_in_its_stats(train_path, tmp_path):
     (np.zeros(2), np.zeros(2), r"initial_states must have shape \[B, 2\], got \[2\]"),
     (np.zeros((3, 2)), np.zeros((2, 2)), "hold 3 and 2 problems"),
     (np.full((1, 2), np.nan), np.zeros((1, 2)), "initial_states contains NaN"),
+    (np.zeros((1, 2)), np.array([[0.0, -np.inf]]), "target_states contains NaN or inf"),
+    (np.zeros((20, 2)), np.pad([[np.inf, 0.0]], ((19, 0), (0, 0))), "target_states contains NaN or inf"),  # many: numpy's check
     (np.zeros((1, 3)), np.zeros((1, 3)), r"got \[1, 3\]"),
 ])
 def test_predict_refuses_inputs_of_the_wrong_shape_or_nan(trained_dir, x0, xt, fragment):
