@@ -77,10 +77,16 @@ def test_predict_uses_it_for_small_batches_and_follows_new_weights(monkeypatch):
     with torch.no_grad():
         eager = model(torch.tensor(x0, dtype=torch.float32), torch.tensor(xt, dtype=torch.float32))[-1]
     np.testing.assert_allclose(second, eager.double().numpy(), atol=2e-5)
+    model.net[1].down.weight = torch.nn.Parameter(model.net[1].down.weight.detach() * 0.5)  # a new tensor
+    third = model.predict(x0, xt)
+    with torch.no_grad():
+        eager = model(torch.tensor(x0, dtype=torch.float32), torch.tensor(xt, dtype=torch.float32))[-1]
+    assert len(calls) == 3 and not np.allclose(second, third)
+    np.testing.assert_allclose(third, eager.double().numpy(), atol=2e-5)
     model.predict(np.zeros((FAST_FORWARD_MAX_BATCH + 1, 2)), np.zeros((FAST_FORWARD_MAX_BATCH + 1, 2)))
-    assert len(calls) == 2  # large batches go to PyTorch
+    assert len(calls) == 3  # large batches go to PyTorch
     copy.deepcopy(model).predict(x0, xt)  # a copy gets an engine of its own
-    assert len(calls) == 3
+    assert len(calls) == 4
 
 
 def test_without_a_compiler_predict_runs_pytorch(monkeypatch):

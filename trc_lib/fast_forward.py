@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import operator
 import threading
 import weakref
 from pathlib import Path
@@ -45,6 +46,7 @@ from .terminal_map import terminal_map
 FAST_FORWARD_MAX_BATCH = 16
 ENABLED = True  # False: PyTorch everywhere (pytorch_only)
 SOURCE = Path(__file__).with_name("forward.c")
+_VERSION = operator.attrgetter("_version")  # a tensor's count of in-place changes
 # A shared net whose weights take more bytes than this shares its products between two threads (a
 # team, forward.c): each holds half the rows in its own core's L2 cache instead of streaming the
 # whole net from L3. Measured at batch 1 (Xeon, 2 MB of L2 per core): the medium model's float32
@@ -195,25 +197,30 @@ class FastForward:
 
     def _weights(self) -> list[torch.Tensor]:
         """The tensors forward.c reads, looked up afresh (an assignment or a move may replace one),
-        straight from the modules' tables: Module.__getattr__ would cost ~10 us a call at batch 1."""
-        model = self.model
-        if getattr(self, "_layers", None) is None:  # the architecture's modules never change
-            self._layers = ([model.embed_context, model.embed_controls, model.decode]
-                            + [layer for b in model.net for layer in (b.gate_up, b.down)])
-            self._error_layer = model.embed_error
-        error = self._error_layer._parameters["weight"] if self._error_layer is not None else None
-        return [*(layer._parameters["weight"] for layer in self._layers[:3]), model._buffers["z_init"],
-                *(layer._parameters["weight"] for layer in self._layers[3:]), error, *self._matrices]
+        straight from the modules' tables: Module.__getattr__ would cost ~10 us a call at batch 1.
+        The tables themselves are kept: the architecture's modules never change, nor do their
+        dictionaries of parameters (assignment and .to() replace the entries)."""
+        if getattr(self, "_tables", None) is None:
+            model = self.model
+            layers = [model.embed_context, model.embed_controls, model.decode]
+            blocks = [layer for b in model.net for layer in (b.gate_up, b.down)]
+            error = [] if model.embed_error is None else [model.embed_error]
+            self._tables = ([(layer._parameters, "weight") for layer in layers] + [(model._buffers, "z_init")]
+                            + [(layer._parameters, "weight") for layer in blocks + error])
+            # then the error's weight (None without feedback) and the engine's own A_N and G
+            self._tail = ([] if error else [None]) + list(self._matrices)
+        return [table[key] for table, key in self._tables] + self._tail
 
     def _struct(self) -> _Model:
         """The model's sizes and transposed copies of its weights, remade when a weight has changed
         (an optimizer step or load_state_dict bumps a tensor's version; .to() replaces it). At
         batch 1 this check is a twentieth of a small model's answer: it stays a flat tuple."""
         weights = self._weights()
-        try:  # the model's tensors: the engine's own (A_N and G, the last two) never change
-            stamp = tuple([item for w in weights[:-2] if w is not None for item in (w._version, w.data_ptr())])
+        own = [w for w in weights[:-2] if w is not None]  # the engine's own A_N and G never change
+        try:  # map over the unbound methods: half the cost of a loop at batch 1
+            stamp = (*map(_VERSION, own), *map(torch.Tensor.data_ptr, own))
         except RuntimeError:  # inference tensors (a model made under inference_mode) keep no version
-            stamp = tuple([w.data_ptr() for w in weights[:-2] if w is not None])
+            stamp = tuple(map(torch.Tensor.data_ptr, own))
         if stamp == getattr(self, "_stamp", None):
             return self._prepared
         for w in weights:
