@@ -41,15 +41,18 @@ def dataset(folder: Path, count: int, seed: int, options: dict) -> Path:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--systems", nargs="+", default=list(OPTIONS), choices=list(OPTIONS))
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT")
+    parser.add_argument("--systems", nargs="+", default=list(OPTIONS), choices=list(OPTIONS),
+                        help="systems to train the variants on")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT",
+                        help=f"variants to train, of {list(VARIANTS)}")
     parser.add_argument("--num_samples", type=int, default=10000, help="training samples (default 10000)")
     parser.add_argument("--test_samples", type=int, default=1000, help="test samples (default 1000)")
     parser.add_argument("--epochs", type=int, default=30, help="epochs per variant (default 30)")
-    parser.add_argument("--model_size", default="small", choices=["small", "medium", "large"])
+    parser.add_argument("--model_size", default="small", choices=["small", "medium", "large"], help="model size of every variant")
     parser.add_argument("--data_dir", default=str(ROOT / "outputs" / "benchmark" / "beyond"),
                         help="where SYSTEM data live (shared with benchmarks/beyond.py)")
-    parser.add_argument("--output_dir", default=str(ROOT / "outputs" / "benchmark" / "ablation"))
+    parser.add_argument("--output_dir", default=str(ROOT / "outputs" / "benchmark" / "ablation"),
+                        help="where the data, models and results go")
     parser.add_argument("--workers", type=int, default=None,
                         help="train the variants side by side on a local Dask cluster of this many processes "
                              "(default: one after another in this process)")

@@ -54,12 +54,13 @@ def main():
     parser.add_argument("--finetune_batch_size", type=int, default=64, help="fine-tuning batch size (default 64)")
     parser.add_argument("--terminal_penalty", type=float, default=10.0,
                         help="fine-tuning's weight on ||x_N - x*||^2 (default 10; finetune.py explains why not 100)")
-    parser.add_argument("--model_size", default="small", choices=["small", "medium", "large"])
+    parser.add_argument("--model_size", default="small", choices=["small", "medium", "large"], help="model size to train")
     parser.add_argument("--seed", type=int, default=0, help="training problems, weights, shuffling (default 0)")
     parser.add_argument("--workers", type=int, default=2, help="IPOPT processes for the test labels (default 2)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--output_dir", default=str(ROOT / "outputs" / "benchmark" / "finetune_teacher"))
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where to train (auto: the GPU if any)")
+    parser.add_argument("--output_dir", default=str(ROOT / "outputs" / "benchmark" / "finetune_teacher"),
+                        help="where the data, models and results go")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

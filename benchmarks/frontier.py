@@ -264,13 +264,16 @@ def plot_frontier(task: str, rows: list[dict], oracle: dict, path: Path) -> Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--sizes", nargs="+", default=["small", "medium"], choices=["small", "medium", "large"])
-    parser.add_argument("--tolerances", nargs="+", type=float, default=[0.01])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS), help="tasks to score, a page each")
+    parser.add_argument("--sizes", nargs="+", default=["small", "medium"], choices=["small", "medium", "large"],
+                        help="model sizes to train and score")
+    parser.add_argument("--tolerances", nargs="+", type=float, default=[0.01],
+                        help="halting tolerances on the terminal error ||x_N - x*|| (state units)")
     parser.add_argument("--num_samples", type=int, default=10000, help="training problems per task")
-    parser.add_argument("--test_samples", type=int, default=1000)
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--large_batch", type=int, default=10000)
+    parser.add_argument("--test_samples", type=int, default=1000, help="test problems per task, solved by the oracle")
+    parser.add_argument("--epochs", type=int, default=100,
+                        help="training epochs (the pendulum's first stage; its second takes SECOND_STAGE's 60)")
+    parser.add_argument("--large_batch", type=int, default=10000, help="the large batch timed per problem")
     parser.add_argument("--newton_steps", type=int, default=10, help="nonlinear tasks: Gauss-Newton steps of the "
                                                                      "polished rows (0: none)")
     parser.add_argument("--retrain", action="store_true", help="train again even where a checkpoint exists")

@@ -31,9 +31,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num_samples", type=int, default=10000, help="training samples (default 10000)")
     parser.add_argument("--epochs", type=int, default=100, help="epochs (default 100)")
-    parser.add_argument("--model_size", default="medium", choices=["small", "medium", "large"])
+    parser.add_argument("--model_size", default="medium", choices=["small", "medium", "large"], help="model size to train")
     parser.add_argument("--batch_size", type=int, default=64, help="batch size (default 64)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train (auto: the GPU if any)")
     parser.add_argument("--output_dir", default=str(ROOT / "outputs" / "benchmark" / "guide_pipeline"),
                         help="emptied, then filled with the run's data, model and report")
     args = parser.parse_args()

@@ -57,7 +57,8 @@ def measure(system: str, count: int) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num_problems", type=int, default=100, help="problems per task (default 100)")
-    parser.add_argument("--tasks", nargs="+", default=["vanderpol", "pendulum"], choices=["vanderpol", "pendulum"])
+    parser.add_argument("--tasks", nargs="+", default=["vanderpol", "pendulum"], choices=["vanderpol", "pendulum"],
+                        help="tasks whose NLP is timed interpreted and compiled")
     args = parser.parse_args()
     hw = hardware()
     lines = [f"Hardware: {hw['cpu']}, one process; {args.num_problems} problems per task", "",

@@ -133,7 +133,7 @@ def main():
     parser.add_argument("--num_samples", type=int, default=10000, help="training labels (default 10000)")
     parser.add_argument("--test_samples", type=int, default=1000, help="test labels (default 1000)")
     parser.add_argument("--epochs", type=int, default=100, help="maximum epochs (default 100)")
-    parser.add_argument("--model_size", default="medium", choices=["small", "medium", "large"])
+    parser.add_argument("--model_size", default="medium", choices=["small", "medium", "large"], help="model size to train")
     parser.add_argument("--terminal_weight", type=float, default=1e-4,
                         help="weight of the landing-miss loss in training (default 1e-4)")
     parser.add_argument("--oracle_problems", type=int, default=50, help="test cases the oracle is timed on")

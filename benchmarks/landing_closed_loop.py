@@ -50,7 +50,7 @@ def main():
     parser.add_argument("--problems", type=int, default=200, help="test cases flown (default 200)")
     parser.add_argument("--gust", type=float, default=GUST, help=f"gust standard deviation, m/s^2 (default {GUST})")
     parser.add_argument("--timed_problems", type=int, default=5, help="cases TRC re-plans at batch 1 for timing")
-    parser.add_argument("--model_size", default="medium", choices=["small", "medium", "large"])
+    parser.add_argument("--model_size", default="medium", choices=["small", "medium", "large"], help="model size to train")
     parser.add_argument("--workers", type=int, default=None,
                         help="Dask worker processes flying the cone program's landings (default: one per core)")
     parser.add_argument("--cluster", default=None, metavar="ADDRESS",

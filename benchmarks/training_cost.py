@@ -36,7 +36,8 @@ def seconds_per_epoch(data, size: str, feedback: bool, terminal_weight: float, e
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", nargs="+", default=["small", "medium"], choices=["small", "medium", "large"])
+    parser.add_argument("--sizes", nargs="+", default=["small", "medium"], choices=["small", "medium", "large"],
+                        help="model sizes whose epochs are timed")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per timed training (at least 1)")
     parser.add_argument("--rounds", type=int, default=2, help="turns each configuration takes (at least 1)")
     parser.add_argument("--num_samples", type=int, default=10000, help="training problems (the frontier's)")

@@ -80,3 +80,14 @@ def test_functions_are_short(name):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
             and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
     assert not long, long
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")) + sorted((PACKAGE.parent / "benchmarks").glob("*.py")),
+                         ids=lambda p: p.name)
+def test_every_command_line_option_says_what_it_does(path):
+    """--help describes each option: every add_argument of the trc command and the benchmarks has a help."""
+    silent = [node.args[0].value for node in ast.walk(ast.parse(path.read_text()))
+              if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument"
+              and node.args and isinstance(node.args[0], ast.Constant)
+              and not any(keyword.arg == "help" for keyword in node.keywords)]
+    assert not silent, f"{path.name}: options without help: {silent}"
