@@ -835,19 +835,25 @@ static void product_alone(int P, const uint16_t* A, int Kp, const uint16_t* W, i
         for (int q = 0; q < P; q += 32) block_pair(A + (size_t)q * Kp, Kp, W, j, blocks, Kp / 32, c);
 }
 
-/* The tiles' floor (benchmarks/performance.py): a group's products in solve_group's order and
-   shapes, and nothing else (per supervision step and outer cycle: the answer's embedding, the
-   shared net inner + 1 times, the decoder). The inputs are bfloat16 numbers of size 0.5 to 2
-   with scattered signs and mantissas, not zeros: the AMX unit multiplies zeros faster (the medium
-   model's products took 1.2 to 1.4 times as long on such numbers as on zeros; Xeon, ad hoc). */
-static void tile_products_only(const trc_model* m, float* work, int P) {
-    const int D = m->D, Dp = padded(D), Hp = padded(m->H), Nap = padded(m->a_size);
-    uint16_t *hb = (uint16_t*)aligned(work), *hidden = hb + (size_t)P * Dp, *features = hidden + (size_t)P * Hp;
-    for (size_t i = 0; i < (size_t)P * (Dp + Hp + Nap); ++i) {
+/* The inputs of tile_products_only for groups of P problems: bfloat16 numbers of size 0.5 to 2
+   with scattered signs and mantissas, not zeros, which the AMX unit multiplies faster (the medium
+   model's products took 1.2 to 1.3 times as long on such numbers as on zeros; Xeon, ad hoc).
+   Written once per job, outside the groups' timed products. */
+static void scattered_inputs(const trc_model* m, float* work, int P) {
+    uint16_t* hb = (uint16_t*)aligned(work);
+    for (size_t i = 0; i < (size_t)P * (padded(m->D) + padded(m->H) + padded(m->a_size)); ++i) {
         uint32_t x = (uint32_t)i * 2654435761u;  /* Knuth's multiplicative hash */
         x ^= x >> 15;
         hb[i] = (uint16_t)((x & 0x8000) | 0x3f00 | (x >> 16 & 0xff));  /* sign, exponent 126 or 127, mantissa */
     }
+}
+
+/* The tiles' floor (benchmarks/performance.py): a group's products in solve_group's order and
+   shapes on scattered_inputs, and nothing else (per supervision step and outer cycle: the
+   answer's embedding, the shared net inner + 1 times, the decoder). */
+static void tile_products_only(const trc_model* m, float* work, int P) {
+    const int D = m->D, Dp = padded(D), Hp = padded(m->H), Nap = padded(m->a_size);
+    uint16_t *hb = (uint16_t*)aligned(work), *hidden = hb + (size_t)P * Dp, *features = hidden + (size_t)P * Hp;
     for (int s = 0; s < m->steps; ++s)
         for (int r = 0; r < m->outer; ++r) {
             product_alone(P, features, Nap, (const uint16_t*)m->embed_controls, D);
@@ -881,6 +887,7 @@ static int run_tiles(trc_job* job, float* work, const team* t) {
     if (!status) tiles_begin();
     if (job->what == PRODUCTS_ONLY || job->tolerance <= 0.0f) {
         const int P = group_for(m, job->B, T);
+        if (job->what == PRODUCTS_ONLY && !status) scattered_inputs(m, work, P);
         for (long long g = tid; g * P < job->B && !status; g += T) {
             const long long first = g * P;
             const int count = job->B - first < P ? (int)(job->B - first) : P;

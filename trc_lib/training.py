@@ -42,7 +42,7 @@ from .data import BatchLoader, create_data_loaders, load_dataset
 from .device import describe_device, resolve_device
 from .errors import TRCError, describe_difference
 from .files import check_folder, write_json
-from .model import TinyRecursiveControl
+from .model import MODEL_SIZES, TinyRecursiveControl
 from .ranks import ONE_PROCESS, RankShares, World, data_parallel, start_from_environment
 
 SCHEDULERS = ("cosine", "step", "plateau", "none")
@@ -449,7 +449,6 @@ def train_model(data, *, output_dir="outputs/supervised", model_size=None, epoch
 
 def _start_model(path, model_size, latent_dim, error_feedback) -> TinyRecursiveControl:
     """The model of checkpoint `path`, refusing options that would change its weights' shapes."""
-    from .model import MODEL_SIZES
     model = model_from_checkpoint(read_checkpoint(path), path)
     config = model.config
     wanted = {"latent_dim": latent_dim if latent_dim is not None else MODEL_SIZES.get(model_size),
