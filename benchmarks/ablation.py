@@ -4,7 +4,7 @@
                                    --epochs 30 --model_size small] [--workers K | --cluster ADDRESS]
 
 For each system (the double integrator on [-5, 5]^2, where the bound binds; Van der Pol with
-IPOPT labels) trains every variant of trc_lib/ablation.py with the same data and budget, scores
+IPOPT labels) trains every variant of trc_lib/studies/ablation.py with the same data and budget, scores
 them on 1,000 test problems against the oracle, runs the default model with 1-8 refinement
 steps at inference, and writes outputs/benchmark/ablation/ablation.{json,md}. Data made by
 benchmarks/beyond.py (same seeds and settings) are reused when present. Nothing is asserted.

@@ -78,14 +78,13 @@ def sensitivity(test) -> dict:
 
 def closed_loop_study(model, test, num_cases: int, seed: int) -> list[dict]:
     """Van der Pol: TRC and IPOPT re-planning every step, against playing their plan open loop."""
-    import dataclasses
 
     from trc_lib.baselines import OracleController
     from trc_lib.studies.closed_loop import compare_closed_loop
     problem = test.problem
     x0, xt = test.initial_states[:num_cases], test.target_states[:num_cases]
     planners = {"TRC": model.predict, "IPOPT": OracleController(problem).predict}
-    mismatch = dataclasses.replace(problem.system, mu=1.3)
+    mismatch = problem.replace(mu=1.3)
     scenarios = {"nominal, open loop": {"replan_every": None},
                  "nominal, closed loop": {"replan_every": 1},
                  "disturbed (0.02), open loop": {"replan_every": None, "disturbance_std": 0.02, "seed": seed},

@@ -72,8 +72,8 @@ def main():
                        "least squares": LeastSquaresController(train.problem).fit(train).predict}
         values, trained_at = study_values(train)
         entry = {"checkpoint": str(checkpoint), "system": train.problem.system.name,
-                 "state_range": train.metadata["state_range"], "studies": {}}
-        lines += [f"#### {train.problem.system.name}, trained on x0 in {train.metadata['state_range']} "
+                 "initial_box": train.metadata["initial_box"], "studies": {}}
+        lines += [f"#### {train.problem.system.name}, trained on x0 in {train.metadata['initial_box']} "
                   f"(`{checkpoint.relative_to(ROOT) if checkpoint.is_relative_to(ROOT) else checkpoint}`)", ""]
         for study in studies_for(train.problem):
             print(f"{checkpoint}: {study}", flush=True)

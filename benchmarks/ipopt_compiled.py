@@ -20,23 +20,20 @@ import numpy as np
 
 from trc_lib.evaluate import hardware
 from trc_lib.oracles.labels import make_optimizer
-from trc_lib.tasks import label_starts, make_problem, sampling_boxes, target_center
+from trc_lib.tasks import make_problem
 
 from results_page import write_page
 
 
 def problems(system: str, count: int) -> tuple[np.ndarray, np.ndarray]:
     """x_0, x* [count, n] from the task's default boxes, as `trc generate` draws them."""
-    rng = np.random.default_rng(0)
-    state_range, target_range = sampling_boxes(system)
-    n = len(target_center(system))
-    return rng.uniform(*state_range, size=(count, n)), target_center(system) + rng.uniform(*target_range, size=(count, n))
+    return make_problem(system=system).draw_problems(np.random.default_rng(0), count)
 
 
 def measure(system: str, count: int) -> dict:
     problem = make_problem(system=system)
     x0, xt = problems(system, count)
-    starts = label_starts(problem)
+    starts = problem.label_starts()
     row, controls = {"system": system, "starts": len(starts)}, {}
     for mode in ("interpreted", "compiled"):
         started = time.perf_counter()

@@ -30,18 +30,14 @@ import numpy as np
 
 import trc_lib.oracles.labels as labels
 from trc_lib.oracles.workers import Workers, close_clusters, local_cluster
-from trc_lib.tasks import label_starts, make_problem, sampling_boxes, target_center
+from trc_lib.tasks import make_problem
 
 from results_page import write_page
 
 
 def problems(system: str, count: int):
     """x_0, x* [count, n] from the task's default boxes, as `trc generate` draws them (seed 0)."""
-    rng = np.random.default_rng(0)
-    state_range, target_range = sampling_boxes(system)
-    n = len(target_center(system))
-    return (rng.uniform(*state_range, size=(count, n)),
-            target_center(system) + rng.uniform(*target_range, size=(count, n)))
+    return make_problem(system=system).draw_problems(np.random.default_rng(0), count)
 
 
 def process_pool(problem, x0, xt, starts, processes: int, chunk_size: int = 50) -> np.ndarray:
@@ -87,7 +83,7 @@ def malloc_trimming(count: int = 60) -> list[str]:
     from distributed import Client, LocalCluster
     problem = make_problem(system="pendulum")
     x0, xt = problems("pendulum", count)
-    chunk, problem_dict = (x0, xt, label_starts(problem)), problem.to_dict()
+    chunk, problem_dict = (x0, xt, problem.label_starts()), problem.to_dict()
     _solve_timed(problem_dict, chunk)  # builds it here
     here = _solve_timed(problem_dict, chunk)
     rows = [f"| this process | {here:.2f} | 1.00 |"]
@@ -123,7 +119,7 @@ def main():
 
     problem = make_problem(system="pendulum")
     x0, xt = problems("pendulum", args.num_samples)
-    starts = label_starts(problem)
+    starts = problem.label_starts()
     # Dask first, then the pool (whichever runs second meets a machine that has run for minutes);
     # on_dask closes its cluster, so the pool does not fork a process running a Dask client's threads
     dask_s, dask_controls = timed(on_dask, problem, x0, xt, starts, cores)
@@ -143,7 +139,7 @@ def main():
 
     problem = make_problem(system="vanderpol")
     x0, xt = problems("vanderpol", args.scaling_samples)
-    starts = label_starts(problem)
+    starts = problem.label_starts()
     rows, reference = [], None
     for processes in (1, 2):
         seconds, controls = timed(on_dask, problem, x0, xt, starts, processes)

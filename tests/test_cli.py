@@ -47,7 +47,7 @@ def test_top_level_help_lists_every_subcommand(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     names = list(subcommands())
-    assert names == ["generate", "train", "evaluate", "compare", "prompts", "finetune", "export", "pipeline"]
+    assert names == ["check", "generate", "train", "evaluate", "compare", "prompts", "finetune", "export", "pipeline"]
     for name in names:
         assert f"    {name}" in out
 
@@ -88,7 +88,7 @@ def test_generate_writes_the_dataset_where_the_guide_says(capsys, tmp_path):
     assert len(dataset) == 40
     assert dataset.control_sequences.shape == (40, 12, 1)
     assert dataset.metadata["seed"] == 7
-    assert dataset.metadata["problem"]["system"]["dt"] == 4.0 / 12
+    assert dataset.metadata["problem"]["dt"] == 4.0 / 12
     assert os.listdir(out_dir) == [DATASET_FILENAME]
 
 
@@ -103,8 +103,8 @@ def test_generate_passes_problem_options_through(capsys, tmp_path):
     assert objective["Q"] == [[2.0, 0.0], [0.0, 0.5]]
     assert objective["R"] == [[0.2]]
     assert objective["Q_f"] == [[10.0, 0.0], [0.0, 20.0]]
-    assert meta["problem"]["control_bound"] == 3.0
-    assert meta["state_range"] == [-1.0, 1.0] and meta["target_range"] == [0.0, 0.5]
+    assert meta["problem"]["control_bounds"] == [[-3.0, 3.0]]
+    assert meta["initial_box"] == [[-1.0, 1.0]] * 2 and meta["target_box"] == [[0.0, 0.5]] * 2
 
 
 def test_evaluate_writes_json_results(capsys, tmp_path, trained_dir, test_path):

@@ -8,8 +8,7 @@ import scipy.optimize
 
 from trc_lib.oracles import closed_form
 from trc_lib.data import make_problem
-from trc_lib.problem import ControlProblem, Objective
-from trc_lib.systems import make_system
+from trc_lib.tasks import DoubleIntegrator
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,9 +262,8 @@ def test_lqr_with_the_dare_terminal_weight_is_the_stationary_dlqr_feedback():
     Q, R = np.diag([1.0, 1.0]), np.array([[0.1]])
     P = scipy.linalg.solve_discrete_are(A, B, dt * Q, dt * R)
     K, _, _ = control.dlqr(A, B, dt * Q, dt * R)
-    objective = Objective(name="lqr", Q=tuple(map(tuple, Q)), R=tuple(map(tuple, R)), Q_f=tuple(map(tuple, P)),
-                          terminal_constraint=False)
-    problem = ControlProblem(make_system("double_integrator", 5.0, 15), 1e3, objective)
+    problem = DoubleIntegrator(control_bounds=((-1e3, 1e3),), Q=tuple(map(tuple, Q)), R=tuple(map(tuple, R)),
+                               Q_f=tuple(map(tuple, P)), terminal_constraint=False, objective_name="lqr")
     rng = np.random.default_rng(8)
     x0 = rng.uniform(-2, 2, size=(25, 2))
     xt = np.column_stack([rng.uniform(-2, 2, 25), np.zeros(25)])

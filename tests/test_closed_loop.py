@@ -120,7 +120,7 @@ def test_closed_loop_holds_the_unstable_origin_that_open_loop_loses(vanderpol):
     assert np.median(closed_loop) < np.median(open_loop) / 3, (closed_loop, open_loop)
     assert closed_loop.max() < 0.25 and open_loop.min() > 0.3, (closed_loop, open_loop)
 
-    plant = dataclasses.replace(vanderpol.system, mu=1.2)
+    plant = vanderpol.replace(mu=1.2)
     open_loop, closed_loop = run(replan_every=None, plant=plant), run(plant=plant)
     assert closed_loop.max() < 0.1 and open_loop.min() > 0.3, (closed_loop, open_loop)
 
@@ -180,7 +180,7 @@ def test_bad_input_is_refused(double_integrator):
         ({"replan_every": 1.5}, "replan_every must be a positive integer"),
         ({"num_steps": 0}, "num_steps must be a positive integer"),
         ({"plan": lambda x, xt: np.zeros((len(x), 3, 1))}, "the planner returned shape"),
-        ({"plant": dataclasses.replace(problem.system, num_steps=30)}, "plant dt"),
+        ({"plant": problem.replace(num_steps=30)}, "plant dt"),
         ({"plan": lambda x, xt: np.full((len(x), 15, 1), np.nan)}, "NaN or inf"),
     ]
     for overrides, message in cases:

@@ -53,13 +53,13 @@ def test_generated_dataset_has_the_guides_arrays_and_shapes(small):
 
 def test_generated_metadata_states_the_problem_and_the_sampling(small):
     meta = small.metadata
-    assert meta["problem"]["system"]["dt"] == 5.0 / 15
-    assert meta["problem"]["system"]["num_steps"] == 15
-    assert meta["problem"]["control_bound"] == 4.0
+    assert meta["problem"]["dt"] == 5.0 / 15
+    assert meta["problem"]["num_steps"] == 15
+    assert meta["problem"]["control_bounds"] == [[-4.0, 4.0]]
     assert meta["problem"]["objective"]["name"] == "min_energy"
     assert meta["problem"]["objective"]["terminal_constraint"] is True
-    assert meta["state_range"] == [-2.0, 2.0]
-    assert meta["target_range"] == [-2.0, 2.0]
+    assert meta["initial_box"] == [[-2.0, 2.0]] * 2
+    assert meta["target_box"] == [[-2.0, 2.0]] * 2 and meta["target"] == [0.0, 0.0]
     assert meta["seed"] == 5
     assert meta["num_samples"] == 60
     assert isinstance(meta["num_redrawn"], int) and meta["num_redrawn"] >= 0
@@ -98,7 +98,7 @@ def test_target_range_is_separate_from_state_range(problem):
     ds = generate_dataset(problem, 50, seed=1, state_range=(-1.0, 1.0), target_range=(2.0, 3.0))
     assert np.all(np.abs(ds.initial_states) <= 1.0)
     assert np.all((ds.target_states >= 2.0) & (ds.target_states <= 3.0))
-    assert ds.metadata["target_range"] == [2.0, 3.0]
+    assert ds.metadata["target_box"] == [[2.0, 3.0]] * 2
 
 
 @pytest.mark.parametrize("kwargs", [dict(state_range=(2.0, -2.0)), dict(state_range=(1.0, 1.0)),
@@ -204,8 +204,7 @@ def test_read_refuses_labels_of_another_problem(test_path, tmp_path):
     """Metadata edited to another control bound: the labels no longer fit what the file states."""
     contents = contents_of(test_path)
     meta = json.loads(str(contents["metadata"]))
-    meta["problem"]["objective"] = {**meta["problem"]["objective"], "name": "lqr", "terminal_constraint": False,
-                                    "Q": [[1.0, 0.0], [0.0, 1.0]], "Q_f": [[100.0, 0.0], [0.0, 100.0]]}
+    meta["problem"] = make_problem(controller="lqr", lqr_R=(1.0,)).to_dict()
     contents["metadata"] = np.array(json.dumps(meta))
     path = write_npz(tmp_path / "other.npz", contents)
     with pytest.raises(TRCError, match="other.npz.*not the exact optimum"):

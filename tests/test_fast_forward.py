@@ -41,6 +41,30 @@ def test_matches_the_eager_forward(system, overrides):
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 * max(1.0, model.control_bound))
 
 
+def test_a_task_with_bounds_of_its_own_matches_the_eager_forward():
+    """The quadrotor's thrusts lie in [0, 10] N: forward.c reads each control's center and
+    half-width, u = c + h tanh(y / h), in the answer, the features, the feedback and halting."""
+    from pathlib import Path
+    quadrotor = f"{Path(__file__).resolve().parents[1] / 'notebooks' / 'planar_quadrotor.py'}:PlanarQuadrotor"
+    torch.manual_seed(0)
+    model = TinyRecursiveControl.create("small", problem=make_problem(system=quadrotor), latent_dim=32).eval()
+    torch.nn.init.normal_(model.decode.weight, std=0.05, generator=torch.Generator().manual_seed(1))
+    x0, xt = model.problem.draw_problems(np.random.default_rng(0), 5)
+    engine = FastForward.of(model)
+    assert engine is not None
+    with torch.no_grad():
+        expected = model(torch.tensor(x0, dtype=torch.float32), torch.tensor(xt, dtype=torch.float32))
+    got = engine(torch.tensor(x0, dtype=torch.float32), torch.tensor(xt, dtype=torch.float32))
+    assert ((expected > 0) & (expected < 10)).all() and expected.std() > 0.1
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 * model.answer_scale())
+    tolerance = float(np.median(model.predict_anytime(x0, xt, tolerance=1e9).terminal_errors))
+    refinements, used, _ = engine.run(torch.tensor(x0, dtype=torch.float32), torch.tensor(xt, dtype=torch.float32),
+                                      tolerance)
+    from trc_lib.fast_forward import pytorch_only
+    in_pytorch = pytorch_only(model.predict_anytime)(x0, xt, tolerance)
+    np.testing.assert_array_equal(used.numpy(), in_pytorch.refinements)
+
+
 @pytest.mark.parametrize("system, overrides", [("double_integrator", {}), ("vanderpol", {"latent_dim": 72})])
 def test_half_weights_match_the_eager_forward_on_the_same_rounded_weights(system, overrides):
     """set_inference_precision("float16"): forward.c streams the shared net's weights in IEEE half

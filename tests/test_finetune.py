@@ -64,7 +64,7 @@ def test_clipped_lqr_on_the_double_integrator_keeps_a_tiny_bound():
 
 
 def test_clipped_lqr_with_a_huge_bound_is_the_exact_finite_horizon_lqr():
-    # stage dt (x'Qx + u'Ru), terminal x'Q_f x, as in problem.py; targets at rest are equilibria
+    # stage dt (x'Qx + u'Ru), terminal x'Q_f x, as in task.py; targets at rest are equilibria
     problem = make_problem(controller="lqr", control_bound=1e6, lqr_Q=(1.0, 0.5), lqr_R=(0.2,), lqr_Qf=(10.0, 3.0))
     rng = np.random.default_rng(1)
     x0 = rng.uniform(-2, 2, size=(25, 2))

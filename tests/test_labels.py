@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from trc_lib.oracles.labels import make_optimizer, solve_nonlinear, vanderpol_problem
-from trc_lib.problem import ControlProblem
+from trc_lib.tasks import task_from_dict
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,7 @@ def problem():
 
 
 def test_van_der_pol_problem_survives_a_round_trip_through_its_dict(problem):
-    assert ControlProblem.from_dict(problem.to_dict()) == problem
+    assert task_from_dict(problem.to_dict()) == problem
 
 
 def test_parallel_labels_equal_serial_ones_and_reach_the_target(problem):

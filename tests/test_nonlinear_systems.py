@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from trc_lib.systems import NUMPY_OPS, Pendulum, VanDerPol
+from trc_lib.integrators import NUMPY_OPS
+from trc_lib.tasks import Pendulum, VanDerPol
 from trc_lib.oracles.shooting import TrajectoryOptimizer
 
 SYSTEMS = [VanDerPol(), Pendulum(damping=0.1)]

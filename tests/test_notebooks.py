@@ -13,7 +13,7 @@ NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 
 
 def test_the_numbered_notebooks_exist():
-    assert [p.name[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_", "04_", "05_", "06_", "07_", "08_"]
+    assert [p.name[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_", "04_", "05_", "06_", "07_", "08_", "09_"]
     assert set(PIPELINE_NOTEBOOKS) <= {p.name for p in NOTEBOOKS}
 
 
@@ -25,6 +25,14 @@ def test_committed_notebook_is_clean(path):
     assert all(not c["outputs"] and c["execution_count"] is None for c in code), "outputs are committed"
     assert sum("parameters" in c["metadata"].get("tags", []) for c in code) == 1
     assert "papermill" not in nb["metadata"]
+
+
+def test_notebook_09_writes_the_task_file_the_repository_ships():
+    """The quadrotor's task file is written by a cell of notebook 09; notebooks/planar_quadrotor.py,
+    which the tests and benchmarks/your_system.py load, is that cell's text."""
+    cells = json.loads((NOTEBOOKS_DIR / "09_your_system.ipynb").read_text())["cells"]
+    written = next("".join(c["source"]) for c in cells if "".join(c["source"]).startswith("%%writefile"))
+    assert written.split("\n", 1)[1] == (NOTEBOOKS_DIR / "planar_quadrotor.py").read_text().rstrip("\n")
 
 
 # the studies of notebooks 06 and 07 have no `trc` command (benchmarks/ablation.py takes --variants)

@@ -4,19 +4,20 @@ import numpy as np
 import pytest
 import torch
 
-from trc_lib.systems import DoubleIntegrator, make_system
+from trc_lib.errors import TRCError
+from trc_lib.tasks import DoubleIntegrator, make_problem
 
 
 @pytest.fixture
 def system():
-    return make_system("double_integrator", 5.0, 15)
+    return DoubleIntegrator(time_horizon=5.0, num_steps=15)
 
 
 def test_dt_is_exactly_time_horizon_over_num_steps(system):
     """The guide's 0.33 is a rounding; the discretization must use 5/15 itself."""
     assert system.dt == 5.0 / 15
     assert system.dt != 0.33
-    assert make_system("double_integrator", 3.0, 7).dt == 3.0 / 7
+    assert DoubleIntegrator(time_horizon=3.0, num_steps=7).dt == 3.0 / 7
 
 
 def test_matrices_are_the_exact_zero_order_hold_discretization(system):
@@ -80,9 +81,9 @@ def test_reachability_matrix_maps_controls_to_the_terminal_state(system, rng):
     np.testing.assert_allclose(system.rollout(x0, u)[:, -1], x_N, atol=1e-12)
 
 
-def test_make_system_rejects_unknown_names():
-    with pytest.raises(ValueError, match="unknown system 'segway'"):
-        make_system("segway", 5.0, 15)
+def test_make_problem_rejects_unknown_names():
+    with pytest.raises(TRCError, match="'segway': not a built-in task"):
+        make_problem(system="segway")
 
 
 @pytest.mark.parametrize("kwargs", [dict(time_horizon=0.0), dict(time_horizon=float("nan")),

@@ -10,8 +10,9 @@ from .version import __version__  # noqa: F401  (trc_lib.__version__)
 from .checkpoint import load_model
 from .data import create_data_loaders, generate_dataset, load_dataset, read_dataset, save_dataset
 from .model import ModelConfig, TinyRecursiveControl
-from .problem import ControlProblem, Objective
+from .task import LinearTask, Objective, Task
+from .tasks import load_task
 from .training import train
 
-__all__ = ["TinyRecursiveControl", "ModelConfig", "ControlProblem", "Objective", "train", "load_dataset",
+__all__ = ["TinyRecursiveControl", "ModelConfig", "Task", "LinearTask", "Objective", "load_task", "train", "load_dataset",
            "read_dataset", "generate_dataset", "save_dataset", "create_data_loaders", "load_model"]

@@ -24,7 +24,7 @@ import numpy as np
 from .oracles import oracle_of
 from .data import ControlDataset
 from .errors import TRCError
-from .problem import ControlProblem
+from .task import Task
 
 
 class RandomController:
@@ -32,13 +32,13 @@ class RandomController:
     num_parameters = 0
     memory_bytes = 0
 
-    def __init__(self, problem: ControlProblem, seed: int = 0):
+    def __init__(self, problem: Task, seed: int = 0):
         self.problem, self.seed = problem, seed
 
     def predict(self, initial_states, target_states):
         rng = np.random.default_rng(self.seed)
-        N, m, u_max = self.problem.num_steps, self.problem.system.control_dim, self.problem.control_bound
-        return rng.uniform(-u_max, u_max, size=(len(initial_states), N, m))
+        N, m = self.problem.num_steps, self.problem.control_dim
+        return rng.uniform(self.problem.control_lower, self.problem.control_upper, size=(len(initial_states), N, m))
 
 
 class ZeroController:
@@ -46,11 +46,13 @@ class ZeroController:
     num_parameters = 0
     memory_bytes = 0
 
-    def __init__(self, problem: ControlProblem):
+    def __init__(self, problem: Task):
         self.problem = problem
 
     def predict(self, initial_states, target_states):
-        return np.zeros((len(initial_states), self.problem.num_steps, self.problem.system.control_dim))
+        """Zero controls, or the nearest point of the bounds where zero lies outside them."""
+        zero = np.clip(np.zeros(self.problem.control_dim), self.problem.control_lower, self.problem.control_upper)
+        return np.broadcast_to(zero, (len(initial_states), self.problem.num_steps, self.problem.control_dim)).copy()
 
 
 class OracleController:
@@ -61,7 +63,7 @@ class OracleController:
     num_parameters = None  # a solver, not a learned map
     memory_bytes = None
 
-    def __init__(self, problem: ControlProblem):
+    def __init__(self, problem: Task):
         self.problem, self.oracle = problem, oracle_of(problem)
         self.name = f"oracle ({self.oracle.name})"
         if self.oracle.one_problem_at_a_time:
@@ -74,7 +76,7 @@ class OracleController:
 class LeastSquaresController:
     name = "least squares (linear)"
 
-    def __init__(self, problem: ControlProblem):
+    def __init__(self, problem: Task):
         self.problem = problem
         self.weights = None  # [2n + 1, N*m]
 
@@ -98,9 +100,9 @@ class LeastSquaresController:
         return int(self.weights.nbytes)
 
     def predict(self, initial_states, target_states):
-        u = self.features(initial_states, target_states) @ self.weights
-        u_max = self.problem.control_bound
-        return np.clip(u, -u_max, u_max).reshape(len(u), self.problem.num_steps, -1)
+        u = (self.features(initial_states, target_states) @ self.weights).reshape(len(initial_states),
+                                                                                  self.problem.num_steps, -1)
+        return np.clip(u, self.problem.control_lower, self.problem.control_upper)
 
 
 class ExternalControls:

@@ -37,10 +37,10 @@ import torch
 from .oracles import OptimalSolution, oracle_of
 from .errors import TRCError
 from .files import atomic_path
-from .problem import ControlProblem, problem_from_dict
-from .tasks import make_problem, target_center  # noqa: F401  (make_problem: the guide's API lives here too)
+from .task import Task
+from .tasks import make_problem, task_from_dict  # noqa: F401  (make_problem: the guide's API lives here too)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: the problem is a Task (its name or file, the file's hash, its parameters)
 ARRAY_KEYS = ("initial_states", "target_states", "control_sequences", "state_trajectories", "costs",
               "terminal_multipliers")
 OPTIONAL_KEYS = ("final_times",)
@@ -66,8 +66,8 @@ class ControlDataset:
 
     @property
     def problem(self):
-        """The ControlProblem (or RocketLanding) the labels solve."""
-        return problem_from_dict(self.metadata["problem"])
+        """The Task (or RocketLanding) the labels solve."""
+        return task_from_dict(self.metadata["problem"])
 
     @property
     def labels(self) -> tuple:
@@ -81,24 +81,24 @@ class ControlDataset:
 
     def optimum(self) -> OptimalSolution:
         """The stored labels as the oracle's answer (what the evaluator scores against)."""
-        u_max = self.problem.control_bound
-        bound_active = np.isclose(np.abs(self.control_sequences), u_max, rtol=0, atol=1e-9).any(axis=(1, 2))
+        from .oracles.labels import bound_active
         return OptimalSolution(self.control_sequences, self.state_trajectories, self.costs,
-                                       self.terminal_multipliers, bound_active)
+                                       self.terminal_multipliers, bound_active(self.problem, self.control_sequences, 1e-9))
 
 
-def generate_dataset(problem: ControlProblem, num_samples: int, seed: int = 42,
-                     state_range=(-2.0, 2.0), target_range=None, workers=None, progress=False) -> ControlDataset:
-    """Draw x_0 uniformly from state_range^n and x* = center + uniform(target_range^n), solve each.
+def generate_dataset(problem: Task, num_samples: int, seed: int = 42,
+                     state_range=None, target_range=None, workers=None, progress=False) -> ControlDataset:
+    """Draw x_0 uniformly from the task's initial_box and x* = its target + a draw from its
+    target_box, and solve each. state_range, target_range: one (low, high) for every component
+    instead (Task.sampling_boxes: a varying target is drawn from state_range too when only that
+    is given).
 
-    center is the task's target center (tasks.py: the origin, or upright for the pendulum).
     Each pair is solved by the system's oracle (oracles/: the exact QP, or IPOPT and the cone
     program on `workers`: a number of processes, or an oracles.workers.Workers naming a Dask
     cluster and a journal of finished chunks; default: a local Dask cluster, one process per
     core). Pairs it cannot solve (an unreachable target, an IPOPT failure) are re-drawn, and how
     many is recorded in metadata['num_redrawn']. The same seed gives identical arrays.
     """
-    target_range = state_range if target_range is None else target_range
     if not problem.draws_its_own_problems:
         _check_ranges(state_range, target_range)
     if int(num_samples) != num_samples or num_samples < 1:
@@ -143,8 +143,11 @@ def generate_dataset(problem: ControlProblem, num_samples: int, seed: int = 42,
 
 def _check_ranges(state_range, target_range) -> None:
     # a target range may be a point (a fixed target); the initial states must vary
-    for label, (low, high), below in (("state_range", state_range, np.less),
-                                      ("target_range", target_range, np.less_equal)):
+    for label, given, below in (("state_range", state_range, np.less),
+                                ("target_range", target_range, np.less_equal)):
+        if given is None:
+            continue
+        low, high = given
         if not (np.isfinite(low) and np.isfinite(high) and below(low, high)):
             relation = "<" if below is np.less else "<="
             raise ValueError(f"{label} must be two finite numbers LOW {relation} HIGH, got {low} {high}")
@@ -154,29 +157,29 @@ def sampling_record(problem, state_range, target_range) -> dict:
     """Where the problems were drawn from, as metadata records it."""
     if problem.draws_its_own_problems:
         return problem.sampling_record()
-    return {"state_range": [float(v) for v in state_range], "target_range": [float(v) for v in target_range],
-            "target_center": [float(v) for v in target_center(problem.system.name)]}
+    initial, offsets = problem.sampling_boxes(state_range, target_range)
+    return {"initial_box": initial.tolist(), "target": problem.target_center.tolist(), "target_box": offsets.tolist()}
 
 
 def _unsolvable(problem, state_range, target_range) -> str:
     if problem.draws_its_own_problems:
         return "almost no problem drawn from the task's own box is feasible: check the task's parameters"
-    return (f"almost no target in {list(target_range)} is reachable from {list(state_range)} "
-            f"with |u| <= {problem.control_bound}: widen the bound or narrow the boxes")
+    initial, offsets = problem.sampling_boxes(state_range, target_range)
+    return (f"almost no target drawn around {problem.target_center.tolist()} from {offsets.tolist()} is reachable "
+            f"from {initial.tolist()} within the control bounds {problem.control_limits.tolist()}: widen the "
+            f"bounds or narrow the boxes")
 
 
 def draw_problems(problem, rng: np.random.Generator, count: int, state_range, target_range):
-    """(initial_states, target_states) [count, n]: x_0 uniform in state_range^n, x* = the task's
-    target center + uniform in target_range^n; a problem that draws its own (the rocket landing,
-    from rocket_landing.INITIAL_BOX) ignores the two ranges."""
+    """(initial_states, target_states) [count, n] from the task's boxes (Task.draw_problems, with
+    state_range and target_range as in sampling_boxes); a problem that draws its own (the rocket
+    landing, from rocket_landing.INITIAL_BOX) ignores the two ranges."""
     if problem.draws_its_own_problems:
         return problem.draw_problems(rng, count)
-    n = problem.system.state_dim
-    x0 = rng.uniform(*state_range, size=(count, n))
-    return x0, target_center(problem.system.name) + rng.uniform(*target_range, size=(count, n))
+    return problem.draw_problems(rng, count, *problem.sampling_boxes(state_range, target_range))
 
 
-def _check_memory(problem: ControlProblem, num_samples: int, copies: int = 4) -> None:
+def _check_memory(problem: Task, num_samples: int, copies: int = 4) -> None:
     """Refuse, before any solve, a dataset that cannot fit in this machine's memory: its arrays
     (x_0, x*, u, x, cost, multipliers) in float64, held about `copies` times while they are
     drawn, solved and concatenated."""
@@ -233,7 +236,9 @@ def read_dataset(path, verify_labels: bool = True) -> ControlDataset:
     if missing:
         raise TRCError(f"{path}: missing keys {missing}; a dataset has {[*ARRAY_KEYS, 'metadata']}")
     try:
-        problem = problem_from_dict(metadata["problem"])
+        problem = task_from_dict(metadata["problem"])
+    except TRCError as e:  # its task file is missing or broken
+        raise TRCError(f"{path}: {e}") from None
     except (ValueError, KeyError, TypeError) as e:
         raise TRCError(f"{path}: unreadable metadata ({type(e).__name__}: {e})") from None
     num = len(contents["initial_states"])

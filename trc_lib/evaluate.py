@@ -3,8 +3,11 @@
 For each test case a controller proposes u [N, m]. The actuator saturates it at the bound
 (the raw violation is reported separately), the exact dynamics play it open loop, and:
 
-- terminal error  ||x_N - x*||;  success: terminal error < success_threshold (0.1 by default);
-- cost            J(u) on the dataset's own objective (problem.py);
+- terminal error  ||x_N - x*|| (on the components the task constrains, all when it constrains
+                  none); success: terminal error < success_threshold (0.1 by default);
+- violation       how far the answer leaves the control bounds (before saturation), and, for a
+                  task with state bounds or path constraints, how far its trajectory breaks them;
+- cost            J(u) on the dataset's own objective (task.py);
 - cost gap        (J(u) + λ . (x_N - x*) - J*) / J*, where λ is the oracle's multiplier of the
                   terminal constraint (zero when the problem has none). The correction term is
                   what the missed target would have cost at the margin: by convexity and strong
@@ -44,7 +47,8 @@ def summarize(values: np.ndarray) -> dict:
 
 def score_controls(test: ControlDataset, control_sequences: np.ndarray, success_threshold: float = 0.1,
                    solution: OptimalSolution | None = None, answered: np.ndarray | None = None) -> dict:
-    """Per-sample arrays: terminal_error, success, cost, cost_gap, bound_violation (all [B]).
+    """Per-sample arrays: terminal_error, success, cost, cost_gap, bound_violation (all [B]), and
+    constraint_violation [B] for a task with state bounds or path constraints.
 
     control_sequences: [B, N, m]; solution: the oracle's answer for `test` (default: its labels).
     answered: [B] bool, for a controller that may give no answer (a text model whose reply could
@@ -59,21 +63,24 @@ def score_controls(test: ControlDataset, control_sequences: np.ndarray, success_
     if not np.isfinite(control_sequences).all():
         raise TRCError("control sequences contain NaN or inf")
     solution = solution or test.optimum()
-    u_max = problem.control_bound
-    violation = np.maximum(np.abs(control_sequences) - u_max, 0.0).max(axis=(1, 2))
-    u = np.clip(control_sequences, -u_max, u_max)
+    lower, upper = problem.control_lower, problem.control_upper
+    violation = np.maximum(np.maximum(lower - control_sequences, control_sequences - upper), 0.0).max(axis=(1, 2))
+    u = np.clip(control_sequences, lower, upper)
     states = problem.system.rollout(test.initial_states, u)
     miss = states[:, -1] - test.target_states
-    terminal_error = np.linalg.norm(miss, axis=1)
+    terminal_error = problem.terminal_miss(states[:, -1], test.target_states)
     cost = problem.cost(states, u, test.target_states)
     lagrangian = cost + np.einsum("bi,bi->b", solution.terminal_multipliers, miss)
     # relative to J*; J* = 0 only when doing nothing is optimal (x* = A^N x_0), measure zero here
     cost_gap = (lagrangian - solution.costs) / np.maximum(solution.costs, 1e-12)
     scores = {"terminal_error": terminal_error, "success": terminal_error < success_threshold, "cost": cost,
               "cost_gap": cost_gap, "bound_violation": violation, "state_trajectories": states}
+    if problem.state_limits is not None or problem.has_path_constraints:
+        scores["constraint_violation"] = problem.constraint_violations(states, u)
     if answered is not None:
         answered = np.asarray(answered, dtype=bool)
-        for key in ("terminal_error", "cost", "cost_gap", "bound_violation"):
+        for key in [k for k in ("terminal_error", "cost", "cost_gap", "bound_violation", "constraint_violation")
+                    if k in scores]:
             scores[key] = np.where(answered, scores[key], np.nan)
         scores["success"] = scores["success"] & answered
         scores["answered"] = answered
@@ -87,6 +94,9 @@ def metrics(scores: dict, success_threshold: float = 0.1) -> dict:
                "terminal_error": summarize(scores["terminal_error"]), "cost": summarize(scores["cost"]),
                "cost_gap": summarize(scores["cost_gap"]),
                "bound_violation": {"max": float(np.nanmax(violation)), "fraction": float(np.mean(violation > 0))}}
+    if "constraint_violation" in scores:
+        broken = scores["constraint_violation"]
+        summary["constraint_violation"] = {"max": float(np.nanmax(broken)), "fraction": float(np.mean(broken > 1e-6))}
     if "answered" in scores:
         summary["unanswered"] = int((~scores["answered"]).sum())
     return summary

@@ -113,8 +113,8 @@ class OnnxController:
         if self.config is None:
             raise TRCError(f"{self.path}: an ONNX model not written by `trc export` (no {METADATA_KEY} metadata)")
         from .landing_model import model_class
-        from .problem import problem_from_dict
-        self.problem = problem_from_dict(self.config["problem"])
+        from .tasks import task_from_dict
+        self.problem = task_from_dict(self.config["problem"])
         self._reader = model_class(self.config["problem"])  # how predict reads the last refinement
         self.name = "TRC (ONNX Runtime)"
         # numbers stored in the graph: the weights plus the model's few fixed buffers (A^N, G, z_init)

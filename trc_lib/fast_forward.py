@@ -79,7 +79,8 @@ class _Model(ctypes.Structure):
                    ("alpha", "rho_1", "rho_2", "gravity", "margin", "magnitude_offset", "pointing_ratio",
                     "time_scale", "position_scale", "velocity_scale", "dry_mass", "wet_mass", "res_position",
                     "res_velocity")]
-                + [("half", ctypes.c_int), ("threads", ctypes.c_int), ("tiles", ctypes.c_int)])
+                + [("half", ctypes.c_int), ("threads", ctypes.c_int), ("tiles", ctypes.c_int)]
+                + [("control_center", ctypes.c_void_p), ("control_half", ctypes.c_void_p)])
 
 
 def _library() -> ctypes.CDLL | None:
@@ -188,7 +189,10 @@ class FastForward:
         if precision == "bfloat16" and not (library.trc_has_tiles() and model.config.latent_dim % 16 == 0
                                             and model.config.expansion * model.config.latent_dim % 16 == 0):
             return None
-        if model.c_answer_fields()["kind"] == 1:  # the landing's reading computes its own miss (landing_read)
+        fields = model.c_answer_fields()
+        if fields is None:
+            return None
+        if fields["kind"] == 1:  # the landing's reading computes its own miss (landing_read)
             return cls(model, library, (None, None, None), precision)
         # x_N for the feedback and for halting: A^N and G for a linear system, a compiled C function
         # for an ODE system (None: no C compiler, no fast path)
@@ -253,9 +257,19 @@ class FastForward:
             embed_context=address(context), embed_controls=address(controls), embed_error=address(error),
             gate_up=ctypes.addressof(self._gate_up), down=ctypes.addressof(self._down), decode=address(decode),
             z_init=address(z_init), A_N=address(A_N), G=address(G), terminal=self._terminal,
-            half=int(self.half), threads=self.threads, tiles=int(self.tiles), **model.c_answer_fields())
+            half=int(self.half), threads=self.threads, tiles=int(self.tiles), **self._answer_fields(model))
         self._stamp = stamp
         return self._prepared
+
+    def _answer_fields(self, model) -> dict:
+        """model.c_answer_fields(), its arrays (a task's own bounds for each control) as the
+        addresses of float32 copies kept alive with self."""
+        fields = dict(model.c_answer_fields())
+        for name in ("control_center", "control_half"):
+            if fields.get(name) is not None:
+                self._copies.append(torch.as_tensor(np.asarray(fields[name], np.float32)).contiguous())
+                fields[name] = self._copies[-1].data_ptr()
+        return fields
 
     def __call__(self, initial_states: torch.Tensor, target_states: torch.Tensor) -> torch.Tensor:
         """[B, n], [B, n] float32 CPU tensors -> refinements [N_sup, B, N, m] float32, as model(x0, x*)."""

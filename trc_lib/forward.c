@@ -57,6 +57,9 @@ typedef struct {
     int threads;  /* cores that share the shared net's products (see team below); 1: this thread alone */
     int tiles;    /* gate_up, down, embed_controls and decode are AMX tiles in bfloat16 (fast_forward.tiles):
                      groups of problems, each thread its own (the tiles' section below) */
+    /* kind 0 with bounds other than one symmetric |u| <= u_max: each control's center c and
+       half-width h, [N m]; u = c + h tanh(y / h), features (u - c) / h. NULL: u_max for all. */
+    const float *control_center, *control_half;
 } trc_model;
 
 /* y = W x (y += W x when accumulate), on every matrix as fast_forward.py packs it: W transposed
@@ -324,6 +327,10 @@ static void net(const trc_model* m, const team* t, float* h, float* hidden) {
    reads its controls this way seven times, which took a sixth of its time besides the products. */
 static void bounded(const trc_model* m, const float* y, float* u) {
     int i = 0;
+    if (m->control_center) {  /* bounds of their own for each control: the plain loop */
+        for (; i < m->N_m; ++i) u[i] = m->control_center[i] + m->control_half[i] * tanhf(y[i] / m->control_half[i]);
+        return;
+    }
 #if defined(__AVX2__) && defined(__FMA__)
     const __m256 one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f), u_max = _mm256_set1_ps(m->u_max),
                  twice_inverse = _mm256_set1_ps(2.0f / m->u_max);
@@ -341,6 +348,15 @@ static void bounded(const trc_model* m, const float* y, float* u) {
     }
 #endif
     for (; i < m->N_m; ++i) u[i] = m->u_max * tanhf(y[i] / m->u_max);
+}
+
+/* What the net reads of controls u [N m]: (u - c) / h, within [-1, 1] (u / u_max for one bound). */
+static void control_features(const trc_model* m, const float* u, float* scaled) {
+    if (m->control_center) {
+        for (int i = 0; i < m->N_m; ++i) scaled[i] = (u[i] - m->control_center[i]) / m->control_half[i];
+        return;
+    }
+    for (int i = 0; i < m->N_m; ++i) scaled[i] = u[i] / m->u_max;
 }
 
 /* xN = x_N(x0, u): the compiled terminal map (float64), or A^N x0 + G u for a linear system. */
@@ -440,7 +456,7 @@ static int solve(const trc_model* m, const team* t, const float* x0, const float
         for (int r = 0; r < m->outer; ++r) {
             if (m->kind == 0) {
                 bounded(m, y, u);
-                for (int i = 0; i < Na; ++i) scaled[i] = u[i] / m->u_max;
+                control_features(m, u, scaled);
                 if (m->feedback) {
                     if (reuse_check) memcpy(miss, checked, sizeof(float) * n);
                     else if (terminal_state(m, x0, u, miss)) return 1;
@@ -766,7 +782,7 @@ static int solve_group(const trc_model* m, int P, float* work, trc_job* job, con
                 const float *x0 = job->x0 + index[p] * n, *xt = job->xt + index[p] * n;
                 if (m->kind == 0) {
                     bounded(m, y + p * Ny, u);
-                    for (int i = 0; i < Na; ++i) scaled[i] = u[i] / m->u_max;
+                    control_features(m, u, scaled);
                     if (m->feedback) {
                         if (reuse_check) memcpy(miss, checked + 16 * p, sizeof(float) * n);
                         else if (terminal_state(m, x0, u, miss)) return 1;

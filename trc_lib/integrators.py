@@ -1,6 +1,6 @@
 """Classic RK4 with a zero-order hold, and the few functions a vector field is written against.
 
-A system writes its vector field f(x, u, ops) once; `ops` supplies sin, cos, indexing and
+A task writes its vector field f(x, u, ops) once; `ops` supplies sin, cos, indexing and
 stacking for batched numpy arrays, torch tensors or CasADi symbols, so the data, the training,
 the compiled terminal map and the trajectory optimizer all integrate the same expression with
 the same steps.
@@ -8,7 +8,6 @@ the same steps.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
@@ -38,14 +37,46 @@ def rk4(dynamics: Callable, x, u, h: float, substeps: int, quadrature: Callable 
     return x, q
 
 
-# The few functions a vector field needs, for each array kind: batched numpy [B, n] and torch
-# [B, n] tensors, and CasADi column symbols [n]. A system writes f once against these.
-NUMPY_OPS = SimpleNamespace(sin=np.sin, cos=np.cos, part=lambda x, i: x[..., i],
-                            stack=lambda parts: np.stack(parts, axis=-1))
-TORCH_OPS = SimpleNamespace(sin=torch.sin, cos=torch.cos, part=lambda x, i: x[..., i],
-                            stack=lambda parts: torch.stack(parts, dim=-1))
+# The functions a vector field (or a stage cost, or a path constraint) may call, besides + - * / **.
+FUNCTIONS = ("sin", "cos", "tan", "exp", "log", "sqrt", "tanh", "atan2", "abs", "minimum", "maximum")
 
 
-def casadi_ops():
-    import casadi as ca  # only the trajectory optimizer needs CasADi
-    return SimpleNamespace(sin=ca.sin, cos=ca.cos, part=lambda x, i: x[i], stack=lambda parts: ca.vertcat(*parts))
+class Ops:
+    """What `ops` offers a task's vector field: FUNCTIONS, and
+    part(x, i): component i of x ([B] of a batch [B, n]; a scalar symbol in CasADi);
+    stack([f_0, ..., f_(n-1)]): the components back into one vector ([B, n], or a column [n]).
+
+    kind: "numpy", "torch" or "casadi". Asking for anything else is an AttributeError that lists
+    what there is: a vector field written against these runs in every kind.
+    """
+
+    def __init__(self, kind: str, functions: dict, part: Callable, stack: Callable):
+        self.kind, self._functions, self.part, self.stack = kind, functions, part, stack
+        for name, function in functions.items():
+            setattr(self, name, function)
+
+    def __getattr__(self, name):  # only reached for a name that is not there
+        raise AttributeError(f"ops.{name} does not exist: a vector field may use ops.part, ops.stack and "
+                             f"ops.{', ops.'.join(FUNCTIONS)} (and + - * / **)")
+
+
+NUMPY_OPS = Ops("numpy", dict(zip(FUNCTIONS, (np.sin, np.cos, np.tan, np.exp, np.log, np.sqrt, np.tanh,
+                                              np.arctan2, np.abs, np.minimum, np.maximum))),
+                part=lambda x, i: x[..., i], stack=lambda parts: np.stack(np.broadcast_arrays(*parts), axis=-1))
+TORCH_OPS = Ops("torch", dict(zip(FUNCTIONS, (torch.sin, torch.cos, torch.tan, torch.exp, torch.log, torch.sqrt,
+                                              torch.tanh, torch.atan2, torch.abs, torch.minimum, torch.maximum))),
+                part=lambda x, i: x[..., i], stack=lambda parts: torch.stack(_broadcast_tensors(parts), dim=-1))
+
+
+def _broadcast_tensors(parts):
+    """Components of one batch: a constant (a Python number) becomes a tensor like the others."""
+    like = next(p for p in parts if isinstance(p, torch.Tensor))
+    parts = [p if isinstance(p, torch.Tensor) else torch.full_like(like, float(p)) for p in parts]
+    return torch.broadcast_tensors(*parts)
+
+
+def casadi_ops() -> Ops:
+    import casadi as ca  # only the trajectory optimizer and the compiled terminal map need CasADi
+    return Ops("casadi", dict(zip(FUNCTIONS, (ca.sin, ca.cos, ca.tan, ca.exp, ca.log, ca.sqrt, ca.tanh, ca.atan2,
+                                              ca.fabs, ca.fmin, ca.fmax))),
+               part=lambda x, i: x[i], stack=lambda parts: ca.vertcat(*parts))

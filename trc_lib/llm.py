@@ -71,7 +71,7 @@ def prompt_fields(test: ControlDataset, index: int) -> dict:
     return {"system": system.name.replace("_", " "), "dynamics": describe_dynamics(system),
             "time_horizon": f"{system.time_horizon:g}", "num_steps": N, "dt": f"{system.dt:.6g}",
             "control_dim": m, "control_bound": f"{problem.control_bound:g}",
-            "objective": problem.objective.to_dict()["formula"] + f", Q = {problem.objective.Q}, "
+            "objective": problem.objective.formula + f", Q = {problem.objective.Q}, "
                          f"R = {problem.objective.R}, Q_f = {problem.objective.Q_f}",
             "initial_state": vector(test.initial_states[index]), "target_state": vector(test.target_states[index]),
             "answer_format": answer_format}

@@ -7,12 +7,13 @@ Reasoning with Tiny Networks"), with the answer y being the control sequence its
     repeat N_sup supervision steps (training: a loss after each, the carry (y, z)
                                     detached in between):
         repeat N_out recursions (all but the last without gradient):
-            u = u_max * tanh(y / u_max)                          # within the bound by construction
+            u = c + h tanh(y / h)                                # within the bounds by construction
             e = x_N(u) - x*                                      # error feedback: simulated miss
             repeat N_in times:  z <- net(x + embed(u) + embed(e) + z)
             y <- y + decode(net(embed(u) + z))
 
-`net` is one small shared network (two post-norm RMSNorm SwiGLU blocks, no biases). The
+c and h are the center and half-width of each control's bounds (u_max tanh(y / u_max) for
+|u| <= u_max). `net` is one small shared network (two post-norm RMSNorm SwiGLU blocks, no biases). The
 initial y is zero controls and the initial z a fixed random vector, neither learned.
 Every y is a complete control sequence; the answer after each supervision step is returned,
 so the refinement can be scored and plotted step by step.
@@ -32,12 +33,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import fast_forward
-from .problem import ControlProblem
+from .tasks import BUILT_IN, task_from_dict
 from .terminal_map import system_key, terminal_map, terminal_state
 
 INFERENCE_PRECISIONS = ("float32", "bfloat16", "float16")
 MODEL_SIZES = {"small": 96, "medium": 208, "large": 464}  # latent_dim: ~114K, ~527K, ~2.6M parameters
 MISS_RESOLUTION = 0.1  # δ of miss_loss: the miss under which it is the squared miss (the tasks' success radius)
+
+
+def _default_task():
+    """The guide's task: the double integrator's minimum-energy transfer."""
+    return BUILT_IN["double_integrator"]()
 
 
 @dataclass
@@ -48,7 +54,7 @@ class ModelConfig:
     is expansion * D; num_layers: blocks in the shared net; num_inner_cycles: N_in, latent
     updates per recursion; num_outer_cycles: N_out, recursions per supervision step;
     num_supervision_steps: N_sup; error_feedback: feed the simulated terminal error;
-    state_scale: typical |state| (inputs are divided by it); problem: ControlProblem.to_dict()
+    state_scale: typical |state| (inputs are divided by it); problem: Task.to_dict()
     (or RocketLanding.to_dict()); scales: typical size of each physical quantity, for a problem
     whose states mix units (the rocket landing: position m, velocity m/s, time s).
     """
@@ -61,7 +67,7 @@ class ModelConfig:
     num_supervision_steps: int = 3
     error_feedback: bool = True
     state_scale: float = 2.0
-    problem: dict = field(default_factory=lambda: ControlProblem().to_dict())
+    problem: dict = field(default_factory=lambda: _default_task().to_dict())
     scales: dict = field(default_factory=dict)  # per physical quantity, where one scale will not do (landing_model.py)
 
     @property
@@ -132,7 +138,7 @@ class TinyRecursiveControl(nn.Module):
     def __init__(self, config: ModelConfig | None = None):
         super().__init__()
         self.config = config = config or ModelConfig()
-        self.problem = ControlProblem.from_dict(config.problem)
+        self.problem = task_from_dict(config.problem)
         system = self.problem.system
         n, m, N, D = system.state_dim, system.control_dim, system.num_steps, config.latent_dim
         self.control_shape = self.answer_shape = (N, m)  # answer_shape: one refinement's, as forward() stacks them
@@ -152,10 +158,10 @@ class TinyRecursiveControl(nn.Module):
 
     # ---- the guide's constructors -------------------------------------------------------
     @classmethod
-    def create(cls, size: str = "medium", problem: ControlProblem | None = None, **overrides):
+    def create(cls, size: str = "medium", problem=None, **overrides):
         if size not in MODEL_SIZES:
             raise ValueError(f"unknown model size {size!r}; choose one of {list(MODEL_SIZES)}")
-        problem = problem or ControlProblem()
+        problem = problem or _default_task()
         overrides.setdefault("latent_dim", MODEL_SIZES[size])
         return cls(ModelConfig(problem=problem.to_dict(), **overrides))
 
@@ -177,12 +183,32 @@ class TinyRecursiveControl(nn.Module):
     # ---- the recursion --------------------------------------------------------------------
     @property
     def control_bound(self) -> float:
+        """u_max of a task whose controls all lie in [-u_max, u_max] (ValueError for another)."""
         return self.problem.control_bound
 
+    def control_box(self, like: torch.Tensor):
+        """(center c, half-width h) of the controls' bounds: floats for one symmetric bound, else
+        tensors [N*m] like `like` (each control's, repeated over the N intervals)."""
+        if self.problem.symmetric_bounds:
+            return 0.0, self.problem.control_bound
+        key = (like.device, like.dtype)
+        boxes = self.__dict__.setdefault("_control_boxes", {})
+        if key not in boxes:
+            limits, N = self.problem.control_limits, self.control_shape[0]
+            center, half = limits.mean(axis=1), (limits[:, 1] - limits[:, 0]) / 2
+            boxes[key] = tuple(torch.as_tensor(np.tile(v, N), device=like.device, dtype=like.dtype)
+                               for v in (center, half))
+        return boxes[key]
+
     def controls(self, y: torch.Tensor) -> torch.Tensor:
-        """The answer y [B, N*m] as bounded controls [B, N, m]: u_max * tanh(y / u_max)."""
-        u_max = self.control_bound
-        return (u_max * torch.tanh(y / u_max)).view(-1, *self.control_shape)
+        """The answer y [B, N*m] as bounded controls [B, N, m]: c + h tanh(y / h)."""
+        center, half = self.control_box(y)
+        return (center + half * torch.tanh(y / half)).view(-1, *self.control_shape)
+
+    def control_features(self, controls: torch.Tensor) -> torch.Tensor:
+        """Controls [B, N, m] as the net reads them, [B, N*m]: (u - c) / h, within [-1, 1]."""
+        center, half = self.control_box(controls)
+        return (controls.flatten(1) - center) / half
 
     def terminal_states(self, initial_states: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
         """x_N through the task's own dynamics, exact and differentiable. [B, n], [B, N, m] -> [B, n].
@@ -198,8 +224,9 @@ class TinyRecursiveControl(nn.Module):
 
     # ---- what training asks of an answer (the landing model answers its own way) ---------------
     def imitation_loss(self, answer, optimal_controls) -> torch.Tensor:
-        """Mean squared error of controls [B, N, m], in units of the bound u_max."""
-        return torch.mean(((answer - optimal_controls) / self.control_bound) ** 2)
+        """Mean squared error of controls [B, N, m], in units of each control's half-width h."""
+        _, half = self.control_box(answer)
+        return torch.mean(((answer - optimal_controls).flatten(1) / half) ** 2)
 
     def miss_loss(self, initial_states, target_states, answer) -> torch.Tensor:
         """Mean over the batch of the terminal miss m = ||x_N - x*|| through the exact dynamics, as
@@ -211,13 +238,20 @@ class TinyRecursiveControl(nn.Module):
         and its squared miss, with gradients as large as the miss times dx_N/du, would outweigh
         every answer that is nearly there; under the logarithm a far miss pulls with 2/m, a near one with
         2m/δ², so the training spends itself on the answers it can land."""
-        miss = self.terminal_states(initial_states, answer) - target_states
+        miss = self.scored_miss(self.terminal_states(initial_states, answer), target_states)
         delta = MISS_RESOLUTION
         return torch.mean(delta ** 2 * torch.log1p(miss.square().sum(-1) / delta ** 2)) / self.config.state_scale ** 2
 
+    def scored_miss(self, final_states: torch.Tensor, target_states: torch.Tensor) -> torch.Tensor:
+        """x_N - x* [B, k] on the components the task constrains (all of them when it constrains none)."""
+        miss = final_states - target_states
+        indices = self.problem.terminal_indices
+        return miss if len(indices) in (0, miss.shape[-1]) else miss[:, list(indices)]
+
     def terminal_errors(self, initial_states, target_states, answer) -> torch.Tensor:
-        """[B]: ||x_N - x*|| through the exact dynamics."""
-        return torch.linalg.vector_norm(self.terminal_states(initial_states, answer) - target_states, dim=-1)
+        """[B]: ||x_N - x*|| through the exact dynamics (on the constrained components)."""
+        return torch.linalg.vector_norm(self.scored_miss(self.terminal_states(initial_states, answer), target_states),
+                                        dim=-1)
 
     def context(self, initial_states: torch.Tensor, target_states: torch.Tensor) -> torch.Tensor:
         return self.embed_context(torch.cat([initial_states, target_states], dim=-1) / self.config.state_scale)
@@ -236,7 +270,7 @@ class TinyRecursiveControl(nn.Module):
         miss = None
         if with_miss and self.embed_error is not None:
             miss = (self.terminal_states(initial_states, u) - target_states) / self.config.state_scale
-        return u, u.flatten(1) / self.control_bound, miss
+        return u, self.control_features(u), miss
 
     def recursion(self, context, initial_states, target_states, y, z):
         """One recursion: N_in latent updates, then one update of the answer. Returns (y, z)."""
@@ -379,8 +413,8 @@ class TinyRecursiveControl(nn.Module):
         return tuple(rng.uniform(-scale, scale, (count, n)).astype(np.float32) for _ in range(2))
 
     def answer_scale(self) -> float | np.ndarray:
-        """What an answer's round-off is measured against: max(1, u_max)."""
-        return max(1.0, self.control_bound)
+        """What an answer's round-off is measured against: max(1, the largest |bound|)."""
+        return max(1.0, float(np.abs(self.problem.control_limits).max()))
 
     export_tolerance = 1e-5  # float32 round-off, relative to answer_scale, that export accepts
 
@@ -389,10 +423,20 @@ class TinyRecursiveControl(nn.Module):
         """predict's answer from the last refinement [B, N, m]: the controls themselves."""
         return last_refinement
 
-    def c_answer_fields(self) -> dict:
-        """How forward.c reads this model's answer (its trc_model fields): u_max tanh, kind 0."""
+    def c_answer_fields(self) -> dict | None:
+        """How forward.c reads this model's answer (its trc_model fields): kind 0, u_max tanh for
+        one symmetric bound, else each control's center and half-width [N m]; None where it cannot
+        (a miss scored on some components only: PyTorch runs that)."""
+        task = self.problem
+        if len(task.terminal_indices) not in (0, task.state_dim):
+            return None
         N, m = self.control_shape
-        return {"kind": 0, "y_size": N * m, "a_size": N * m, "u_max": self.control_bound}
+        fields = {"kind": 0, "y_size": N * m, "a_size": N * m}
+        if task.symmetric_bounds:
+            return {**fields, "u_max": self.control_bound}
+        limits = task.control_limits
+        return {**fields, "u_max": 1.0, "control_center": np.tile(limits.mean(axis=1), N),
+                "control_half": np.tile((limits[:, 1] - limits[:, 0]) / 2, N)}
 
     def _fast_forward(self, initial_states: torch.Tensor):
         """forward.c (fast_forward.py) where it is the faster path: float32 (or float16 weights) on
@@ -448,7 +492,7 @@ class TinyRecursiveControl(nn.Module):
         with autocast:
             for step in range(int(steps)):
                 carry, answer = self.supervision_step(x0[active], xt[active], carry)
-                miss = torch.linalg.vector_norm(self.terminal_states(x0[active], answer) - xt[active], dim=-1)
+                miss = self.terminal_errors(x0[active], xt[active], answer)
                 controls[active], refinements[active], errors[active] = answer.float(), step + 1, miss
                 going_on = miss >= tolerance
                 active, carry = active[going_on], tuple(c[going_on] for c in carry)

@@ -54,7 +54,7 @@ def plot_trajectories(problem, initial_states, target_states, controls_by_name: 
     ax_phase = axes.pop(0) if phase else None
     ax_states, ax_controls = axes[:n], axes[n:]
     for j, (name, controls) in enumerate(controls_by_name.items()):
-        states = system.rollout(initial_states, np.clip(controls, -problem.control_bound, problem.control_bound))
+        states = system.rollout(initial_states, np.clip(controls, problem.control_lower, problem.control_upper))
         for i in range(len(initial_states)):
             colour = f"C{j % 10}" if len(initial_states) == 1 else f"C{i % 10}"
             kw = dict(color=colour, linestyle=styles[j % 4], label=name if i == 0 else None)
@@ -72,10 +72,9 @@ def plot_trajectories(problem, initial_states, target_states, controls_by_name: 
         for k, ax in enumerate(ax_states):
             ax.plot(times[-1], target_states[i, k], "*", markersize=11, **marker)
     for k, ax in enumerate(ax_controls):
-        for bound in (-problem.control_bound, problem.control_bound):
+        for bound in problem.control_limits[k]:
             ax.axhline(bound, color="grey", linewidth=0.8, linestyle=":")
-        label = "u" if len(ax_controls) == 1 else f"u{k + 1}"
-        ax.set(xlabel="time [s]", ylabel=label, title="controls (dotted: bound)")
+        ax.set(xlabel="time [s]", ylabel=system.control_names[k], title=f"{system.control_names[k]} (dotted: bounds)")
     if phase:
         ax_phase.set(xlabel=names[0], ylabel=names[1], title="phase plane (o start, * target)")
     for name, ax in zip(names, ax_states):
@@ -175,18 +174,20 @@ def plot_generalization(rows: list[dict], xlabel: str, trained_at=None, path=Non
 
 def plot_dataset_summary(dataset, path=None) -> Figure:
     """Where the samples are and what they cost: initial and target states, costs, largest |u|."""
-    u_max = dataset.problem.control_bound
+    problem = dataset.problem
     fig = Figure(figsize=(12, 3.4), layout="constrained")
     ax_states, ax_cost, ax_u = fig.subplots(1, 3)
-    ax_states.scatter(*dataset.initial_states.T, s=3, alpha=0.4, label="initial states")
-    ax_states.scatter(*dataset.target_states.T, s=3, alpha=0.4, label="targets")
-    ax_states.set(xlabel="position", ylabel="velocity", title=f"{len(dataset)} problems")
+    ax_states.scatter(*dataset.initial_states[:, :2].T, s=3, alpha=0.4, label="initial states")
+    ax_states.scatter(*dataset.target_states[:, :2].T, s=3, alpha=0.4, label="targets")
+    ax_states.set(xlabel=problem.state_names[0], ylabel=problem.state_names[1], title=f"{len(dataset)} problems")
     ax_states.legend(markerscale=4, fontsize=8)
     ax_cost.hist(dataset.costs, bins=50, color="C2")
     ax_cost.set(xlabel="optimal cost J*", ylabel="problems", title="optimal cost")
-    ax_u.hist(np.abs(dataset.control_sequences).max(axis=(1, 2)), bins=50, color="C3")
-    ax_u.axvline(u_max, color="k", linestyle="--", label=f"bound {u_max:g}")
-    ax_u.set(xlabel="max_k |u_k*|", ylabel="problems", title="largest optimal control")
+    # how close each optimum comes to a bound, in units of the bounds' half-width (1: on a bound)
+    center, half = problem.control_limits.mean(axis=1), np.ptp(problem.control_limits, axis=1) / 2
+    ax_u.hist(np.abs((dataset.control_sequences - center) / half).max(axis=(1, 2)), bins=50, color="C3")
+    ax_u.axvline(1.0, color="k", linestyle="--", label="a bound")
+    ax_u.set(xlabel="max_k |u_k* - c| / h", ylabel="problems", title="largest optimal control")
     ax_u.legend(fontsize=8)
     for ax in (ax_states, ax_cost, ax_u):
         ax.grid(alpha=0.3)

@@ -4,7 +4,7 @@ state x_0 and of the target x* that the task lets vary, and one for TRC's superv
 figure and the printed numbers follow the sliders.
 
 What is shown for one problem is the task's view: `TrajectoryView` below for the systems of
-systems.py, `landing_explorer.LandingView` for the rocket landing. A view says which state
+trc_lib/tasks/ (or a user's task file), `landing_explorer.LandingView` for the rocket landing. A view says which state
 components get sliders, and over which range (`sliders`), where the others stay (`base_states`),
 how to solve a new problem (`solve`) and what to show for one (`show`).
 
@@ -50,7 +50,7 @@ class StateSlider:
 
 
 class TrajectoryView:
-    """The explorer's view of a task of systems.py (any state dimension): every component of
+    """The explorer's view of a Task (any state dimension): every component of
     x_0 and of x* has a slider; the oracle (closed form, QP or IPOPT) solves a new problem;
     the figure is `plots.plot_trajectories` of the oracle and TRC after the chosen step."""
 
@@ -66,9 +66,9 @@ class TrajectoryView:
         """Where the sliders start: x_0 = 0, and x* on the task's target (fixed for the nonlinear
         tasks), moved one unit along the first component where the target varies."""
         n = test.problem.system.state_dim
-        target = np.asarray(test.metadata.get("target_center", np.zeros(n)), float)
-        low, high = test.metadata.get("target_range", (-1.0, 1.0))
-        return np.zeros(n), target + (np.eye(n)[0] if high > low else 0.0)
+        target = np.asarray(test.metadata.get("target", np.zeros(n)), float)
+        varies = np.ptp(test.metadata.get("target_box", [[-1.0, 1.0]]), axis=1).any()
+        return np.zeros(n), target + (np.eye(n)[0] if varies else 0.0)
 
     def case(self, test: ControlDataset, case: int) -> ControlDataset:
         return test.subset([case])  # its label is the oracle's answer: nothing to solve

@@ -1,5 +1,6 @@
 """The `trc` command: the training guide's steps as subcommands.
 
+    trc check      validate a task file (--system FILE.py:ClassName) before anything long runs
     trc generate   make a dataset of exact optimal solutions   (guide: src/data/lqr_generator.py)
     trc train      train a model                               (guide: src/training/supervised_trainer.py)
     trc evaluate   score a checkpoint on a test set            (guide: src/evaluation/evaluator.py)
@@ -28,7 +29,7 @@ from ..errors import TRCError
 from ..model import MODEL_SIZES
 from ..oracles.workers import CLUSTER_VARIABLE
 from .parameters import DEVICES, SCHEDULERS, named_files
-from ..tasks import SYSTEM_NAMES
+from ..tasks import SYSTEM_NAMES, is_task_file
 
 
 class Parser(argparse.ArgumentParser):
@@ -73,15 +74,27 @@ def cluster_address(text):
     return text
 
 
+def system_spec(text):
+    """A built-in task's name or a task file, FILE.py:ClassName (loaded, and checked, when used)."""
+    if text in SYSTEM_NAMES or is_task_file(text):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is neither a built-in task ({', '.join(SYSTEM_NAMES)}) nor a task "
+                                     f"file FILE.py:ClassName")
+
+
 def _add_problem_options(p):
-    g = p.add_argument_group("problem (defaults depend on --system; see `trc_lib/tasks.py`)")
-    g.add_argument("--system", default="double_integrator", choices=list(SYSTEM_NAMES),
-                   help="double_integrator: x'' = u, min-energy transfer (exact QP labels); vanderpol: regulate "
+    g = p.add_argument_group("problem (defaults depend on --system; see `trc_lib/tasks/`)")
+    g.add_argument("--system", default="double_integrator", type=system_spec, metavar="TASK",
+                   help="a task file of your own, FILE.py:ClassName (docs/your_system.md), or a built-in task: "
+                        "double_integrator: x'' = u, min-energy transfer (exact QP labels); vanderpol: regulate "
                         "the unstable Van der Pol oscillator (mu = 1) to the origin; pendulum: swing up from "
                         "near hanging to upright with a torque too weak to lift it directly. The nonlinear "
-                        "systems are labelled by IPOPT on every core. rocket_landing: minimum-fuel powered "
+                        "tasks are labelled by IPOPT on every core. rocket_landing: minimum-fuel powered "
                         "descent on Mars (3-D, thrust annulus, glide slope, free flight time), labelled by a "
                         "cone program per flight time on every core (default: %(default)s)")
+    g.add_argument("--parameter", nargs="+", default=None, metavar="NAME=VALUE",
+                   help="any number the task declares, e.g. --parameter mass=2.0 substeps=8 (a task file's physical "
+                        "parameters too); not for rocket_landing (see --vehicle)")
     g.add_argument("--num_steps", type=step_count, default=None,
                    help="control steps N (default: 15 for the double integrator, 50 otherwise)")
     g.add_argument("--time_horizon", type=horizon, default=None,
@@ -114,7 +127,7 @@ def _add_problem_options(p):
 
 
 def _add_system_check(p):
-    p.add_argument("--system", default=None, choices=list(SYSTEM_NAMES),
+    p.add_argument("--system", default=None, type=system_spec, metavar="TASK",
                    help="the system the data must be for (the problem itself is read from the data file, "
                         "made by `trc generate --system ...`); a mismatch is an error (default: any)")
 
@@ -125,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "trained on and scored against the exact optimum.",
         epilog="Run `trc COMMAND --help` for the options of each command.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_check(sub)
     _add_generate(sub)
     _add_train(sub)
     _add_evaluate(sub)
@@ -134,6 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(sub)
     _add_pipeline(sub)
     return parser
+
+
+def _add_check(sub) -> None:
+    p = sub.add_parser("check", help="validate a task before anything long runs",
+                       description="Load a task (a file of yours: --system FILE.py:ClassName), check its fields and "
+                                   "its vector field, check that numpy, torch, CasADi and the compiled C agree on "
+                                   "x_N, and solve a handful of problems with its oracle. Writes nothing.")
+    p.add_argument("--system", required=True, type=system_spec, metavar="TASK",
+                   help="FILE.py:ClassName, or a built-in task's name")
+    p.add_argument("--parameter", nargs="+", default=None, metavar="NAME=VALUE",
+                   help="override numbers the task declares, as in `trc generate` (default: none)")
+    p.add_argument("--num_labels", type=positive_int, default=4,
+                   help="problems to solve with the task's oracle (default: %(default)s)")
 
 
 def _add_generate(sub) -> None:
@@ -335,7 +362,7 @@ def _add_pipeline(sub) -> None:
     p.add_argument("model_size", nargs="?", default="medium", choices=list(MODEL_SIZES),
                    help="model size (default: %(default)s)")
     p.add_argument("--test_samples", type=positive_int, default=1000, help="test cases (default: %(default)s)")
-    p.add_argument("--system", default="double_integrator", choices=list(SYSTEM_NAMES),
+    p.add_argument("--system", default="double_integrator", type=system_spec, metavar="TASK",
                    help="the task (see `trc generate --help`); the others' files go to their own folders "
                         "(default: %(default)s)")
     p.add_argument("--state_range", type=finite_float, nargs=2, default=None, metavar=("LOW", "HIGH"),
@@ -366,6 +393,27 @@ def _check_outputs(args) -> None:
         check_writable(args.output)
 
 
+def _task_parameters(pairs, system) -> dict:
+    """--parameter NAME=VALUE ... as {name: number} (an integer where the text is one)."""
+    if not pairs:
+        return {}
+    if system == "rocket_landing":
+        raise TRCError("--parameter does not apply to --system rocket_landing; use --vehicle, --glide_slope")
+    parameters = {}
+    for pair in pairs:
+        name, _, text = pair.partition("=")
+        if not name.isidentifier() or not text:
+            raise TRCError(f"--parameter {pair!r}: write NAME=VALUE, e.g. --parameter mass=2.0")
+        try:
+            value = int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
+        except ValueError:
+            raise TRCError(f"--parameter {pair}: {text!r} is not a number") from None
+        if not np.isfinite(value):
+            raise TRCError(f"--parameter {pair}: {text!r} is not a finite number")
+        parameters[name] = value
+    return parameters
+
+
 def _system_parameters(args) -> dict:
     """The options that are one system's own parameters, refused for the others."""
     owners = {"mu": "vanderpol", "glide_slope": "rocket_landing", "pointing_angle": "rocket_landing",
@@ -376,7 +424,7 @@ def _system_parameters(args) -> dict:
             raise TRCError(f"--{name} is a parameter of --system {owners[name]}; it does not apply to "
                            f"--system {args.system}")
     vehicle = _vehicle(given.pop("vehicle", None) or [])
-    return {**given, **vehicle}
+    return {**given, **vehicle, **_task_parameters(args.parameter, args.system)}
 
 
 def _vehicle(pairs) -> dict:
@@ -401,6 +449,10 @@ def _vehicle(pairs) -> dict:
 def run(args) -> None:
     from . import workflow
     _check_outputs(args)
+    if args.command == "check":
+        from ..tasks.check import check_task
+        check_task(args.system, num_labels=args.num_labels, **_task_parameters(args.parameter, args.system))
+        return
     if args.command == "generate":
         workflow.generate(args.output_dir, num_samples=args.num_samples, seed=args.seed,
                           state_range=tuple(args.state_range) if args.state_range else None,

@@ -41,9 +41,12 @@ def _choice(options):
     return lambda value: None if value in options else f"must be one of {', '.join(map(str, options))}"
 
 
-def _tasks():
-    from ..tasks import TASKS
-    return tuple(TASKS)
+def _task(value) -> str | None:
+    from ..tasks import BUILT_IN, is_task_file
+    if isinstance(value, str) and (value in BUILT_IN or is_task_file(value)):
+        return None
+    return f"must be a built-in task ({', '.join(BUILT_IN)}) or a task file FILE.py:ClassName"
+
 
 
 # name -> the reason a value is wrong, or None
@@ -53,7 +56,7 @@ RULES = {
     "patience": lambda v: _integer(v, 0), "seed": lambda v: _integer(v, 0),
     "lr": _positive_number, "success_threshold": _positive_number, "gust": _non_negative_number,
     "model_size": _choice(tuple(MODEL_SIZES)), "scheduler": _choice(SCHEDULERS), "device": _choice(DEVICES),
-    "system": lambda v: _choice(_tasks())(v),
+    "system": _task,
 }
 
 

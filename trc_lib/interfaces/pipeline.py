@@ -21,6 +21,13 @@ PIPELINE_NOTEBOOKS = ("01_generate_data.ipynb", "02_train.ipynb", "03_evaluate.i
 LANDING_NOTEBOOK = "08_rocket_landing.ipynb"
 
 
+def folder_name(system: str) -> str:
+    """A task's name as a folder: a built-in's name, or a task file's class name in snake case."""
+    from ..tasks import is_task_file
+    from ..task import snake_case
+    return snake_case(system.rpartition(":")[2]) if is_task_file(system) else system
+
+
 def notebook_parameters(notebook) -> dict:
     """{name: {'default', 'inferred_type_name', 'help'}} declared in a notebook's `parameters` cell."""
     import papermill
@@ -60,9 +67,10 @@ def run_pipeline(num_samples=10000, epochs=100, model_size="medium", *, test_sam
     the others, so one system's run never replaces another's files.
     """
     default = system == "double_integrator"
-    data_dir = data_dir or ("data" if default else f"data/{system}")
-    output_dir = output_dir or ("outputs/supervised" if default else f"outputs/{system}")
-    notebooks_dir = notebooks_dir or ("outputs/notebooks" if default else f"outputs/{system}/notebooks")
+    label = folder_name(system)
+    data_dir = data_dir or ("data" if default else f"data/{label}")
+    output_dir = output_dir or ("outputs/supervised" if default else f"outputs/{label}")
+    notebooks_dir = notebooks_dir or ("outputs/notebooks" if default else f"outputs/{label}/notebooks")
     data_dir, output_dir = str(Path(data_dir).resolve()), str(Path(output_dir).resolve())
     if system == "rocket_landing":
         if state_range:

@@ -24,7 +24,7 @@ from ..oracles import oracle_of
 from ..training import train_model  # noqa: F401  (a step of the guide, as the faces call it)
 from ..model import INFERENCE_PRECISIONS, TinyRecursiveControl
 from ..oracles.workers import Workers, clear_journal
-from ..tasks import sampling_boxes
+from ..tasks import is_task_file, task_class
 
 
 def generate(output_dir, *, num_samples=10000, num_steps=None, time_horizon=None, seed=42, state_range=None,
@@ -33,7 +33,7 @@ def generate(output_dir, *, num_samples=10000, num_steps=None, time_horizon=None
              log=print, **system_parameters) -> Path:
     """Generate a dataset and write OUTPUT_DIR/lqr_dataset.npz; returns its path.
 
-    None means the task's default (tasks.py) for every problem and sampling option;
+    None means the task's default (trc_lib/tasks/) for every problem and sampling option;
     system_parameters: the system's own (mu=..., substeps=...). workers: processes of the local
     Dask cluster solving IPOPT or cone-program labels (default: every core; 1: this process);
     cluster: the address of a Dask scheduler to use instead (default, when workers is not given
@@ -43,7 +43,8 @@ def generate(output_dir, *, num_samples=10000, num_steps=None, time_horizon=None
     """
     problem = make_problem(num_steps, time_horizon, control_bound, controller, system, lqr_Q, lqr_R, lqr_Qf,
                            **system_parameters)
-    state_range, target_range = sampling_boxes(system, state_range, target_range)
+    if problem.draws_its_own_problems and (state_range is not None or target_range is not None):
+        raise ValueError(f"state_range and target_range do not apply to {system}: it draws from its own box")
     journal = Path(output_dir) / f"{DATASET_FILENAME}.chunks"
     solvers = Workers.of(workers, address=cluster, journal=journal)
     if solvers.address and oracle_of(problem).solves_on_workers:  # fails fast if the cluster is absent
@@ -76,19 +77,19 @@ def dataset_matches(path, **requested) -> bool:
     requested = dict(requested)
     num_samples, seed = requested.pop("num_samples"), requested.pop("seed")
     system = requested.pop("system", None) or "double_integrator"
-    state_range, target_range = sampling_boxes(system, requested.pop("state_range", None) or None,
-                                               requested.pop("target_range", None) or None)
+    state_range, target_range = requested.pop("state_range", None) or None, requested.pop("target_range", None) or None
     problem_options = {k: v for k, v in requested.items() if v is not None}
     problem = make_problem(system=system, **problem_options)
+    record = sampling_record(problem, state_range, target_range)
     return (meta["problem"] == problem.to_dict() and meta["num_samples"] == num_samples
-            and meta["seed"] == seed and {k: meta.get(k) for k in ("state_range", "target_range", "box")}
-            == {k: sampling_record(problem, state_range, target_range).get(k) for k in ("state_range", "target_range", "box")})
+            and meta["seed"] == seed and all(meta.get(k) == v for k, v in record.items()))
 
 
 def check_system(path, system: str, option: str) -> None:
     """TRCError unless the dataset at `path` is for `system` (a cheap read: labels not verified)."""
-    found = read_dataset(path, verify_labels=False).problem.system.name
-    if found != system:
+    problem = read_dataset(path, verify_labels=False).problem
+    found = getattr(problem, "reference", None) or problem.name
+    if found != (task_class(system)._reference if is_task_file(system) else system):
         raise TRCError(f"{option} {path} holds {found} problems, not {system} (make {system} data with "
                        f"`trc generate --system {system}`)")
 

@@ -14,7 +14,7 @@ same questions: screen (which problems can be tried, without solving), optimum (
 and success flags), controls (the fastest call, for timing) and verify (a dataset's labels).
 """
 
-from ..problem import ControlProblem
+from ..task import Task
 from .closed_form import ClosedFormOracle, OptimalSolution
 from .cone_program import ConeProgramOracle
 from .labels import ShootingOracle
@@ -22,12 +22,12 @@ from .labels import ShootingOracle
 ORACLES = {"closed_form": ClosedFormOracle(), "shooting": ShootingOracle(), "cone_program": ConeProgramOracle()}
 
 
-def oracle_of(problem: ControlProblem):
+def oracle_of(problem: Task):
     """The oracle of `problem`'s system."""
     return ORACLES[problem.system.oracle]
 
 
-def optimum(problem: ControlProblem, initial_states, target_states, workers=None, progress=False):
+def optimum(problem: Task, initial_states, target_states, workers=None, progress=False):
     """(OptimalSolution [B], success [B] bool) of `problem` for x_0, x* [B, n]: the rows of
     failures (unreachable targets, unsolved problems) are not solutions."""
     return oracle_of(problem).optimum(problem, initial_states, target_states, workers=workers, progress=progress)

@@ -1,7 +1,7 @@
 """The exact oracle: the optimum of the stated discrete-time problem, not an approximation.
 
 For a linear system the trajectory is affine in the stacked controls u ([N*m]):
-x_k = Phi_k x_0 + Gamma_k u, so the objective of `problem.py` is a convex quadratic
+x_k = Phi_k x_0 + Gamma_k u, so the objective of `task.py` is a convex quadratic
 program in u,
 
     minimize 1/2 u^T H u + f^T u   subject to  E u = c   (x_N = x*, when required)
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..problem import ControlProblem
+from ..task import Task
 
 
 @dataclass
@@ -47,7 +47,7 @@ class OptimalSolution:
     final_times: np.ndarray | None = None
 
 
-def quadratic_program(problem: ControlProblem, initial_states: np.ndarray, target_states: np.ndarray):
+def quadratic_program(problem: Task, initial_states: np.ndarray, target_states: np.ndarray):
     """The QP in the stacked controls u = [u_0, ..., u_{N-1}] ([N*m]).
 
     Returns H [p, p], f [B, p], E [n, p] or None, c [B, n] or None, constant [B], with
@@ -71,7 +71,7 @@ def quadratic_program(problem: ControlProblem, initial_states: np.ndarray, targe
     return H, f, None, None, constant
 
 
-def reachability_margin(problem: ControlProblem, initial_states: np.ndarray, target_states: np.ndarray) -> np.ndarray:
+def reachability_margin(problem: Task, initial_states: np.ndarray, target_states: np.ndarray) -> np.ndarray:
     """How far inside the reachable set each target lies, [B]; > 0 means reachable within the bound.
 
     The states reachable at t = T form a zonotope {A^N x_0 + G u : |u| <= u_max}. In two
@@ -176,7 +176,7 @@ def solve_box_qp(H, f, E, c, lower, upper, max_iterations: int = 50):
     return u, lam, bound_multipliers
 
 
-def solve(problem: ControlProblem, initial_states: np.ndarray, target_states: np.ndarray) -> OptimalSolution:
+def solve(problem: Task, initial_states: np.ndarray, target_states: np.ndarray) -> OptimalSolution:
     """Exact optimum for each (x_0, x*). initial_states, target_states: [B, n].
 
     Raises ValueError if a target is not reachable within the bound (see reachability_margin).
@@ -226,13 +226,13 @@ class ClosedFormOracle:
     solves_on_workers = False  # one computation in this process: `workers` is ignored
     margin = 1e-6
 
-    def screen(self, problem: ControlProblem, initial_states, target_states) -> np.ndarray:
+    def screen(self, problem: Task, initial_states, target_states) -> np.ndarray:
         """[B] bool: the problems that can be solved (cheap: no solve)."""
         if not problem.objective.terminal_constraint:
             return np.ones(len(initial_states), bool)
         return reachability_margin(problem, initial_states, target_states) > self.margin
 
-    def optimum(self, problem: ControlProblem, initial_states, target_states, workers=None, progress=False):
+    def optimum(self, problem: Task, initial_states, target_states, workers=None, progress=False):
         """(OptimalSolution [B], success [B] bool); the rows of failures are NaN."""
         x0, xt = (np.asarray(a, dtype=np.float64) for a in (initial_states, target_states))
         success = self.screen(problem, x0, xt)
@@ -249,7 +249,7 @@ class ClosedFormOracle:
             rows.append(full)
         return OptimalSolution(*rows), success
 
-    def controls(self, problem: ControlProblem, initial_states, target_states) -> np.ndarray:
+    def controls(self, problem: Task, initial_states, target_states) -> np.ndarray:
         """The optimal controls [B, N, m] and nothing else: what a user waiting for them would run."""
         return solve(problem, initial_states, target_states).control_sequences
 

@@ -1,6 +1,6 @@
 """The oracle of the nonlinear systems: IPOPT (shooting.py) from several starts, in parallel over cores.
 
-A ControlProblem on an ODESystem (Van der Pol, pendulum) has no closed form; each (x_0, x*) is
+A nonlinear Task (Van der Pol, the pendulum, a user's) has no closed form; each (x_0, x*) is
 solved by direct multiple shooting on the same RK4 integrator the evaluation uses, with the
 problem's own objective:
 
@@ -19,7 +19,8 @@ import numpy as np
 
 from .closed_form import OptimalSolution
 from .workers import Workers, chunk_slices, map_chunks
-from ..problem import ControlProblem
+from ..task import Task
+from ..tasks import task_from_dict
 
 _worker_optimizer = None  # one per worker process, built by _init_worker
 _worker_problem = None  # the problem (as a dict) it was built for
@@ -29,21 +30,25 @@ COMPILE_FROM_PROBLEMS_PER_PROCESS = 2000
 NUM_SPOT_CHECKS = 4  # labels solved again when a dataset is read (all of them would take as long as making them)
 
 
-def vanderpol_problem(time_horizon=5.0, num_steps=50, substeps=4, mu=1.0, control_bound=2.0) -> ControlProblem:
+def vanderpol_problem(time_horizon=5.0, num_steps=50, substeps=4, mu=1.0, control_bound=2.0) -> Task:
     """The default Van der Pol task: regulate to x* (the origin by default) exactly at t = T,
     minimizing dt * sum (|x_k - x*|^2 + u_k^2), with |u| <= 2."""
     from ..tasks import make_problem
     return make_problem(num_steps, time_horizon, control_bound, system="vanderpol", substeps=substeps, mu=mu)
 
 
-def make_optimizer(problem: ControlProblem, **options):
-    """A TrajectoryOptimizer for `problem`'s system, bound and objective; options go to its
+def make_optimizer(task: Task, **options):
+    """A TrajectoryOptimizer for `task`: its vector field, bounds, objective (its quadratic one or
+    its stage_cost), terminal condition, state bounds and path constraints; options go to its
     constructor (max_iterations, ipopt_options, compiled, ...)."""
     from .shooting import TrajectoryOptimizer
-    Q, R, Q_f = (np.asarray(M) for M in problem.objective.matrices())
-    system = problem.system
+    from ..integrators import casadi_ops
+    Q, R, Q_f = (np.asarray(M) for M in task.objective.matrices())
+    ops = casadi_ops()
 
     def stage_cost(x, u, target):
+        if task.has_stage_cost:
+            return task.stage_cost(x, u, target, ops)
         e = x - target
         return e.T @ Q @ e + u.T @ R @ u
 
@@ -51,41 +56,62 @@ def make_optimizer(problem: ControlProblem, **options):
         e = x - target
         return e.T @ Q_f @ e
 
-    return TrajectoryOptimizer(system.casadi_vector_field(), system.state_dim, system.control_dim,
-                               system.time_horizon, system.num_steps, substeps=system.substeps,
+    limits = task.state_limits
+    return TrajectoryOptimizer(task.casadi_vector_field(), task.state_dim, task.control_dim,
+                               task.time_horizon, task.num_steps, substeps=task.substeps,
                                stage_cost=stage_cost, terminal_cost=terminal_cost,
-                               terminal_constraint=problem.objective.terminal_constraint,
-                               control_lower=-problem.control_bound, control_upper=problem.control_bound,
-                               **options)
+                               terminal_constraint=task.objective.terminal_constraint,
+                               terminal_components=task.terminal_indices,
+                               path_constraints=(lambda x, u: task.path_constraints(x, u, ops))
+                               if task.has_path_constraints else None,
+                               control_lower=task.control_lower, control_upper=task.control_upper,
+                               state_lower=None if limits is None else limits[:, 0],
+                               state_upper=None if limits is None else limits[:, 1], **options)
 
 
-def _init_worker(problem_dict, compiled=False):
+def bound_active(task: Task, control_sequences: np.ndarray, atol: float) -> np.ndarray:
+    """[B] bool: whether any control of a sequence [B, N, m] lies on a bound (within atol)."""
+    u = np.asarray(control_sequences)
+    on = np.isclose(u, task.control_lower, rtol=0, atol=atol) | np.isclose(u, task.control_upper, rtol=0, atol=atol)
+    return on.any(axis=(1, 2))
+
+
+def _init_worker(problem, compiled=False):
     """Build this process's optimizer, unless it already has one for the same problem (building
     the NLP takes longer than solving a few problems: a batch-1 caller must not pay it each time).
     compiled: ask for the compiled NLP (an interpreted one is then rebuilt; a compiled one is
-    always kept, it gives the same answers faster)."""
+    always kept, it gives the same answers faster). problem: a task as its dict (what travels to
+    worker processes; the task file is loaded there), or the Task itself (see travelling)."""
     global _worker_optimizer, _worker_problem
-    if (_worker_optimizer is None or _worker_problem != problem_dict
-            or (compiled and not _worker_optimizer.compiled)):
-        _worker_optimizer = make_optimizer(ControlProblem.from_dict(problem_dict), compiled=compiled)
-        _worker_problem = problem_dict
+    key = problem if isinstance(problem, dict) else problem.to_dict()
+    if _worker_optimizer is None or _worker_problem != key or (compiled and not _worker_optimizer.compiled):
+        task = task_from_dict(problem) if isinstance(problem, dict) else problem
+        _worker_optimizer = make_optimizer(task, compiled=compiled)
+        _worker_problem = key
 
 
-def cached_optimizer(problem: ControlProblem, compiled: bool = False):
+def travelling(task: Task):
+    """What goes to the workers for `task`: its dict where a worker can rebuild it (a built-in
+    task, a task file), the Task itself for a class defined in this process (a notebook cell, a
+    test), which Dask pickles by value."""
+    return task.to_dict() if task.reference else task
+
+
+def cached_optimizer(problem: Task, compiled: bool = False):
     """This process's TrajectoryOptimizer for `problem`, built on first use (compiled: see _init_worker)."""
-    _init_worker(problem.to_dict(), compiled)
+    _init_worker(problem, compiled)
     return _worker_optimizer
 
 
-def _solve_chunk(problem_dict, chunk, compiled=False):
+def _solve_chunk(problem, chunk, compiled=False):
     """One chunk's (controls, costs, success, terminal multipliers), on this process's optimizer."""
-    _init_worker(problem_dict, compiled)
+    _init_worker(problem, compiled)
     initial_states, target_states, initial_guesses = chunk
     batch = _worker_optimizer.solve_batch(initial_states, target_states, initial_guesses)
     return batch.controls, batch.costs, batch.success, batch.terminal_multipliers
 
 
-def solve_nonlinear(problem: ControlProblem, initial_states, target_states, initial_guesses=None,
+def solve_nonlinear(problem: Task, initial_states, target_states, initial_guesses=None,
                     workers=None, chunk_size: int = 50, progress: bool = True):
     """Optimal controls for B problems. initial_states, target_states: [B, n].
 
@@ -111,47 +137,45 @@ def solve_nonlinear(problem: ControlProblem, initial_states, target_states, init
               for part in chunk_slices(len(x0), chunk_size)]
     # large batches: each worker compiles the NLP once (the answers are the same to the last bit)
     compiled = len(x0) >= COMPILE_FROM_PROBLEMS_PER_PROCESS * min(count, len(chunks))
-    outputs = map_chunks(functools.partial(_solve_chunk, problem.to_dict(), compiled=compiled), chunks, workers,
+    outputs = map_chunks(functools.partial(_solve_chunk, travelling(problem), compiled=compiled), chunks, workers,
                          progress=progress, desc="IPOPT labels" + (", compiled NLP" if compiled else ""),
                          sizes=[len(chunk[0]) for chunk in chunks])
     controls, costs, success, multipliers = (np.concatenate(parts) for parts in zip(*outputs))
     states = system.rollout(x0, controls)
     costs = problem.cost(states, controls, xt)
     solution = OptimalSolution(controls, states, costs, np.nan_to_num(multipliers),
-                               np.isclose(np.abs(controls), problem.control_bound, atol=1e-6).any(axis=(1, 2)))
+                               bound_active(problem, controls, atol=1e-6))
     return solution, success
 
 
 class ShootingOracle:
     """The oracle of a nonlinear system: IPOPT on the multiple-shooting NLP from each of the
-    task's starts (tasks.label_starts), the best converged start kept. A problem none of them
+    task's starts (Task.label_starts), the best converged start kept. A problem none of them
     solves to a feasible point is a failure."""
 
     name = "IPOPT"
-    method = "IPOPT (multiple shooting, best of tasks.label_starts)"  # as datasets record it
+    method = "IPOPT (multiple shooting, best of the task's label_starts)"  # as datasets record it
     failure = "unsolved"
     exact_and_fast = False  # a local optimum, in milliseconds per problem
     one_problem_at_a_time = True  # per problem it costs the same at any batch: one solve after another
     solves_on_workers = True  # chunks of problems on workers.Workers (Dask)
 
-    def screen(self, problem: ControlProblem, initial_states, target_states) -> np.ndarray:
+    def screen(self, problem: Task, initial_states, target_states) -> np.ndarray:
         """[B] bool: nothing is known without solving, so every problem is tried."""
         return np.ones(len(initial_states), bool)
 
-    def optimum(self, problem: ControlProblem, initial_states, target_states, workers=None, progress=False):
+    def optimum(self, problem: Task, initial_states, target_states, workers=None, progress=False):
         """(OptimalSolution [B], success [B] bool). workers: where the solves run (workers.Workers, or
         a number of processes; default: a Dask LocalCluster with a process per core)."""
-        from ..tasks import label_starts
-        return solve_nonlinear(problem, initial_states, target_states, label_starts(problem), workers=workers,
+        return solve_nonlinear(problem, initial_states, target_states, problem.label_starts(), workers=workers,
                                progress=progress)
 
-    def controls(self, problem: ControlProblem, initial_states, target_states) -> np.ndarray:
+    def controls(self, problem: Task, initial_states, target_states) -> np.ndarray:
         """The optimal controls [B, N, m] and nothing else: IPOPT alone, one problem after another on
         this core, the optimizer built once and its NLP compiled (the fastest IPOPT here); no progress
         bar, rollout or cost bookkeeping."""
-        from ..tasks import label_starts
         return cached_optimizer(problem, compiled=True).solve_batch(initial_states, target_states,
-                                                                    label_starts(problem)).controls
+                                                                    problem.label_starts()).controls
 
     def verify(self, dataset, num_spot_checks: int = NUM_SPOT_CHECKS) -> None:
         """Refuse labels that are inconsistent or not optimal (TRCError naming the file).
@@ -190,10 +214,13 @@ def _inconsistencies(dataset) -> list[str]:
     if not np.allclose(problem.cost(states, dataset.control_sequences, dataset.target_states), dataset.costs,
                        rtol=1e-8, atol=1e-10):
         problems.append("'costs' are not J of the stored controls")
-    if np.abs(dataset.control_sequences).max() > problem.control_bound * (1 + 1e-9):
-        problems.append(f"'control_sequences' exceed the bound {problem.control_bound}")
+    lower, upper = problem.control_lower, problem.control_upper
+    slack = 1e-9 * np.maximum(np.abs(lower), np.abs(upper))
+    if ((dataset.control_sequences < lower - slack) | (dataset.control_sequences > upper + slack)).any():
+        problems.append(f"'control_sequences' leave the bounds {problem.control_limits.tolist()}")
     if problem.objective.terminal_constraint:
-        miss = np.abs(states[:, -1] - dataset.target_states) / (1.0 + np.abs(dataset.target_states))
+        i = list(problem.terminal_indices)
+        miss = np.abs(states[:, -1, i] - dataset.target_states[:, i]) / (1.0 + np.abs(dataset.target_states[:, i]))
         if miss.max() > 1e-5:
             problems.append(f"the trajectories miss their targets (by up to {miss.max():.2g})")
     return problems

@@ -7,7 +7,9 @@ of dt = T / N seconds, with controls held constant over each interval, it solves
     subject to  x_{k+1} = F(x_k, u_k)          (k = 0 .. N-1),  x_0 given,
                 u_lower <= u_k <= u_upper       (per component),
                 x_lower <= x_k <= x_upper       (at the nodes k = 1 .. N; x_0 is given),
-                x_N = x*                        (when terminal_constraint is set),
+                g(x_k, u_k) <= 0                (path constraints, k = 0 .. N-1, when given),
+                x_N[i] = x*[i]                  (when terminal_constraint is set: every component
+                                                 i, or those of terminal_components),
 
 where F is `substeps` steps of classic RK4 over h = dt / substeps, and the interval cost is
 l_k = L(x_k, u_k) dt (the rectangle rule, the default) or, with cost_quadrature="rk4", the integral
@@ -59,7 +61,7 @@ from typing import Callable
 import casadi as ca
 import numpy as np
 
-from ..systems import rk4
+from ..integrators import rk4
 
 CONVERGED = ("Solve_Succeeded",)
 ACCEPTABLE = ("Solved_To_Acceptable_Level",)
@@ -207,7 +209,9 @@ class TrajectoryOptimizer:
     substeps: RK4 steps per interval (h = dt / substeps).
     stage_cost: L(x, u) or L(x, u, x_target) -> scalar, a rate per second; None for 0.
     terminal_cost: Phi(x_N) or Phi(x_N, x_target) -> scalar; None for 0.
-    terminal_constraint: require x_N = x* (then `solve` needs x_target).
+    terminal_constraint: require x_N = x* (then `solve` needs x_target); terminal_components: the
+        indices it applies to (default: all); the multipliers of the others are 0.
+    path_constraints: g(x, u) -> a list of expressions, each <= 0 on every interval (None: none).
     control_lower, control_upper: bounds on u, scalars or [m] (None: unbounded).
     state_lower, state_upper: bounds on x at the nodes 1..N, scalars or [n], +-inf for none.
     cost_quadrature: "rectangle" (l_k = L(x_k, u_k) dt) or "rk4" (L integrated along the RK4 steps).
@@ -228,7 +232,7 @@ class TrajectoryOptimizer:
     def __init__(self, dynamics: Callable, state_dim: int, control_dim: int, time_horizon: float,
                  num_steps: int, substeps: int = 1, stage_cost: Callable | None = None,
                  terminal_cost: Callable | None = None, terminal_constraint: bool = True,
-                 control_lower=None, control_upper=None, state_lower=None, state_upper=None,
+                 terminal_components=None, path_constraints: Callable | None = None, control_lower=None, control_upper=None, state_lower=None, state_upper=None,
                  cost_quadrature: str = "rectangle", feasibility_tolerance: float = 1e-6,
                  accept_acceptable: bool = True, max_iterations: int = 1000,
                  ipopt_options: dict | None = None, compiled: bool = False):
@@ -238,6 +242,10 @@ class TrajectoryOptimizer:
         self.time_horizon = float(time_horizon)
         self.dt = self.time_horizon / N
         self.terminal_constraint = bool(terminal_constraint)
+        self.terminal_components = np.arange(n) if terminal_components is None else np.asarray(terminal_components, int)
+        if self.terminal_constraint and len(self.terminal_components) == 0:
+            self.terminal_constraint = False
+        self._path_constraints = path_constraints
         self.cost_quadrature = cost_quadrature
         self.feasibility_tolerance = float(feasibility_tolerance)
         self.converged_statuses = CONVERGED + (ACCEPTABLE if accept_acceptable else ())
@@ -271,6 +279,9 @@ class TrajectoryOptimizer:
         self._interval = ca.Function("interval", [x, u, target], [x_next, _column(q, 1, "stage cost")],
                                      ["x", "u", "x_target"], ["x_next", "l"])
         self._terminal_cost = ca.Function("Phi", [x, target], [Phi], ["x", "x_target"], ["Phi"])
+        path = [] if self._path_constraints is None else list(self._path_constraints(x, u))
+        self.num_path_constraints = len(path)
+        self._path = ca.Function("g", [x, u], [ca.vertcat(*path) if path else ca.SX(0, 1)], ["x", "u"], ["g"])
         self._rollout = self._interval.mapaccum("rollout", N)  # (x0, U [m, N], X* [n, N]) -> X [n, N], l [1, N]
         self._mapped = {}
 
@@ -281,14 +292,17 @@ class TrajectoryOptimizer:
         # The NLP: w = [u_0 .. u_{N-1}, x_1 .. x_N], parameters p = [x_0, x*].
         U, X = ca.SX.sym("U", m, N), ca.SX.sym("X", n, N)  # X[:, k] is x_{k+1}
         x0 = ca.SX.sym("x0", n)
-        J, defects, x_k = 0, [], x0
+        J, defects, path, x_k = 0, [], [], x0
         for k in range(N):
             x_end, l_k = self._interval(x_k, U[:, k], target)
             J += l_k
             defects.append(x_end - X[:, k])
+            path.append(self._path(x_k, U[:, k]))
             x_k = X[:, k]
         J += self._terminal_cost(x_k, target)
-        g = defects + ([x_k - target] if self.terminal_constraint else [])
+        terminal = [(x_k - target)[self.terminal_components.tolist()]] if self.terminal_constraint else []
+        # equality rows first (defects, then the terminal condition), the path inequalities last
+        g = defects + terminal + path
         nlp = {"x": ca.vertcat(ca.vec(U), ca.vec(X)), "p": ca.vertcat(x0, target), "f": J, "g": ca.vertcat(*g)}
         # bound_relax_factor 0: IPOPT otherwise relaxes every bound by 1e-8 (relative), and its
         # answers then sit up to that far outside the box; an interior point stays inside instead.
@@ -300,7 +314,11 @@ class TrajectoryOptimizer:
         self._solver, self.compiled = _nlpsol(nlp, options, compiled)
         self._lbw = np.concatenate([np.tile(self.control_lower, N), np.tile(self.state_lower, N)])
         self._ubw = np.concatenate([np.tile(self.control_upper, N), np.tile(self.state_upper, N)])
-        self._num_g = n * N + (n if self.terminal_constraint else 0)
+        self._num_terminal = len(self.terminal_components) if self.terminal_constraint else 0
+        self._num_equalities = n * N + self._num_terminal
+        num_path = N * self.num_path_constraints
+        self._lbg = np.concatenate([np.zeros(self._num_equalities), np.full(num_path, -np.inf)])
+        self._ubg = np.zeros(self._num_equalities + num_path)
 
     # ------------------------------------------------------------------------------------------
     # the integrator on numpy arrays (the same CasADi Functions as the NLP)
@@ -417,7 +435,11 @@ class TrajectoryOptimizer:
                       # IPOPT's nodes against the integrator: each defect F(x_k, u_k) - x_{k+1}
                       np.abs(self.step(np.vstack([x0, nodes[:-1]]), u_raw) - nodes) / (1.0 + np.abs(nodes))]
             if self.terminal_constraint:
-                checks.append(np.abs(states[-1] - target) / (1.0 + np.abs(target)))
+                i = self.terminal_components
+                checks.append(np.abs(states[-1, i] - target[i]) / (1.0 + np.abs(target[i])))
+            if self.num_path_constraints:
+                # g(x_k, u_k) <= 0 on the rollout's states, as the evaluation checks it
+                checks.append(self._map(self._path, len(u_raw))(states[:-1].T, u_raw.T).full().ravel())
         worst = max(float(np.max(c, initial=0.0)) for c in checks)
         finite = all(np.isfinite(a).all() for a in (u_raw, nodes, states))
         return worst if finite and np.isfinite(worst) else np.inf
@@ -428,7 +450,7 @@ class TrajectoryOptimizer:
         w0 = np.concatenate([u_guess.ravel(), self._state_guess(x0, u_guess, target).ravel()])
         try:
             solution = self._solver(x0=w0, p=np.concatenate([x0, target]), lbx=self._lbw, ubx=self._ubw,
-                                    lbg=np.zeros(self._num_g), ubg=np.zeros(self._num_g))
+                                    lbg=self._lbg, ubg=self._ubg)
             stats = self._solver.stats()
             status, iterations = str(stats.get("return_status", "unknown")), int(stats.get("iter_count", -1))
         except RuntimeError as error:  # CasADi raises on evaluation errors in some versions
@@ -441,7 +463,10 @@ class TrajectoryOptimizer:
         states, l, terminal = self._rollout_and_costs(x0[None], u[None], target[None])
         states, cost = states[0], float(l.sum() + terminal[0])
         violation = self._violation(x0, target, u_raw, nodes, states)
-        lam = solution["lam_g"].full().ravel()[-n:] if self.terminal_constraint else None
+        lam = None
+        if self.terminal_constraint:  # the terminal rows' multipliers, zero on the free components
+            lam = np.zeros(n)
+            lam[self.terminal_components] = solution["lam_g"].full().ravel()[n * N:self._num_equalities]
         converged = status in self.converged_statuses and np.isfinite(cost)
         return u, states, cost, converged, violation, status, iterations, lam
 

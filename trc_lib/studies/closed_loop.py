@@ -13,7 +13,7 @@ state, for a full N-step plan (N = problem.num_steps, a moving horizon: the targ
 steps ahead, never a shrinking "arrive at t = T"), and the plan's next control is applied,
 clipped to the bound as the actuator would, for one step of dt on the plant. The plant is the
 planner's own model by default, or another system instance for model mismatch (e.g.
-`dataclasses.replace(system, mu=1.2)`). `replan_every=None` is open loop: plan once at t = 0,
+`task.replace(mu=1.2)`). `replan_every=None` is open loop: plan once at t = 0,
 play the N planned controls, then hold u = 0, since nothing more was planned (the same holds
 between plans when replan_every > N).
 
@@ -39,7 +39,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..evaluate import summarize
-from ..problem import ControlProblem
+from ..task import Task
 
 CASES_PER_CHUNK = 8  # at most, per chunk on Dask workers (oracles/workers.py cuts fewer cases finer)
 Planner = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (x [B, n], x* [B, n]) -> u [B, N, m]
@@ -61,7 +61,7 @@ class ClosedLoopResult:
     num_plans: int
     plan_time: float
     dt: float
-    problem: ControlProblem
+    problem: Task
 
     @property
     def num_steps(self) -> int:
@@ -84,7 +84,7 @@ class ClosedLoopResult:
         """Whether ||x_k - x*|| < threshold at step k (default: the last), [B] bool."""
         return self.terminal_error(at_step) < threshold
 
-    def cost(self, problem: ControlProblem | None = None) -> np.ndarray:
+    def cost(self, problem: Task | None = None) -> np.ndarray:
         """dt * sum_{k<K} [(x_k - x*)' Q (x_k - x*) + u_k' R u_k] over the whole run, [B].
 
         Q, R: `problem`'s objective (default: the problem planned for). There is no terminal
@@ -110,7 +110,7 @@ class ClosedLoopResult:
                 "ms_per_plan": 1e3 * self.plan_time / max(self.num_plans, 1)}
 
 
-def simulate(problem: ControlProblem, plan: Planner, initial_states, target_states, num_steps: int | None = None,
+def simulate(problem: Task, plan: Planner, initial_states, target_states, num_steps: int | None = None,
              replan_every: int | None = 1, plant=None, disturbance_std: float = 0.0, seed: int = 0,
              progress: bool = False, workers=None) -> ClosedLoopResult:
     """Run `plan` in closed loop (see the module docstring) for B cases at once.
@@ -204,7 +204,7 @@ def _check_run(problem, plant, initial_states, target_states, num_steps, replan_
     return x, x_target, K
 
 
-def compare_closed_loop(problem: ControlProblem, planners: dict, initial_states, target_states,
+def compare_closed_loop(problem: Task, planners: dict, initial_states, target_states,
                         scenarios: dict, threshold: float = 0.1, workers=None, on_workers=()) -> list[dict]:
     """Every planner in every scenario, on the same cases; rows {planner, scenario, settings, **summary}.
 

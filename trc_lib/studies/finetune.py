@@ -8,7 +8,7 @@ both differentiable) and the loss is what the task actually asks for,
 
     loss(u) = J(u) / J_ref  +  terminal_penalty * ||x_N(u) - x*||^2,
 
-with J the objective of problem.py (dt-weighted stage cost plus terminal cost) and the
+with J the objective of task.py (dt-weighted stage cost plus terminal cost) and the
 terminal constraint x_N = x* replaced by the quadratic penalty. With the default penalty of
 10 a miss of 0.1 costs a tenth of a typical whole transfer. A larger one is not better when the
 model's misses are noise it cannot remove: on Van der Pol after imitation (misses ~0.03),
@@ -35,14 +35,14 @@ from tqdm.auto import tqdm
 from ..data import ControlDataset
 from ..device import resolve_device
 from ..model import TinyRecursiveControl
-from ..problem import ControlProblem
+from ..task import Task
 
 
-def trajectory_cost(problem: ControlProblem, initial_states: torch.Tensor, target_states: torch.Tensor,
+def trajectory_cost(problem: Task, initial_states: torch.Tensor, target_states: torch.Tensor,
                     controls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(J [B], terminal miss x_N - x* [B, n]) of controls [B, N, m] from [B, n] states; differentiable.
 
-    The same J as ControlProblem.cost (dt * sum_k [e_k'Q e_k + u_k'R u_k] + e_N'Q_f e_N with
+    The same J as Task.cost (dt * sum_k [e_k'Q e_k + u_k'R u_k] + e_N'Q_f e_N with
     e_k = x_k - x*), in torch.
     """
     Q, R, Q_f = (torch.as_tensor(M, dtype=controls.dtype, device=controls.device)

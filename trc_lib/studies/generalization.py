@@ -10,12 +10,12 @@ new problem, while the controllers keep what they learned on the old one.
 
 from __future__ import annotations
 
-import dataclasses
+import numpy as np
 
 from ..compare import format_percent
 from ..data import ControlDataset, generate_dataset
 from ..evaluate import metrics, score_controls
-from ..problem import ControlProblem
+from ..task import Task
 
 STUDIES = {"box": "half-width v of the box for x0 (and x* on the double integrator)",
            "target_box": "half-width v of the box for x*", "horizon": "horizon T [s]",
@@ -34,7 +34,7 @@ def score_on(controllers: dict, problem, state_range, target_range=None, num_sam
             for name, controls in answers.items()}
 
 
-def studies_for(problem: ControlProblem) -> list[str]:
+def studies_for(problem: Task) -> list[str]:
     """The studies that make sense for a problem's system."""
     name = problem.system.name
     return ["box", "target_box", "horizon"] if name == "double_integrator" else \
@@ -58,7 +58,8 @@ def sweep(controllers: dict, study: str, values, num_samples=500, seed=7, train:
         problem, state_range, target_range = make_problem(), (-2.0, 2.0), (-2.0, 2.0)
     else:
         problem = train.problem
-        state_range, target_range = tuple(train.metadata["state_range"]), tuple(train.metadata["target_range"])
+        # the studied tasks draw every component from one range: the first component's
+        state_range, target_range = tuple(train.metadata["initial_box"][0]), tuple(train.metadata["target_box"][0])
     if study not in studies_for(problem):
         raise ValueError(f"study {study!r} does not apply to {problem.system.name}; choose one of "
                          f"{studies_for(problem)}")
@@ -73,9 +74,9 @@ def sweep(controllers: dict, study: str, values, num_samples=500, seed=7, train:
         elif study == "target_box":
             new_targets = (-value, value)
         elif study == "horizon":
-            new_problem = dataclasses.replace(problem, system=dataclasses.replace(problem.system, time_horizon=value))
+            new_problem = problem.replace(time_horizon=value)
         else:
-            new_problem = dataclasses.replace(problem, system=dataclasses.replace(problem.system, mu=value))
+            new_problem = problem.replace(mu=value)
         results = score_on(controllers, new_problem, new_states, new_targets, num_samples, seed)
         for name, m in results.items():
             rows.append({"study": study, "value": value, "controller": name, "success_rate": m["success_rate"],
@@ -86,8 +87,8 @@ def sweep(controllers: dict, study: str, values, num_samples=500, seed=7, train:
 
 def study_values(train: ControlDataset) -> tuple[dict, dict]:
     """({study: values to sweep}, {study: the training value}) around a training set's settings."""
-    half_width = max(abs(v) for v in train.metadata["state_range"])
-    target_half_width = max(abs(v) for v in train.metadata["target_range"])
+    half_width = np.abs(train.metadata["initial_box"]).max()
+    target_half_width = np.abs(train.metadata["target_box"]).max()
     T = train.problem.system.time_horizon
     values = {"box": [round(half_width * f, 6) for f in (0.5, 1, 1.25, 1.5, 2, 2.5)],
               "target_box": [round(max(target_half_width, 1e-3) * f, 6) for f in (1, 1.5, 2)],

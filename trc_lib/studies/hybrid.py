@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..oracles import oracle_of
-from ..problem import ControlProblem
+from ..task import Task
 
 WARM_START = {"mu_init": 1e-4, "warm_start_init_point": "yes"}
 
@@ -33,7 +33,7 @@ class HybridController:
     num_parameters = None
     memory_bytes = None
 
-    def __init__(self, controller, problem: ControlProblem, max_iterations: int | None = None):
+    def __init__(self, controller, problem: Task, max_iterations: int | None = None):
         from ..oracles.labels import make_optimizer
         if oracle_of(problem).exact_and_fast:
             raise ValueError("the hybrid is for the tasks IPOPT solves (this task's oracle is already exact and fast)")

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..problem import ControlProblem
+from ..task import Task
 from ..terminal_map import terminal_map
 
 ITERATIONS = 10  # Newton steps at most, by default (from a good start it stops after about three)
@@ -37,7 +37,7 @@ BOUND_MARGIN = 1e-9  # relative: a step may overshoot u_max by this much before 
 
 
 class TerminalProjection:
-    """project(x0, x*, u) -> u with x_N(u) = x* to round-off, for any ControlProblem.
+    """project(x0, x*, u) -> u with x_N(u) = x* to round-off, for any Task.
 
     iterations: Newton steps at most (each: one evaluation of x_N and J, plus one evaluation of
     x_N per damping tried); tolerance: stop once every |r| is below it; dampings: the
@@ -45,7 +45,7 @@ class TerminalProjection:
     the plain Gauss-Newton step) until the residual shrinks.
     """
 
-    def __init__(self, problem: ControlProblem, iterations: int = ITERATIONS, tolerance: float = 1e-10,
+    def __init__(self, problem: Task, iterations: int = ITERATIONS, tolerance: float = 1e-10,
                  dampings: tuple = (0.0, 1e-6, 1e-4, 1e-2, 1.0)):
         system = problem.system  # any system: a linear one's terminal map is affine, one step reaches x*
         if int(iterations) != iterations or iterations < 1:
@@ -159,7 +159,7 @@ class ProjectedController:
     num_parameters = None
     memory_bytes = None
 
-    def __init__(self, controller, problem: ControlProblem, iterations: int = ITERATIONS,
+    def __init__(self, controller, problem: Task, iterations: int = ITERATIONS,
                  every_refinement: bool = True, tolerance: float = REACHED):
         if not (tolerance > 0 and np.isfinite(tolerance)):
             raise ValueError(f"tolerance must be a positive number, got {tolerance}")

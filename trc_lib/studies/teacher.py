@@ -7,7 +7,7 @@ For a problem whose target x* is an equilibrium under zero control:
 1. linearize the continuous dynamics xdot = f(x, u) at (x*, 0):  A_c = df/dx, B_c = df/du
    (Van der Pol at the origin: A_c = [[0, 1], [-1, mu]], B_c = [[0], [1]]);
 2. discretize exactly with a zero-order hold over dt:  expm(dt [[A_c, B_c], [0, 0]]) = [[A, B], [0, I]];
-3. backward Riccati recursion with the problem's own weights, dt-weighted as in problem.py
+3. backward Riccati recursion with the problem's own weights, dt-weighted as in task.py
    (stage dt (e'Qe + u'Ru), terminal e'Q_f e):
        P_N = Q_f (+ terminal_weight I when the problem demands x_N = x*)
        K_k = (dt R + B'P_{k+1}B)^-1 B'P_{k+1}A,   P_k = dt Q + A'P_{k+1}(A - B K_k);
@@ -27,23 +27,23 @@ import numpy as np
 
 from ..data import FORMAT_VERSION, ControlDataset
 from ..model import check_states
-from ..problem import ControlProblem
+from ..task import Task
 
 TERMINAL_WEIGHT = 1e3  # stands in for x_N = x* (see the module docstring)
 LABELS = "clipped linearized LQR (teacher, sub-optimal)"
 
 
-def linearize(problem: ControlProblem, target_state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def linearize(problem: Task, target_state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(A [n, n], B [n, m]): the system's discrete-time dynamics linearized at (x*, u = 0)
-    (systems.py: exact for a linear system; Jacobians and expm for an ODE system)."""
+    (task.py: exact for a linear task; Jacobians and expm for a nonlinear one)."""
     return problem.system.linearization(target_state)
 
 
-def lqr_gains(problem: ControlProblem, A: np.ndarray, B: np.ndarray,
+def lqr_gains(problem: Task, A: np.ndarray, B: np.ndarray,
               terminal_weight: float = TERMINAL_WEIGHT) -> np.ndarray:
     """Time-varying gains K_k [N, m, n] of the finite-horizon LQR (backward Riccati recursion).
 
-    Weights as in problem.py: stage dt (e'Qe + u'Ru), terminal e'Q_f e; when the problem demands
+    Weights as in task.py: stage dt (e'Qe + u'Ru), terminal e'Q_f e; when the problem demands
     x_N = x*, terminal_weight * I is added to Q_f in its place.
     """
     Q, R, Q_f = problem.objective.matrices()
@@ -57,7 +57,7 @@ def lqr_gains(problem: ControlProblem, A: np.ndarray, B: np.ndarray,
     return gains
 
 
-def clipped_lqr_labels(problem: ControlProblem, initial_states, target_states, metadata: dict | None = None,
+def clipped_lqr_labels(problem: Task, initial_states, target_states, metadata: dict | None = None,
                        terminal_weight: float = TERMINAL_WEIGHT) -> ControlDataset:
     """The teacher's answers for B problems as a ControlDataset. initial_states, target_states: [B, n].
 

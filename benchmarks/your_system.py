@@ -1,0 +1,74 @@
+"""Benchmark: a task the package does not know, at full size: notebook 09's planar quadrotor.
+
+    python benchmarks/your_system.py [--num_samples 10000 --test_samples 1000 --epochs 100]
+                                     [--sizes small] [--large_batch 10000]
+
+The task is the file notebooks/planar_quadrotor.py (six states, two rotor thrusts in [0, 10] N),
+run through the same steps as every built-in task: IPOPT labels (10,000 training and 1,000
+held-out problems, seeds 42 and 123), a model trained on them, and benchmarks/frontier.py's
+scoring: success (||x_N - x*|| < 0.1) and the cost gap against IPOPT's labels on the held-out
+problems, the network alone and halting, timed at batch 1 and per problem at --large_batch
+against IPOPT solving the same problems one after another on one core. Writes
+outputs/benchmark/frontier/planar_quadrotor.json and docs/results/your_system.md. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import frontier
+from results_page import write_page
+
+from trc_lib import load_model, read_dataset
+from trc_lib.files import write_json
+from trc_lib.interfaces.pipeline import TEST_SEED, TRAIN_SEED
+
+ROOT = Path(__file__).resolve().parents[1]
+TASK = "planar_quadrotor"
+SYSTEM = f"{ROOT / 'notebooks' / 'planar_quadrotor.py'}:PlanarQuadrotor"
+# the terminal loss from the start and six supervision steps, as the bounded double integrator
+# trains (frontier.TRAINING): the thrusts that land it are found by refining against the miss
+TRAINING = {"terminal_weight": 1.0, "num_supervision_steps": 6}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", nargs="+", default=["small"], choices=["small", "medium", "large"],
+                        help="model sizes to train and score")
+    parser.add_argument("--tolerances", nargs="+", type=float, default=[0.01],
+                        help="halting tolerances on the terminal error ||x_N - x*||")
+    parser.add_argument("--num_samples", type=int, default=10000, help="training problems")
+    parser.add_argument("--test_samples", type=int, default=1000, help="held-out problems, labelled by IPOPT")
+    parser.add_argument("--epochs", type=int, default=100, help="training epochs")
+    parser.add_argument("--large_batch", type=int, default=10000, help="the large batch timed per problem")
+    parser.add_argument("--retrain", action="store_true", help="train again even where a checkpoint exists")
+    args = parser.parse_args()
+    frontier.TRAINING[TASK] = TRAINING
+    options = {"system": SYSTEM}
+    train_path = frontier.dataset(frontier.OUT / TASK / "train", args.num_samples, TRAIN_SEED, options)
+    test = read_dataset(frontier.dataset(frontier.OUT / TASK / "test", args.test_samples, TEST_SEED, options))
+    oracle = frontier.oracle_times(test)
+    rows = []
+    for size in args.sizes:
+        model = load_model(frontier.trained(TASK, size, train_path, args))
+        for tolerance in [None, *args.tolerances]:
+            rows.append({"size": size, **frontier.score_configuration(model, test, "C", tolerance, args.large_batch)})
+            print(json.dumps(rows[-1]))
+    write_json(frontier.OUT / f"{TASK}.json", {"task": TASK, "oracle": oracle, "rows": rows, "args": vars(args)})
+    task = test.problem
+    intro = (f"The task file `notebooks/planar_quadrotor.py` (written by notebook 09): {task.state_dim} states "
+             f"{list(task.state_names)}, {task.control_dim} controls {list(task.control_names)} within "
+             f"{task.control_limits.tolist()}, T = {task.time_horizon:g} s in N = {task.num_steps} intervals. "
+             f"Trained on {args.num_samples:,} IPOPT labels ({TRAINING}), scored on {len(test):,} held-out "
+             f"problems: the network alone ('-') and halting at the tolerance; the cost gap is against IPOPT's "
+             f"label, the best local optimum from the task's start (hover thrust).")
+    section = intro + "\n\n" + frontier.format_rows(TASK, rows, oracle, args.large_batch)
+    print(section)
+    write_page("your_system", "Your own system: the planar quadrotor of notebook 09 at full size", section,
+               {"latency": frontier.plot_frontier(TASK, rows, oracle, frontier.OUT / f"frontier_{TASK}.png")})
+
+
+if __name__ == "__main__":
+    main()
