@@ -49,7 +49,7 @@ from trc_lib.interfaces import workflow
 from trc_lib.baselines import OracleController
 from trc_lib.compare import TRCController, format_percent
 from trc_lib.evaluate import metrics, score_controls, time_inference
-from trc_lib.fast_forward import FastForward, pytorch_only
+from trc_lib.fast.forward import FastForward, pytorch_only
 from trc_lib.files import write_json
 from trc_lib.model import ModelConfig
 from trc_lib.interfaces.pipeline import TEST_SEED, TRAIN_SEED

@@ -54,7 +54,7 @@ from trc_lib.interfaces import workflow
 from trc_lib.data import create_data_loaders, generate_dataset, load_dataset, make_problem, save_dataset
 from trc_lib.evaluate import hardware
 from trc_lib.export import OnnxController, export_onnx
-from trc_lib.fast_forward import FastForward, pytorch_only
+from trc_lib.fast.forward import FastForward, pytorch_only
 from trc_lib.files import atomic_path, write_json
 from trc_lib.training import train
 

@@ -44,11 +44,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=100, help="training epochs")
     parser.add_argument("--large_batch", type=int, default=10000, help="the large batch timed per problem")
     parser.add_argument("--retrain", action="store_true", help="train again even where a checkpoint exists")
+    parser.add_argument("--prepare_only", action="store_true",
+                        help="generate the data and train, then stop: the timed scoring can then run alone on a "
+                             "quiet machine")
     args = parser.parse_args()
     frontier.TRAINING[TASK] = TRAINING
     options = {"system": SYSTEM}
     train_path = frontier.dataset(frontier.OUT / TASK / "train", args.num_samples, TRAIN_SEED, options)
     test = read_dataset(frontier.dataset(frontier.OUT / TASK / "test", args.test_samples, TEST_SEED, options))
+    if args.prepare_only:
+        for size in args.sizes:
+            frontier.trained(TASK, size, train_path, args)
+        return
     oracle = frontier.oracle_times(test)
     rows = []
     for size in args.sizes:

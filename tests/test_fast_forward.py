@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from trc_lib import TinyRecursiveControl
-from trc_lib.fast_forward import FAST_FORWARD_MAX_BATCH, FastForward
+from trc_lib.fast.forward import FAST_FORWARD_MAX_BATCH, FastForward
 from trc_lib.tasks import make_problem
 
 
@@ -60,7 +60,7 @@ def test_a_task_with_bounds_of_its_own_matches_the_eager_forward():
     tolerance = float(np.median(model.predict_anytime(x0, xt, tolerance=1e9).terminal_errors))
     refinements, used, _ = engine.run(torch.tensor(x0, dtype=torch.float32), torch.tensor(xt, dtype=torch.float32),
                                       tolerance)
-    from trc_lib.fast_forward import pytorch_only
+    from trc_lib.fast.forward import pytorch_only
     in_pytorch = pytorch_only(model.predict_anytime)(x0, xt, tolerance)
     np.testing.assert_array_equal(used.numpy(), in_pytorch.refinements)
 
@@ -80,7 +80,7 @@ def test_half_weights_match_the_eager_forward_on_the_same_rounded_weights(system
     model.set_inference_precision("float16")
     fast = model.predict_refinements(x0, xt)  # forward.c, half weights
     before = [p.detach().clone() for p in model.parameters()]
-    from trc_lib.fast_forward import pytorch_only
+    from trc_lib.fast.forward import pytorch_only
     eager = pytorch_only(model.predict_refinements)(x0, xt)  # PyTorch on rounded weights
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # restored
     np.testing.assert_allclose(fast, eager, rtol=0, atol=1e-5 * max(1.0, model.control_bound))
@@ -114,7 +114,7 @@ def test_predict_uses_it_for_small_batches_and_follows_new_weights(monkeypatch):
 
 
 def test_without_a_compiler_predict_runs_pytorch(monkeypatch):
-    import trc_lib.fast_forward as fast_forward
+    import trc_lib.fast.forward as fast_forward
     monkeypatch.setattr(fast_forward, "_LIBRARY", False)  # as after a failed compile
     monkeypatch.setattr(fast_forward, "_ENGINES", fast_forward.weakref.WeakKeyDictionary())
     model = moving_model("vanderpol")

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from trc_lib import TinyRecursiveControl
 from trc_lib import model as model_module
-from trc_lib.fast_forward import FastForward, pytorch_only
+from trc_lib.fast.forward import FastForward, pytorch_only
 from trc_lib.tasks import make_problem
 
 

@@ -155,7 +155,7 @@ def test_forward_c_matches_the_eager_forward(pointing_angle):
     """forward.c's landing_read is the same arithmetic as read_answer: the refinements agree to
     float32 round-off, which three supervision steps of random weights amplify (thrusts to 1e-5 of
     rho_2, flight times to 1e-4 of themselves)."""
-    from trc_lib.fast_forward import FastForward
+    from trc_lib.fast.forward import FastForward
     landing = RocketLanding(num_steps=12, pointing_angle=pointing_angle)
     torch.manual_seed(0)
     model = LandingRecursiveControl.create("small", landing=landing)

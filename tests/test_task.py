@@ -198,3 +198,16 @@ def test_quadrotor_labels_agree_with_an_independent_optimizer():
 def test_ops_name_what_they_offer():
     with pytest.raises(AttributeError, match="ops.arcsin does not exist"):
         NUMPY_OPS.arcsin(1.0)
+
+
+def test_checkpoints_and_datasets_of_the_version_before_tasks_are_refused_naming_it(tmp_path):
+    from trc_lib import __version__, load_model, read_dataset
+    old = tmp_path / "old.pt"
+    torch.save({"format": "trc-checkpoint", "format_version": 1, "trc_lib_version": "0.1.0", "config": {},
+                "model_state": {}}, old)
+    with pytest.raises(TRCError, match=f"format 1 \\(written by trc_lib 0.1.0\\), this is trc_lib {__version__}"):
+        load_model(old)
+    data = tmp_path / "old.npz"
+    np.savez(data, metadata=np.array('{"format_version": 2}'))
+    with pytest.raises(TRCError, match="dataset format version 2, expected 3"):
+        read_dataset(data)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from trc_lib.tasks import make_problem
-from trc_lib.terminal_map import CompiledTerminalMap, system_key, terminal_map, terminal_state
+from trc_lib.fast.compiled_rollout import CompiledTerminalMap
+from trc_lib.terminal_map import system_key, terminal_map, terminal_state
 
 
 @pytest.fixture(params=["vanderpol", "pendulum"])

@@ -15,7 +15,7 @@ from .files import atomic_path
 from .model import ModelConfig, TinyRecursiveControl
 
 FORMAT = "trc-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 (trc_lib 0.2): the problem is a Task (its name or file, the file's hash, its parameters)
 
 
 def save_checkpoint(path, model: TinyRecursiveControl, weights: dict, **extra) -> None:
@@ -42,7 +42,10 @@ def read_checkpoint(path, map_location="cpu") -> dict:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise TRCError(f"{path}: not a TinyRecursiveControl checkpoint")
     if payload.get("format_version") != FORMAT_VERSION:
-        raise TRCError(f"{path}: checkpoint format {payload.get('format_version')}, expected {FORMAT_VERSION}")
+        from .version import __version__
+        raise TRCError(f"{path}: checkpoint format {payload.get('format_version')} (written by trc_lib "
+                       f"{payload.get('trc_lib_version', 'unknown')}), this is trc_lib {__version__}, which reads "
+                       f"format {FORMAT_VERSION}: train it again with this version")
     return payload
 
 
@@ -63,7 +66,7 @@ def load_model(path, device="cpu"):
     """A trained model, ready for `model.predict(initial_states, target_states)` (numpy in and out).
 
     A .pt checkpoint gives a TinyRecursiveControl on `device` (on the CPU with its C path for small
-    batches prepared: fast_forward.py); a .onnx file (from `trc export`) gives an
+    batches prepared: fast/forward.py); a .onnx file (from `trc export`) gives an
     export.OnnxController, run by ONNX Runtime on the CPU.
     """
     if Path(path).suffix == ".onnx":
@@ -74,6 +77,6 @@ def load_model(path, device="cpu"):
     model = model_from_checkpoint(read_checkpoint(path), path).to(device)
     # compile forward.c now (once per machine), not in the first predict
     if next(model.parameters()).device.type == "cpu" and model.has_c_forward:
-        from .fast_forward import FastForward
+        from .fast.forward import FastForward
         FastForward.of(model)
     return model

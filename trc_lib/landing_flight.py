@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .c_library import NATIVE, compiled_library, cpu_identity
+from .fast.c_library import NATIVE, compiled_library, cpu_identity
 
-SOURCE = Path(__file__).with_name("landing_flight.c")
+SOURCE = Path(__file__).parent / "fast" / "landing_flight.c"
 _LIBRARY: ctypes.CDLL | bool | None = None
 
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import fast_forward
+from .fast import forward as fast_forward
 from .tasks import BUILT_IN, task_from_dict
 from .terminal_map import system_key, terminal_map, terminal_state
 
@@ -133,7 +133,7 @@ def _drop_matrices_of_older_checkpoints(module, state_dict, prefix, *args):
 class TinyRecursiveControl(nn.Module):
     """Maps (initial_states [B, n], target_states [B, n]) to control sequences [B, N, m]."""
 
-    has_c_forward = True  # fast_forward.py's forward.c runs it on the CPU at small batches
+    has_c_forward = True  # fast/forward.py's forward.c runs it on the CPU at small batches
 
     def __init__(self, config: ModelConfig | None = None):
         super().__init__()
@@ -326,7 +326,7 @@ class TinyRecursiveControl(nn.Module):
         bfloat16 pays off at large batches on hardware with bfloat16 matrix units (Intel AMX,
         recent GPUs), at the price of a larger terminal error (8 significant bits per product;
         the answers' accuracy is measured in benchmarks/performance.py). On a CPU with AMX it runs
-        forward.c's tiles (fast_forward.py) at every batch size: the shared net, the answer's
+        forward.c's tiles (fast/forward.py) at every batch size: the shared net, the answer's
         embedding and the decoder in bfloat16, all else in float32. Elsewhere PyTorch runs it under
         autocast, which without bfloat16 units is slower than float32. The error feedback stays in float32.
 
@@ -439,7 +439,7 @@ class TinyRecursiveControl(nn.Module):
                 "control_half": np.tile((limits[:, 1] - limits[:, 0]) / 2, N)}
 
     def _fast_forward(self, initial_states: torch.Tensor):
-        """forward.c (fast_forward.py) where it is the faster path: float32 (or float16 weights) on
+        """forward.c (fast/forward.py) where it is the faster path: float32 (or float16 weights) on
         the CPU, small batches, a C compiler at hand; None elsewhere."""
         return None if initial_states.device.type != "cpu" else self._fast_forward_for(initial_states.shape[0])
 

@@ -381,8 +381,8 @@ class Task:
         return self.rollout_torch(initial_states, control_sequences)[:, -1]
 
     def make_terminal_map(self):
-        """x_N through every RK4 substep, compiled to C with its derivative (terminal_map.py)."""
-        from .terminal_map import CompiledTerminalMap
+        """x_N through every RK4 substep, compiled to C with its derivative (fast/compiled_rollout.py)."""
+        from .fast.compiled_rollout import CompiledTerminalMap
         return CompiledTerminalMap(self)
 
     def casadi_vector_field(self):

@@ -6,7 +6,7 @@ about a microsecond each, while PyTorch spends several microseconds dispatching 
 hundreds of operations of an answer (and ONNX Runtime about one). `forward.c` is the same
 recursion as model.py with nothing between the products: it reads transposed copies of the
 model's weights (remade whenever a weight changes), calls the compiled terminal map
-(terminal_map.py) for a nonlinear system's error feedback, and is compiled once per machine
+(compiled_rollout.py) for a nonlinear task's error feedback, and is compiled once per machine
 with the CPU's own vector instructions (`-O3 -march=native`, c_library.py). It computes in float32 like the model;
 parity with the eager forward is tested to 1e-5 x max(1, u_max). A net too large for one core's
 L2 cache has its products shared by a team of two threads (team_size), which changes no number.
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from .c_library import NATIVE, compiled_library, cpu_identity
-from .terminal_map import terminal_map
+from ..terminal_map import terminal_map
 
 # Up to this batch predict() runs forward.c. Its time grows linearly with the batch, PyTorch's
 # much more slowly (PyTorch's cost at small batches is dispatch, not arithmetic): where they were

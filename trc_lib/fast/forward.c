@@ -1,13 +1,13 @@
-/* TinyRecursiveControl's forward pass in plain C (trc_lib/fast_forward.py): small batches, and
+/* TinyRecursiveControl's forward pass in plain C (trc_lib/fast/forward.py): small batches, and
    bfloat16 batches of any size on Intel AMX (the tiles' section below).
 
    At batch 1 every product is a matrix-vector product of a few hundred rows: a microsecond of
    arithmetic, which a framework's per-operation dispatch (several microseconds each, hundreds of
    operations per answer) dwarfs. This file is the same recursion as model.py, one problem at a
    time, with nothing between the products. It reads transposed, packed float32 copies of the
-   weights ([in, out] cut into row blocks, see matvec; fast_forward.py remakes them whenever the
+   weights ([in, out] cut into row blocks, see matvec; fast/forward.py remakes them whenever the
    model's tensors change). Parity with the eager PyTorch forward is tested to 1e-5 x max(1, u_max)
-   (tests/test_fast_forward.py). A net larger than a core's L2 cache shares its products among a
+   (tests/test_fast/forward.py). A net larger than a core's L2 cache shares its products among a
    team of threads (below).
 
    The error feedback's x_N(x_0, u) comes from a function pointer: the compiled terminal map of a
@@ -62,7 +62,7 @@ typedef struct {
     const float *control_center, *control_half;
 } trc_model;
 
-/* y = W x (y += W x when accumulate), on every matrix as fast_forward.py packs it: W transposed
+/* y = W x (y += W x when accumulate), on every matrix as fast/forward.py packs it: W transposed
    ([cols][rows], so each row's sum runs in column order) and cut into blocks of 64 rows, then
    one block of the remaining whole 8s of rows, then the last rows % 8, each block stored as
    [cols][width], one after another (trc_pack_blocks() says whether blocks are used; without them
@@ -160,7 +160,7 @@ static void net_matvec(const trc_model* m, const void* WT, int rows, int cols, c
 /* ---- a team of threads for the shared net's products ---------------------------------------
    One thread streams a medium model's float32 net (2.1 MB) from L3 at every answer; two threads
    that each own half of every matrix's rows hold their halves in their own L2 caches: 0.70 ->
-   0.25 ms at batch 1 (Xeon; fast_forward.py's team_size says when a net gets a team). The team
+   0.25 ms at batch 1 (Xeon; fast/forward.py's team_size says when a net gets a team). The team
    runs solve() side by side on the same problem (SPMD): each thread computes its rows of the
    shared net's products into a buffer the team shares, waits at a barrier, then does everything else (SwiGLU, the norm, the small
    products, the feedback) on its own copy, the same arithmetic on the same numbers. So every
@@ -550,7 +550,7 @@ static long work_floats(const trc_model* m) {  /* solve's work, then one answer'
    the SiLU, the residual, the norm and everything else (the context, the error's embedding, the
    answer's reading, the feedback, halting) stay float32, computed by the same functions as
    solve(). A problem's answer does not depend on its group or thread (tested bit for bit).
-   The weights come packed by fast_forward.py as AMX's B operands: for each block of 16 output rows and 32 inputs, 16 pairs of inputs by 16 outputs
+   The weights come packed by fast/forward.py as AMX's B operands: for each block of 16 output rows and 32 inputs, 16 pairs of inputs by 16 outputs
    ([rows / 16][ceil(cols / 32)][16][32] bfloat16, zero past the last input), gate_up's blocks
    interleaved (gate block j, then up block j) so one output tile pair holds a unit's gate and up.
    Every thread of the job takes its own groups (run_tiles; with halting, step by step). */

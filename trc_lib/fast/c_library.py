@@ -1,6 +1,6 @@
 """C compiled once per machine into a shared library, cached by content, loaded with ctypes.
 
-terminal_map.py (the rollout CasADi generates) and fast_forward.py (forward.c) both build C at
+compiled_rollout.py (the rollout CasADi generates) and forward.py (forward.c) both build C at
 run time with the system's compiler ($CC, else `cc` or `gcc`). A library is named by the hash of
 its source, its flags and anything else it depends on (the CPU, for -march=native), and written
 under $TRC_CACHE_DIR (default ~/.cache/trc_lib) through a temporary file and a rename, so
