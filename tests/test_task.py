@@ -211,3 +211,20 @@ def test_checkpoints_and_datasets_of_the_version_before_tasks_are_refused_naming
     np.savez(data, metadata=np.array('{"format_version": 2}'))
     with pytest.raises(TRCError, match="dataset format version 2, expected 3"):
         read_dataset(data)
+
+
+def test_lqr_applies_where_a_control_holds_the_target_and_lands_near_it():
+    """The quadrotor's targets are held by hover thrust (4.905 N each): LQR linearized there lands
+    close from a nearby start; the double integrator's moving targets are held by nothing."""
+    from trc_lib.baselines import LQRController, equilibrium_control
+    task = load_task(f"{QUADROTOR}:PlanarQuadrotor")
+    np.testing.assert_allclose(equilibrium_control(task, np.zeros(6)), [4.905, 4.905], atol=1e-9)
+    lqr = LQRController(task)
+    x0, xt = np.array([[0.2, -0.1, 0.05, 0.0, 0.1, 0.0]]), np.array([[0.0, 0.3, 0.0, 0.0, 0.0, 0.0]])
+    assert lqr.applies(xt)
+    controls = lqr.predict(x0, xt)
+    assert ((controls >= 0) & (controls <= 10)).all()
+    assert task.terminal_miss(task.rollout(x0, controls)[:, -1], xt)[0] < 0.05
+    moving = make_problem()  # the double integrator: a target with velocity drifts under every control
+    assert equilibrium_control(moving, np.array([1.0, 1.0])) is None
+    assert not LQRController(moving).applies(np.array([[1.0, 1.0]]))

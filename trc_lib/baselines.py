@@ -4,6 +4,9 @@
 - RandomController: uniform controls within the bound (seeded) - the floor.
 - ZeroController: do nothing.
 - OracleController: the oracle (exact QP, or IPOPT on nonlinear systems) - the ceiling.
+- LQRController: finite-horizon LQR on the dynamics linearized at the target, played in closed
+  loop on the true dynamics and clipped into the bounds, where it applies (every target held by
+  some control, the linearization controllable).
 - LeastSquaresController: controls = W^T [x_0, x*, 1] fitted by least squares on the training
   set, then clipped to the bound. Without active bounds the optimum is exactly linear in
   (x_0, x*), so this 5 x N*m matrix is the honest "simplest learner that could do the job".
@@ -71,6 +74,81 @@ class OracleController:
 
     def predict(self, initial_states, target_states):
         return self.oracle.controls(self.problem, initial_states, target_states)
+
+
+TERMINAL_WEIGHT = 1e3  # LQR has no terminal constraint: this weight on |x_N - x*|^2 stands in for x_N = x*
+
+
+def lqr_gains(task: Task, A: np.ndarray, B: np.ndarray, terminal_weight: float = TERMINAL_WEIGHT) -> np.ndarray:
+    """Time-varying gains K_k [N, m, n] of the finite-horizon LQR (backward Riccati recursion) for
+    x_{k+1} = A x_k + B u_k with the task's weights: stage dt (e'Qe + u'Ru), terminal e'Q_f e, plus
+    terminal_weight * I where the task demands x_N = x*:
+        K_k = (dt R + B'P_{k+1}B)^-1 B'P_{k+1}A,   P_k = dt Q + A'P_{k+1}(A - B K_k)."""
+    Q, R, Q_f = task.objective.matrices()
+    P = Q_f + (terminal_weight * np.eye(len(Q)) if task.objective.terminal_constraint else 0.0)
+    gains = np.zeros((task.num_steps, B.shape[1], A.shape[0]))
+    for k in reversed(range(task.num_steps)):
+        K = np.linalg.solve(task.dt * R + B.T @ P @ B, B.T @ P @ A)
+        P = task.dt * Q + A.T @ P @ (A - B @ K)
+        P = (P + P.T) / 2  # keep it symmetric against round-off over many steps
+        gains[k] = K
+    return gains
+
+
+def equilibrium_control(task: Task, state: np.ndarray) -> np.ndarray | None:
+    """u_e [m] within the bounds that holds `state` still over an interval, x = F(x, u_e) (found by
+    bounded least squares from the bounds' center), or None where no control does (to 1e-9)."""
+    import scipy.optimize
+    residual = lambda u: task.step(state[None], u[None])[0] - state
+    found = scipy.optimize.least_squares(residual, task.control_limits.mean(axis=1),
+                                         bounds=(task.control_lower, task.control_upper), xtol=1e-15, ftol=1e-15,
+                                         gtol=1e-15)
+    return found.x if np.abs(residual(found.x)).max() <= 1e-9 * (1.0 + np.abs(state).max()) else None
+
+
+class LQRController:
+    """Finite-horizon LQR on the task's dynamics linearized at each target x* and the control u_e
+    that holds it, played in closed loop on the true dynamics: u_k = clip(u_e - K_k (x_k - x*))
+    into the bounds; the sequence it plays is its answer. `applies(targets)` says whether every
+    target is held by some control and its linearization is controllable. Gains are kept per
+    target (computing them is not part of the timed answer for a target seen before)."""
+
+    name = "LQR (linearized at the target)"
+    num_parameters = None
+    memory_bytes = None
+
+    def __init__(self, task: Task, terminal_weight: float = TERMINAL_WEIGHT):
+        self.task, self.terminal_weight, self._gains = task, terminal_weight, {}
+
+    def gains_at(self, target: np.ndarray):
+        """(u_e [m], K [N, m, n]) at `target`, or None where LQR does not apply there."""
+        key = np.asarray(target, np.float64).tobytes()
+        if key not in self._gains:
+            u_e = equilibrium_control(self.task, np.asarray(target, np.float64))
+            found = None
+            if u_e is not None:
+                A, B = self.task.linearization(target, u_e)
+                n = A.shape[0]
+                reachable = np.hstack([np.linalg.matrix_power(A, k) @ B for k in range(n)])
+                if np.linalg.matrix_rank(reachable) == n:
+                    found = (u_e, lqr_gains(self.task, A, B, self.terminal_weight))
+            self._gains[key] = found
+        return self._gains[key]
+
+    def applies(self, target_states) -> bool:
+        return all(self.gains_at(t) is not None for t in np.unique(np.asarray(target_states), axis=0))
+
+    def predict(self, initial_states, target_states) -> np.ndarray:
+        """controls [B, N, m]: each problem's closed-loop LQR played on the true dynamics."""
+        task, targets = self.task, np.asarray(target_states, np.float64)
+        u_e, gains = (np.stack(parts) for parts in zip(*(self.gains_at(t) for t in targets)))  # [B, m], [B, N, m, n]
+        states, controls = np.asarray(initial_states, np.float64), []
+        for k in range(task.num_steps):
+            u = np.clip(u_e - np.einsum("bij,bj->bi", gains[:, k], states - targets), task.control_lower,
+                        task.control_upper)
+            controls.append(u)
+            states = task.step(states, u)
+        return np.stack(controls, axis=1)
 
 
 class LeastSquaresController:

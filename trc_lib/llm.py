@@ -33,7 +33,7 @@ You are the controller of an optimal control problem. Compute the whole control 
 System: {system}. {dynamics}
 Horizon: T = {time_horizon} s in N = {num_steps} steps of dt = {dt} s; the controls are held
 constant over each step.
-Controls: {control_dim} per step, each within [-{control_bound}, {control_bound}].
+Controls: {control_dim} per step, each within {control_bounds}.
 Objective: {objective}
 Initial state x0 = {initial_state}
 Target state x* = {target_state}
@@ -42,7 +42,7 @@ Reply with {answer_format}.
 """
 
 # The placeholders a template may use (DEFAULT_TEMPLATE uses them all).
-FIELDS = ("system", "dynamics", "time_horizon", "num_steps", "dt", "control_dim", "control_bound",
+FIELDS = ("system", "dynamics", "time_horizon", "num_steps", "dt", "control_dim", "control_bound", "control_bounds",
           "objective", "initial_state", "target_state", "answer_format")
 
 NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
@@ -53,9 +53,10 @@ def describe_dynamics(system) -> str:
     if system.name == "double_integrator":
         return ("State x = [position, velocity]; position'' = u (exact: velocity and position integrate "
                 "u held constant over each step).")
+    from .task import Task
     summary = " ".join((type(system).__doc__ or "").split("\n\n")[0].split())
-    parameters = {k: v for k, v in system.to_dict().items()
-                  if k not in ("name", "time_horizon", "num_steps", "dt", "substeps")}
+    # the task's own numbers (mu, a mass), not the interface's fields
+    parameters = {k: getattr(system, k) for k in type(system).parameter_names() if k not in Task.parameter_names()}
     listed = ", ".join(f"{k} = {v:g}" for k, v in parameters.items())
     return (f"{summary}{' Parameters: ' + listed + '.' if listed else ''} Integrated by classic RK4 with "
             f"{system.substeps} substeps per step.")
@@ -70,11 +71,22 @@ def prompt_fields(test: ControlDataset, index: int) -> dict:
                      f"a JSON list of N = {N} lists of {m} numbers, [u_0, ..., u_{N - 1}]")
     return {"system": system.name.replace("_", " "), "dynamics": describe_dynamics(system),
             "time_horizon": f"{system.time_horizon:g}", "num_steps": N, "dt": f"{system.dt:.6g}",
-            "control_dim": m, "control_bound": f"{problem.control_bound:g}",
+            "control_dim": m, **_bounds(problem),
             "objective": problem.objective.formula + f", Q = {problem.objective.Q}, "
                          f"R = {problem.objective.R}, Q_f = {problem.objective.Q_f}",
             "initial_state": vector(test.initial_states[index]), "target_state": vector(test.target_states[index]),
             "answer_format": answer_format}
+
+
+def _bounds(task) -> dict:
+    """control_bound: u_max where every control lies in [-u_max, u_max]; control_bounds: the
+    interval(s) in words ("[-4, 4]", or "left thrust in [0, 10], right thrust in [0, 10]")."""
+    if task.symmetric_bounds:
+        bound = f"{task.control_bound:g}"
+        return {"control_bound": bound, "control_bounds": f"[-{bound}, {bound}]"}
+    described = ", ".join(f"{name} in [{lo:g}, {hi:g}]" for name, (lo, hi) in zip(task.control_names,
+                                                                                task.control_limits))
+    return {"control_bound": "(one per control: " + described + ")", "control_bounds": described}
 
 
 def read_template(path) -> str:

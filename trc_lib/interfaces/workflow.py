@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..baselines import (ExternalControls, LeastSquaresController, OracleController, RandomController,
-                        ZeroController)
+from ..baselines import (ExternalControls, LeastSquaresController, LQRController, OracleController,
+                         RandomController, ZeroController)
 from ..checkpoint import load_model, read_checkpoint
 from ..compare import RefinementStep, TRCController, compare_controllers, evaluate_controller, format_table
 from ..data import (DATASET_FILENAME, generate_dataset, load_dataset, make_problem, read_dataset, sampling_record,
@@ -174,8 +174,8 @@ def _evaluate_landing(model, test, checkpoint, output, device, precision, log) -
 
 def compare(test_data, *, trc_checkpoint=None, output=None, train_data=None, external=(), success_threshold=0.1,
             seed=0, device="cpu", newton_steps=0, tolerance=None, log=print) -> list[dict]:
-    """Random, zero, least squares, TRC per refinement step, TRC, external files and the oracle,
-    on the same test cases. external: sequence of (name, path). newton_steps > 0 adds TRC's
+    """Random, zero, least squares, LQR (where it applies: baselines.LQRController), TRC per
+    refinement step, TRC, external files and the oracle, on the same test cases. external: sequence of (name, path). newton_steps > 0 adds TRC's
     answer polished by that many Newton steps onto the terminal constraint (studies/projection.py;
     nonlinear tasks). tolerance adds TRC halting at that simulated terminal error (.pt only).
     Writes JSON to `output`."""
@@ -198,6 +198,9 @@ def compare(test_data, *, trc_checkpoint=None, output=None, train_data=None, ext
     train_set = _training_set(train_data, test)
     controllers = [RandomController(problem, seed), ZeroController(problem),
                    LeastSquaresController(problem).fit(train_set)]
+    lqr = LQRController(problem)
+    if lqr.applies(test.target_states):
+        controllers.append(lqr)
     untimed = set()
     if model is not None:
         trc, steps = _trc_controllers(model, device, test, tolerance, newton_steps)
@@ -259,8 +262,8 @@ def _check_compare_options(success_threshold, tolerance, newton_steps, trc_check
     if newton_steps and not trc_checkpoint:
         raise TRCError("--newton_steps polishes TRC's answer: pass --trc_checkpoint too")
     names = [name for name, _ in external]
-    reserved = {"random", "zero", "least squares (linear)", "TRC", "TRC (ONNX Runtime)", "oracle (exact QP)",
-                "oracle (IPOPT)"}
+    reserved = {"random", "zero", "least squares (linear)", LQRController.name, "TRC", "TRC (ONNX Runtime)",
+                "oracle (exact QP)", "oracle (IPOPT)"}
     if (len(set(names)) < len(names) or reserved & set(names)
             or any(n.startswith(("TRC after step", "TRC + Newton", "TRC (halting")) for n in names)):
         raise TRCError(f"--external names must be unique and differ from the built-in controllers "

@@ -154,7 +154,7 @@ def _run_cases(problem, plan, plant, replan_every, cases, progress: bool = False
     wherever it runs."""
     x, x_target, noise = cases
     m, N, K = plant.control_dim, problem.num_steps, len(noise)
-    u_max = problem.control_bound
+    lower, upper = problem.control_lower, problem.control_upper
     states, controls = [x], []
     num_plans, plan_time = 0, 0.0
     planned, planned_at = None, 0  # the current plan [b, N, m] and the step it was made at
@@ -169,8 +169,8 @@ def _run_cases(problem, plan, plant, replan_every, cases, progress: bool = False
             if not np.isfinite(planned).all():
                 raise ValueError(f"the planner returned NaN or inf controls at step {k}")
         age = k - planned_at
-        # past the end of the plan nothing was planned: hold u = 0
-        u = np.clip(planned[:, age], -u_max, u_max) if age < N else np.zeros((len(x), m))
+        # past the end of the plan nothing was planned: hold u = 0 (or the bound nearest it)
+        u = np.clip(planned[:, age] if age < N else np.zeros((len(x), m)), lower, upper)
         x = plant.step(x, u) + noise[k]
         states.append(x)
         controls.append(u)

@@ -43,14 +43,21 @@ def trajectory_cost(problem: Task, initial_states: torch.Tensor, target_states: 
     """(J [B], terminal miss x_N - x* [B, n]) of controls [B, N, m] from [B, n] states; differentiable.
 
     The same J as Task.cost (dt * sum_k [e_k'Q e_k + u_k'R u_k] + e_N'Q_f e_N with
-    e_k = x_k - x*), in torch.
+    e_k = x_k - x*, or the task's own stage cost L(x_k, u_k) in the sum), in torch.
     """
     Q, R, Q_f = (torch.as_tensor(M, dtype=controls.dtype, device=controls.device)
                  for M in problem.objective.matrices())
     states = problem.system.rollout_torch(initial_states, controls)       # [B, N+1, n]
     errors = states - target_states[:, None, :]
-    stage = (torch.einsum("bki,ij,bkj->b", errors[:, :-1], Q, errors[:, :-1])
-             + torch.einsum("bki,ij,bkj->b", controls, R, controls))
+    if problem.has_stage_cost:
+        from ..integrators import TORCH_OPS
+        B, N = controls.shape[:2]
+        targets = target_states.repeat_interleave(N, dim=0)
+        stage = problem.stage_cost(states[:, :-1].reshape(B * N, -1), controls.reshape(B * N, -1), targets,
+                                   TORCH_OPS).reshape(B, N).sum(1)
+    else:
+        stage = (torch.einsum("bki,ij,bkj->b", errors[:, :-1], Q, errors[:, :-1])
+                 + torch.einsum("bki,ij,bkj->b", controls, R, controls))
     terminal = torch.einsum("bi,ij,bj->b", errors[:, -1], Q_f, errors[:, -1])
     return problem.dt * stage + terminal, errors[:, -1]
 

@@ -10,7 +10,7 @@ R = I) that cancels r to first order is
 
     delta_u = -J_f^T (J_f J_f^T)^-1 r,
 
-where J_f keeps only the free controls. Controls must stay in |u| <= u_max: one the step would
+where J_f keeps only the free controls. Controls must stay within their bounds: one the step would
 push past the bound is moved onto the bound instead, and the free ones make up for it (an
 active-set loop). A step that does not reduce |r| is retried with Levenberg-Marquardt damping
 (J_f J_f^T + lambda I), which first gives up on the weakly controllable direction, where a
@@ -33,7 +33,7 @@ from ..task import Task
 from ..terminal_map import terminal_map
 
 ITERATIONS = 10  # Newton steps at most, by default (from a good start it stops after about three)
-BOUND_MARGIN = 1e-9  # relative: a step may overshoot u_max by this much before its control is held
+BOUND_MARGIN = 1e-9  # relative: a step may overshoot a bound by this much before its control is held
 
 
 class TerminalProjection:
@@ -68,8 +68,10 @@ class TerminalProjection:
         x0, u = self._as_tensors(initial_states, controls)
         return self._terminal_map.terminal_states(x0, u).numpy(), self._terminal_map.jacobian(x0, u).numpy()
 
-    def _step(self, J: np.ndarray, r: np.ndarray, u: np.ndarray, u_max: float, damping=0.0) -> np.ndarray:
-        """The minimum-norm (damped) Newton step [B, N m] that keeps |u| <= u_max (an active set).
+    def _step(self, J: np.ndarray, r: np.ndarray, u: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+              damping=0.0) -> np.ndarray:
+        """The minimum-norm (damped) Newton step [B, N m] that keeps lower <= u <= upper ([N m] each;
+        an active set).
 
         J [B, n, N m], r [B, n], u [B, N m], damping [B] or scalar. A control the step would push
         past the bound is moved onto the bound instead, and the step of the others is recomputed
@@ -84,11 +86,12 @@ class TerminalProjection:
             rhs = -r - np.einsum("bij,bj->bi", J, moved)
             M = J_free @ J_free.transpose(0, 2, 1) + damping * eye
             step = (J_free.transpose(0, 2, 1) @ np.linalg.solve(M, rhs[:, :, None]))[:, :, 0] + moved
-            outside = (np.abs(u + step) > u_max * (1 + BOUND_MARGIN)) & ~held
+            slack = BOUND_MARGIN * np.maximum(np.abs(lower), np.abs(upper))
+            outside = ((u + step < lower - slack) | (u + step > upper + slack)) & ~held
             if not outside.any():
                 break
             held |= outside
-            moved = np.where(held, np.clip(u + step, -u_max, u_max) - u, 0.0)
+            moved = np.where(held, np.clip(u + step, lower, upper) - u, 0.0)
         return step
 
     def project(self, initial_states, target_states, controls) -> np.ndarray:
@@ -100,8 +103,9 @@ class TerminalProjection:
         x0 = np.asarray(initial_states, dtype=np.float64)
         xt = np.asarray(target_states, dtype=np.float64)
         B = len(x0)
-        u_max = self.problem.control_bound
-        u = np.clip(np.asarray(controls, dtype=np.float64).reshape(B, -1), -u_max, u_max)
+        N = self.problem.num_steps
+        lower, upper = np.tile(self.problem.control_lower, N), np.tile(self.problem.control_upper, N)
+        u = np.clip(np.asarray(controls, dtype=np.float64).reshape(B, -1), lower, upper)
         x_N = self.terminal_states(x0, u)
         r = x_N - xt
         J = np.zeros((B, len(xt[0]) if B else 0, u.shape[1]))
@@ -120,8 +124,8 @@ class TerminalProjection:
             todo = np.arange(len(idx))
             for relative_damping in self.dampings:
                 rows = idx[todo]
-                step = self._step(J[rows], r[rows], u[rows], u_max, relative_damping * scale[todo])
-                trial = np.clip(u[rows] + step, -u_max, u_max)
+                step = self._step(J[rows], r[rows], u[rows], lower, upper, relative_damping * scale[todo])
+                trial = np.clip(u[rows] + step, lower, upper)
                 trial_r = self.terminal_states(x0[rows], trial) - xt[rows]
                 better = np.linalg.norm(trial_r, axis=1) < norm[rows]
                 u[rows[better]] = trial[better]

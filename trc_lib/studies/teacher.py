@@ -11,7 +11,8 @@ For a problem whose target x* is an equilibrium under zero control:
    (stage dt (e'Qe + u'Ru), terminal e'Q_f e):
        P_N = Q_f (+ terminal_weight I when the problem demands x_N = x*)
        K_k = (dt R + B'P_{k+1}B)^-1 B'P_{k+1}A,   P_k = dt Q + A'P_{k+1}(A - B K_k);
-4. play u_k = clip(-K_k (x_k - x*), -u_max, u_max) on the TRUE nonlinear system (system.step).
+4. play u_k = clip(-K_k (x_k - x*), -u_max, u_max) on the TRUE nonlinear system (system.step)
+   (baselines.LQRController, where the control that holds x* is u = 0).
 
 LQR has no hard terminal constraint, so a large terminal weight stands in for x_N = x*
 (TERMINAL_WEIGHT = 1e3: a miss of 0.03 then costs about as much as the whole transfer, so the
@@ -25,11 +26,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..baselines import TERMINAL_WEIGHT, LQRController
 from ..data import FORMAT_VERSION, ControlDataset
 from ..model import check_states
 from ..task import Task
 
-TERMINAL_WEIGHT = 1e3  # stands in for x_N = x* (see the module docstring)
 LABELS = "clipped linearized LQR (teacher, sub-optimal)"
 
 
@@ -37,24 +38,6 @@ def linearize(problem: Task, target_state: np.ndarray) -> tuple[np.ndarray, np.n
     """(A [n, n], B [n, m]): the system's discrete-time dynamics linearized at (x*, u = 0)
     (task.py: exact for a linear task; Jacobians and expm for a nonlinear one)."""
     return problem.system.linearization(target_state)
-
-
-def lqr_gains(problem: Task, A: np.ndarray, B: np.ndarray,
-              terminal_weight: float = TERMINAL_WEIGHT) -> np.ndarray:
-    """Time-varying gains K_k [N, m, n] of the finite-horizon LQR (backward Riccati recursion).
-
-    Weights as in task.py: stage dt (e'Qe + u'Ru), terminal e'Q_f e; when the problem demands
-    x_N = x*, terminal_weight * I is added to Q_f in its place.
-    """
-    Q, R, Q_f = problem.objective.matrices()
-    P = Q_f + (terminal_weight * np.eye(len(Q)) if problem.objective.terminal_constraint else 0.0)
-    gains = np.zeros((problem.num_steps, B.shape[1], A.shape[0]))
-    for k in reversed(range(problem.num_steps)):
-        K = np.linalg.solve(problem.dt * R + B.T @ P @ B, B.T @ P @ A)
-        P = problem.dt * Q + A.T @ P @ (A - B @ K)
-        P = (P + P.T) / 2  # keep it symmetric against round-off over many steps
-        gains[k] = K
-    return gains
 
 
 def clipped_lqr_labels(problem: Task, initial_states, target_states, metadata: dict | None = None,
@@ -69,29 +52,17 @@ def clipped_lqr_labels(problem: Task, initial_states, target_states, metadata: d
 
     The result is kept in memory: `data.read_dataset` would refuse these labels if saved,
     since it checks that stored labels are optimal (and they are not, by design).
-    Each distinct target gets its own linearization and gains (one for the default tasks).
-    Raises ValueError if a target is not an equilibrium under zero control: the LQR here
-    regulates the deviation x - x* with u = 0 at the target.
+    Each distinct target gets its own linearization and gains (baselines.LQRController, which
+    plays them). Raises ValueError where a target is not an equilibrium some control holds.
     """
     system = problem.system
     x0, targets = check_states(initial_states, target_states, system.state_dim)
-    drift = system.step(targets, np.zeros((len(targets), system.control_dim))) - targets
-    stuck = np.abs(drift).max(axis=1) > 1e-9 * (1.0 + np.abs(targets).max(axis=1))
-    if stuck.any():
-        raise ValueError(f"the target {targets[stuck][0].tolist()} is not an equilibrium under zero control "
-                         f"(it drifts by {drift[stuck][0].tolist()} in one step); the LQR teacher cannot hold it")
-    unique_targets, which = np.unique(targets, axis=0, return_inverse=True)
-    gains = np.stack([lqr_gains(problem, *linearize(problem, target), terminal_weight)
-                      for target in unique_targets])[which.ravel()]           # [B, N, m, n]
-    u_max = problem.control_bound
-    states = [x0]
-    controls = []
-    for k in range(problem.num_steps):
-        u = np.clip(-np.einsum("bij,bj->bi", gains[:, k], states[-1] - targets), -u_max, u_max)
-        controls.append(u)
-        states.append(system.step(states[-1], u))
-    control_sequences = np.stack(controls, axis=1)
-    state_trajectories = np.stack(states, axis=1)
+    teacher = LQRController(problem, terminal_weight)
+    if not teacher.applies(targets):
+        raise ValueError("a target is not an equilibrium that some control within the bounds holds, or its "
+                         "linearization is not controllable: the LQR teacher cannot hold it")
+    control_sequences = teacher.predict(x0, targets)
+    state_trajectories = system.rollout(x0, control_sequences)
     from ..version import __version__
     metadata = {**(metadata or {}), "format_version": FORMAT_VERSION, "trc_lib_version": __version__,
                 "problem": problem.to_dict(), "controller": problem.objective.name, "oracle": LABELS,

@@ -15,7 +15,8 @@ from ..task import Task
 
 
 class Pendulum(Task):
-    """x = [angle (rad; 0 hanging, pi upright), angular velocity (rad/s)], u = [torque (N m)]."""
+    """Damped pendulum driven by a torque, state [angle (0: hanging, pi: upright), angular velocity]:
+    theta'' = -(g / l) sin(theta) - damping theta' + u / (m l^2)."""
 
     state_names = ("angle", "angular velocity")
     state_units = ("rad", "rad/s")

@@ -10,7 +10,9 @@ from ..task import Task
 
 
 class VanDerPol(Task):
-    """x = [position, velocity], u = [force]."""
+    """Forced Van der Pol oscillator, state [position, velocity]:
+    x1' = x2,  x2' = mu (1 - x1^2) x2 - x1 + u. For mu > 0 the origin is unstable
+    (mu = 1: eigenvalues (1 +- i sqrt 3) / 2), so an open-loop sequence drifts off it."""
 
     state_names = ("position", "velocity")
     control_names = ("force",)
