@@ -59,8 +59,8 @@ def ensure_datasets(data_dir="data", num_samples=QUICK_SAMPLES, test_samples=QUI
 
     problem_options: workflow.generate's (system, state_range, control_bound, ...; absent: the
     task's defaults). With regenerate_if_different, an existing file made with other settings
-    (sample count, seeds 42 and 123, problem, boxes) is replaced; otherwise any valid file is used
-    as it is.
+    (sample count, seeds 42 and 123, problem, boxes) is replaced; otherwise any valid file for the
+    same system is used as it is (one for another is refused, naming both).
     """
     paths = []
     for name, count, seed in (("train", num_samples, TRAIN_SEED), ("test", test_samples, TEST_SEED)):
@@ -68,6 +68,8 @@ def ensure_datasets(data_dir="data", num_samples=QUICK_SAMPLES, test_samples=QUI
         exists = path.exists() and (not regenerate_if_different
                                     or workflow.dataset_matches(path, num_samples=count, seed=seed, **problem_options))
         if exists:
+            if "system" in problem_options:
+                workflow.check_system(path, problem_options["system"], "data_dir")
             log(f"using {path}")
         else:
             workflow.generate(path.parent, num_samples=count, seed=seed, log=log, **problem_options)
@@ -75,13 +77,13 @@ def ensure_datasets(data_dir="data", num_samples=QUICK_SAMPLES, test_samples=QUI
     return tuple(paths)
 
 
-def ensure_checkpoint(output_dir="outputs/supervised", data_dir="data", log=print) -> Path:
-    """Path of output_dir/best_model.pt, training a quick small model first if there is none."""
+def ensure_checkpoint(output_dir="outputs/supervised", data_dir="data", system="double_integrator", log=print) -> Path:
+    """Path of output_dir/best_model.pt, training a quick small model of `system` first if there is none."""
     checkpoint = resolve(output_dir) / "best_model.pt"
     if checkpoint.exists():
         log(f"using {checkpoint}")
         return checkpoint
-    train_path, _ = ensure_datasets(data_dir, log=log)
+    train_path, _ = ensure_datasets(data_dir, log=log, system=system)
     log(f"no model at {checkpoint}: training a quick {QUICK_SIZE} one ({QUICK_EPOCHS} epochs)")
     workflow.train_model(train_path, output_dir=checkpoint.parent, model_size=QUICK_SIZE, epochs=QUICK_EPOCHS,
                          log=log)

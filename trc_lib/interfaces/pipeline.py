@@ -80,7 +80,7 @@ def run_pipeline(num_samples=10000, epochs=100, model_size="medium", *, test_sam
         output_path = Path(notebooks_dir).resolve() / LANDING_NOTEBOOK
         log(f"[{LANDING_NOTEBOOK}] running; executed copy -> {output_path}")
         return [run_notebook(NOTEBOOKS_DIR / LANDING_NOTEBOOK, parameters, output_path, progress)]
-    shared = {"data_dir": data_dir, "output_dir": output_dir}
+    shared = {"data_dir": data_dir, "output_dir": output_dir, "system": system}
     parameters = {
         "01_generate_data.ipynb": {"data_dir": data_dir, "num_samples": num_samples, "test_samples": test_samples,
                                    "system": system, "state_range": list(state_range or [])},
