@@ -22,7 +22,8 @@ from ..export import OnnxController, export_onnx
 from ..files import check_folder, write_json
 from ..oracles import oracle_of
 from ..training import train_model  # noqa: F401  (a step of the guide, as the faces call it)
-from ..model import INFERENCE_PRECISIONS, TinyRecursiveControl
+from ..inference import INFERENCE_PRECISIONS
+from ..model import TinyRecursiveControl
 from ..oracles.workers import Workers, clear_journal
 from ..tasks import is_task_file, task_class
 

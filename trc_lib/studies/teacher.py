@@ -28,7 +28,7 @@ import numpy as np
 
 from ..baselines import TERMINAL_WEIGHT, LQRController
 from ..data import FORMAT_VERSION, ControlDataset
-from ..model import check_states
+from ..inference import check_states
 from ..task import Task
 
 LABELS = "clipped linearized LQR (teacher, sub-optimal)"
