@@ -119,3 +119,14 @@ def test_sample_problems_in_the_box():
 def test_bad_parameters_are_refused_by_name(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_a_vehicle_that_cannot_hover_is_refused_at_once(capsys, tmp_path):
+    """Its flight-time search could never end in a landing (it once scanned 490,350 s): refused
+    before any work, naming the parameter to change."""
+    from trc_lib.interfaces.cli import main
+    code = main(["generate", "--system", "rocket_landing", "--vehicle", "engine_thrust=1", "--num_samples", "5",
+                 "--output_dir", str(tmp_path / "out")])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and "cannot hover with a full tank" in error and "engine_thrust" in error
+    assert len(error.splitlines()) == 1 and not (tmp_path / "out").exists()

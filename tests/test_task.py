@@ -228,3 +228,9 @@ def test_lqr_applies_where_a_control_holds_the_target_and_lands_near_it():
     moving = make_problem()  # the double integrator: a target with velocity drifts under every control
     assert equilibrium_control(moving, np.array([1.0, 1.0])) is None
     assert not LQRController(moving).applies(np.array([[1.0, 1.0]]))
+
+
+def test_a_model_too_large_for_memory_is_refused_before_allocating():
+    from trc_lib import TinyRecursiveControl
+    with pytest.raises(ValueError, match=r"latent_dim 300000: the model would have [\d,]+ parameters .* more than this"):
+        TinyRecursiveControl.create("small", latent_dim=300000)

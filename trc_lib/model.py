@@ -24,6 +24,7 @@ Answering with a trained model (predict, halting, precisions, the C path) is inf
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -87,6 +88,21 @@ class SwiGLUBlock(nn.Module):
         return F.rms_norm(h + self.down(F.silu(gate) * up), h.shape[-1:])
 
 
+def check_fits_in_memory(config: ModelConfig, n: int, answer_size: int, copies: int = 4) -> None:
+    """ValueError naming latent_dim, before anything is allocated, for a model whose float32
+    parameters, held `copies` times in training (weights, gradients, Adam's two moments), would
+    not fit in this machine's memory."""
+    D, H = config.latent_dim, config.expansion * config.latent_dim
+    parameters = D * (3 * n + 2 * answer_size) + config.num_layers * 3 * D * H
+    try:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not every platform reports it
+        return
+    if copies * 4 * parameters > available:
+        raise ValueError(f"latent_dim {D}: the model would have {parameters:,} parameters ({copies * 4 * parameters / 2**30:,.0f} "
+                         f"GiB to train in float32), more than this machine's {available / 2**30:,.0f} GiB")
+
+
 def _drop_matrices_of_older_checkpoints(module, state_dict, prefix, *args):
     """Checkpoints of linear-system models written before the terminal map moved out of the model
     stored A^N and G as buffers: the same matrices the system makes now, so they are dropped."""
@@ -105,6 +121,7 @@ class TinyRecursiveControl(Inference, nn.Module):
         self.problem = task_from_dict(config.problem)
         system = self.problem.system
         n, m, N, D = system.state_dim, system.control_dim, system.num_steps, config.latent_dim
+        check_fits_in_memory(config, n, N * m)
         self.control_shape = self.answer_shape = (N, m)  # answer_shape: one refinement's, as forward() stacks them
         self.embed_context = nn.Linear(2 * n, D, bias=False)
         self.embed_controls = nn.Linear(N * m, D, bias=False)

@@ -131,6 +131,12 @@ class RocketLanding:
             raise ValueError(f"glide_slope must be in [0, 90) degrees, got {self.glide_slope}")
         if self.pointing_angle is not None and not 0 < self.pointing_angle <= 180:
             raise ValueError(f"pointing_angle must be in (0, 180] degrees, got {self.pointing_angle}")
+        vehicle = self.vehicle
+        weight = vehicle.wet_mass * vehicle.gravity
+        if vehicle.thrust_max <= weight:  # it could never stop falling: no search would end in a landing
+            raise ValueError(f"vehicle cannot hover with a full tank: its largest thrust {vehicle.thrust_max:,.0f} N "
+                             f"(engine_count x engine_thrust x throttle_max x cos(cant_angle)) is below its weight "
+                             f"{weight:,.0f} N (wet_mass x gravity); raise engine_thrust or engine_count")
 
     @property
     def glide_slope_tangent(self) -> float:

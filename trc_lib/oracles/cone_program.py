@@ -271,6 +271,9 @@ class FlightTimeSearch:
     solves: int
 
 
+MAX_GRID_POINTS = 1000  # flight times scanned at most: 5,000 s at the default step, far past any fuel minimum
+
+
 def best_landing(program: LandingConeProgram, initial_state, target_state, grid_step: float = 5.0,
                  time_tolerance: float = 0.02):
     """The minimum-fuel landing over the flight time: (ConeSolution or None, FlightTimeSearch).
@@ -295,7 +298,7 @@ def best_landing(program: LandingConeProgram, initial_state, target_state, grid_
         return min(fuel_at(final_time), INFEASIBLE_FUEL)
 
     t = max(grid_step * np.floor(landing.shortest_descent(initial_state) / grid_step), grid_step)
-    while t <= longest:
+    while t <= longest and len(grid) < MAX_GRID_POINTS:
         grid.append(t), fuels.append(fuel_at(t))
         if len(fuels) >= 2 and np.isfinite(fuels[-2]) and fuels[-1] > fuels[-2]:
             break
