@@ -21,15 +21,18 @@ def dead_pid() -> int:
 
 
 def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
-    stale = tmp_path / f".last_model.pt.{dead_pid()}.abcd1234.tmp"
+    stale = tmp_path / f".last_model.pt.trc-{dead_pid()}.abcd1234.tmp"
     stale.write_bytes(b"half a checkpoint")
-    running = tmp_path / f".best_model.pt.{os.getppid()}.efgh5678.tmp"  # its writer is alive
+    running = tmp_path / f".best_model.pt.trc-{os.getppid()}.efgh5678.tmp"  # its writer is alive
     running.write_bytes(b"being written")
     unrelated = tmp_path / ".notes.tmp"
+    theirs = tmp_path / f".draft.{dead_pid()}.abcd1234.tmp"  # another program's, of the same shape
+    theirs.write_text("not ours")
     unrelated.write_text("not ours")
     write_json(tmp_path / "training_stats.json", {"status": "running"})
-    assert not stale.exists() and running.exists() and unrelated.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([running.name, unrelated.name, "training_stats.json"])
+    assert not stale.exists() and running.exists() and unrelated.exists() and theirs.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([running.name, unrelated.name, theirs.name,
+                                                                 "training_stats.json"])
     assert remove_stale_temporaries(tmp_path) == []
 
 

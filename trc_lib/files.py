@@ -1,9 +1,10 @@
 """Writing files atomically: a reader (or an interrupted run) never sees half a file.
 
-A file is written to a temporary `.NAME.PID.XXXXXXXX.tmp` beside it and renamed onto NAME. A
+A file is written to a temporary `.NAME.trc-PID.XXXXXXXX.tmp` beside it and renamed onto NAME. A
 process killed outright (SIGKILL, a power cut) cannot delete its temporary file; the process id
 in the name lets the next write into the same folder recognize it as stale (its writer is gone)
-and delete it, without touching the files of a writer still running.
+and delete it, without touching the files of a writer still running, nor any file whose name
+lacks the `trc-` mark (another program's).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def check_folder(folder, option: str = "output folder") -> Path:
     return folder
 
 
-_TEMPORARY = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
+_TEMPORARY = re.compile(r"^\..+\.trc-(\d+)\.[^.]+\.tmp$")
 
 
 def remove_stale_temporaries(folder) -> list[Path]:
@@ -96,7 +97,7 @@ def atomic_path(path):
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(path.parent)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.trc-{os.getpid()}.", suffix=".tmp")
     except OSError as e:
         raise OSError(e.errno, e.strerror, str(path)) from None
     os.close(fd)
