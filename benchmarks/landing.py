@@ -6,7 +6,7 @@
 Generates (or reuses) oracle labels with `trc generate --system rocket_landing`, trains TRC with
 `trc train`, then on the test set: the network's answer, its answer after the correction step,
 and its answer corrected only where its exact flight misses the pad by over 5 m or 1 m/s or
-leaves the glide cone by over 1 m, in physical units (landing_evaluate.py), each in float32 and
+leaves the glide cone by over 1 m, in physical units (tasks/rocket_landing/evaluate.py), each in float32 and
 with float16 weights; the time per problem of TRC at batch 1 (median and mean) and at batch
 10,000, of one cone program at a fixed flight time, and of the full free-time oracle, in the same
 run, with their ratios. Writes docs/results/landing.md and a figure. Asserts nothing.
@@ -26,8 +26,8 @@ from trc_lib.checkpoint import load_model
 from trc_lib.data import read_dataset
 from trc_lib.evaluate import time_inference
 from trc_lib.interfaces.cli import main as trc
-from trc_lib.landing_evaluate import checked_correction_name, evaluate_landing_model, format_landing_table
-from trc_lib.oracles.cone_program import LandingConeProgram, best_landing
+from trc_lib.tasks.rocket_landing.evaluate import checked_correction_name, evaluate_landing_model, format_landing_table
+from trc_lib.tasks.rocket_landing.cone_program import LandingConeProgram, best_landing
 
 from results_page import ROOT, write_page
 
@@ -74,8 +74,8 @@ def unseen_problems(landing, options: dict, count: int, seed: int):
     """(a ControlDataset of the oracle's landings for `count` problems drawn with sample_problems'
     options, the number without any landing, dropped)."""
     from trc_lib.data import ControlDataset
-    from trc_lib.oracles.cone_program import solve_landings
-    from trc_lib.rocket_landing import sample_problems
+    from trc_lib.tasks.rocket_landing.cone_program import solve_landings
+    from trc_lib.tasks.rocket_landing.problem import sample_problems
     x0, xt = sample_problems(np.random.default_rng(seed), count, landing, **options)
     solved = solve_landings(landing, x0, xt, progress=False)
     keep = solved.success
@@ -98,9 +98,9 @@ def generalization(model, landing, count: int) -> list[str]:
 
 
 def zem_zev_row(test) -> dict:
-    """The classical baseline (landing_baselines.py) scored and timed like TRC's rows."""
-    from trc_lib.landing_baselines import FLIGHT_TIME_STEP, zem_zev_guidance
-    from trc_lib.landing_evaluate import landing_metrics, score_landings
+    """The classical baseline (tasks/rocket_landing/guidance.py) scored and timed like TRC's rows."""
+    from trc_lib.tasks.rocket_landing.guidance import FLIGHT_TIME_STEP, zem_zev_guidance
+    from trc_lib.tasks.rocket_landing.evaluate import landing_metrics, score_landings
     guidance = lambda x0, xt: zem_zev_guidance(test.problem, x0, xt)
     row = {"controller": f"ZEM/ZEV guidance (the best flight time of a {FLIGHT_TIME_STEP:g} s grid)",
            **landing_metrics(score_landings(test, *guidance(test.initial_states, test.target_states)))}
@@ -115,7 +115,7 @@ def figure(model, test, path: Path) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from trc_lib.landing_plots import plot_landings
+    from trc_lib.tasks.rocket_landing.plots import plot_landings
     landing, x0 = test.problem, test.initial_states[:1]
     thrusts, final_times = model.predict_corrected(x0, test.target_states[:1])
     flights = [{"label": "optimum (cone program)", "states": test.state_trajectories[0],

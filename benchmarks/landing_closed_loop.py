@@ -4,7 +4,7 @@
                                              [--workers K | --cluster ADDRESS]
 
 Uses the model and the test set of benchmarks/landing.py (run that first). On the first
-`--problems` test cases, each with its own gusts (landing_closed_loop.py: an acceleration
+`--problems` test cases, each with its own gusts (tasks/rocket_landing/closed_loop.py: an acceleration
 disturbance per interval and axis, seed 11), flies four controllers: TRC's corrected plan open
 loop and re-planned by its correction step before every interval, the oracle's plan open loop and
 re-planned by the cone program. Prints and writes docs/results/landing_closed_loop.md: landing
@@ -24,7 +24,7 @@ import torch
 
 from trc_lib.checkpoint import load_model
 from trc_lib.data import read_dataset
-from trc_lib.landing_closed_loop import (GUST, closed_loop_scores, cone_program_closed_loop, draw_gusts,
+from trc_lib.tasks.rocket_landing.closed_loop import (GUST, closed_loop_scores, cone_program_closed_loop, draw_gusts,
                                          trc_closed_loop)
 from trc_lib.oracles.workers import Workers
 
@@ -91,7 +91,7 @@ def main():
             "grid: before interval k (1 <= k <= N - 2) the rest of the flight is planned again from the "
             "measured state at the same touchdown time (TRC: its correction step; the cone program: a "
             "fresh solve), the time stretched only where no landing exists at it "
-            "(trc_lib/landing_closed_loop.py). The gusts of the last two intervals are never corrected. A re-plan "
+            "(trc_lib/tasks/rocket_landing/closed_loop.py). The gusts of the last two intervals are never corrected. A re-plan "
             "without a landing: TRC's correction leaving the planned miss above 0.1 mm or 0.01 mm/s (the rest it "
             "found is flown), the cone program finding no solution at all (the previous plan is kept).", "",
             f"| controller | within {WITHIN_POSITION:g} m and {WITHIN_VELOCITY:g} m/s | position error median / "

@@ -25,9 +25,9 @@ import time
 
 import numpy as np
 
-from trc_lib.oracles.cone_program import LandingConeProgram, best_landing, solve_landings
-from trc_lib.oracles.landing_nlp import LandingNlp
-from trc_lib.rocket_landing import RocketLanding, published_example, sample_problems
+from trc_lib.tasks.rocket_landing.cone_program import LandingConeProgram, best_landing, solve_landings
+from trc_lib.tasks.rocket_landing.nlp_check import LandingNlp
+from trc_lib.tasks.rocket_landing.problem import RocketLanding, published_example, sample_problems
 
 from results_page import write_page
 

@@ -131,8 +131,8 @@ def test_the_landing_reads_its_answer_the_same_way():
     answer's features come from exp, tanh and Newton steps whose float32 round-off differs between
     C and PyTorch, and tips a few of their bfloat16 roundings: most thrusts agree to float32
     round-off, none by more than a few bfloat16 steps (4e-3 relative each)."""
-    from trc_lib.landing_model import LandingRecursiveControl
-    from trc_lib.rocket_landing import RocketLanding, sample_problems
+    from trc_lib.tasks.rocket_landing.model import LandingRecursiveControl
+    from trc_lib.tasks.rocket_landing.problem import RocketLanding, sample_problems
     landing = RocketLanding(num_steps=12)
     torch.manual_seed(0)
     model = LandingRecursiveControl.create("small", landing=landing, num_supervision_steps=1, num_outer_cycles=1,

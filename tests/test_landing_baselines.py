@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from trc_lib.landing_baselines import zem_zev_flights, zem_zev_guidance
-from trc_lib.oracles.cone_program import solve_landings
-from trc_lib.rocket_landing import RocketLanding, sample_problems
+from trc_lib.tasks.rocket_landing.guidance import zem_zev_flights, zem_zev_guidance
+from trc_lib.tasks.rocket_landing.cone_program import solve_landings
+from trc_lib.tasks.rocket_landing.problem import RocketLanding, sample_problems
 
 LANDING = RocketLanding(num_steps=20)
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from trc_lib.landing_closed_loop import (closed_loop_scores, cone_program_closed_loop, draw_gusts, fly_interval,
+from trc_lib.tasks.rocket_landing.closed_loop import (closed_loop_scores, cone_program_closed_loop, draw_gusts, fly_interval,
                                          trc_closed_loop)
-from trc_lib.landing_model import LandingRecursiveControl
-from trc_lib.rocket_landing import RocketLanding, sample_problems
+from trc_lib.tasks.rocket_landing.model import LandingRecursiveControl
+from trc_lib.tasks.rocket_landing.problem import RocketLanding, sample_problems
 
 LANDING = RocketLanding(num_steps=20)
 
@@ -50,7 +50,7 @@ def test_trc_replanning_rejects_gusts():
 
 def test_the_cone_program_replans_from_its_labels():
     """Without gusts re-planning keeps the oracle's landing and fuel; with them it lands near the pad."""
-    from trc_lib.oracles.cone_program import solve_landings
+    from trc_lib.tasks.rocket_landing.cone_program import solve_landings
     rng = np.random.default_rng(2)
     x0, xt = sample_problems(rng, 3, LANDING)
     labels = solve_landings(LANDING, x0, xt, workers=1, progress=False)

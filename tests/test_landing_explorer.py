@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from trc_lib.data import generate_dataset
-from trc_lib.landing_explorer import LandingView
-from trc_lib.landing_model import LandingRecursiveControl
-from trc_lib.rocket_landing import RocketLanding
+from trc_lib.tasks.rocket_landing.explorer import LandingView
+from trc_lib.tasks.rocket_landing.model import LandingRecursiveControl
+from trc_lib.tasks.rocket_landing.problem import RocketLanding
 from trc_lib.widgets import explore, trajectory_explorer
 
 matplotlib.use("Agg")

@@ -10,9 +10,9 @@ import torch
 from trc_lib.checkpoint import load_model
 from trc_lib.data import read_dataset
 from trc_lib.interfaces.cli import main
-from trc_lib.landing_evaluate import landing_metrics, score_landings
-from trc_lib.landing_model import LandingRecursiveControl
-from trc_lib.rocket_landing import RocketLanding, sample_problems
+from trc_lib.tasks.rocket_landing.evaluate import landing_metrics, score_landings
+from trc_lib.tasks.rocket_landing.model import LandingRecursiveControl
+from trc_lib.tasks.rocket_landing.problem import RocketLanding, sample_problems
 
 COARSE = RocketLanding(num_steps=10)
 
@@ -135,7 +135,7 @@ def test_generate_train_evaluate(tmp_path):
 
 def test_scores_are_in_physical_units():
     """The oracle's own labels score as perfect: zero gap, success, no violation."""
-    from trc_lib.oracles.cone_program import solve_landings
+    from trc_lib.tasks.rocket_landing.cone_program import solve_landings
     x0, xt = sample_problems(np.random.default_rng(4), 3, COARSE)
     labels = solve_landings(COARSE, x0, xt, workers=1, progress=False)
 
@@ -208,7 +208,7 @@ def test_vehicle_options(tmp_path, capsys):
 
 def test_compiled_flight_jacobian_matches_autograd():
     """landing_flight.c's forward-mode derivatives are PyTorch's reverse-mode ones, to round-off."""
-    from trc_lib.landing_flight import _library, flight_jacobian
+    from trc_lib.tasks.rocket_landing.flight import _library, flight_jacobian
     if _library() is None:
         pytest.skip("no C compiler")
     model = LandingRecursiveControl.create("small", landing=COARSE)
@@ -244,7 +244,7 @@ def test_raw_answer_inverts_the_reading(pointing_angle):
 def test_landing_miss_and_thrust_fractions_match_numpy():
     """The compiled check of a flight (landing_miss) is the rollout's miss and scoring's glide
     violation; the compiled inverse of the magnitudes is the numpy loop's, to round-off."""
-    from trc_lib import landing_flight
+    from trc_lib.tasks.rocket_landing import flight as landing_flight
     if landing_flight._library() is None:
         pytest.skip("no C compiler")
     model = LandingRecursiveControl.create("small", landing=COARSE)
@@ -327,7 +327,7 @@ def test_export_to_onnx_and_evaluate_it(tmp_path, capsys):
 def test_objective_is_the_rollouts_fuel_and_miss_and_finetune_runs_on_it(tmp_path):
     """objective(): the fuel of the exact rollout, and zero miss for the oracle's own landings; trc
     finetune trains on it (fuel over the labels' mean fuel plus the penalty on the miss)."""
-    from trc_lib.oracles.cone_program import solve_landings
+    from trc_lib.tasks.rocket_landing.cone_program import solve_landings
     model = LandingRecursiveControl.create("small", landing=COARSE)
     x0, xt = sample_problems(np.random.default_rng(10), 4, COARSE)
     labels = solve_landings(COARSE, x0, xt, workers=1, progress=False)

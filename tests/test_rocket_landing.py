@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
 
-from trc_lib.oracles.cone_program import LandingConeProgram, best_landing, solve_landings
-from trc_lib.oracles.landing_nlp import LandingNlp
-from trc_lib.rocket_landing import INITIAL_BOX, RocketLanding, Vehicle, published_example, sample_problems
+from trc_lib.tasks.rocket_landing.cone_program import LandingConeProgram, best_landing, solve_landings
+from trc_lib.tasks.rocket_landing.nlp_check import LandingNlp
+from trc_lib.tasks.rocket_landing.problem import INITIAL_BOX, RocketLanding, Vehicle, published_example, sample_problems
 
 LANDING = RocketLanding(num_steps=20)  # coarse: quick, and every statement below holds at any N
 

@@ -51,7 +51,7 @@ def read_checkpoint(path, map_location="cpu") -> dict:
 
 def model_from_checkpoint(payload: dict, path="checkpoint") -> TinyRecursiveControl:
     try:
-        from .landing_model import model_class
+        from .tasks.rocket_landing.model import model_class
         model = model_class(payload["config"]["problem"])(ModelConfig(**payload["config"]))
         model.load_state_dict(payload["model_state"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:

@@ -112,7 +112,7 @@ class OnnxController:
             raise TRCError(f"{self.path}: not a readable ONNX model ({type(e).__name__})") from None
         if self.config is None:
             raise TRCError(f"{self.path}: an ONNX model not written by `trc export` (no {METADATA_KEY} metadata)")
-        from .landing_model import model_class
+        from .tasks.rocket_landing.model import model_class
         from .tasks import task_from_dict
         self.problem = task_from_dict(self.config["problem"])
         self._reader = model_class(self.config["problem"])  # how predict reads the last refinement

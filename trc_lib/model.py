@@ -67,7 +67,7 @@ class ModelConfig:
     error_feedback: bool = True
     state_scale: float = 2.0
     problem: dict = field(default_factory=lambda: _default_task().to_dict())
-    scales: dict = field(default_factory=dict)  # per physical quantity, where one scale will not do (landing_model.py)
+    scales: dict = field(default_factory=dict)  # per physical quantity, where one scale will not do (tasks/rocket_landing/model.py)
 
     @property
     def num_refinements(self) -> int:
@@ -246,7 +246,7 @@ class TinyRecursiveControl(Inference, nn.Module):
     def read_answer(self, y, initial_states, target_states, with_miss: bool = True):
         """What a recursion sees of its answer y: (the answer, its normalized features [B, N*m],
         the normalized simulated miss [B, n] or None). Here the answer is the controls [B, N, m];
-        a model of another problem (landing_model.py) reads its own answer here."""
+        a model of another problem (tasks/rocket_landing/model.py) reads its own answer here."""
         u = self.controls(y)
         miss = None
         if with_miss and self.embed_error is not None:

@@ -404,7 +404,7 @@ def _new_model(train_set, model_size, overrides) -> TinyRecursiveControl:
     """A model for the training set's problem, its inputs scaled by the data: one state scale
     (the largest |state|), or for the rocket landing one per quantity (largest |position|,
     largest |velocity|, median flight time)."""
-    from .landing_model import LandingRecursiveControl
+    from .tasks.rocket_landing.model import LandingRecursiveControl
     x0 = train_set.initial_states
     if train_set.final_times is not None:
         scales = {"position": float(np.abs(x0[:, 0:3]).max()), "velocity": float(np.abs(x0[:, 3:6]).max()),

@@ -14,7 +14,7 @@
    nonlinear system (terminal_map.py, float64), or NULL for a linear one, whose x_N = A^N x_0 + G u
    is computed here.
 
-   The rocket landing's model (kind 1, landing_model.py) reads its answer its own way: thrust
+   The rocket landing's model (kind 1, tasks/rocket_landing/model.py) reads its answer its own way: thrust
    directions and magnitudes within the annulus, the flight time, the mass scan and the landing
    miss (landing_read below, the same arithmetic as LandingRecursiveControl.read_answer). */
 

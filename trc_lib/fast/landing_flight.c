@@ -1,6 +1,6 @@
 /* The rocket landing's flight and its Jacobian, for the correction step's Gauss-Newton.
 
-   The same arithmetic as LandingRecursiveControl.fly (landing_model.py), in float64, with the
+   The same arithmetic as LandingRecursiveControl.fly (tasks/rocket_landing/model.py), in float64, with the
    derivatives carried forward (forward-mode) through every interval: each quantity q comes with
    its tangent dq[p] = dq / dv_p for the P = 4n + 1 raw numbers v of a flight (per interval k:
    v[4k..4k+2] for the direction, v[4k+3] for the magnitude; v[4n] moves the interval length dt,

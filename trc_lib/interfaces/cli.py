@@ -430,7 +430,7 @@ def _system_parameters(args) -> dict:
 def _vehicle(pairs) -> dict:
     """--vehicle NAME=VALUE ... as {name: float}, each name one of the vehicle's parameters."""
     from dataclasses import fields
-    from ..rocket_landing import Vehicle
+    from ..tasks.rocket_landing.problem import Vehicle
     names = [f.name for f in fields(Vehicle)]
     parameters = {}
     for pair in pairs:

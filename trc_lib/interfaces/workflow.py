@@ -161,7 +161,7 @@ def evaluate_checkpoint(checkpoint, test_data, *, output=None, success_threshold
 
 def _evaluate_landing(model, test, checkpoint, output, device, precision, log) -> dict:
     """evaluate_checkpoint for the rocket landing: physical units, and the correction step."""
-    from ..landing_evaluate import evaluate_landing_model, format_landing_table
+    from ..tasks.rocket_landing.evaluate import evaluate_landing_model, format_landing_table
     rows = evaluate_landing_model(model, test)
     result = {"checkpoint": str(checkpoint), "test_data": str(test.path), "num_samples": len(test),
               "problem": test.metadata["problem"], "device": str(device), "precision": precision,
@@ -225,11 +225,12 @@ def compare(test_data, *, trc_checkpoint=None, output=None, train_data=None, ext
 
 
 def _compare_landing(test, trc_checkpoint, output, external, newton_steps, tolerance, log) -> list[dict]:
-    """compare for the rocket landing: ZEM/ZEV guidance (landing_baselines.py), TRC and TRC with
-    its correction, and the oracle's own labels, scored in physical units (landing_evaluate.py)."""
-    from ..landing_baselines import FLIGHT_TIME_STEP, zem_zev_guidance
-    from ..landing_evaluate import checked_correction_name, format_landing_table, landing_metrics, score_landings
-    from ..landing_model import ACCEPT_WITHIN
+    """compare for the rocket landing: ZEM/ZEV guidance (tasks/rocket_landing/guidance.py), TRC and TRC with
+    its correction, and the oracle's own labels, scored in physical units (tasks/rocket_landing/evaluate.py)."""
+    from ..tasks.rocket_landing.guidance import FLIGHT_TIME_STEP, zem_zev_guidance
+    from ..tasks.rocket_landing.evaluate import (checked_correction_name, format_landing_table, landing_metrics,
+                                                 score_landings)
+    from ..tasks.rocket_landing.model import ACCEPT_WITHIN
     for given, option in ((external, "--external"), (newton_steps, "--newton_steps"), (tolerance, "--tolerance")):
         if given:
             raise TRCError(f"{option} is not available for rocket_landing yet (TRC's own correction is in the table)")

@@ -5,9 +5,9 @@
     labels.py       IPOPT from several starts over many problems, in parallel
     workers.py      where independent solves run: this process, a local Dask cluster or a Dask
                     scheduler; finished chunks kept on disk so an interrupted run continues
-    cone_program.py the rocket landing: lossless convexification, one cone program (Clarabel)
+    tasks/rocket_landing/cone_program.py the rocket landing: lossless convexification, one cone program (Clarabel)
                     per flight time, the best flight time by a scan and a scalar search
-    landing_nlp.py  the rocket landing as a non-convex NLP for IPOPT: the cone program's check
+    tasks/rocket_landing/nlp_check.py  the rocket landing as a non-convex NLP for IPOPT: the cone program's check
 
 A system names its oracle (`system.oracle`); `oracle_of(problem)` returns it. Both answer the
 same questions: screen (which problems can be tried, without solving), optimum (solutions
@@ -16,7 +16,7 @@ and success flags), controls (the fastest call, for timing) and verify (a datase
 
 from ..task import Task
 from .closed_form import ClosedFormOracle, OptimalSolution
-from .cone_program import ConeProgramOracle
+from ..tasks.rocket_landing.cone_program import ConeProgramOracle
 from .labels import ShootingOracle
 
 ORACLES = {"closed_form": ClosedFormOracle(), "shooting": ShootingOracle(), "cone_program": ConeProgramOracle()}

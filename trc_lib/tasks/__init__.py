@@ -8,7 +8,7 @@ Every command takes `--system NAME` for one of these or `--system path/to/file.p
 task file of the user's (docs/your_system.md): `load_task` runs that file, finds the class and
 checks it, and datasets and checkpoints record the file's path and the SHA-256 of its source, so
 a changed file is noticed. (The rocket landing, `--system rocket_landing`, is a problem of its own:
-rocket_landing.py.)
+tasks/rocket_landing/problem.py.)
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from .vanderpol import VanDerPol
 BUILT_IN = {"double_integrator": DoubleIntegrator, "vanderpol": VanDerPol, "pendulum": Pendulum}
 for _name, _class in BUILT_IN.items():
     _class._reference = _name
-LANDING = "rocket_landing"  # rocket_landing.py: its own problem (free flight time, minimum fuel, its own box)
+LANDING = "rocket_landing"  # tasks/rocket_landing/problem.py: its own problem (free flight time, minimum fuel, its own box)
 SYSTEM_NAMES = (*BUILT_IN, LANDING)
 _FILES: dict = {}  # (resolved path, source sha256) -> the module run from it
 
@@ -119,7 +119,7 @@ def task_from_dict(d: dict):
     """The task (or the rocket landing) a dict from to_dict() states. ValueError if it is of an
     older format, or if a task file has changed since the dict was written."""
     if d.get("name") == LANDING:
-        from ..rocket_landing import RocketLanding
+        from .rocket_landing.problem import RocketLanding
         return RocketLanding.from_dict(d)
     if "task" not in d:
         raise ValueError("it states its problem in the format of trc_lib before 0.2 (no 'task'): "
@@ -140,14 +140,14 @@ def task_from_dict(d: dict):
 
 def landing_parameters() -> dict:
     """The rocket landing's parameters and their defaults: the constraints and the vehicle's."""
-    from ..rocket_landing import RocketLanding, Vehicle
+    from .rocket_landing.problem import RocketLanding, Vehicle
     return {"glide_slope": RocketLanding.glide_slope, "pointing_angle": None, **asdict(Vehicle())}
 
 
 def make_landing(num_steps=None, time_horizon=None, control_bound=None, controller=None, **parameters):
     """The rocket landing with any default overridden; the options of the fixed-horizon tasks
     (a horizon, a control bound, another objective) do not apply to it and are refused."""
-    from ..rocket_landing import RocketLanding, Vehicle
+    from .rocket_landing.problem import RocketLanding, Vehicle
     for name, value, why in (("time_horizon", time_horizon, "the flight time is part of the answer"),
                              ("control_bound", control_bound, "the thrust bounds are the vehicle's"),
                              ("controller", None if controller in (None, "min_fuel") else controller,

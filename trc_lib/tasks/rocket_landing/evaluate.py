@@ -1,7 +1,7 @@
 """Honest metrics for a rocket-landing controller, in physical units, against the cone program.
 
 A controller answers each test case with thrusts T_k (N, at each interval's start) and a flight
-time t_f (s). The answer is flown through the exact dynamics (rocket_landing.py: thrust per unit
+time t_f (s). The answer is flown through the exact dynamics (problem.py: thrust per unit
 mass held over each interval, nothing clipped or corrected) and scored:
 
 - landing errors  |r_N - r*| (m) and |v_N - v*| (m/s); success: both within the thresholds
@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data import ControlDataset
-from .errors import TRCError
-from .evaluate import summarize
-from .landing_model import ACCEPT_WITHIN, CORRECTION_STEPS
+from ...data import ControlDataset
+from ...errors import TRCError
+from ...evaluate import summarize
+from .model import ACCEPT_WITHIN, CORRECTION_STEPS
 
 SUCCESS_POSITION = 5.0  # m
 SUCCESS_VELOCITY = 1.0  # m/s
@@ -77,7 +77,7 @@ def evaluate_landing_model(model, test: ControlDataset, correction_steps: int = 
     where its exact flight misses by more than accept_within (predict_corrected; None leaves that
     row out): metrics on `test`, the share of answers corrected, and time per problem at each of
     timing_batches (median and mean over calls, after warm-up)."""
-    from .evaluate import time_inference
+    from ...evaluate import time_inference
     x0, xt = test.initial_states, test.target_states
     network = model.predict(x0, xt)
     controllers = [(getattr(model, "name", "TRC"), model.predict, 0.0)]  # an ONNX model names itself

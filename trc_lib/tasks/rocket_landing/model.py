@@ -12,7 +12,7 @@ The recursion is the one of model.py, unchanged; what differs is how the answer 
     T_k     = |T_k| d_k
 
 the vector generalization of u_max tanh(y / u_max). The bounds follow the interval semantics of
-rocket_landing.py: hi = rho_2 at the interval's start; lo_k the least thrust whose value at the
+problem.py: hi = rho_2 at the interval's start; lo_k the least thrust whose value at the
 interval's end, after the mass has fallen by exp(-alpha |T_k| dt / m_k), is still rho_1:
 lo_k = rho_1 exp(alpha lo_k dt / m_k), solved by Newton's method. Both bounds keep a relative margin of MARGIN, so float32
 rounding can never cross them: the thrust bounds hold exactly for every answer the network can
@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .model import MODEL_SIZES, ModelConfig, SwiGLUBlock, TinyRecursiveControl
-from .rocket_landing import RocketLanding
+from ...model import MODEL_SIZES, ModelConfig, SwiGLUBlock, TinyRecursiveControl
+from .problem import RocketLanding
 
 MARGIN = 1e-5  # relative distance kept from each thrust bound
 MISS_RESOLUTION = {"position": 1.0, "velocity": 0.1}  # m, m/s
@@ -237,7 +237,7 @@ class LandingRecursiveControl(TinyRecursiveControl):
 
     def example_states(self, rng: np.random.Generator, count: int):
         """(initial_states, target_states) [count, 7] float32 from the task's box."""
-        from .rocket_landing import sample_problems
+        from .problem import sample_problems
         return tuple(a.astype(np.float32) for a in sample_problems(rng, count, self.problem))
 
     # the mass scan's exponentials amplify float32 round-off: 1.1e-5 of rho_2 on the trained medium model
@@ -351,7 +351,7 @@ class LandingRecursiveControl(TinyRecursiveControl):
         """Gauss-Newton on the raw numbers v [B, 4n+1] of flights from states [B, 7]: v[:, :4n] the n
         intervals' raw answer, v[:, 4n] their length (interval_length(v[:, 4n], base [B], squashed)).
         Towards r_n = r*, v_n = v* (target_states [B, 7]) inside the glide cone; numpy float64
-        throughout, the Jacobian from landing_flight.py (compiled). Returns (v [B, 4n+1], landed [B]:
+        throughout, the Jacobian from flight.py (compiled). Returns (v [B, 4n+1], landed [B]:
         the miss within tolerance).
 
         The rows: the landing miss e in units of 1 m and 0.1 m/s (to be zeroed) and each inner
@@ -452,7 +452,7 @@ class LandingRecursiveControl(TinyRecursiveControl):
         and 0.1 m/s, its Jacobian [b, 6, P], the glide violations g [b, n-1] in m (none when slope is
         None), theirs [b, n-1, P]); the Jacobians None when jacobian is False. With free_time False
         the time's column is zero, so no step moves it."""
-        from .landing_flight import flight_jacobian
+        from .flight import flight_jacobian
         resolution = MISS_SCALES
         B, P = v.shape
         n = (P - 1) // 4
@@ -502,7 +502,7 @@ class LandingRecursiveControl(TinyRecursiveControl):
         """[B] bool: the answers (thrusts [B, N, 3] in N, final_times [B] in s) whose exact flight
         lands within accept_within = (position m, velocity m/s) of target_states and leaves the
         glide cone by at most accept_within[2] m."""
-        from .landing_flight import landing_miss
+        from .flight import landing_miss
         if not (len(accept_within) == 3 and all(np.isfinite(a) and a >= 0 for a in accept_within)):
             raise ValueError(f"accept_within must be three non-negative numbers (m, m/s, m), got {accept_within!r}")
         miss, glide = landing_miss(self.problem, initial_states, thrusts, final_times, target_states)
@@ -511,7 +511,7 @@ class LandingRecursiveControl(TinyRecursiveControl):
 
     def thrusts_of(self, y, initial_states):
         """(thrusts [B, N, 3] in N, final_times [B] in s) that raw answers y [B, 4N+1] read as, numpy float64."""
-        from .landing_flight import flight_jacobian
+        from .flight import flight_jacobian
         B, N = len(y), self.problem.num_steps
         dt, ddt = interval_length(y[:, -1], np.full(B, self.config.scales["time"] / N), True)
         thrusts = flight_jacobian(self, np.asarray(initial_states, np.float64), y[:, :-1].reshape(B, N, 4), dt, ddt,
@@ -531,7 +531,7 @@ class LandingRecursiveControl(TinyRecursiveControl):
         [B] (s) from initial_states [B, 7]: landing_of inverted, numpy float64. (Only the direction
         of y_k[0:3] + e_z matters; its length is taken as 1.) Within MARGIN of a bound, or of the
         flight time's range, the inverse is clipped."""
-        from .landing_flight import thrust_fractions
+        from .flight import thrust_fractions
         landing, N = self.problem, self.problem.num_steps
         thrusts, final_times = np.asarray(thrusts, np.float64), np.asarray(final_times, np.float64)
         magnitudes = np.linalg.norm(thrusts, axis=-1)  # [B, N]

@@ -8,7 +8,7 @@ thrust T (N, 3). The continuous dynamics are
 What is held constant over a control interval [t_k, t_k + dt], dt = t_f / N: the thrust per unit
 mass, u_k = T(t) / m(t). The engine is throttled down as the tank empties, so the acceleration
 it gives stays u_k; the control the dataset stores is the thrust at the interval's start,
-T_k = u_k m_k (N). This is the choice that makes the convex oracle (oracles/cone_program.py)
+T_k = u_k m_k (N). This is the choice that makes the convex oracle (cone_program.py)
 exact: with u_k constant the interval has a closed-form solution, with no integrator error,
 
     r_{k+1} = r_k + dt v_k + dt^2 / 2 (u_k + g),   v_{k+1} = v_k + dt (u_k + g),
@@ -115,7 +115,7 @@ class RocketLanding:
     state_dim = 7
     control_dim = 3
     state_names = STATE_NAMES
-    oracle = "cone_program"  # oracles/cone_program.py
+    oracle = "cone_program"  # cone_program.py
     objective = FuelObjective()
     draws_its_own_problems = True  # from INITIAL_BOX (draw_problems); the state and target ranges do not apply
     free_final_time = True  # the flight time is part of every answer, and datasets store it (final_times)
@@ -249,7 +249,7 @@ class RocketLanding:
         """[B]: the least thrust (N) an interval of dt [B] s may start with from masses [B] (kg) so that
         at its end, the mass having fallen, it is still rho_1: the root of T = rho_1 exp(alpha T dt / m),
         by newton_steps of Newton's method from below, nudged up by a relative `margin` so rounding
-        cannot cross it (landing_model.py reads its answers with 3 steps and its own MARGIN)."""
+        cannot cross it (model.py reads its answers with 3 steps and its own MARGIN)."""
         alpha, rho_1 = self.vehicle.fuel_rate, self.vehicle.thrust_min
         burn = alpha * np.asarray(dt, np.float64) / np.asarray(masses, np.float64)
         low = np.full_like(burn, rho_1)

@@ -1,6 +1,6 @@
 """The rocket landing in closed loop: re-planning from the measured state under random gusts.
 
-The plant is the task's own exact interval dynamics (rocket_landing.py) plus a gust: an
+The plant is the task's own exact interval dynamics (problem.py) plus a gust: an
 acceleration disturbance w_k (m/s^2), constant over each interval, drawn independently per
 interval and axis from a normal distribution of standard deviation `gust` (GUST: 0.05 m/s^2, ten
 times the drag of a 10 m/s gust on a lander of this size in Mars's thin air). A constant w_k adds
@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from .rocket_landing import RocketLanding
+from .problem import RocketLanding
 
 GUST = 0.05  # m/s^2, standard deviation per axis and interval
 STRETCHES = (1.001, 0.999, 1.01, 0.99, 1.03, 0.97, 1.1, 0.9, 1.3, 0.75, 1.6, 0.5)  # of the touchdown time, least first
@@ -111,7 +111,7 @@ def cone_program_closed_loop(landing: RocketLanding, initial_states, target_stat
     intervals left before every interval but the last. workers: where the landings fly
     (oracles.workers.Workers, or a number of processes; None: here, one after another); each is
     flown on its own, so the flights do not depend on where."""
-    from .oracles.workers import Workers, chunk_slices, map_chunks
+    from ...oracles.workers import Workers, chunk_slices, map_chunks
     fly = functools.partial(_cone_program_flights, landing, replan)
     x0, xt = np.asarray(initial_states, np.float64), np.asarray(target_states, np.float64)
     chunks = [(x0[p], xt[p], np.asarray(gusts[p], np.float64), np.asarray(thrusts[p], np.float64),
@@ -160,7 +160,7 @@ def _cone_program_flights(landing: RocketLanding, replan: bool, chunk):
 def landing_cone_program(landing: RocketLanding, intervals: int, glide: bool):
     """The cone program of the last `intervals` intervals of a landing (with or without its glide
     slope), laid out once per process: a worker keeps it for every chunk it flies."""
-    from .oracles.cone_program import LandingConeProgram
+    from .cone_program import LandingConeProgram
     return LandingConeProgram(replace(landing, num_steps=intervals, glide_slope=landing.glide_slope if glide else 0.0))
 
 
@@ -174,7 +174,7 @@ def replan_by_cone_program(landing: RocketLanding, state, target_state, accelera
     touchdown time, it is stretched or shrunk by STRETCHES in turn, the least change first; then the
     full flight-time search; then, landing first as in TRC's correction, the same without the glide
     slope (the ground only)."""
-    from .oracles.cone_program import best_landing
+    from .cone_program import best_landing
     n = len(accelerations)
     program = functools.partial(landing_cone_program, landing, n)
     burns = landing.vehicle.fuel_rate * np.linalg.norm(accelerations, axis=-1) * dt  # ln(m_k / m_{k+1}), the plan's

@@ -7,7 +7,7 @@ a vehicle in uniform gravity when the thrust is unbounded:
 
 with t_go the time left. Here it is applied at each interval's start from the state the thrusts so
 far reach (the exact dynamics), its thrust T = m a scaled into the annulus (direction kept,
-magnitude clipped to [least_thrust, rho_2], the interval bounds of rocket_landing.py) and held as
+magnitude clipped to [least_thrust, rho_2], the interval bounds of problem.py) and held as
 thrust per unit mass, the task's interval semantics. It needs a flight time: the best of a grid
 FLIGHT_TIME_STEP s apart from the shortest descent to the longest flight the tank allows, the one
 using the least fuel among those that land within the success thresholds, else the one missing
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .rocket_landing import RocketLanding
+from .problem import RocketLanding
 
 FLIGHT_TIME_STEP = 1.0  # s, between the flight times tried
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .rocket_landing import RocketLanding
+from .problem import RocketLanding
 
 
 def plot_landings(landing: RocketLanding, flights: list[dict], title: str | None = None):

@@ -2,7 +2,7 @@
 
 An independent check of the cone program (cone_program.py). The decision variables are the
 thrusts T_k (N, at each interval's start), the states at the nodes (multiple shooting) and the
-flight time t_f itself; the interval map is rocket_landing.py's closed form (thrust per unit
+flight time t_f itself; the interval map is problem.py's closed form (thrust per unit
 mass held over the interval), and the constraints are written as they are stated, with no
 change of variables and no relaxation:
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import casadi as ca
 import numpy as np
 
-from ..rocket_landing import RocketLanding
+from .problem import RocketLanding
 
 
 @dataclass

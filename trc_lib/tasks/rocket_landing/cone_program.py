@@ -1,12 +1,12 @@
 """The rocket landing's oracle: lossless convexification, a cone program per flight time.
 
-For a fixed flight time t_f (dt = t_f / N) the minimum-fuel landing of rocket_landing.py is
+For a fixed flight time t_f (dt = t_f / N) the minimum-fuel landing of problem.py is
 written in the variables of Açıkmeşe & Ploen (2007): the acceleration u_k = T/m held over
 interval k, a slack sigma_k >= |u_k| and the log-mass z_k = ln m_k. The dynamics become linear,
 
     r_{k+1} = r_k + dt v_k + dt^2/2 (u_k + g),  v_{k+1} = v_k + dt (u_k + g),  z_{k+1} = z_k - alpha dt sigma_k,
 
-and the constraints, with the interval semantics of rocket_landing.py (thrust at the start of
+and the constraints, with the interval semantics of problem.py (thrust at the start of
 an interval <= rho_2, at its end >= rho_1):
 
     |u_k| <= sigma_k                                  second-order cone (the relaxation: lossless,
@@ -22,7 +22,7 @@ an interval <= rho_2, at its end >= rho_1):
 The tangent point zhat starts at the lightest mass the vehicle can have at t_k (the usual
 choice) and is then moved to the answer's own z until the fuel stops changing, so the answer
 satisfies the exact bounds and, with the tangent at the answer, is a stationary point of the
-exact (non-convex) discrete problem. oracles/landing_nlp.py checks it against IPOPT on the
+exact (non-convex) discrete problem. nlp_check.py checks it against IPOPT on the
 original non-convex problem in the original variables.
 
 The free flight time: fuel(t_f) is scanned on a coarse grid from the shortest feasible time,
@@ -39,8 +39,8 @@ import numpy as np
 import scipy.optimize
 import scipy.sparse
 
-from ..rocket_landing import RocketLanding
-from .workers import Workers, chunk_slices, map_chunks
+from .problem import RocketLanding
+from ...oracles.workers import Workers, chunk_slices, map_chunks
 
 SOLVED = {clarabel.SolverStatus.Solved, clarabel.SolverStatus.AlmostSolved}
 RELINEARIZE_TOLERANCE = 1e-9  # fuel change (relative) below which the tangent point has settled
@@ -399,7 +399,7 @@ class ConeProgramOracle:
 
     def optimum(self, landing: RocketLanding, initial_states, target_states, workers=None, progress=False):
         """(OptimalSolution [B] with final_times, success [B] bool)."""
-        from .closed_form import OptimalSolution
+        from ...oracles.closed_form import OptimalSolution
         labels = solve_landings(landing, initial_states, target_states, workers=workers, progress=progress)
         vehicle = landing.vehicle
         magnitude = np.linalg.norm(labels.thrusts, axis=-1)
@@ -414,7 +414,7 @@ class ConeProgramOracle:
         """Refuse labels that are inconsistent or not optimal (TRCError naming the file): every
         trajectory is the exact rollout of its thrusts and lands (1e-6 m, m/s), every constraint
         holds, the costs are its fuel; a seeded handful is solved again and must not improve."""
-        from ..errors import TRCError
+        from ...errors import TRCError
         landing = dataset.problem
         problems = landing_inconsistencies(landing, dataset)
         if not problems:

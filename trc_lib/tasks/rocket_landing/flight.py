@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .fast.c_library import NATIVE, compiled_library, cpu_identity
+from ...fast.c_library import NATIVE, compiled_library, cpu_identity
 
-SOURCE = Path(__file__).parent / "fast" / "landing_flight.c"
+SOURCE = Path(__file__).parents[2] / "fast" / "landing_flight.c"
 _LIBRARY: ctypes.CDLL | bool | None = None
 
 
@@ -75,7 +75,7 @@ def landing_miss(landing, initial_states, thrusts, final_times, target_states):
     = (r_N - r*, v_N - v*) in m and m/s, the largest glide violation [B] in m over the nodes 0 .. N,
     positive where the cone is left; 0 without a glide slope). initial_states, target_states [B, 7],
     thrusts [B, N, 3] (N), final_times [B] (s); numpy float64. In C (microseconds per landing);
-    without a compiler, the rollout and constraint_violations of rocket_landing.py."""
+    without a compiler, the rollout and constraint_violations of problem.py."""
     x0, xt = (np.ascontiguousarray(a, np.float64) for a in (initial_states, target_states))
     thrusts, final_times = np.ascontiguousarray(thrusts, np.float64), np.ascontiguousarray(final_times, np.float64)
     B, N = thrusts.shape[:2]

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data import ControlDataset
-from .rocket_landing import INITIAL_BOX, RocketLanding
-from .widgets import StateSlider
+from ...data import ControlDataset
+from .problem import INITIAL_BOX, RocketLanding
+from ...widgets import StateSlider
 
 POSITIONS = ("x", "y", "altitude")  # m
 START = {"x": 1500.0, "y": 0.0, "altitude": 1500.0, "vx": 0.0, "vy": 0.0, "vz": -60.0}  # m, m/s
@@ -26,7 +26,7 @@ class LandingView:
     each move of a slider solves without rebuilding it."""
 
     def __init__(self, landing: RocketLanding):
-        from .oracles.cone_program import LandingConeProgram
+        from .cone_program import LandingConeProgram
         self.landing = landing
         self.program = LandingConeProgram(landing)
 
@@ -49,7 +49,7 @@ class LandingView:
 
     def solve(self, test, x0: np.ndarray, xt: np.ndarray) -> tuple[ControlDataset | None, str]:
         """(The problem [1] with its optimum, or None with why it has none)."""
-        from .oracles.cone_program import best_landing
+        from .cone_program import best_landing
         solution, _ = best_landing(self.program, x0, xt)
         if solution is None:
             return None, "no landing exists from here (the cone program is infeasible at every flight time)"
@@ -63,7 +63,7 @@ class LandingView:
         """The optimum, TRC after supervision step `step` (default the last) and TRC's final answer
         after its correction: fuel (kg), flight time (s), landing position error (m) and largest
         glide-slope violation (m) of each, the figure and a line to print."""
-        from .landing_plots import plot_landings
+        from .plots import plot_landings
         x0, xt = case_set.initial_states, case_set.target_states
         refinements = model.predict_refinements(x0, xt)
         step = len(refinements) if step is None else int(step)
