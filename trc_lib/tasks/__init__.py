@@ -48,6 +48,9 @@ def task_class(spec: str) -> type:
     spec = str(spec)
     if spec in BUILT_IN:
         return BUILT_IN[spec]
+    if spec == LANDING:
+        raise TRCError(f"--system {LANDING} is a problem of its own (tasks/rocket_landing/), not a Task: "
+                       f"this does not apply to it")
     if not is_task_file(spec):
         raise TRCError(f"--system {spec!r}: not a built-in task ({', '.join(SYSTEM_NAMES)}) nor a task file "
                        f"FILE.py:ClassName")

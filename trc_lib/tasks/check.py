@@ -65,7 +65,7 @@ def dynamics_differences(task, initial_states: np.ndarray, controls: np.ndarray)
     if not task.is_linear:
         versions["casadi"] = make_optimizer(task).rollout(initial_states, controls)[:, -1]
     mapped = terminal_map(task)
-    versions["compiled" if getattr(mapped, "compiled", True) else "terminal map"] = \
+    versions["compiled" if getattr(mapped, "compiled", False) else "terminal map"] = \
         mapped.terminal_states(x0_t, u_t).numpy()
     differences = {name: float((np.abs(x - reference) / scale).max()) for name, x in versions.items()}
     jacobian = mapped.jacobian(x0_t, u_t).numpy()
