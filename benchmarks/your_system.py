@@ -28,9 +28,12 @@ from trc_lib.interfaces.pipeline import TEST_SEED, TRAIN_SEED
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "planar_quadrotor"
 SYSTEM = f"{ROOT / 'notebooks' / 'planar_quadrotor.py'}:PlanarQuadrotor"
-# the terminal loss from the start and six supervision steps, as the bounded double integrator
-# trains (frontier.TRAINING): the thrusts that land it are found by refining against the miss
-TRAINING = {"terminal_weight": 1.0, "num_supervision_steps": 6}
+# the pendulum's two stages (frontier.TRAINING and SECOND_STAGE): imitation first, then the terminal loss
+# with six supervision steps from that model. Trained with the terminal loss from the start (weight 1,
+# six steps, 100 epochs: the bounded double integrator's recipe) it imitated the labels to 0.38 N RMS and
+# landed 5.8% of the held-out problems: dx_N/du amplifies small thrust errors, as on the pendulum.
+TRAINING = {"lr": 3e-4}
+SECOND_STAGE = {"terminal_weight": 10.0, "num_supervision_steps": 6, "lr": 1e-4, "epochs": 60}
 
 
 def main() -> None:
@@ -48,7 +51,7 @@ def main() -> None:
                         help="generate the data and train, then stop: the timed scoring can then run alone on a "
                              "quiet machine")
     args = parser.parse_args()
-    frontier.TRAINING[TASK] = TRAINING
+    frontier.TRAINING[TASK], frontier.SECOND_STAGE[TASK] = TRAINING, SECOND_STAGE
     options = {"system": SYSTEM}
     train_path = frontier.dataset(frontier.OUT / TASK / "train", args.num_samples, TRAIN_SEED, options)
     test = read_dataset(frontier.dataset(frontier.OUT / TASK / "test", args.test_samples, TEST_SEED, options))
@@ -68,7 +71,7 @@ def main() -> None:
     intro = (f"The task file `notebooks/planar_quadrotor.py` (written by notebook 09): {task.state_dim} states "
              f"{list(task.state_names)}, {task.control_dim} controls {list(task.control_names)} within "
              f"{task.control_limits.tolist()}, T = {task.time_horizon:g} s in N = {task.num_steps} intervals. "
-             f"Trained on {args.num_samples:,} IPOPT labels ({TRAINING}), scored on {len(test):,} held-out "
+             f"Trained on {args.num_samples:,} IPOPT labels in two stages ({TRAINING}, then {SECOND_STAGE}), scored on {len(test):,} held-out "
              f"problems: the network alone ('-') and halting at the tolerance; the cost gap is against IPOPT's "
              f"label, the best local optimum from the task's start (hover thrust).")
     section = intro + "\n\n" + frontier.format_rows(TASK, rows, oracle, args.large_batch)
