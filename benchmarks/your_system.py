@@ -71,7 +71,8 @@ def main() -> None:
     intro = (f"The task file `notebooks/planar_quadrotor.py` (written by notebook 09): {task.state_dim} states "
              f"{list(task.state_names)}, {task.control_dim} controls {list(task.control_names)} within "
              f"{task.control_limits.tolist()}, T = {task.time_horizon:g} s in N = {task.num_steps} intervals. "
-             f"Trained on {args.num_samples:,} IPOPT labels in two stages ({TRAINING}, then {SECOND_STAGE}), scored on {len(test):,} held-out "
+             f"Trained on {args.num_samples:,} IPOPT labels in two stages ({TRAINING}, then {SECOND_STAGE}), "
+             f"scored on {len(test):,} held-out "
              f"problems: the network alone ('-') and halting at the tolerance; the cost gap is against IPOPT's "
              f"label, the best local optimum from the task's start (hover thrust).")
     section = intro + "\n\n" + frontier.format_rows(TASK, rows, oracle, args.large_batch)
