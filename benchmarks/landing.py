@@ -55,7 +55,7 @@ def oracle_times(test, count: int) -> dict:
     for i in range(count):
         x0, xt = test.initial_states[i], test.target_states[i]
         started = time.perf_counter()
-        program.solve(x0, xt, test.final_times[i])
+        program.solve(x0, xt, test.time_horizons[i])
         fixed.append(time.perf_counter() - started)
         started = time.perf_counter()
         best_landing(program, x0, xt)
@@ -82,7 +82,7 @@ def unseen_problems(landing, options: dict, count: int, seed: int):
     dataset = ControlDataset(initial_states=x0[keep], target_states=xt[keep], control_sequences=solved.thrusts[keep],
                              state_trajectories=solved.states[keep], costs=solved.fuel[keep],
                              terminal_multipliers=np.zeros((int(keep.sum()), 7)),
-                             metadata={"problem": landing.to_dict()}, final_times=solved.final_times[keep])
+                             metadata={"problem": landing.to_dict()}, time_horizons=solved.time_horizons[keep])
     return dataset, int((~keep).sum())
 
 
@@ -117,11 +117,11 @@ def figure(model, test, path: Path) -> Path:
     import matplotlib.pyplot as plt
     from trc_lib.tasks.rocket_landing.plots import plot_landings
     landing, x0 = test.problem, test.initial_states[:1]
-    thrusts, final_times = model.predict_corrected(x0, test.target_states[:1])
+    thrusts, time_horizons = model.predict_corrected(x0, test.target_states[:1])
     flights = [{"label": "optimum (cone program)", "states": test.state_trajectories[0],
-                "thrusts": test.control_sequences[0], "final_time": test.final_times[0]},
-               {"label": "TRC + correction", "states": landing.rollout(x0, thrusts, final_times)[0],
-                "thrusts": thrusts[0], "final_time": final_times[0]}]
+                "thrusts": test.control_sequences[0], "final_time": test.time_horizons[0]},
+               {"label": "TRC + correction", "states": landing.rollout(x0, thrusts, time_horizons)[0],
+                "thrusts": thrusts[0], "final_time": time_horizons[0]}]
     fig = plot_landings(landing, flights)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -78,7 +78,7 @@ def main():
         name = "TRC, re-planned by its correction step" if replan else "TRC's plan, open loop"
         rows.append(row(name, closed_loop_scores(landing, flights, xt), test.costs[:n], flights, plan_ms))
     for replan in (False, True):
-        flights = cone_program_closed_loop(landing, x0, xt, gusts, test.control_sequences[:n], test.final_times[:n],
+        flights = cone_program_closed_loop(landing, x0, xt, gusts, test.control_sequences[:n], test.time_horizons[:n],
                                            replan=replan, progress=True,
                                            workers=Workers.of(args.workers, address=args.cluster))
         plan_ms = f"{1e3 * np.median(flights.plan_seconds):.1f}" if replan else "-"

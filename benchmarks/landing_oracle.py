@@ -48,7 +48,7 @@ def example_rows(fine_steps: int) -> list[str]:
 
 def label_rows(landing, x0, xt, labels, seconds) -> list[str]:
     errors = np.abs(labels.states[:, -1, :6] - xt[:, :6])
-    violations = landing.constraint_violations(labels.states, labels.thrusts, labels.final_times)
+    violations = landing.constraint_violations(labels.states, labels.thrusts, labels.time_horizons)
     return [f"{len(x0)} problems, {labels.success.mean():.0%} solved; {seconds:.1f} s on every core "
             f"({labels.solves.mean():.1f} cone programs per problem on average).", "",
             "| quantity | largest over the problems |", "|---|---|",
@@ -57,8 +57,8 @@ def label_rows(landing, x0, xt, labels, seconds) -> list[str]:
             *[f"| {name} violation ({unit}) | {violations[name].max():.2e} |" for name, unit in
               (("thrust_max", "N"), ("thrust_min", "N"), ("glide_slope", "m"), ("dry_mass", "kg"))],
             f"| relaxation slack max_k sigma_k - abs(u_k) (m/s^2) | {labels.max_slack.max():.2e} |",
-            f"| flight time (s): min / median / max | {labels.final_times.min():.1f} / "
-            f"{np.median(labels.final_times):.1f} / {labels.final_times.max():.1f} |",
+            f"| flight time (s): min / median / max | {labels.time_horizons.min():.1f} / "
+            f"{np.median(labels.time_horizons):.1f} / {labels.time_horizons.max():.1f} |",
             f"| fuel (kg): min / median / max | {labels.fuel.min():.1f} / {np.median(labels.fuel):.1f} / "
             f"{labels.fuel.max():.1f} |"]
 
@@ -68,7 +68,7 @@ def ipopt_rows(landing, x0, xt, labels) -> tuple[list[str], dict]:
     warm, cold, times = [], [], {"warm": [], "cold": []}
     for i in range(len(x0)):
         started = time.perf_counter()
-        warm.append(warm_nlp.solve(x0[i], xt[i], labels.thrusts[i], labels.final_times[i]))
+        warm.append(warm_nlp.solve(x0[i], xt[i], labels.thrusts[i], labels.time_horizons[i]))
         times["warm"].append(time.perf_counter() - started)
         started = time.perf_counter()
         cold.append(nlp.solve(x0[i], xt[i], *nlp.cold_start(x0[i])))
@@ -77,7 +77,7 @@ def ipopt_rows(landing, x0, xt, labels) -> tuple[list[str], dict]:
     # over the converged runs only: an unconverged IPOPT stops at an infeasible point, whose "fuel" means nothing
     warm_converged = np.array([a.converged for a in warm])
     warm_gap = np.array([relative(a, i) for i, a in enumerate(warm) if a.converged])
-    warm_time = np.array([abs(a.final_time - labels.final_times[i]) for i, a in enumerate(warm) if a.converged])
+    warm_time = np.array([abs(a.final_time - labels.time_horizons[i]) for i, a in enumerate(warm) if a.converged])
     converged = np.array([a.converged for a in cold])
     cold_gap = np.array([relative(a, i) for i, a in enumerate(cold)])
     same = converged & (np.abs(cold_gap) <= SAME_FUEL)
@@ -98,7 +98,7 @@ def timing_rows(landing, x0, xt, labels, ipopt_times) -> list[str]:
     fixed, free, solves = [], [], []
     for i in range(len(x0)):
         started = time.perf_counter()
-        program.solve(x0[i], xt[i], labels.final_times[i])
+        program.solve(x0[i], xt[i], labels.time_horizons[i])
         fixed.append(time.perf_counter() - started)
         started = time.perf_counter()
         _, search = best_landing(program, x0[i], xt[i])

@@ -20,8 +20,8 @@ def test_its_flight_is_the_task_rollout_inside_the_annulus():
 
 def test_best_flight_time_lands_and_uses_more_fuel_than_the_optimum():
     x0, xt = sample_problems(np.random.default_rng(1), 5, LANDING)
-    thrusts, final_times = zem_zev_guidance(LANDING, x0, xt)
-    states = LANDING.rollout(x0, thrusts, final_times)
+    thrusts, time_horizons = zem_zev_guidance(LANDING, x0, xt)
+    states = LANDING.rollout(x0, thrusts, time_horizons)
     miss = states[:, -1, :6] - xt[:, :6]
     assert (np.linalg.norm(miss[:, :3], axis=1) < 5).all() and (np.linalg.norm(miss[:, 3:], axis=1) < 1).all()
     optimum = solve_landings(LANDING, x0, xt, workers=1, progress=False)

@@ -17,9 +17,9 @@ def test_the_plant_is_the_exact_rollout_plus_the_gust():
     rng = np.random.default_rng(0)
     x0, _ = sample_problems(rng, 4, LANDING)
     thrusts = rng.uniform(-3000, 3000, (4, LANDING.num_steps, 3)) + [0, 0, 8000]
-    final_times = np.full(4, 60.0)
-    states = LANDING.rollout(x0, thrusts, final_times)
-    dt = final_times / LANDING.num_steps
+    time_horizons = np.full(4, 60.0)
+    states = LANDING.rollout(x0, thrusts, time_horizons)
+    dt = time_horizons / LANDING.num_steps
     np.testing.assert_allclose(fly_interval(LANDING, x0, thrusts[:, 0], dt, np.zeros((4, 3))), states[:, 1])
     w = np.array([0.1, -0.2, 0.05])
     pushed = fly_interval(LANDING, x0, thrusts[:, 0], dt, np.tile(w, (4, 1)))
@@ -55,16 +55,16 @@ def test_the_cone_program_replans_from_its_labels():
     x0, xt = sample_problems(rng, 3, LANDING)
     labels = solve_landings(LANDING, x0, xt, workers=1, progress=False)
     gusts = draw_gusts(rng, 3, LANDING, 0.05)
-    calm = cone_program_closed_loop(LANDING, x0, xt, 0 * gusts, labels.thrusts, labels.final_times)
+    calm = cone_program_closed_loop(LANDING, x0, xt, 0 * gusts, labels.thrusts, labels.time_horizons)
     scores = closed_loop_scores(LANDING, calm, xt)
     assert scores["position_error"].max() < 1e-5
     np.testing.assert_allclose(scores["fuel"], labels.fuel, rtol=2e-3)
-    flights = cone_program_closed_loop(LANDING, x0, xt, gusts, labels.thrusts, labels.final_times)
+    flights = cone_program_closed_loop(LANDING, x0, xt, gusts, labels.thrusts, labels.time_horizons)
     windy = closed_loop_scores(LANDING, flights, xt)
     assert windy["position_error"].max() < 5
     # flown on two Dask workers, a landing per chunk: the same flights
-    there = cone_program_closed_loop(LANDING, x0, xt, gusts, labels.thrusts, labels.final_times, workers=2)
-    for name in ("states", "thrusts", "final_times", "failed_plans"):
+    there = cone_program_closed_loop(LANDING, x0, xt, gusts, labels.thrusts, labels.time_horizons, workers=2)
+    for name in ("states", "thrusts", "time_horizons", "failed_plans"):
         np.testing.assert_array_equal(getattr(there, name), getattr(flights, name))
     assert there.plan_seconds.shape == flights.plan_seconds.shape == (3 * (LANDING.num_steps - 2),)
 

@@ -32,9 +32,9 @@ def test_any_raw_answer_keeps_the_thrust_annulus_and_pointing_cone(pointing_angl
     with torch.no_grad():
         answer, _, _ = model.read_answer(raw_answers(landing, 500).float(), torch.tensor(x0).float(),
                                          torch.tensor(xt).float())
-    thrusts, final_times = model.split(answer.double().numpy())
-    states = landing.rollout(x0, thrusts, final_times)
-    violations = landing.constraint_violations(states, thrusts, final_times)
+    thrusts, time_horizons = model.split(answer.double().numpy())
+    states = landing.rollout(x0, thrusts, time_horizons)
+    violations = landing.constraint_violations(states, thrusts, time_horizons)
     assert violations["thrust_max"].max() == 0 and violations["thrust_min"].max() == 0
     if pointing_angle is not None:
         assert violations["pointing"].max() == 0
@@ -47,8 +47,8 @@ def test_the_model_flies_the_exact_dynamics():
     x0, _ = sample_problems(np.random.default_rng(2), 8, COARSE)
     with torch.no_grad():
         answer, landed = model.landing_of(raw_answers(COARSE, 8, spread=0.5), torch.tensor(x0))
-    thrusts, final_times = model.split(answer.numpy())
-    exact = COARSE.rollout(x0, thrusts, final_times)[:, -1, :6]
+    thrusts, time_horizons = model.split(answer.numpy())
+    exact = COARSE.rollout(x0, thrusts, time_horizons)[:, -1, :6]
     np.testing.assert_allclose(landed.numpy(), exact, rtol=1e-10, atol=1e-8)
     # what training and validation measure from an answer: the same landing
     errors = model.landing_errors(torch.tensor(x0), torch.zeros(8, 7, dtype=torch.float64), answer)
@@ -65,8 +65,8 @@ def test_correction_lands_from_far_away_inside_the_glide_cone_and_keeps_the_annu
     with torch.no_grad():
         answer, landed = model.landing_of(y, torch.tensor(x0))
     assert np.abs(landed.numpy() - xt[:, :6]).max() < 1e-4
-    thrusts, final_times = model.split(answer.numpy())
-    violations = COARSE.constraint_violations(COARSE.rollout(x0, thrusts, final_times), thrusts, final_times)
+    thrusts, time_horizons = model.split(answer.numpy())
+    violations = COARSE.constraint_violations(COARSE.rollout(x0, thrusts, time_horizons), thrusts, time_horizons)
     assert violations["thrust_max"].max() == 0 and violations["thrust_min"].max() == 0
     assert violations["glide_slope"].max() < 1e-4  # the last node is the pad, reached to 0.1 mm
     # the same Gauss-Newton without its glide rows lands under the cone: the rows are what keep it out
@@ -85,8 +85,8 @@ def test_glide_violations_agree_with_the_rollout():
     x0, xt = sample_problems(np.random.default_rng(5), 8, COARSE)
     with torch.no_grad():
         answer, positions, _ = model.flight_of(raw_answers(COARSE, 8, spread=1.0), torch.tensor(x0))
-    thrusts, final_times = model.split(answer.numpy())
-    states = COARSE.rollout(x0, thrusts, final_times)
+    thrusts, time_horizons = model.split(answer.numpy())
+    states = COARSE.rollout(x0, thrusts, time_horizons)
     np.testing.assert_allclose(positions.numpy(), states[:, 1:, :3], rtol=1e-10, atol=1e-7)
     violations = model.glide_violations(positions, torch.tensor(xt)).numpy()
     assert violations.max() > 0  # random answers fly under the cone somewhere
@@ -109,13 +109,13 @@ def test_generate_train_evaluate(tmp_path):
         assert main(["generate", "--system", "rocket_landing", "--num_samples", str(count), "--seed", str(seed),
                      "--num_steps", "10", "--output_dir", str(folder), "--no_progress"]) == 0
     dataset = read_dataset(data)
-    assert dataset.final_times.shape == (24,) and dataset.control_sequences.shape == (24, 10, 3)
+    assert dataset.time_horizons.shape == (24,) and dataset.control_sequences.shape == (24, 10, 3)
     assert main(["train", "--system", "rocket_landing", "--data", str(data), "--output_dir", str(run),
                  "--model_size", "small", "--epochs", "2", "--no_progress"]) == 0
     model = load_model(run / "best_model.pt")
     assert isinstance(model, LandingRecursiveControl)
-    thrusts, final_times = model.predict(dataset.initial_states[:3], dataset.target_states[:3])
-    assert thrusts.shape == (3, 10, 3) and final_times.shape == (3,) and (final_times > 0).all()
+    thrusts, time_horizons = model.predict(dataset.initial_states[:3], dataset.target_states[:3])
+    assert thrusts.shape == (3, 10, 3) and time_horizons.shape == (3,) and (time_horizons > 0).all()
     assert main(["evaluate", "--checkpoint", str(run / "best_model.pt"), "--test_data", str(test),
                  "--output", str(tmp_path / "evaluation.json")]) == 0
     rows = json.loads((tmp_path / "evaluation.json").read_text())["rows"]
@@ -141,11 +141,11 @@ def test_scores_are_in_physical_units():
 
     class Test:  # the fields score_landings reads
         problem, initial_states, target_states = COARSE, x0, xt
-        control_sequences, costs, final_times = labels.thrusts, labels.fuel, labels.final_times
+        control_sequences, costs, time_horizons = labels.thrusts, labels.fuel, labels.time_horizons
 
         def __len__(self):
             return 3
-    summary = landing_metrics(score_landings(Test(), labels.thrusts, labels.final_times))
+    summary = landing_metrics(score_landings(Test(), labels.thrusts, labels.time_horizons))
     assert summary["success_rate"] == 1.0 and abs(summary["fuel_gap"]["max"]) < 1e-12
     assert summary["position_error"]["max"] < 1e-6 and summary["violation_glide_slope"]["max"] < 1e-6
 
@@ -173,7 +173,7 @@ def test_forward_c_matches_the_eager_forward(pointing_angle):
     assert compiled.shape == eager.shape == (3, 5, 3 * 12 + 1)
     assert (compiled[..., :-1] - eager[..., :-1]).abs().max() < 1e-5 * landing.vehicle.thrust_max
     assert ((compiled[..., -1] - eager[..., -1]).abs() / eager[..., -1]).max() < 1e-4
-    thrusts, final_times = model.predict(x0[:1], xt[:1])  # batch 1 runs forward.c
+    thrusts, time_horizons = model.predict(x0[:1], xt[:1])  # batch 1 runs forward.c
     np.testing.assert_allclose(thrusts[0], compiled[-1, 0, :-1].reshape(12, 3).double().numpy())
 
 
@@ -189,21 +189,26 @@ def test_commands_not_written_for_the_landing_say_so(tmp_path, capsys):
         assert "not available for rocket_landing" in err and "Traceback" not in err
 
 
-def test_vehicle_options(tmp_path, capsys):
+def test_vehicle_parameters(tmp_path, capsys):
+    """The landing's constraints and the vehicle's numbers are --parameter's, as any task's."""
     out = tmp_path / "v"
     assert main(["generate", "--system", "rocket_landing", "--num_samples", "2", "--num_steps", "10",
-                 "--vehicle", "wet_mass=1800", "throttle_max=0.9", "--output_dir", str(out), "--no_progress"]) == 0
-    vehicle = read_dataset(out).problem.vehicle
-    assert vehicle.wet_mass == 1800 and vehicle.throttle_max == 0.9
+                 "--parameter", "wet_mass=1800", "throttle_max=0.9", "glide_slope=5", "--output_dir", str(out),
+                 "--no_progress"]) == 0
+    landing = read_dataset(out).problem
+    assert landing.vehicle.wet_mass == 1800 and landing.vehicle.throttle_max == 0.9 and landing.glide_slope == 5
     capsys.readouterr()
-    for bad, message in ((["--vehicle", "thrust=3"], "no vehicle parameter 'thrust'"),
-                         (["--vehicle", "wet_mass=heavy"], "'heavy' is not a number"),
-                         (["--vehicle", "dry_mass=2000"], "dry_mass (2000.0) must be below wet_mass")):
+    for bad, message in ((["--parameter", "thrust=3"], "rocket_landing has no parameter ['thrust']"),
+                         (["--parameter", "wet_mass=heavy"], "'heavy' is not a number"),
+                         (["--parameter", "dry_mass=2000"], "dry_mass (2000) must be below wet_mass"),
+                         (["--parameter", "glide_slope=95"], "glide_slope must be in [0, 90) degrees")):
         assert main(["generate", "--system", "rocket_landing", "--output_dir", str(tmp_path / "x"), *bad]) == 2
-        assert message in capsys.readouterr().err
-    assert main(["generate", "--system", "vanderpol", "--vehicle", "wet_mass=1800",
+        error = capsys.readouterr().err
+        assert message in error and len(error.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+    assert main(["generate", "--system", "vanderpol", "--parameter", "wet_mass=1800",
                  "--output_dir", str(tmp_path / "y")]) == 2
-    assert "--vehicle is a parameter of --system rocket_landing" in capsys.readouterr().err
+    assert "vanderpol has no parameter ['wet_mass']" in capsys.readouterr().err
 
 
 def test_compiled_flight_jacobian_matches_autograd():
@@ -234,8 +239,8 @@ def test_raw_answer_inverts_the_reading(pointing_angle):
     x0, _ = sample_problems(np.random.default_rng(8), 6, landing)
     with torch.no_grad():
         answer, _ = model.landing_of(raw_answers(landing, 6, spread=1.0), torch.tensor(x0))
-    thrusts, final_times = model.split(answer.numpy())
-    y = model.raw_answer(x0, thrusts, final_times)
+    thrusts, time_horizons = model.split(answer.numpy())
+    y = model.raw_answer(x0, thrusts, time_horizons)
     with torch.no_grad():
         again, _ = model.landing_of(torch.from_numpy(y), torch.tensor(x0))
     np.testing.assert_allclose(again.numpy(), answer.numpy(), rtol=1e-9, atol=1e-6)
@@ -251,19 +256,19 @@ def test_landing_miss_and_thrust_fractions_match_numpy():
     x0, xt = sample_problems(np.random.default_rng(9), 6, COARSE)
     with torch.no_grad():
         answer, _ = model.landing_of(raw_answers(COARSE, 6, spread=1.0), torch.tensor(x0))
-    thrusts, final_times = model.split(answer.numpy())
-    miss, glide = landing_flight.landing_miss(COARSE, x0, thrusts, final_times, xt)
-    states = COARSE.rollout(x0, thrusts, final_times)
+    thrusts, time_horizons = model.split(answer.numpy())
+    miss, glide = landing_flight.landing_miss(COARSE, x0, thrusts, time_horizons, xt)
+    states = COARSE.rollout(x0, thrusts, time_horizons)
     np.testing.assert_allclose(miss, states[:, -1, :6] - xt[:, :6], rtol=1e-12, atol=1e-9)
-    violation = COARSE.constraint_violations(states, thrusts, final_times)["glide_slope"]
+    violation = COARSE.constraint_violations(states, thrusts, time_horizons)["glide_slope"]
     np.testing.assert_allclose(np.maximum(glide, 0), violation, rtol=1e-12, atol=1e-9)
-    masses, magnitudes, dt = x0[:, 6], np.linalg.norm(thrusts, axis=-1), final_times / COARSE.num_steps
+    masses, magnitudes, dt = x0[:, 6], np.linalg.norm(thrusts, axis=-1), time_horizons / COARSE.num_steps
     compiled = landing_flight.thrust_fractions(COARSE, masses, magnitudes, dt, 3, 1e-5)
     library, landing_flight._LIBRARY = landing_flight._LIBRARY, False  # the numpy fallbacks
     try:
         np.testing.assert_allclose(landing_flight.thrust_fractions(COARSE, masses, magnitudes, dt, 3, 1e-5), compiled,
                                    rtol=1e-12, atol=1e-12)
-        again = landing_flight.landing_miss(COARSE, x0, thrusts, final_times, xt)
+        again = landing_flight.landing_miss(COARSE, x0, thrusts, time_horizons, xt)
     finally:
         landing_flight._LIBRARY = library
     np.testing.assert_allclose(again[0], miss, rtol=1e-12, atol=1e-9)
@@ -293,7 +298,7 @@ def test_the_correction_runs_only_where_the_flight_misses():
 
 def test_export_to_onnx_and_evaluate_it(tmp_path, capsys):
     """trc export writes the landing model (its scan unrolled) and ONNX Runtime answers as PyTorch
-    does, as (thrusts, final_times); trc evaluate scores the ONNX file (the network alone: the
+    does, as (thrusts, time_horizons); trc evaluate scores the ONNX file (the network alone: the
     correction step needs the PyTorch model)."""
     from trc_lib.checkpoint import save_checkpoint
     from trc_lib.export import OnnxController
@@ -307,10 +312,10 @@ def test_export_to_onnx_and_evaluate_it(tmp_path, capsys):
     assert main(["export", "--checkpoint", str(tmp_path / "tiny.pt"), "--output", str(tmp_path / "tiny.onnx")]) == 0
     onnx = OnnxController(tmp_path / "tiny.onnx")
     x0, xt = sample_problems(np.random.default_rng(9), 5, tiny)
-    (thrusts, final_times), (expected_thrusts, expected_times) = onnx.predict(x0, xt), model.predict(x0, xt)
-    assert thrusts.shape == (5, 2, 3) and final_times.shape == (5,)
+    (thrusts, time_horizons), (expected_thrusts, expected_times) = onnx.predict(x0, xt), model.predict(x0, xt)
+    assert thrusts.shape == (5, 2, 3) and time_horizons.shape == (5,)
     np.testing.assert_allclose(thrusts, expected_thrusts, rtol=0, atol=1e-4 * tiny.vehicle.thrust_max)
-    np.testing.assert_allclose(final_times, expected_times, rtol=1e-4)
+    np.testing.assert_allclose(time_horizons, expected_times, rtol=1e-4)
     data = tmp_path / "test"
     assert main(["generate", "--system", "rocket_landing", "--num_samples", "3", "--num_steps", "2",
                  "--output_dir", str(data), "--no_progress"]) == 0
@@ -331,7 +336,7 @@ def test_objective_is_the_rollouts_fuel_and_miss_and_finetune_runs_on_it(tmp_pat
     model = LandingRecursiveControl.create("small", landing=COARSE)
     x0, xt = sample_problems(np.random.default_rng(10), 4, COARSE)
     labels = solve_landings(COARSE, x0, xt, workers=1, progress=False)
-    answer = torch.cat([torch.tensor(labels.thrusts).flatten(1), torch.tensor(labels.final_times)[:, None]], dim=1)
+    answer = torch.cat([torch.tensor(labels.thrusts).flatten(1), torch.tensor(labels.time_horizons)[:, None]], dim=1)
     fuel, miss = model.objective(torch.tensor(x0), torch.tensor(xt), answer)
     np.testing.assert_allclose(fuel.numpy(), labels.fuel, rtol=1e-10)
     assert miss.shape == (4, 6 + COARSE.num_steps - 1) and miss.abs().max() < 1e-5

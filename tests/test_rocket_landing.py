@@ -50,7 +50,7 @@ def test_oracle_lands_exactly_within_every_constraint(labels):
     assert found.success.all()
     landing_error = np.abs(found.states[:, -1, :6] - xt[:, :6])
     assert landing_error[:, :3].max() < 1e-6 and landing_error[:, 3:].max() < 1e-6  # m, m/s
-    violations = LANDING.constraint_violations(found.states, found.thrusts, found.final_times)
+    violations = LANDING.constraint_violations(found.states, found.thrusts, found.time_horizons)
     assert violations["thrust_max"].max() == 0 and violations["thrust_min"].max() == 0
     assert violations["glide_slope"].max() < 1e-6 and violations["dry_mass"].max() == 0
     assert found.max_slack.max() < 1e-7  # the relaxation is lossless: sigma = |u|
@@ -63,7 +63,7 @@ def test_oracle_flight_time_is_the_best(labels):
     program = LandingConeProgram(LANDING)
     for i in range(2):
         for shift in (-1.0, 1.0):
-            other, _ = program.solve_exact(x0[i], xt[i], found.final_times[i] + shift)
+            other, _ = program.solve_exact(x0[i], xt[i], found.time_horizons[i] + shift)
             assert other is None or other.fuel >= found.fuel[i] - 1e-6
 
 
@@ -73,7 +73,7 @@ def test_ipopt_from_the_oracle_agrees_in_fuel(labels):
     x0, xt, found = labels
     nlp = LandingNlp(LANDING, warm=True)
     for i in range(2):
-        answer = nlp.solve(x0[i], xt[i], found.thrusts[i], found.final_times[i])
+        answer = nlp.solve(x0[i], xt[i], found.thrusts[i], found.time_horizons[i])
         assert answer.converged
         assert answer.fuel == pytest.approx(found.fuel[i], rel=1e-5)
 
@@ -82,7 +82,7 @@ def test_labels_do_not_depend_on_the_number_of_workers(labels):
     x0, xt, found = labels
     again = solve_landings(LANDING, x0, xt, workers=2, chunk_size=2, progress=False)
     np.testing.assert_array_equal(again.thrusts, found.thrusts)
-    np.testing.assert_array_equal(again.final_times, found.final_times)
+    np.testing.assert_array_equal(again.time_horizons, found.time_horizons)
 
 
 def test_published_example():
@@ -125,7 +125,7 @@ def test_a_vehicle_that_cannot_hover_is_refused_at_once(capsys, tmp_path):
     """Its flight-time search could never end in a landing (it once scanned 490,350 s): refused
     before any work, naming the parameter to change."""
     from trc_lib.interfaces.cli import main
-    code = main(["generate", "--system", "rocket_landing", "--vehicle", "engine_thrust=1", "--num_samples", "5",
+    code = main(["generate", "--system", "rocket_landing", "--parameter", "engine_thrust=1", "--num_samples", "5",
                  "--output_dir", str(tmp_path / "out")])
     error = capsys.readouterr().err.strip()
     assert code == 2 and "cannot hover with a full tank" in error and "engine_thrust" in error

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from trc_lib import Task
+from trc_lib.data import FORMAT_VERSION
 from trc_lib.errors import TRCError
 from trc_lib.integrators import NUMPY_OPS
 from trc_lib.interfaces.cli import main
@@ -209,7 +210,7 @@ def test_checkpoints_and_datasets_of_the_version_before_tasks_are_refused_naming
         load_model(old)
     data = tmp_path / "old.npz"
     np.savez(data, metadata=np.array('{"format_version": 2}'))
-    with pytest.raises(TRCError, match="dataset format version 2, expected 3"):
+    with pytest.raises(TRCError, match=f"dataset format version 2, expected {FORMAT_VERSION}"):
         read_dataset(data)
 
 
@@ -234,3 +235,15 @@ def test_a_model_too_large_for_memory_is_refused_before_allocating():
     from trc_lib import TinyRecursiveControl
     with pytest.raises(ValueError, match=r"latent_dim 300000: the model would have [\d,]+ parameters .* more than this"):
         TinyRecursiveControl.create("small", latent_dim=300000)
+
+
+def test_a_checkpoint_of_a_changed_task_file_is_refused_in_one_line(tmp_path):
+    from trc_lib import load_model
+    from trc_lib.checkpoint import save_checkpoint
+    from trc_lib.model import TinyRecursiveControl
+    path = write(tmp_path, UNICYCLE)
+    model = TinyRecursiveControl.create("small", problem=load_task(f"{path}:Unicycle"))
+    save_checkpoint(tmp_path / "model.pt", model, model.state_dict())
+    path.write_text(path.read_text().replace("(-2.0, 2.0)", "(-3.0, 3.0)"))
+    with pytest.raises(TRCError, match=f"model.pt: its task: {path.resolve()} has changed since this was made"):
+        load_model(tmp_path / "model.pt")

@@ -199,16 +199,6 @@ class ExternalControls:
         return self.control_sequences
 
 
-def save_external_controls(path, control_sequences, test: ControlDataset) -> Path:
-    """Write control sequences for the test cases in the format ExternalControls reads (atomically)."""
-    from .files import atomic_path
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, control_sequences=np.asarray(control_sequences, dtype=np.float64),
-                 initial_states=test.initial_states, target_states=test.target_states)
-    return path
-
-
 def _numbers(value, key: str, path: Path) -> np.ndarray:
     """`value` as a float64 array, refusing anything that is not a number: "1.5" and true
     would otherwise be converted silently (numpy turns both into floats)."""

@@ -12,10 +12,11 @@ import torch
 
 from .errors import TRCError
 from .files import atomic_path
-from .model import ModelConfig, TinyRecursiveControl
+from .model import ModelConfig, TinyRecursiveControl, model_class
 
 FORMAT = "trc-checkpoint"
-FORMAT_VERSION = 2  # 2 (trc_lib 0.2): the problem is a Task (its name or file, the file's hash, its parameters)
+FORMAT_VERSION = 3  # 2 (trc_lib 0.2): the problem is a Task (its name or file, the file's hash, its parameters);
+#                     3 (0.3): every task's record names it under 'task', a task folder's too
 
 
 def save_checkpoint(path, model: TinyRecursiveControl, weights: dict, **extra) -> None:
@@ -50,9 +51,13 @@ def read_checkpoint(path, map_location="cpu") -> dict:
 
 
 def model_from_checkpoint(payload: dict, path="checkpoint") -> TinyRecursiveControl:
+    from .tasks import task_from_dict
     try:
-        from .tasks.rocket_landing.model import model_class
-        model = model_class(payload["config"]["problem"])(ModelConfig(**payload["config"]))
+        problem = task_from_dict(payload["config"]["problem"])
+    except (KeyError, TypeError, ValueError) as e:  # a task file changed since, or a record of another format
+        raise TRCError(f"{path}: its task: {str(e).strip().splitlines()[0]}") from None
+    try:
+        model = model_class(problem)(ModelConfig(**payload["config"]))
         model.load_state_dict(payload["model_state"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         first_line = str(e).strip().splitlines()[0]

@@ -10,9 +10,9 @@ controls and N steps:
     costs              [B]                  J(u*) on the stated objective
     terminal_multipliers [B, n]             λ of the terminal constraint x_N = x* (zeros without
                                             one): dJ*/dx* = -λ, used by the evaluator's cost gap
-    final_times        [B]                  the flight time (s), only where it is part of the
-                                            answer (the rocket landing, whose costs are the fuel
-                                            in kg and controls the thrust in N)
+    time_horizons      [B]                  each problem's horizon T (s), only for a task whose
+                                            final time is free (free_final_time): then the horizon
+                                            is part of the answer
     metadata           JSON string          problem (system, dt, bound, objective), sampling
                                             boxes, seed, controller, re-draw count, version
 
@@ -40,10 +40,10 @@ from .files import atomic_path
 from .task import Task
 from .tasks import make_problem, task_from_dict  # noqa: F401  (make_problem: the guide's API lives here too)
 
-FORMAT_VERSION = 3  # 3: the problem is a Task (its name or file, the file's hash, its parameters)
+FORMAT_VERSION = 4  # 3: the problem is a Task (its name or file, the file's hash, its parameters); 4: time_horizons
 ARRAY_KEYS = ("initial_states", "target_states", "control_sequences", "state_trajectories", "costs",
               "terminal_multipliers")
-OPTIONAL_KEYS = ("final_times",)
+OPTIONAL_KEYS = ("time_horizons",)
 DATASET_FILENAME = "lqr_dataset.npz"  # the guide's name, whatever the controller
 
 
@@ -59,7 +59,7 @@ class ControlDataset:
     terminal_multipliers: np.ndarray
     metadata: dict = field(default_factory=dict)
     path: str | None = None
-    final_times: np.ndarray | None = None
+    time_horizons: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.initial_states)
@@ -71,13 +71,13 @@ class ControlDataset:
 
     @property
     def labels(self) -> tuple:
-        """What a model learns to answer: (control_sequences,), and final_times where they exist."""
-        return (self.control_sequences,) if self.final_times is None else (self.control_sequences, self.final_times)
+        """What a model learns to answer: (control_sequences,), and time_horizons where they exist."""
+        return (self.control_sequences,) if self.time_horizons is None else (self.control_sequences, self.time_horizons)
 
     def subset(self, indices) -> "ControlDataset":
         arrays = {k: getattr(self, k)[indices] for k in ARRAY_KEYS}
-        final_times = None if self.final_times is None else self.final_times[indices]
-        return ControlDataset(**arrays, metadata=self.metadata, path=self.path, final_times=final_times)
+        time_horizons = None if self.time_horizons is None else self.time_horizons[indices]
+        return ControlDataset(**arrays, metadata=self.metadata, path=self.path, time_horizons=time_horizons)
 
     def optimum(self) -> OptimalSolution:
         """The stored labels as the oracle's answer (what the evaluator scores against)."""
@@ -124,7 +124,7 @@ def generate_dataset(problem: Task, num_samples: int, seed: int = 42,
     initial_states = np.concatenate([x0 for x0, _, _, _ in parts])
     target_states = np.concatenate([xt for _, xt, _, _ in parts])
     keys = ("control_sequences", "state_trajectories", "costs", "terminal_multipliers", "bound_active",
-            *(("final_times",) if parts[0][2].final_times is not None else ()))
+            *(("time_horizons",) if parts[0][2].time_horizons is not None else ()))
     arrays = {key: np.concatenate([getattr(sol, key)[keep] for _, _, sol, keep in parts]) for key in keys}
     from .version import __version__
     metadata = {
@@ -134,11 +134,11 @@ def generate_dataset(problem: Task, num_samples: int, seed: int = 42,
         "num_samples": int(num_samples), "seed": int(seed), **sampling_record(problem, state_range, target_range),
         "num_redrawn": num_redrawn, "num_bound_active": int(arrays["bound_active"][:num_samples].sum()),
     }
-    final_times = arrays["final_times"][:num_samples] if "final_times" in arrays else None
+    time_horizons = arrays["time_horizons"][:num_samples] if "time_horizons" in arrays else None
     return ControlDataset(initial_states[:num_samples], target_states[:num_samples],
                           *(arrays[k][:num_samples] for k in ("control_sequences", "state_trajectories", "costs",
                                                              "terminal_multipliers")), metadata,
-                          final_times=final_times)
+                          time_horizons=time_horizons)
 
 
 def _check_ranges(state_range, target_range) -> None:
@@ -172,8 +172,8 @@ def _unsolvable(problem, state_range, target_range) -> str:
 
 def draw_problems(problem, rng: np.random.Generator, count: int, state_range, target_range):
     """(initial_states, target_states) [count, n] from the task's boxes (Task.draw_problems, with
-    state_range and target_range as in sampling_boxes); a problem that draws its own (the rocket
-    landing, from rocket_landing.INITIAL_BOX) ignores the two ranges."""
+    state_range and target_range as in sampling_boxes); a task that draws its own
+    (draws_its_own_problems) ignores the two ranges."""
     if problem.draws_its_own_problems:
         return problem.draw_problems(rng, count)
     return problem.draw_problems(rng, count, *problem.sampling_boxes(state_range, target_range))
@@ -198,7 +198,7 @@ def save_dataset(dataset: ControlDataset, path) -> Path:
     """Write the dataset to `path` (.npz) atomically and return the path."""
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        optional = {} if dataset.final_times is None else {"final_times": dataset.final_times}
+        optional = {} if dataset.time_horizons is None else {"time_horizons": dataset.time_horizons}
         np.savez(fh, **{k: getattr(dataset, k) for k in ARRAY_KEYS}, **optional,
                  metadata=np.array(json.dumps(dataset.metadata)))
     dataset.path = str(path)
@@ -246,7 +246,7 @@ def read_dataset(path, verify_labels: bool = True) -> ControlDataset:
     expected = {"initial_states": (num, n), "target_states": (num, n), "control_sequences": (num, N, m),
                 "state_trajectories": (num, N + 1, n), "costs": (num,), "terminal_multipliers": (num, n)}
     if problem.free_final_time:
-        expected["final_times"] = (num,)
+        expected["time_horizons"] = (num,)
     for key, shape in expected.items():
         if key not in contents:
             raise TRCError(f"{path}: missing key '{key}'")
@@ -259,9 +259,9 @@ def read_dataset(path, verify_labels: bool = True) -> ControlDataset:
             raise TRCError(f"{path}: '{key}' contains NaN or inf")
     if num == 0:
         raise TRCError(f"{path}: the dataset is empty")
-    final_times = contents["final_times"].astype(np.float64) if "final_times" in expected else None
+    time_horizons = contents["time_horizons"].astype(np.float64) if "time_horizons" in expected else None
     dataset = ControlDataset(**{k: contents[k].astype(np.float64) for k in ARRAY_KEYS},
-                             metadata=metadata, path=str(path), final_times=final_times)
+                             metadata=metadata, path=str(path), time_horizons=time_horizons)
     if verify_labels:
         oracle_of(problem).verify(dataset)
     return dataset
@@ -286,7 +286,7 @@ class BatchLoader:
     """Mini-batches of in-memory tensors, without DataLoader's per-sample overhead.
 
     Yields (initial_states [b, n], target_states [b, n], control_sequences [b, N, m]), and
-    final_times [b] where the dataset has them, as float32 tensors on `device`. Shuffling draws from its own torch.Generator, whose state is saved with
+    time_horizons [b] where the dataset has them, as float32 tensors on `device`. Shuffling draws from its own torch.Generator, whose state is saved with
     checkpoints so a resumed run sees the same batches.
     """
 

@@ -1,10 +1,10 @@
 """Deployment: export a trained model to ONNX and run it with ONNX Runtime.
 
 The exported graph maps (initial_states [B, n], target_states [B, n]) to every refinement
-[N_sup, B, N, m] ([N_sup, B, 3N+1] for the rocket landing), with the batch size symbolic; the last
-refinement is the answer. Export checks that ONNX Runtime reproduces PyTorch to float32 round-off
-on random inputs before the file is kept. The rocket landing's graph unrolls its scan over the
-intervals: exporting the medium model with N = 50 takes minutes. `OnnxController` gives the same
+[N_sup, B, N, m] (a task's own model: its answer's shape), with the batch size symbolic; the
+last refinement is the answer. Export checks that ONNX Runtime reproduces PyTorch to float32
+round-off on random inputs before the file is kept. A graph whose feedback integrates the
+dynamics unrolls it over the intervals: such an export takes minutes. `OnnxController` gives the same
 `predict` / `predict_refinements` as a torch model, so `load_model("model.onnx")` works wherever a
 checkpoint does.
 """
@@ -53,8 +53,8 @@ def export_onnx(model, output, tolerance: float | None = None, seed: int = 0, lo
     difference from PyTorch, relative to the answer's scale).
 
     Raises TRCError if ONNX Runtime differs from PyTorch by more than `tolerance` (default: the
-    model's export_tolerance, 1e-5) of the answer's scale (model.answer_scale: max(1, u_max); for
-    the landing rho_2 and the flight time's scale) on random inputs (the file is then not written).
+    model's export_tolerance, 1e-5) of the answer's scale (model.answer_scale: max(1, u_max), or
+    its own model's) on random inputs (the file is then not written).
     """
     import onnx
     output = Path(output)
@@ -112,10 +112,10 @@ class OnnxController:
             raise TRCError(f"{self.path}: not a readable ONNX model ({type(e).__name__})") from None
         if self.config is None:
             raise TRCError(f"{self.path}: an ONNX model not written by `trc export` (no {METADATA_KEY} metadata)")
-        from .tasks.rocket_landing.model import model_class
+        from .model import model_class
         from .tasks import task_from_dict
         self.problem = task_from_dict(self.config["problem"])
-        self._reader = model_class(self.config["problem"])  # how predict reads the last refinement
+        self._reader = model_class(self.problem)  # how predict reads the last refinement
         self.name = "TRC (ONNX Runtime)"
         # numbers stored in the graph: the weights plus the model's few fixed buffers (A^N, G, z_init)
         self.num_parameters = int(sum(np.prod(t.dims) for t in proto.graph.initializer))
@@ -129,6 +129,6 @@ class OnnxController:
         return self.session.run(None, feed)[0].astype(np.float64)
 
     def predict(self, initial_states, target_states):
-        """The answer, as the torch model's predict gives it: controls [B, N, m] (float64), or for the
-        rocket landing (thrusts [B, N, 3], final_times [B])."""
+        """The answer, as the torch model's predict gives it: controls [B, N, m] (float64), or a task's
+        own model's answer (with a free final time: controls and time_horizons [B])."""
         return self._reader.answer_of(self.predict_refinements(initial_states, target_states)[-1])

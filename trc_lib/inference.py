@@ -84,7 +84,7 @@ class Inference:
         bytes, which is what bounds a medium or large model there once its weights outgrow the
         core's L2 cache (F16C instructions; elsewhere, and at large batches, PyTorch computes the
         same numbers from weights rounded in place for the call). The answers' accuracy is
-        measured, not assumed (benchmarks/landing.py). Training is unaffected. Returns self.
+        measured, not assumed (benchmarks/). Training is unaffected. Returns self.
         """
         if precision not in INFERENCE_PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose one of {list(INFERENCE_PRECISIONS)}")

@@ -33,11 +33,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from .inference import Inference
-from .tasks import BUILT_IN, task_from_dict
+from .tasks import BUILT_IN, import_reference, task_from_dict
 from .terminal_map import system_key, terminal_map, terminal_state
 
 MODEL_SIZES = {"small": 96, "medium": 208, "large": 464}  # latent_dim: ~114K, ~527K, ~2.6M parameters
 MISS_RESOLUTION = 0.1  # δ of miss_loss: the miss under which it is the squared miss (the tasks' success radius)
+
+
+def model_class(problem) -> type:
+    """The network that answers `problem`: its task's own (Task.model_class, a reference) or this
+    module's TinyRecursiveControl."""
+    reference = getattr(problem, "model_class", None)
+    return TinyRecursiveControl if reference is None else import_reference(reference)
 
 
 def _default_task():
@@ -53,9 +60,9 @@ class ModelConfig:
     is expansion * D; num_layers: blocks in the shared net; num_inner_cycles: N_in, latent
     updates per recursion; num_outer_cycles: N_out, recursions per supervision step;
     num_supervision_steps: N_sup; error_feedback: feed the simulated terminal error;
-    state_scale: typical |state| (inputs are divided by it); problem: Task.to_dict()
-    (or RocketLanding.to_dict()); scales: typical size of each physical quantity, for a problem
-    whose states mix units (the rocket landing: position m, velocity m/s, time s).
+    state_scale: typical |state| (inputs are divided by it); problem: the task's to_dict();
+    scales: typical size of each physical quantity, for a task's own model whose states mix
+    units (Task.new_model sets them).
     """
 
     latent_dim: int = MODEL_SIZES["medium"]
@@ -67,7 +74,7 @@ class ModelConfig:
     error_feedback: bool = True
     state_scale: float = 2.0
     problem: dict = field(default_factory=lambda: _default_task().to_dict())
-    scales: dict = field(default_factory=dict)  # per physical quantity, where one scale will not do (tasks/rocket_landing/model.py)
+    scales: dict = field(default_factory=dict)  # per physical quantity, where one scale will not do
 
     @property
     def num_refinements(self) -> int:
@@ -147,6 +154,13 @@ class TinyRecursiveControl(Inference, nn.Module):
         return cls(ModelConfig(problem=problem.to_dict(), **overrides))
 
     @classmethod
+    def for_training_set(cls, size: str, train_set, **overrides):
+        """An untrained model of `size` for the training set's task, its inputs scaled by the data:
+        one scale for every state, the largest |x_0| or |x*|."""
+        states = np.concatenate([train_set.initial_states, train_set.target_states])
+        return cls.create(size, problem=train_set.problem, state_scale=float(np.abs(states).max()), **overrides)
+
+    @classmethod
     def create_small(cls, **kw):
         return cls.create("small", **kw)
 
@@ -203,7 +217,7 @@ class TinyRecursiveControl(Inference, nn.Module):
         with torch.autocast(initial_states.device.type, enabled=False):
             return terminal_state(initial_states.float(), controls.float(), self.problem.system, self._terminal_key)
 
-    # ---- what training asks of an answer (the landing model answers its own way) ---------------
+    # ---- what training asks of an answer (a task's own model, Task.model_class, answers its own way)
     def imitation_loss(self, answer, optimal_controls) -> torch.Tensor:
         """Mean squared error of controls [B, N, m], in units of each control's half-width h."""
         _, half = self.control_box(answer)
@@ -246,7 +260,7 @@ class TinyRecursiveControl(Inference, nn.Module):
     def read_answer(self, y, initial_states, target_states, with_miss: bool = True):
         """What a recursion sees of its answer y: (the answer, its normalized features [B, N*m],
         the normalized simulated miss [B, n] or None). Here the answer is the controls [B, N, m];
-        a model of another problem (tasks/rocket_landing/model.py) reads its own answer here."""
+        a task's own model (Task.model_class) reads its own answer here."""
         u = self.controls(y)
         miss = None
         if with_miss and self.embed_error is not None:

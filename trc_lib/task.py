@@ -142,13 +142,21 @@ class Task:
     state_bounds: tuple | None = None
     objective_name = "quadratic"  # what datasets record as the controller
 
-    # ---- how it is solved (a task may declare another oracle) -------------------------------
-    oracle = "shooting"  # oracles/: IPOPT on the multiple-shooting NLP from label_starts()
+    # ---- hooks: what a task that is more than a fixed-horizon problem changes ------------------
+    # A task file rarely needs any of these; a task folder (tasks/rocket_landing/: a free flight
+    # time, its own oracle, network, scoring and notebook) uses each, and the core reads it only
+    # through them. Code is named by reference, "package.module:Name", and imported when used.
+    oracle = "shooting"  # a name in oracles.ORACLES (here IPOPT from label_starts()), or a reference
+    model_class = None  # the network: a reference to a TinyRecursiveControl subclass (None: that class)
+    evaluation = None  # `trc evaluate`'s scoring: f(model, test) -> (rows, table) (None: evaluate.py's)
+    comparison = None  # `trc compare`'s: f(test, model or None) -> (rows, table) (None: baselines.py's)
     is_linear = False
-    draws_its_own_problems = False  # its problems come from initial_box and target_box
-    free_final_time = False
+    draws_its_own_problems = False  # True: draw_problems(rng, count) alone; --state_range does not apply
+    free_final_time = False  # True: each problem's horizon is part of its answer (datasets' time_horizons)
+    notebook = None  # the notebook of notebooks/ that tells this task's story: `trc pipeline` runs it alone
+    unavailable: dict = {}  # {"trc prompts": "why", ...}: what a command cannot do for this task yet
 
-    _FIXED = ("oracle", "is_linear", "draws_its_own_problems", "free_final_time")
+    _FIXED = ("oracle", "model_class", "evaluation", "comparison", "is_linear", "draws_its_own_problems", "free_final_time", "notebook", "unavailable")
 
     def __init__(self, **overrides):
         names = self.parameter_names()

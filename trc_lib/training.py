@@ -2,7 +2,7 @@
 
 For each batch the carry (y, z) starts fresh and goes through N_sup supervision steps; after
 each step the loss is the model's imitation_loss (the mean squared error between its controls
-and the optimal ones, divided by u_max; the landing model adds its flight time), optionally plus
+and the optimal ones, divided by u_max; a task's own model adds the rest of its answer), optionally plus
 terminal_weight times its miss_loss (the terminal miss through the exact dynamics: squared near
 the target, logarithmic far from it), and the carry is detached before the next step. An
 exponential moving average (EMA) of the weights is what gets validated (on the same loss, for
@@ -33,7 +33,6 @@ import math
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -42,7 +41,7 @@ from .data import BatchLoader, create_data_loaders, load_dataset
 from .device import describe_device, resolve_device
 from .errors import TRCError, describe_difference
 from .files import check_folder, write_json
-from .model import MODEL_SIZES, TinyRecursiveControl
+from .model import MODEL_SIZES, TinyRecursiveControl, model_class
 from .ranks import ONE_PROCESS, RankShares, World, data_parallel, start_from_environment
 
 SCHEDULERS = ("cosine", "step", "plateau", "none")
@@ -82,7 +81,7 @@ def validate(model: TinyRecursiveControl, loader: BatchLoader, world: World = ON
              terminal_weight: float = 0.0) -> dict:
     """Loss of the final answer (its imitation_loss plus terminal_weight times its miss_loss: the
     loss it trains on, so that the best checkpoint is judged by it) and its mean terminal error
-    (the model's terminal_errors: ||x_N - x*||, or the landing position error in m) on the
+    (the model's terminal_errors: ||x_N - x*||, or what its task's own model measures) on the
     validation set.
 
     Under torchrun `loader` is this rank's share (ranks.RankShares) and the sums are added up
@@ -400,20 +399,6 @@ def _restore(path, model, optimizer, lr_schedule, ema, loader, run) -> dict:
             "history": json.loads(ts["history_json"]), "run": run}
 
 
-def _new_model(train_set, model_size, overrides) -> TinyRecursiveControl:
-    """A model for the training set's problem, its inputs scaled by the data: one state scale
-    (the largest |state|), or for the rocket landing one per quantity (largest |position|,
-    largest |velocity|, median flight time)."""
-    from .tasks.rocket_landing.model import LandingRecursiveControl
-    x0 = train_set.initial_states
-    if train_set.final_times is not None:
-        scales = {"position": float(np.abs(x0[:, 0:3]).max()), "velocity": float(np.abs(x0[:, 3:6]).max()),
-                  "time": float(np.median(train_set.final_times))}
-        return LandingRecursiveControl.create(model_size, landing=train_set.problem, scales=scales, **overrides)
-    state_scale = float(np.abs(np.concatenate([x0, train_set.target_states])).max())
-    return TinyRecursiveControl.create(model_size, problem=train_set.problem, state_scale=state_scale, **overrides)
-
-
 def train_model(data, *, output_dir="outputs/supervised", model_size=None, epochs=100, batch_size=64,
                 lr=1e-3, patience=20, scheduler="cosine", latent_dim=None, num_outer_cycles=None,
                 num_inner_cycles=None, num_supervision_steps=None, device="auto", seed=0, resume=False,
@@ -439,7 +424,7 @@ def train_model(data, *, output_dir="outputs/supervised", model_size=None, epoch
     else:
         overrides = {**loop_counts, **{k: v for k, v in (("latent_dim", latent_dim), ("error_feedback", error_feedback))
                                        if v is not None}}
-        model = _new_model(train_set, model_size or "medium", overrides)
+        model = model_class(train_set.problem).for_training_set(model_size or "medium", train_set, **overrides)
     train_loader, val_loader = create_data_loaders(train_set, val_set, batch_size, seed=seed)
     return train(model, train_loader, val_loader, epochs=epochs, lr=lr, device=device, output_dir=output_dir,
                  scheduler=scheduler, patience=patience, weight_decay=weight_decay, ema_decay=ema_decay,

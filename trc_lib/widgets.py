@@ -4,7 +4,7 @@ state x_0 and of the target x* that the task lets vary, and one for TRC's superv
 figure and the printed numbers follow the sliders.
 
 What is shown for one problem is the task's view: `TrajectoryView` below for the systems of
-trc_lib/tasks/ (or a user's task file), `landing_explorer.LandingView` for the rocket landing. A view says which state
+trc_lib/tasks/ (or a user's task file); a task folder may bring its own. A view says which state
 components get sliders, and over which range (`sliders`), where the others stay (`base_states`),
 how to solve a new problem (`solve`) and what to show for one (`show`).
 

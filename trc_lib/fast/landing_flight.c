@@ -103,13 +103,13 @@ int landing_flight(long long B, int n, const double* params, int newton_steps, c
    over each interval, the mass decaying in closed form), and what it misses: per problem the
    landing miss[6] = (r_N - r*, v_N - v*) and glide[1], the largest of tan(gamma) |r_k - r*|_horizontal
    - (z_k - z*) over the nodes k = 0 .. N (positive: the glide slope is violated; slope 0: no cone).
-   x0 [B][7], thrusts [B][N][3] (N), final_times [B] (s), targets [B][7]. */
+   x0 [B][7], thrusts [B][N][3] (N), time_horizons [B] (s), targets [B][7]. */
 void landing_miss(long long B, int N, double alpha, double gravity, double slope, const double* x0,
-                  const double* thrusts, const double* final_times, const double* targets, double* miss,
+                  const double* thrusts, const double* time_horizons, const double* targets, double* miss,
                   double* glide) {
     for (long long b = 0; b < B; ++b) {
         const double *x = x0 + 7 * b, *target = targets + 7 * b, *T = thrusts + (long long)b * N * 3;
-        const double dt = final_times[b] / N;
+        const double dt = time_horizons[b] / N;
         double r[3] = {x[0], x[1], x[2]}, v[3] = {x[3], x[4], x[5]}, m = x[6], worst = -INFINITY;
         for (int k = 0; k <= N; ++k) {
             if (slope > 0) {

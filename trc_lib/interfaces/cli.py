@@ -82,19 +82,22 @@ def system_spec(text):
                                      f"file FILE.py:ClassName")
 
 
+def _built_in_tasks() -> str:
+    """The built-in tasks, each with the first line of its module's docstring."""
+    from ..tasks import BUILT_IN
+    return "; ".join(f"{name}: {sys.modules[cls.__module__].__doc__.strip().splitlines()[0].rstrip('.')}"
+                     for name, cls in BUILT_IN.items()).replace("%", "%%")
+
+
 def _add_problem_options(p):
     g = p.add_argument_group("problem (defaults depend on --system; see `trc_lib/tasks/`)")
     g.add_argument("--system", default="double_integrator", type=system_spec, metavar="TASK",
-                   help="a task file of your own, FILE.py:ClassName (docs/your_system.md), or a built-in task: "
-                        "double_integrator: x'' = u, min-energy transfer (exact QP labels); vanderpol: regulate "
-                        "the unstable Van der Pol oscillator (mu = 1) to the origin; pendulum: swing up from "
-                        "near hanging to upright with a torque too weak to lift it directly. The nonlinear "
-                        "tasks are labelled by IPOPT on every core. rocket_landing: minimum-fuel powered "
-                        "descent on Mars (3-D, thrust annulus, glide slope, free flight time), labelled by a "
-                        "cone program per flight time on every core (default: %(default)s)")
+                   help="a task file of your own, FILE.py:ClassName (docs/your_system.md), or a built-in task "
+                        f"(trc_lib/tasks/): {_built_in_tasks()} (default: %(default)s)")
     g.add_argument("--parameter", nargs="+", default=None, metavar="NAME=VALUE",
-                   help="any number the task declares, e.g. --parameter mass=2.0 substeps=8 (a task file's physical "
-                        "parameters too); not for rocket_landing (see --vehicle)")
+                   help="any number the task declares, e.g. --parameter mass=2.0 substeps=8: num_steps, substeps, "
+                        "a physical parameter of a task file or a built-in task (an unknown name is refused with "
+                        "the task's list)")
     g.add_argument("--num_steps", type=step_count, default=None,
                    help="control steps N (default: 15 for the double integrator, 50 otherwise)")
     g.add_argument("--time_horizon", type=horizon, default=None,
@@ -113,17 +116,6 @@ def _add_problem_options(p):
                    help="LQR terminal weight, diagonal; only with --controller lqr (default: 100 100)")
     g.add_argument("--mu", type=nonnegative_float, default=None,
                    help="Van der Pol damping parameter mu; only with --system vanderpol (default: 1)")
-    g.add_argument("--glide_slope", type=_number(float, lambda v: 0 <= v < 90, "an angle in [0, 90) degrees"),
-                   default=None, help="glide-slope angle in degrees above the ground, 0 for the ground itself; "
-                                      "only with --system rocket_landing (default: 4)")
-    g.add_argument("--vehicle", nargs="+", default=None, metavar="NAME=VALUE",
-                   help="the lander's parameters, e.g. --vehicle wet_mass=1800 throttle_max=0.9: wet_mass, dry_mass "
-                        "(kg), specific_impulse (s), engine_count, engine_thrust (N), cant_angle (degrees), "
-                        "throttle_min, throttle_max, gravity, standard_gravity (m/s^2); only with --system "
-                        "rocket_landing (default: Acikmese & Ploen's lander on Mars)")
-    g.add_argument("--pointing_angle", type=_number(float, lambda v: 0 < v <= 180, "an angle in (0, 180] degrees"),
-                   default=None, help="largest angle of the thrust from vertical, in degrees; only with "
-                                      "--system rocket_landing (default: no pointing constraint)")
 
 
 def _add_system_check(p):
@@ -225,7 +217,7 @@ def _add_train(sub) -> None:
     p.add_argument("--terminal_weight", type=nonnegative_float, default=0.0,
                    help="add this weight times the terminal miss m = ||x_N - x*|| through the exact dynamics to "
                         "the imitation loss, as 0.01 log(1 + m^2/0.01) in units of the state scale: m^2 for a miss "
-                        "well under 0.1, logarithmic beyond (the landing: its asinh miss) (default: %(default)s)")
+                        "well under 0.1, logarithmic beyond (a task's own model: its own miss) (default: %(default)s)")
     p.add_argument("--scheduler", default="cosine", choices=list(SCHEDULERS),
                    help="learning-rate schedule: cosine annealing to 0, step (x0.1 every third of the epochs), "
                         "plateau (x0.5 after max(1, patience/4) epochs without improvement), none "
@@ -354,7 +346,7 @@ def _add_pipeline(sub) -> None:
                        description="The guide's ./train.sh: runs notebooks 01-04 headless (papermill) with these "
                                    "parameters: generate the training set (NUM_SAMPLES, seed 42) and test set "
                                    "(1000, seed 123) unless they already exist with these settings, train, "
-                                   "evaluate, compare (notebook 08 for --system rocket_landing). Executed copies "
+                                   "evaluate, compare (or the one notebook of a task that has its own). Executed copies "
                                    "with outputs go to --notebooks_dir.")
     p.add_argument("num_samples", type=positive_int, nargs="?", default=10000,
                    help="training samples (default: %(default)s)")
@@ -397,8 +389,6 @@ def _task_parameters(pairs, system) -> dict:
     """--parameter NAME=VALUE ... as {name: number} (an integer where the text is one)."""
     if not pairs:
         return {}
-    if system == "rocket_landing":
-        raise TRCError("--parameter does not apply to --system rocket_landing; use --vehicle, --glide_slope")
     parameters = {}
     for pair in pairs:
         name, _, text = pair.partition("=")
@@ -415,35 +405,10 @@ def _task_parameters(pairs, system) -> dict:
 
 
 def _system_parameters(args) -> dict:
-    """The options that are one system's own parameters, refused for the others."""
-    owners = {"mu": "vanderpol", "glide_slope": "rocket_landing", "pointing_angle": "rocket_landing",
-              "vehicle": "rocket_landing"}
-    given = {name: getattr(args, name) for name in owners if getattr(args, name) is not None}
-    for name in given:
-        if args.system != owners[name]:
-            raise TRCError(f"--{name} is a parameter of --system {owners[name]}; it does not apply to "
-                           f"--system {args.system}")
-    vehicle = _vehicle(given.pop("vehicle", None) or [])
-    return {**given, **vehicle, **_task_parameters(args.parameter, args.system)}
-
-
-def _vehicle(pairs) -> dict:
-    """--vehicle NAME=VALUE ... as {name: float}, each name one of the vehicle's parameters."""
-    from dataclasses import fields
-    from ..tasks.rocket_landing.problem import Vehicle
-    names = [f.name for f in fields(Vehicle)]
-    parameters = {}
-    for pair in pairs:
-        name, _, value = pair.partition("=")
-        if name not in names:
-            raise TRCError(f"--vehicle {pair}: no vehicle parameter {name!r}; choose from {names}")
-        try:
-            parameters[name] = float(value)
-        except ValueError:
-            raise TRCError(f"--vehicle {pair}: {value!r} is not a number") from None
-        if not np.isfinite(parameters[name]):
-            raise TRCError(f"--vehicle {pair}: {value!r} is not a finite number")
-    return parameters
+    """The options that are one system's own parameters (refused for the others), and --parameter."""
+    if args.mu is not None and args.system != "vanderpol":
+        raise TRCError(f"--mu is a parameter of --system vanderpol; it does not apply to --system {args.system}")
+    return {**({} if args.mu is None else {"mu": args.mu}), **_task_parameters(args.parameter, args.system)}
 
 
 def run(args) -> None:

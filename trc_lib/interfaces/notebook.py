@@ -95,25 +95,3 @@ def device_report(device="auto") -> torch.device:
     resolved = resolve_device(device)
     print(f"computing on {describe_device(resolved)}")
     return resolved
-
-
-def ensure_landing(data_dir="data", output_dir="outputs/landing", num_samples=40, test_samples=10, epochs=10,
-                   model_size=QUICK_SIZE, log=print) -> tuple[Path, Path, Path]:
-    """(checkpoint, train path, test path) for the rocket landing (notebook 08): data_dir/landing_train
-    and landing_test made by the cone program when missing or made with other counts, and a model
-    trained into output_dir when it has none."""
-    paths = []
-    for name, count, seed in (("train", num_samples, TRAIN_SEED), ("test", test_samples, TEST_SEED)):
-        path = resolve(data_dir) / f"landing_{name}" / DATASET_FILENAME
-        if path.exists() and workflow.dataset_matches(path, num_samples=count, seed=seed, system="rocket_landing"):
-            log(f"using {path}")
-        else:
-            workflow.generate(path.parent, num_samples=count, seed=seed, system="rocket_landing", log=log)
-        paths.append(path)
-    checkpoint = resolve(output_dir) / "best_model.pt"
-    if checkpoint.exists():
-        log(f"using {checkpoint}")
-    else:
-        workflow.train_model(paths[0], output_dir=checkpoint.parent, model_size=model_size, epochs=epochs,
-                             terminal_weight=1e-3, log=log)
-    return checkpoint, paths[0], paths[1]

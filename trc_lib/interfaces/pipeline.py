@@ -1,5 +1,5 @@
 """The guide's `./train.sh NUM_SAMPLES EPOCHS SIZE`: notebooks 01-04 run headless by papermill
-(notebook 08 for the rocket landing, whose story is told in that one notebook).
+(or, for a task whose story is one notebook of its own, that notebook: Task.notebook).
 
 Each notebook runs with the pipeline's parameters and an executed copy, outputs and figures
 included, is written to outputs/notebooks/. Data generation is skipped when the data exists
@@ -18,7 +18,6 @@ from .notebook import REPO_ROOT, TEST_SEED, TRAIN_SEED  # noqa: F401  (the seeds
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PIPELINE_NOTEBOOKS = ("01_generate_data.ipynb", "02_train.ipynb", "03_evaluate.ipynb", "04_compare_baselines.ipynb")
-LANDING_NOTEBOOK = "08_rocket_landing.ipynb"
 
 
 def folder_name(system: str) -> str:
@@ -72,14 +71,16 @@ def run_pipeline(num_samples=10000, epochs=100, model_size="medium", *, test_sam
     output_dir = output_dir or ("outputs/supervised" if default else f"outputs/{label}")
     notebooks_dir = notebooks_dir or ("outputs/notebooks" if default else f"outputs/{label}/notebooks")
     data_dir, output_dir = str(Path(data_dir).resolve()), str(Path(output_dir).resolve())
-    if system == "rocket_landing":
-        if state_range:
-            raise TRCError("--state_range is not for rocket_landing (its problems come from the task's own box)")
+    from ..tasks import task_class
+    task = task_class(system)
+    if task.draws_its_own_problems and state_range:
+        raise TRCError(f"--state_range is not for {system} (its problems come from the task's own box)")
+    if task.notebook is not None:  # a task whose story is one notebook of its own (Task.notebook)
         parameters = {"data_dir": data_dir, "output_dir": output_dir, "num_samples": num_samples,
                       "test_samples": test_samples, "epochs": epochs, "model_size": model_size}
-        output_path = Path(notebooks_dir).resolve() / LANDING_NOTEBOOK
-        log(f"[{LANDING_NOTEBOOK}] running; executed copy -> {output_path}")
-        return [run_notebook(NOTEBOOKS_DIR / LANDING_NOTEBOOK, parameters, output_path, progress)]
+        output_path = Path(notebooks_dir).resolve() / task.notebook
+        log(f"[{task.notebook}] running; executed copy -> {output_path}")
+        return [run_notebook(NOTEBOOKS_DIR / task.notebook, parameters, output_path, progress)]
     shared = {"data_dir": data_dir, "output_dir": output_dir, "system": system}
     parameters = {
         "01_generate_data.ipynb": {"data_dir": data_dir, "num_samples": num_samples, "test_samples": test_samples,

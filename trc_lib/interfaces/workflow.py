@@ -25,7 +25,7 @@ from ..training import train_model  # noqa: F401  (a step of the guide, as the f
 from ..inference import INFERENCE_PRECISIONS
 from ..model import TinyRecursiveControl
 from ..oracles.workers import Workers, clear_journal
-from ..tasks import is_task_file, task_class
+from ..tasks import import_reference, is_task_file, task_class
 
 
 def generate(output_dir, *, num_samples=10000, num_steps=None, time_horizon=None, seed=42, state_range=None,
@@ -56,8 +56,8 @@ def generate(output_dir, *, num_samples=10000, num_steps=None, time_horizon=None
     path = save_dataset(dataset, Path(output_dir) / DATASET_FILENAME)
     clear_journal(journal)
     meta = dataset.metadata
-    step = (f"dt = {problem.dt:.6g} s" if dataset.final_times is None else
-            f"flight times {dataset.final_times.min():.1f} to {dataset.final_times.max():.1f} s")
+    step = (f"dt = {problem.dt:.6g} s" if dataset.time_horizons is None else
+            f"horizons {dataset.time_horizons.min():.1f} to {dataset.time_horizons.max():.1f} s")
     log(f"wrote {path}: {num_samples} {system} {problem.objective.name} solutions ({meta['oracle']}), "
         f"{step}, {meta['num_bound_active']} with the bound active, {meta['num_redrawn']} "
         f"{oracle_of(problem).failure} pairs re-drawn ({time.perf_counter() - started:.2f} s)")
@@ -140,36 +140,22 @@ def evaluate_checkpoint(checkpoint, test_data, *, output=None, success_threshold
     _check_tolerance(tolerance, model)
     if isinstance(model, OnnxController) and precision != "float32":
         raise TRCError(f"--precision {precision}: an ONNX model runs in float32; pass a .pt checkpoint")
-    if test.final_times is not None:
-        if not isinstance(model, OnnxController):
-            model.set_inference_precision(precision)
-        return _evaluate_landing(model, test, checkpoint, output, device, precision, log)
-    if isinstance(model, OnnxController):
-        controller = model
+    if not isinstance(model, OnnxController):
+        model.set_inference_precision(precision)
+    result = {"checkpoint": str(checkpoint), "test_data": str(test.path), "num_samples": len(test),
+              "problem": test.metadata["problem"], "device": str(device), "precision": precision,
+              "hardware": hardware()}
+    if test.problem.evaluation is not None:  # a task scored its own way (Task.evaluation)
+        rows, table = import_reference(test.problem.evaluation)(model, test)
+        result["rows"] = rows
     else:
-        controller = TRCController(model.set_inference_precision(precision), device, tolerance)
-    row = evaluate_controller(controller, test, success_threshold)
-    result = {"checkpoint": str(checkpoint), "test_data": str(test.path), "num_samples": len(test),
-              "problem": test.metadata["problem"], "device": str(device), "precision": precision,
-              "hardware": hardware(), **row}
+        controller = model if isinstance(model, OnnxController) else TRCController(model, device, tolerance)
+        row = evaluate_controller(controller, test, success_threshold)
+        result, table = {**result, **row}, format_table([row])
     if output:
         write_json(output, result)
         log(f"wrote {output}")
-    log(format_table([row]))
-    return result
-
-
-def _evaluate_landing(model, test, checkpoint, output, device, precision, log) -> dict:
-    """evaluate_checkpoint for the rocket landing: physical units, and the correction step."""
-    from ..tasks.rocket_landing.evaluate import evaluate_landing_model, format_landing_table
-    rows = evaluate_landing_model(model, test)
-    result = {"checkpoint": str(checkpoint), "test_data": str(test.path), "num_samples": len(test),
-              "problem": test.metadata["problem"], "device": str(device), "precision": precision,
-              "hardware": hardware(), "rows": rows}
-    if output:
-        write_json(output, result)
-        log(f"wrote {output}")
-    log(format_landing_table(rows))
+    log(table)
     return result
 
 
@@ -182,9 +168,10 @@ def compare(test_data, *, trc_checkpoint=None, output=None, train_data=None, ext
     Writes JSON to `output`."""
     _check_compare_options(success_threshold, tolerance, newton_steps, trc_checkpoint, external)
     test = read_dataset(test_data)
-    if test.final_times is not None:
-        return _compare_landing(test, trc_checkpoint, output, external, newton_steps, tolerance, log)
     problem = test.problem
+    for given, option in ((external, "--external"), (newton_steps, "--newton_steps"), (tolerance, "--tolerance")):
+        if given:
+            _check_available(test, f"compare {option}")
     if newton_steps and oracle_of(problem).exact_and_fast:
         raise TRCError(f"--newton_steps is for the nonlinear systems; {test.path} states a linear one, "
                        f"whose oracle is already exact")
@@ -196,6 +183,9 @@ def compare(test_data, *, trc_checkpoint=None, output=None, train_data=None, ext
         _check_tolerance(tolerance, model)
         if train_data is None and not isinstance(model, OnnxController):
             train_data = read_checkpoint(trc_checkpoint).get("data", {}).get("path")
+    if problem.comparison is not None:  # a task with baselines of its own (Task.comparison)
+        rows, table = import_reference(problem.comparison)(test, model)
+        return _report_comparison(test, trc_checkpoint, None, rows, table, output, log)
     train_set = _training_set(train_data, test)
     controllers = [RandomController(problem, seed), ZeroController(problem),
                    LeastSquaresController(problem).fit(train_set)]
@@ -214,45 +204,18 @@ def compare(test_data, *, trc_checkpoint=None, output=None, train_data=None, ext
         untimed.add(name)
     controllers.append(OracleController(problem))
     rows = compare_controllers(test, controllers, success_threshold, untimed=untimed)
+    return _report_comparison(test, trc_checkpoint, train_set.path, rows, format_table(rows), output, log)
+
+
+def _report_comparison(test, trc_checkpoint, train_path, rows, table, output, log) -> list[dict]:
+    """compare's rows, written to `output` as JSON and their table logged."""
     result = {"test_data": str(test.path), "trc_checkpoint": str(trc_checkpoint) if trc_checkpoint else None,
-              "train_data": str(train_set.path), "num_samples": len(test), "problem": test.metadata["problem"],
-              "hardware": hardware(), "controllers": rows}
+              "train_data": None if train_path is None else str(train_path), "num_samples": len(test),
+              "problem": test.metadata["problem"], "hardware": hardware(), "controllers": rows}
     if output:
         write_json(output, result)
         log(f"wrote {output}")
-    log(format_table(rows))
-    return rows
-
-
-def _compare_landing(test, trc_checkpoint, output, external, newton_steps, tolerance, log) -> list[dict]:
-    """compare for the rocket landing: ZEM/ZEV guidance (tasks/rocket_landing/guidance.py), TRC and TRC with
-    its correction, and the oracle's own labels, scored in physical units (tasks/rocket_landing/evaluate.py)."""
-    from ..tasks.rocket_landing.guidance import FLIGHT_TIME_STEP, zem_zev_guidance
-    from ..tasks.rocket_landing.evaluate import (checked_correction_name, format_landing_table, landing_metrics,
-                                                 score_landings)
-    from ..tasks.rocket_landing.model import ACCEPT_WITHIN
-    for given, option in ((external, "--external"), (newton_steps, "--newton_steps"), (tolerance, "--tolerance")):
-        if given:
-            raise TRCError(f"{option} is not available for rocket_landing yet (TRC's own correction is in the table)")
-    model = load_model(trc_checkpoint) if trc_checkpoint else None
-    if model is not None:
-        _check_same_problem(model, test, trc_checkpoint)
-    x0, xt = test.initial_states, test.target_states
-    answers = {f"ZEM/ZEV guidance (the best flight time of a {FLIGHT_TIME_STEP:g} s grid)":
-               lambda: zem_zev_guidance(test.problem, x0, xt)}
-    if model is not None:
-        answers[getattr(model, "name", "TRC")] = lambda: model.predict(x0, xt)  # an ONNX model names itself
-    if hasattr(model, "predict_corrected"):  # an ONNX model has the network only
-        answers["TRC + correction"] = lambda: model.predict_corrected(x0, xt)
-        answers[checked_correction_name()] = lambda: model.predict_corrected(x0, xt, accept_within=ACCEPT_WITHIN)
-    answers["oracle (cone program)"] = lambda: (test.control_sequences, test.final_times)
-    rows = [{"controller": name, **landing_metrics(score_landings(test, *answer()))} for name, answer in answers.items()]
-    result = {"test_data": str(test.path), "trc_checkpoint": str(trc_checkpoint) if trc_checkpoint else None,
-              "num_samples": len(test), "problem": test.metadata["problem"], "hardware": hardware(), "controllers": rows}
-    if output:
-        write_json(output, result)
-        log(f"wrote {output}")
-    log(format_landing_table(rows))
+    log(table)
     return rows
 
 
@@ -308,7 +271,7 @@ def prompts(test_data, output, *, template=None, log=print) -> Path:
     text = DEFAULT_TEMPLATE if template is None else read_template(template)
     check_writable(output)
     test = read_dataset(test_data)
-    _not_for_landing(test, "trc prompts", "its prompts are written for one control per step and a fixed horizon")
+    _check_available(test, "trc prompts")
     path = write_jsonl(output, make_prompts(test, text))
     log(f"wrote {len(test)} prompts to {path}; answer them, then: trc compare --test_data {test.path} "
         f"--external \"NAME={Path(path).with_name('answers.jsonl')}\" ...")
@@ -351,7 +314,8 @@ def export(checkpoint, output, *, log=print) -> dict:
     return export_onnx(load_model(checkpoint), output, log=log)
 
 
-def _not_for_landing(dataset, command: str, instead: str) -> None:
-    """TRCError for the commands the rocket landing does not have yet, before any work."""
-    if dataset.final_times is not None:
-        raise TRCError(f"{dataset.path}: {command} is not available for rocket_landing yet ({instead})")
+def _check_available(dataset, command: str) -> None:
+    """TRCError, before any work, for what `command` cannot do for the dataset's task yet (Task.unavailable)."""
+    why = dataset.problem.unavailable.get(command)
+    if why is not None:
+        raise TRCError(f"{dataset.path}: {command} is not available for {dataset.problem.name} yet ({why})")

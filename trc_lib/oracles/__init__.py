@@ -2,29 +2,31 @@
 
     closed_form.py  linear systems: the QP, solved exactly (the global optimum)
     shooting.py     nonlinear systems: direct multiple shooting, solved by IPOPT
-    labels.py       IPOPT from several starts over many problems, in parallel
+    labels.py       IPOPT from each of the task's label_starts over many problems, in parallel
     workers.py      where independent solves run: this process, a local Dask cluster or a Dask
                     scheduler; finished chunks kept on disk so an interrupted run continues
-    tasks/rocket_landing/cone_program.py the rocket landing: lossless convexification, one cone program (Clarabel)
-                    per flight time, the best flight time by a scan and a scalar search
-    tasks/rocket_landing/nlp_check.py  the rocket landing as a non-convex NLP for IPOPT: the cone program's check
 
-A system names its oracle (`system.oracle`); `oracle_of(problem)` returns it. Both answer the
+A task names its oracle (`Task.oracle`: one of ORACLES by name, or an object of its own, as a
+task folder's may be); `oracle_of(problem)` returns it. Every oracle answers the
 same questions: screen (which problems can be tried, without solving), optimum (solutions
 and success flags), controls (the fastest call, for timing) and verify (a dataset's labels).
 """
 
 from ..task import Task
 from .closed_form import ClosedFormOracle, OptimalSolution
-from ..tasks.rocket_landing.cone_program import ConeProgramOracle
 from .labels import ShootingOracle
 
-ORACLES = {"closed_form": ClosedFormOracle(), "shooting": ShootingOracle(), "cone_program": ConeProgramOracle()}
+ORACLES = {"closed_form": ClosedFormOracle(), "shooting": ShootingOracle()}
 
 
 def oracle_of(problem: Task):
-    """The oracle of `problem`'s system."""
-    return ORACLES[problem.system.oracle]
+    """The oracle of `problem`'s system: the one its name gives, or an instance of the class its
+    reference names (made once)."""
+    name = problem.system.oracle
+    if name not in ORACLES:
+        from ..tasks import import_reference
+        ORACLES[name] = import_reference(name)()
+    return ORACLES[name]
 
 
 def optimum(problem: Task, initial_states, target_states, workers=None, progress=False):

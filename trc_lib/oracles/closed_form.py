@@ -34,9 +34,9 @@ class OptimalSolution:
 
     control_sequences: [B, N, m]; state_trajectories: [B, N+1, n]; costs: [B] (J*);
     terminal_multipliers: [B, n] (lam, zero without a terminal constraint);
-    bound_active: [B] bool, whether any |u_k| = u_max at the optimum (for the rocket landing:
-    whether the thrust is at a bound of its annulus on some interval); final_times: [B] s, only
-    where the flight time is part of the answer (the rocket landing), else None.
+    bound_active: [B] bool, whether any control is at a bound at the optimum (as the task's
+    oracle defines its bounds); time_horizons: [B] s, only for a task whose final time is free
+    (Task.free_final_time), else None.
     """
 
     control_sequences: np.ndarray
@@ -44,7 +44,7 @@ class OptimalSolution:
     costs: np.ndarray
     terminal_multipliers: np.ndarray
     bound_active: np.ndarray
-    final_times: np.ndarray | None = None
+    time_horizons: np.ndarray | None = None
 
 
 def quadratic_program(problem: Task, initial_states: np.ndarray, target_states: np.ndarray):

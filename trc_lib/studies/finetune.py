@@ -64,8 +64,8 @@ def trajectory_cost(problem: Task, initial_states: torch.Tensor, target_states: 
 
 def objective(model, initial_states: torch.Tensor, target_states: torch.Tensor, answer: torch.Tensor):
     """(J [B], miss [B, ...]) of the model's answer: trajectory_cost, or the model's own objective
-    where its task defines one (the rocket landing: fuel, and the landing errors with the
-    glide-slope violations as the miss; LandingRecursiveControl.objective)."""
+    where its task's own model defines one (its `objective` method: the landing's fuel and
+    miss, for one)."""
     if hasattr(model, "objective"):
         return model.objective(initial_states, target_states, answer)
     return trajectory_cost(model.problem, initial_states, target_states, answer)

@@ -3,12 +3,14 @@
     double_integrator.py  x'' = u, minimum-energy transfer (an exact QP: LinearTask)
     vanderpol.py          regulate the unstable Van der Pol oscillator to the origin (IPOPT labels)
     pendulum.py           swing a pendulum up with a torque too weak to lift it (IPOPT, three starts)
+    rocket_landing/       minimum-fuel powered descent with a free flight time: a task folder that
+                          uses the interface's hooks (task.py) for everything a fixed horizon lacks
 
 Every command takes `--system NAME` for one of these or `--system path/to/file.py:ClassName` for a
 task file of the user's (docs/your_system.md): `load_task` runs that file, finds the class and
 checks it, and datasets and checkpoints record the file's path and the SHA-256 of its source, so
-a changed file is noticed. (The rocket landing, `--system rocket_landing`, is a problem of its own:
-tasks/rocket_landing/problem.py.)
+a changed file is noticed. A task folder's class that is not a `Task` subclass (the rocket
+landing's) reads the command line's options and its record itself: `from_options`, `from_dict`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +32,10 @@ from .vanderpol import VanDerPol
 BUILT_IN = {"double_integrator": DoubleIntegrator, "vanderpol": VanDerPol, "pendulum": Pendulum}
 for _name, _class in BUILT_IN.items():
     _class._reference = _name
-LANDING = "rocket_landing"  # tasks/rocket_landing/problem.py: its own problem (free flight time, minimum fuel, its own box)
-SYSTEM_NAMES = (*BUILT_IN, LANDING)
+# task folders: the class that states the problem, by reference, imported when first asked for
+# (a folder uses the core, as a user's file does, so the core does not import it)
+TASK_FOLDERS = {"rocket_landing": "trc_lib.tasks.rocket_landing.problem:RocketLanding"}
+SYSTEM_NAMES = (*BUILT_IN, *TASK_FOLDERS)
 _FILES: dict = {}  # (resolved path, source sha256) -> the module run from it
 
 
@@ -48,9 +51,10 @@ def task_class(spec: str) -> type:
     spec = str(spec)
     if spec in BUILT_IN:
         return BUILT_IN[spec]
-    if spec == LANDING:
-        raise TRCError(f"--system {LANDING} is a problem of its own (tasks/rocket_landing/), not a Task: "
-                       f"this does not apply to it")
+    if spec in TASK_FOLDERS:
+        cls = import_reference(TASK_FOLDERS[spec])
+        cls._reference = spec
+        return cls
     if not is_task_file(spec):
         raise TRCError(f"--system {spec!r}: not a built-in task ({', '.join(SYSTEM_NAMES)}) nor a task file "
                        f"FILE.py:ClassName")
@@ -83,11 +87,19 @@ def task_class(spec: str) -> type:
     return found
 
 
+def import_reference(reference: str):
+    """What "package.module:Name" names (a task folder's class, oracle or network), imported now."""
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def load_task(spec: str, **parameters) -> Task:
     """The task `spec` names (see task_class), built with `parameters` overriding its declared
     values, and checked: TRCError naming the class and field if it is inconsistent, or if its
     vector field is not [B, n] and finite on states drawn from its box."""
     cls = task_class(spec)
+    if not issubclass(cls, Task):
+        raise TRCError(f"--system {spec} is a task folder's own problem, not a Task file: this does not apply to it")
     task = cls(**parameters)  # ValueError naming the class and the field
     check_vector_field(task, cls._reference if is_task_file(spec) else cls.__name__)
     return task
@@ -119,18 +131,17 @@ def _as_tuples(value):
 
 
 def task_from_dict(d: dict):
-    """The task (or the rocket landing) a dict from to_dict() states. ValueError if it is of an
-    older format, or if a task file has changed since the dict was written."""
-    if d.get("name") == LANDING:
-        from .rocket_landing.problem import RocketLanding
-        return RocketLanding.from_dict(d)
+    """The task a dict from to_dict() states. ValueError if it is of an older format, or if a
+    task file has changed since the dict was written."""
     if "task" not in d:
         raise ValueError("it states its problem in the format of trc_lib before 0.2 (no 'task'): "
                          "make it again with this version")
-    cls = task_class(d["task"]) if d["task"] in BUILT_IN or is_task_file(d["task"]) else None
+    cls = task_class(d["task"]) if d["task"] in SYSTEM_NAMES or is_task_file(d["task"]) else None
     if cls is None:
         raise ValueError(f"task {d['task']!r} was not loaded from a file: save it to FILE.py and use "
                          f"--system FILE.py:{d['task']}")
+    if not issubclass(cls, Task):
+        return cls.from_dict(d)
     if d.get("source_sha256") and d["source_sha256"] != cls._source_sha256:
         raise ValueError(f"{d['task'].rpartition(':')[0]} has changed since this was made "
                          f"(source sha256 {d['source_sha256'][:12]} then, {cls._source_sha256[:12]} now)")
@@ -139,32 +150,6 @@ def task_from_dict(d: dict):
     if differences:  # the record was edited, or the task's values changed under its name
         raise ValueError(f"the stated problem is not what its task gives ({'; '.join(differences)})")
     return task
-
-
-def landing_parameters() -> dict:
-    """The rocket landing's parameters and their defaults: the constraints and the vehicle's."""
-    from .rocket_landing.problem import RocketLanding, Vehicle
-    return {"glide_slope": RocketLanding.glide_slope, "pointing_angle": None, **asdict(Vehicle())}
-
-
-def make_landing(num_steps=None, time_horizon=None, control_bound=None, controller=None, **parameters):
-    """The rocket landing with any default overridden; the options of the fixed-horizon tasks
-    (a horizon, a control bound, another objective) do not apply to it and are refused."""
-    from .rocket_landing.problem import RocketLanding, Vehicle
-    for name, value, why in (("time_horizon", time_horizon, "the flight time is part of the answer"),
-                             ("control_bound", control_bound, "the thrust bounds are the vehicle's"),
-                             ("controller", None if controller in (None, "min_fuel") else controller,
-                              "its objective is minimum fuel")):
-        if value is not None:
-            raise ValueError(f"{name} does not apply to {LANDING}: {why}")
-    unknown = set(parameters) - set(landing_parameters())
-    if unknown:
-        raise ValueError(f"{LANDING} has no parameter {sorted(unknown)}; its parameters are "
-                         f"{sorted(landing_parameters())}")
-    vehicle = {k: v for k, v in parameters.items() if k not in ("glide_slope", "pointing_angle")}
-    constraints = {k: v for k, v in parameters.items() if k in ("glide_slope", "pointing_angle")}
-    return RocketLanding(vehicle=Vehicle(**vehicle), num_steps=50 if num_steps is None else int(num_steps),
-                         **constraints)
 
 
 def make_problem(num_steps=None, time_horizon=None, control_bound=None, controller=None,
@@ -176,11 +161,11 @@ def make_problem(num_steps=None, time_horizon=None, control_bound=None, controll
     control_bound: every control within [-bound, bound]. controller: the task's own objective
     (its objective_name, the default), or 'lqr' on a linear task: finite-horizon LQR tracking
     with diagonal weights lqr_Q, lqr_R, lqr_Qf and no terminal constraint. parameters: the task's
-    own (mu=0.5, substeps=8, ...). system='rocket_landing' gives a RocketLanding (make_landing).
+    own (mu=0.5, substeps=8, ...). A task folder's own problem reads them itself (from_options).
     """
-    if system == LANDING:
-        return make_landing(num_steps, time_horizon, control_bound, controller, **parameters)
     cls = task_class(system)
+    if not issubclass(cls, Task):
+        return cls.from_options(num_steps, time_horizon, control_bound, controller, **parameters)
     overrides = dict(parameters)
     if num_steps is not None:
         overrides["num_steps"] = int(num_steps)
@@ -203,5 +188,5 @@ def make_problem(num_steps=None, time_horizon=None, control_bound=None, controll
     return load_task(system, **overrides)
 
 
-__all__ = ["BUILT_IN", "SYSTEM_NAMES", "LANDING", "Task", "task_class", "load_task", "task_from_dict",
-           "make_problem", "make_landing", "landing_parameters", "DoubleIntegrator", "VanDerPol", "Pendulum"]
+__all__ = ["BUILT_IN", "TASK_FOLDERS", "SYSTEM_NAMES", "Task", "task_class", "import_reference", "load_task",
+           "task_from_dict", "make_problem", "DoubleIntegrator", "VanDerPol", "Pendulum"]

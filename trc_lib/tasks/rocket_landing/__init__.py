@@ -7,10 +7,14 @@
     model.py         the network's answer read as thrusts within the annulus and a flight time,
                      and its correction (Gauss-Newton steps that land and keep the glide slope)
     flight.py        the flight and its Jacobian, compiled (fast/landing_flight.c)
-    evaluate.py      landing metrics in physical units; guidance.py: ZEM/ZEV guidance
+    evaluate.py      landing metrics in physical units, `trc compare`; guidance.py: ZEM/ZEV guidance
     closed_loop.py   re-planning under gusts; explorer.py, plots.py: its sliders and figures
 
-It is a task of its own rather than a Task subclass: what it needs beyond a fixed-horizon task
-(the free flight time, the annulus, its oracle, its correction) is still read by the core where
-the landing is named.
+The core never names it: it reads the landing through the hooks of the task interface
+(trc_lib/task.py), which RocketLanding implements (problem.py): a free final time (the flight
+time in every answer, datasets' time_horizons), its own oracle object, its own network
+(model_class, new_model), its own scoring (evaluation, comparison), its notebook (08), what it
+cannot do yet (unavailable), and from_options / from_dict for the command line and records.
+It is not a Task subclass: its dynamics are exact per interval (a constant thrust per unit
+mass), not an RK4 integration of a vector field, so it brings its own rollout.
 """

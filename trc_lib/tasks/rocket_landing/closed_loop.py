@@ -46,11 +46,11 @@ LAST_REPLAN = 2  # re-plan while at least this many intervals are left (9 unknow
 @dataclass
 class ClosedLoopFlights:
     """Flights flown under gusts: states [B, N+1, 7] at the nodes, thrusts [B, N, 3] (N) applied,
-    final_times [B] (s), plan_seconds (seconds of every re-plan, per problem), failed_plans [B]
+    time_horizons [B] (s), plan_seconds (seconds of every re-plan, per problem), failed_plans [B]
     (re-plans that found no landing and kept the previous plan)."""
     states: np.ndarray
     thrusts: np.ndarray
-    final_times: np.ndarray
+    time_horizons: np.ndarray
     plan_seconds: np.ndarray
     failed_plans: np.ndarray
 
@@ -81,8 +81,8 @@ def trc_closed_loop(model, initial_states, target_states, gusts, replan: bool = 
     x = np.array(initial_states, np.float64)
     y = model.corrected_answer(initial_states, target_states)  # [B, 4N+1]
     with torch.no_grad():
-        final_times = model.landing_of(y, torch.as_tensor(x))[0][:, -1]
-    dt = final_times / N
+        time_horizons = model.landing_of(y, torch.as_tensor(x))[0][:, -1]
+    dt = time_horizons / N
     raw = y[:, :-1].reshape(len(x), N, 4)
     states, thrusts, seconds, flown = [x], [], [], []
     failed = np.zeros(len(x), int)  # re-plans that found no landing (their least-squares rest is flown)
@@ -99,15 +99,15 @@ def trc_closed_loop(model, initial_states, target_states, gusts, replan: bool = 
         x = fly_interval(landing, x, thrust, dt.numpy(), gusts[:, k])
         states.append(x), thrusts.append(thrust), flown.append(dt.numpy())
     return ClosedLoopFlights(states=np.stack(states, 1), thrusts=np.stack(thrusts, 1),
-                             final_times=np.sum(flown, axis=0), plan_seconds=np.array(seconds),
+                             time_horizons=np.sum(flown, axis=0), plan_seconds=np.array(seconds),
                              failed_plans=failed)
 
 
 def cone_program_closed_loop(landing: RocketLanding, initial_states, target_states, gusts, thrusts,
-                             final_times, replan: bool = True, progress: bool = False,
+                             time_horizons, replan: bool = True, progress: bool = False,
                              workers=None) -> ClosedLoopFlights:
     """The cone program flies B landings one by one: the free-time oracle's plan (its labels:
-    thrusts [B, N, 3] in N, final_times [B] in s), then the fixed-time cone program over the
+    thrusts [B, N, 3] in N, time_horizons [B] in s), then the fixed-time cone program over the
     intervals left before every interval but the last. workers: where the landings fly
     (oracles.workers.Workers, or a number of processes; None: here, one after another); each is
     flown on its own, so the flights do not depend on where."""
@@ -115,26 +115,26 @@ def cone_program_closed_loop(landing: RocketLanding, initial_states, target_stat
     fly = functools.partial(_cone_program_flights, landing, replan)
     x0, xt = np.asarray(initial_states, np.float64), np.asarray(target_states, np.float64)
     chunks = [(x0[p], xt[p], np.asarray(gusts[p], np.float64), np.asarray(thrusts[p], np.float64),
-               np.asarray(final_times[p], np.float64)) for p in chunk_slices(len(x0), LANDINGS_PER_CHUNK)]
+               np.asarray(time_horizons[p], np.float64)) for p in chunk_slices(len(x0), LANDINGS_PER_CHUNK)]
     outputs = map_chunks(fly, chunks, Workers.of(1 if workers is None else workers), progress=progress,
                          desc="cone-program closed loop", sizes=[len(chunk[0]) for chunk in chunks])
     states, flown_thrusts, flown, seconds, failed = (np.concatenate([o[i] for o in outputs]) for i in range(5))
-    return ClosedLoopFlights(states=states, thrusts=flown_thrusts, final_times=flown, plan_seconds=seconds.ravel(),
+    return ClosedLoopFlights(states=states, thrusts=flown_thrusts, time_horizons=flown, plan_seconds=seconds.ravel(),
                              failed_plans=failed)
 
 
 def _cone_program_flights(landing: RocketLanding, replan: bool, chunk):
     """cone_program_closed_loop's landings for chunk = (x_0 [b, 7], x* [b, 7], gusts [b, N, 3], the
-    oracle's thrusts [b, N, 3] and final_times [b]) -> (states [b, N+1, 7], thrusts [b, N, 3],
+    oracle's thrusts [b, N, 3] and time_horizons [b]) -> (states [b, N+1, 7], thrusts [b, N, 3],
     flight times [b], seconds of each re-plan [b, N - LAST_REPLAN] (or [b, 0]), failed re-plans [b])."""
-    initial_states, target_states, gusts, thrusts, final_times = chunk
+    initial_states, target_states, gusts, thrusts, time_horizons = chunk
     N = landing.num_steps
-    masses = landing.rollout(initial_states, thrusts, final_times)[:, :-1, 6]
+    masses = landing.rollout(initial_states, thrusts, time_horizons)[:, :-1, 6]
     accelerations = thrusts / masses[..., None]  # the plan: thrust per unit mass
     flights, seconds, failed, flown = [], [], [], np.zeros(len(initial_states))
     for b in range(len(initial_states)):
         x, xt = np.array(initial_states[b]), target_states[b]
-        plan, dt = np.array(accelerations[b]), float(final_times[b]) / N
+        plan, dt = np.array(accelerations[b]), float(time_horizons[b]) / N
         states, applied, failures, times = [x], [], 0, []
         for k in range(N):
             n = N - k
@@ -195,7 +195,7 @@ def closed_loop_scores(landing: RocketLanding, flights: ClosedLoopFlights, targe
     """Per problem [B]: position_error (m), velocity_error (m/s), fuel (kg), and the largest
     violation of each constraint, of the flights as flown."""
     error = flights.states[:, -1, :6] - np.asarray(target_states)[:, :6]
-    violations = landing.constraint_violations(flights.states, flights.thrusts, flights.final_times)
+    violations = landing.constraint_violations(flights.states, flights.thrusts, flights.time_horizons)
     return {"position_error": np.linalg.norm(error[:, :3], axis=-1),
             "velocity_error": np.linalg.norm(error[:, 3:], axis=-1),
             "fuel": landing.fuel(flights.states),

@@ -322,13 +322,13 @@ def best_landing(program: LandingConeProgram, initial_state, target_state, grid_
 class LandingLabels:
     """The oracle's answers for B problems (rows where success is False hold zeros):
 
-    thrusts [B, N, 3] (N, each interval's start), final_times [B] (s), states [B, N+1, 7] (the exact
+    thrusts [B, N, 3] (N, each interval's start), time_horizons [B] (s), states [B, N+1, 7] (the exact
     rollout of the thrusts), fuel [B] (kg, m_0 - m_N of that rollout), success [B] bool,
     solves [B] (cone programs solved for each), max_slack [B] (max_k sigma_k - |u_k|: zero when the
     relaxation is lossless)."""
 
     thrusts: np.ndarray
-    final_times: np.ndarray
+    time_horizons: np.ndarray
     states: np.ndarray
     fuel: np.ndarray
     success: np.ndarray
@@ -346,7 +346,7 @@ def _init_worker(landing: RocketLanding):
 
 
 def _solve_chunk(landing: RocketLanding, chunk):
-    """One chunk's (accelerations [c, N, 3], final_times [c], success [c], solves [c], slack [c])."""
+    """One chunk's (accelerations [c, N, 3], time_horizons [c], success [c], solves [c], slack [c])."""
     _init_worker(landing)
     initial_states, target_states = chunk
     N = landing.num_steps
@@ -373,10 +373,10 @@ def solve_landings(landing: RocketLanding, initial_states, target_states, worker
     chunks = [(x0[part], xt[part]) for part in chunk_slices(len(x0), chunk_size)]
     outputs = map_chunks(functools.partial(_solve_chunk, landing), chunks, workers, progress=progress,
                          desc="cone-program labels", sizes=[len(chunk[0]) for chunk in chunks])
-    accelerations, final_times, success, solves, slack = (np.concatenate(parts) for parts in zip(*outputs))
-    thrusts, _ = landing.accelerations_to_thrusts(x0[:, 6], accelerations, np.where(success, final_times, 1.0))
-    states = landing.rollout(x0, thrusts, np.where(success, final_times, 1.0))
-    return LandingLabels(thrusts, final_times, states, np.where(success, landing.fuel(states), 0.0),
+    accelerations, time_horizons, success, solves, slack = (np.concatenate(parts) for parts in zip(*outputs))
+    thrusts, _ = landing.accelerations_to_thrusts(x0[:, 6], accelerations, np.where(success, time_horizons, 1.0))
+    states = landing.rollout(x0, thrusts, np.where(success, time_horizons, 1.0))
+    return LandingLabels(thrusts, time_horizons, states, np.where(success, landing.fuel(states), 0.0),
                          success.astype(bool), solves.astype(np.int64), slack)
 
 
@@ -398,7 +398,7 @@ class ConeProgramOracle:
         return np.ones(len(initial_states), bool)
 
     def optimum(self, landing: RocketLanding, initial_states, target_states, workers=None, progress=False):
-        """(OptimalSolution [B] with final_times, success [B] bool)."""
+        """(OptimalSolution [B] with time_horizons, success [B] bool)."""
         from ...oracles.closed_form import OptimalSolution
         labels = solve_landings(landing, initial_states, target_states, workers=workers, progress=progress)
         vehicle = landing.vehicle
@@ -407,7 +407,7 @@ class ConeProgramOracle:
                       | np.isclose(magnitude * labels.states[:, 1:, 6] / labels.states[:, :-1, 6],
                                    vehicle.thrust_min, rtol=1e-5)).any(axis=1)
         solution = OptimalSolution(labels.thrusts, labels.states, labels.fuel,
-                                   np.zeros((len(labels.fuel), landing.state_dim)), at_a_bound, labels.final_times)
+                                   np.zeros((len(labels.fuel), landing.state_dim)), at_a_bound, labels.time_horizons)
         return solution, labels.success
 
     def verify(self, dataset, num_spot_checks: int = NUM_SPOT_CHECKS) -> None:
@@ -432,16 +432,16 @@ class ConeProgramOracle:
 
 def landing_inconsistencies(landing: RocketLanding, dataset) -> list[str]:
     """What is wrong with a landing dataset that needs no solve."""
-    states = landing.rollout(dataset.initial_states, dataset.control_sequences, dataset.final_times)
+    states = landing.rollout(dataset.initial_states, dataset.control_sequences, dataset.time_horizons)
     problems = []
     if not np.allclose(states, dataset.state_trajectories, rtol=1e-10, atol=1e-8):
-        problems.append("'state_trajectories' are not the rollout of 'control_sequences' over 'final_times'")
+        problems.append("'state_trajectories' are not the rollout of 'control_sequences' over 'time_horizons'")
     if not np.allclose(landing.fuel(states), dataset.costs, rtol=1e-10, atol=1e-8):
         problems.append("'costs' are not the fuel used")
     miss = np.abs(states[:, -1, :6] - dataset.target_states[:, :6]).max()
     if miss > 1e-6:
         problems.append(f"the trajectories miss the landing site (by up to {miss:.2g} m or m/s)")
-    violations = landing.constraint_violations(states, dataset.control_sequences, dataset.final_times)
+    violations = landing.constraint_violations(states, dataset.control_sequences, dataset.time_horizons)
     limits = {"thrust_max": 0.0, "thrust_min": 0.0, "glide_slope": 1e-6, "dry_mass": 0.0, "pointing": 1e-6}
     for name, worst in violations.items():
         if worst.max() > limits[name]:

@@ -29,29 +29,29 @@ SUCCESS_POSITION = 5.0  # m
 SUCCESS_VELOCITY = 1.0  # m/s
 
 
-def score_landings(test: ControlDataset, thrusts, final_times, success_position: float = SUCCESS_POSITION,
+def score_landings(test: ControlDataset, thrusts, time_horizons, success_position: float = SUCCESS_POSITION,
                    success_velocity: float = SUCCESS_VELOCITY) -> dict:
     """Per-case arrays [B]: position_error, velocity_error, success, fuel, fuel_gap, final_time_error,
     and violation_NAME for each constraint; state_trajectories [B, N+1, 7].
 
-    thrusts [B, N, 3] (N), final_times [B] (s); test: a rocket_landing dataset (its labels are the optimum)."""
+    thrusts [B, N, 3] (N), time_horizons [B] (s); test: a rocket_landing dataset (its labels are the optimum)."""
     landing = test.problem
     thrusts = np.asarray(thrusts, np.float64)
-    final_times = np.asarray(final_times, np.float64)
-    if thrusts.shape != test.control_sequences.shape or final_times.shape != (len(test),):
-        raise TRCError(f"thrusts {list(thrusts.shape)} and final_times {list(final_times.shape)}: expected "
+    time_horizons = np.asarray(time_horizons, np.float64)
+    if thrusts.shape != test.control_sequences.shape or time_horizons.shape != (len(test),):
+        raise TRCError(f"thrusts {list(thrusts.shape)} and time_horizons {list(time_horizons.shape)}: expected "
                        f"{list(test.control_sequences.shape)} and [{len(test)}]")
-    if not (np.isfinite(thrusts).all() and np.isfinite(final_times).all() and (final_times > 0).all()):
-        raise TRCError("thrusts and final_times must be finite, the flight times positive")
-    states = landing.rollout(test.initial_states, thrusts, final_times)
+    if not (np.isfinite(thrusts).all() and np.isfinite(time_horizons).all() and (time_horizons > 0).all()):
+        raise TRCError("thrusts and time_horizons must be finite, the flight times positive")
+    states = landing.rollout(test.initial_states, thrusts, time_horizons)
     miss = states[:, -1, :6] - test.target_states[:, :6]
     position_error, velocity_error = np.linalg.norm(miss[:, :3], axis=1), np.linalg.norm(miss[:, 3:], axis=1)
     fuel = landing.fuel(states)
     scores = {"position_error": position_error, "velocity_error": velocity_error,
               "success": (position_error < success_position) & (velocity_error < success_velocity),
               "fuel": fuel, "fuel_gap": (fuel - test.costs) / test.costs,
-              "final_time_error": np.abs(final_times - test.final_times), "state_trajectories": states}
-    for name, worst in landing.constraint_violations(states, thrusts, final_times).items():
+              "final_time_error": np.abs(time_horizons - test.time_horizons), "state_trajectories": states}
+    for name, worst in landing.constraint_violations(states, thrusts, time_horizons).items():
         scores[f"violation_{name}"] = worst
     return scores
 
@@ -90,9 +90,9 @@ def evaluate_landing_model(model, test: ControlDataset, correction_steps: int = 
                                 lambda a, b: model.predict_corrected(a, b, correction_steps, accept_within), share))
     rows = []
     for i, (name, predict, corrected) in enumerate(controllers):
-        thrusts, final_times = network if i == 0 else predict(x0, xt)  # the first: the network, answered above
+        thrusts, time_horizons = network if i == 0 else predict(x0, xt)  # the first: the network, answered above
         row = {"controller": name, "corrected_share": corrected,
-               **landing_metrics(score_landings(test, thrusts, final_times))}
+               **landing_metrics(score_landings(test, thrusts, time_horizons))}
         for batch in timing_batches:
             timing = time_inference(predict, x0, xt, min(batch, len(test)))
             row[f"us_per_problem_batch_{batch}"] = timing["us_per_problem"]
@@ -130,3 +130,29 @@ def format_landing_table(rows: list[dict]) -> str:
             f"{r.get('violation_glide_slope', {'max': 0.0})['max']:.3g} |"
             + "".join(f" {r[key] / 1e3:.3g} / {r.get(key + '_mean', r[key]) / 1e3:.3g} |" for key in batches))
     return "\n".join(lines)
+
+
+def evaluation(model, test: ControlDataset) -> tuple[list[dict], str]:
+    """`trc evaluate` for the landing (RocketLanding.evaluation): evaluate_landing_model's rows and table."""
+    rows = evaluate_landing_model(model, test)
+    return rows, format_landing_table(rows)
+
+
+def comparison(test: ControlDataset, model=None) -> tuple[list[dict], str]:
+    """`trc compare` for the landing (RocketLanding.comparison): ZEM/ZEV guidance (guidance.py),
+    TRC (model, optional: a .pt or an ONNX model), TRC with its correction and with the checked
+    correction (a .pt only), and the cone program's own labels, each scored in physical units
+    (landing_metrics); (rows, table)."""
+    from .guidance import FLIGHT_TIME_STEP, zem_zev_guidance
+    x0, xt = test.initial_states, test.target_states
+    answers = {f"ZEM/ZEV guidance (the best flight time of a {FLIGHT_TIME_STEP:g} s grid)":
+               lambda: zem_zev_guidance(test.problem, x0, xt)}
+    if model is not None:
+        answers[getattr(model, "name", "TRC")] = lambda: model.predict(x0, xt)  # an ONNX model names itself
+    if hasattr(model, "predict_corrected"):  # an ONNX model has the network only
+        answers["TRC + correction"] = lambda: model.predict_corrected(x0, xt)
+        answers[checked_correction_name()] = lambda: model.predict_corrected(x0, xt, accept_within=ACCEPT_WITHIN)
+    answers["oracle (cone program)"] = lambda: (test.control_sequences, test.time_horizons)
+    rows = [{"controller": name, **landing_metrics(score_landings(test, *answer()))} for name, answer in answers.items()]
+    return rows, format_landing_table(rows)
+

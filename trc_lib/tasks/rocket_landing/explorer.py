@@ -53,11 +53,11 @@ class LandingView:
         solution, _ = best_landing(self.program, x0, xt)
         if solution is None:
             return None, "no landing exists from here (the cone program is infeasible at every flight time)"
-        final_times = np.array([solution.final_time])
-        thrusts, _ = self.landing.accelerations_to_thrusts(x0[None, 6], solution.accelerations[None], final_times)
-        states = self.landing.rollout(x0[None], thrusts, final_times)
+        time_horizons = np.array([solution.final_time])
+        thrusts, _ = self.landing.accelerations_to_thrusts(x0[None, 6], solution.accelerations[None], time_horizons)
+        states = self.landing.rollout(x0[None], thrusts, time_horizons)
         return ControlDataset(x0[None], xt[None], thrusts, states, self.landing.fuel(states),
-                              np.zeros((1, 7)), {}, final_times=final_times), ""
+                              np.zeros((1, 7)), {}, time_horizons=time_horizons), ""
 
     def show(self, model, case_set: ControlDataset, step: int | None) -> dict:
         """The optimum, TRC after supervision step `step` (default the last) and TRC's final answer
@@ -67,19 +67,19 @@ class LandingView:
         x0, xt = case_set.initial_states, case_set.target_states
         refinements = model.predict_refinements(x0, xt)
         step = len(refinements) if step is None else int(step)
-        answers = {"optimum": (case_set.control_sequences, case_set.final_times),
+        answers = {"optimum": (case_set.control_sequences, case_set.time_horizons),
                    f"TRC step {step}/{len(refinements)}": model.split(refinements[step - 1]),
                    "TRC + correction": model.predict_corrected(x0, xt)}
         result, flights = {"step": step}, []
-        for name, (thrusts, final_times) in answers.items():
-            states = self.landing.rollout(x0, thrusts, final_times)
-            glide = self.landing.constraint_violations(states, thrusts, final_times).get("glide_slope", np.zeros(1))
-            result[name] = {"fuel": float(self.landing.fuel(states)[0]), "final_time": float(final_times[0]),
+        for name, (thrusts, time_horizons) in answers.items():
+            states = self.landing.rollout(x0, thrusts, time_horizons)
+            glide = self.landing.constraint_violations(states, thrusts, time_horizons).get("glide_slope", np.zeros(1))
+            result[name] = {"fuel": float(self.landing.fuel(states)[0]), "final_time": float(time_horizons[0]),
                             "position_error": float(np.linalg.norm(states[0, -1, :3] - xt[0, :3])),
                             "glide_slope_violation": float(glide[0])}
             flights.append({"label": f"{name}: {result[name]['fuel']:.1f} kg, lands within "
                                      f"{result[name]['position_error']:.2g} m", "states": states[0],
-                            "thrusts": thrusts[0], "final_time": final_times[0]})
+                            "thrusts": thrusts[0], "final_time": time_horizons[0]})
         result["figure"] = plot_landings(self.landing, flights)
         result["line"] = "; ".join(flight["label"] for flight in flights)
         return result

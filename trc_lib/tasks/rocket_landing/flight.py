@@ -70,25 +70,25 @@ def flight_jacobian(model, states, raw, dt, ddt, compiled: bool = True, jacobian
     return tuple(out)
 
 
-def landing_miss(landing, initial_states, thrusts, final_times, target_states):
+def landing_miss(landing, initial_states, thrusts, time_horizons, target_states):
     """What given thrusts miss, flown exactly as RocketLanding.rollout flies them: (the miss [B, 6]
     = (r_N - r*, v_N - v*) in m and m/s, the largest glide violation [B] in m over the nodes 0 .. N,
     positive where the cone is left; 0 without a glide slope). initial_states, target_states [B, 7],
-    thrusts [B, N, 3] (N), final_times [B] (s); numpy float64. In C (microseconds per landing);
+    thrusts [B, N, 3] (N), time_horizons [B] (s); numpy float64. In C (microseconds per landing);
     without a compiler, the rollout and constraint_violations of problem.py."""
     x0, xt = (np.ascontiguousarray(a, np.float64) for a in (initial_states, target_states))
-    thrusts, final_times = np.ascontiguousarray(thrusts, np.float64), np.ascontiguousarray(final_times, np.float64)
+    thrusts, time_horizons = np.ascontiguousarray(thrusts, np.float64), np.ascontiguousarray(time_horizons, np.float64)
     B, N = thrusts.shape[:2]
     slope = landing.glide_slope_tangent if landing.glide_slope > 0 else 0.0
     library = _library()
     if library is None:
-        states = landing.rollout(x0, thrusts, final_times)
+        states = landing.rollout(x0, thrusts, time_horizons)
         relative = states[:, :, :3] - xt[:, None, :3]
         glide = (slope * np.linalg.norm(relative[..., :2], axis=-1) - relative[..., 2]).max(1) if slope else np.zeros(B)
         return states[:, -1, :6] - xt[:, :6], glide
     miss, glide = np.empty((B, 6)), np.empty(B)
     library.landing_miss(B, N, landing.vehicle.fuel_rate, landing.vehicle.gravity, slope, x0.ctypes.data,
-                         thrusts.ctypes.data, final_times.ctypes.data, xt.ctypes.data, miss.ctypes.data,
+                         thrusts.ctypes.data, time_horizons.ctypes.data, xt.ctypes.data, miss.ctypes.data,
                          glide.ctypes.data)
     return miss, glide
 

@@ -24,17 +24,17 @@ from .problem import RocketLanding
 FLIGHT_TIME_STEP = 1.0  # s, between the flight times tried
 
 
-def zem_zev_flights(landing: RocketLanding, initial_states, target_states, final_times):
-    """(thrusts [B, N, 3] in N, states [B, N+1, 7]) of ZEM/ZEV guidance flown over final_times [B] s."""
+def zem_zev_flights(landing: RocketLanding, initial_states, target_states, time_horizons):
+    """(thrusts [B, N, 3] in N, states [B, N+1, 7]) of ZEM/ZEV guidance flown over time_horizons [B] s."""
     vehicle, N = landing.vehicle, landing.num_steps
     x = np.array(initial_states, np.float64)
     target = np.asarray(target_states, np.float64)
-    final_times = np.asarray(final_times, np.float64)
-    dt = final_times / N
+    time_horizons = np.asarray(time_horizons, np.float64)
+    dt = time_horizons / N
     g = vehicle.gravity_vector
     states, thrusts = [x], []
     for k in range(N):
-        t_go = (final_times - k * dt)[:, None]
+        t_go = (time_horizons - k * dt)[:, None]
         r, v, m = x[:, 0:3], x[:, 3:6], x[:, 6]
         zem = target[:, 0:3] - (r + v * t_go + 0.5 * g * t_go ** 2)
         zev = target[:, 3:6] - (v + g * t_go)
@@ -50,7 +50,7 @@ def zem_zev_flights(landing: RocketLanding, initial_states, target_states, final
 
 def zem_zev_guidance(landing: RocketLanding, initial_states, target_states, success_position: float = 5.0,
                      success_velocity: float = 1.0):
-    """(thrusts [B, N, 3] in N, final_times [B] in s): ZEM/ZEV at the best flight time of the grid."""
+    """(thrusts [B, N, 3] in N, time_horizons [B] in s): ZEM/ZEV at the best flight time of the grid."""
     initial_states, target_states = (np.asarray(a, np.float64) for a in (initial_states, target_states))
     B = len(initial_states)
     lowest = min(landing.shortest_descent(x) for x in initial_states)

@@ -75,13 +75,8 @@ def interval_length(t, base, squashed: bool):
     return dt, dt
 
 
-def model_class(problem: dict):
-    """The model class for a problem dict: LandingRecursiveControl for the rocket landing."""
-    return LandingRecursiveControl if problem.get("name") == RocketLanding.name else TinyRecursiveControl
-
-
 class LandingRecursiveControl(TinyRecursiveControl):
-    """Maps (initial_states [B, 7], target_states [B, 7]) to (thrusts [B, N, 3] in N, final_times [B] in s).
+    """Maps (initial_states [B, 7], target_states [B, 7]) to (thrusts [B, N, 3] in N, time_horizons [B] in s).
 
     Each answer (a row of forward()'s output) is one vector [3N + 1]: the thrusts, flattened, then
     the flight time."""
@@ -108,6 +103,15 @@ class LandingRecursiveControl(TinyRecursiveControl):
         self.magnitude_offset = math.log(hover / (1 - hover))  # the zero answer: about hover thrust
         z_init = torch.nn.init.trunc_normal_(torch.empty(D), std=1.0, generator=torch.Generator().manual_seed(0))
         self.register_buffer("z_init", z_init)
+
+    @classmethod
+    def for_training_set(cls, size: str, train_set, **overrides):
+        """An untrained model, its inputs scaled per quantity: the largest |position|, the largest
+        |velocity| and the median flight time of the training set."""
+        x0 = train_set.initial_states
+        scales = {"position": float(np.abs(x0[:, 0:3]).max()), "velocity": float(np.abs(x0[:, 3:6]).max()),
+                  "time": float(np.median(train_set.time_horizons))}
+        return cls.create(size, landing=train_set.problem, scales=scales, **overrides)
 
     @classmethod
     def create(cls, size: str = "medium", landing: RocketLanding | None = None, scales: dict | None = None,
@@ -138,18 +142,18 @@ class LandingRecursiveControl(TinyRecursiveControl):
     def flight_of(self, y, initial_states):
         """(answer [B, 3N+1], positions r_1 .. r_N [B, N, 3] in m, v_N [B, 3] in m/s) of raw answers y."""
         N, B = self.problem.num_steps, y.shape[0]
-        final_times = self.config.scales["time"] * torch.exp(2 * torch.tanh(y[:, -1] / 2))
-        thrusts, positions, velocity = self.fly(initial_states, y[:, :-1].reshape(B, N, 4), final_times / N)
-        return torch.cat([thrusts.flatten(1), final_times[:, None]], dim=-1), positions, velocity
+        time_horizons = self.config.scales["time"] * torch.exp(2 * torch.tanh(y[:, -1] / 2))
+        thrusts, positions, velocity = self.fly(initial_states, y[:, :-1].reshape(B, N, 4), time_horizons / N)
+        return torch.cat([thrusts.flatten(1), time_horizons[:, None]], dim=-1), positions, velocity
 
     def read_answer(self, y, initial_states, target_states, with_miss: bool = True):
         """(answer [B, 3N+1], its features [B, 3N+1], the normalized miss [B, 6] or None)."""
         landing = self.problem
         answer, landed = self.landing_of(y, initial_states)
-        final_times = answer[:, -1]
+        time_horizons = answer[:, -1]
         thrusts = answer[:, :-1]
         features = torch.cat([thrusts / landing.vehicle.thrust_max,
-                              torch.log(final_times / self.config.scales["time"])[:, None]], dim=-1)
+                              torch.log(time_horizons / self.config.scales["time"])[:, None]], dim=-1)
         miss = None
         if with_miss and self.embed_error is not None:
             error = landed - target_states[:, :6]
@@ -250,20 +254,20 @@ class LandingRecursiveControl(TinyRecursiveControl):
 
     @staticmethod
     def answer_of(last_refinement: np.ndarray):
-        """predict's answer from the last refinement [B, 3N+1]: (thrusts [B, N, 3], final_times [B])."""
+        """predict's answer from the last refinement [B, 3N+1]: (thrusts [B, N, 3], time_horizons [B])."""
         return LandingRecursiveControl.split(last_refinement)
 
     @staticmethod
     def split(answers: np.ndarray):
-        """(thrusts [..., N, 3], final_times [...]) of answers [..., 3N+1]."""
+        """(thrusts [..., N, 3], time_horizons [...]) of answers [..., 3N+1]."""
         return answers[..., :-1].reshape(*answers.shape[:-1], -1, 3), answers[..., -1]
 
     # ---- training ---------------------------------------------------------------------------
-    def imitation_loss(self, answer, optimal_thrusts, optimal_final_times) -> torch.Tensor:
+    def imitation_loss(self, answer, optimal_thrusts, optimal_time_horizons) -> torch.Tensor:
         """Mean squared thrust error in units of rho_2, plus the squared log-ratio of the flight times."""
         thrusts = answer[:, :-1].view_as(optimal_thrusts)
         thrust_error = torch.mean(((thrusts - optimal_thrusts) / self.problem.vehicle.thrust_max) ** 2)
-        return thrust_error + torch.mean(torch.log(answer[:, -1] / optimal_final_times) ** 2)
+        return thrust_error + torch.mean(torch.log(answer[:, -1] / optimal_time_horizons) ** 2)
 
     def landing_errors(self, initial_states, target_states, answer) -> torch.Tensor:
         """[B, 6]: r_N - r*, v_N - v* (m, m/s), through the exact dynamics (float32)."""
@@ -274,8 +278,8 @@ class LandingRecursiveControl(TinyRecursiveControl):
         """(positions r_1 .. r_N [B, N, 3], v_N [B, 3]) of an answer [B, 3N+1]: the masses by their
         recursion, then _flight; with_fuel adds the fuel used m_0 - m_N [B] (kg)."""
         B, N = answer.shape[0], self.problem.num_steps
-        thrusts, final_times = answer[:, :-1].view(B, N, 3), answer[:, -1]
-        dt = final_times / N
+        thrusts, time_horizons = answer[:, :-1].view(B, N, 3), answer[:, -1]
+        dt = time_horizons / N
         burn = self.problem.vehicle.fuel_rate * torch.linalg.vector_norm(thrusts, dim=-1) * dt[:, None]  # [B, N]
         m = initial_states[:, 6]
         masses = []
@@ -479,7 +483,7 @@ class LandingRecursiveControl(TinyRecursiveControl):
 
     def predict_corrected(self, initial_states, target_states, iterations: int = CORRECTION_STEPS,
                           accept_within=None):
-        """(thrusts [B, N, 3], final_times [B]) of the network's answer after its correction step
+        """(thrusts [B, N, 3], time_horizons [B]) of the network's answer after its correction step
         (correct(): up to `iterations` Gauss-Newton steps), numpy float64.
 
         accept_within: None corrects every answer (to 0.1 mm and 0.01 mm/s, inside the glide cone).
@@ -488,29 +492,29 @@ class LandingRecursiveControl(TinyRecursiveControl):
         and leaves the glide cone by at most the third, and corrects only the rest: the landing's
         anytime answer, most problems costing the network and one exact flight."""
         x0, xt = (np.asarray(a, np.float64) for a in (initial_states, target_states))
-        thrusts, final_times = (np.array(a, np.float64) for a in self.predict(x0, xt))
+        thrusts, time_horizons = (np.array(a, np.float64) for a in self.predict(x0, xt))
         rows = np.arange(len(x0))
         if accept_within is not None:
-            rows = np.flatnonzero(~self.accepted(x0, xt, thrusts, final_times, accept_within))
+            rows = np.flatnonzero(~self.accepted(x0, xt, thrusts, time_horizons, accept_within))
         if len(rows):
-            y = self.raw_answer(x0[rows], thrusts[rows], final_times[rows])
+            y = self.raw_answer(x0[rows], thrusts[rows], time_horizons[rows])
             y = self.correct(torch.from_numpy(y), x0[rows], xt[rows], iterations).numpy()
-            thrusts[rows], final_times[rows] = self.thrusts_of(y, x0[rows])
-        return thrusts, final_times
+            thrusts[rows], time_horizons[rows] = self.thrusts_of(y, x0[rows])
+        return thrusts, time_horizons
 
-    def accepted(self, initial_states, target_states, thrusts, final_times, accept_within) -> np.ndarray:
-        """[B] bool: the answers (thrusts [B, N, 3] in N, final_times [B] in s) whose exact flight
+    def accepted(self, initial_states, target_states, thrusts, time_horizons, accept_within) -> np.ndarray:
+        """[B] bool: the answers (thrusts [B, N, 3] in N, time_horizons [B] in s) whose exact flight
         lands within accept_within = (position m, velocity m/s) of target_states and leaves the
         glide cone by at most accept_within[2] m."""
         from .flight import landing_miss
         if not (len(accept_within) == 3 and all(np.isfinite(a) and a >= 0 for a in accept_within)):
             raise ValueError(f"accept_within must be three non-negative numbers (m, m/s, m), got {accept_within!r}")
-        miss, glide = landing_miss(self.problem, initial_states, thrusts, final_times, target_states)
+        miss, glide = landing_miss(self.problem, initial_states, thrusts, time_horizons, target_states)
         return ((np.linalg.norm(miss[:, :3], axis=1) <= accept_within[0])
                 & (np.linalg.norm(miss[:, 3:], axis=1) <= accept_within[1]) & (glide <= accept_within[2]))
 
     def thrusts_of(self, y, initial_states):
-        """(thrusts [B, N, 3] in N, final_times [B] in s) that raw answers y [B, 4N+1] read as, numpy float64."""
+        """(thrusts [B, N, 3] in N, time_horizons [B] in s) that raw answers y [B, 4N+1] read as, numpy float64."""
         from .flight import flight_jacobian
         B, N = len(y), self.problem.num_steps
         dt, ddt = interval_length(y[:, -1], np.full(B, self.config.scales["time"] / N), True)
@@ -522,35 +526,35 @@ class LandingRecursiveControl(TinyRecursiveControl):
         """The raw answer y [B, 4N+1] (float64 tensor) of the network's answer (predict: its fastest
         path) after its correction step, for initial_states, target_states [B, 7] (numpy)."""
         initial_states, target_states = (np.asarray(a, np.float64) for a in (initial_states, target_states))
-        thrusts, final_times = self.predict(initial_states, target_states)
-        y = self.raw_answer(initial_states, thrusts, final_times)
+        thrusts, time_horizons = self.predict(initial_states, target_states)
+        y = self.raw_answer(initial_states, thrusts, time_horizons)
         return self.correct(torch.from_numpy(y), initial_states, target_states, iterations)
 
-    def raw_answer(self, initial_states, thrusts, final_times) -> np.ndarray:
-        """A raw answer y [B, 4N+1] that reads (landing_of) as thrusts [B, N, 3] (N) and final_times
+    def raw_answer(self, initial_states, thrusts, time_horizons) -> np.ndarray:
+        """A raw answer y [B, 4N+1] that reads (landing_of) as thrusts [B, N, 3] (N) and time_horizons
         [B] (s) from initial_states [B, 7]: landing_of inverted, numpy float64. (Only the direction
         of y_k[0:3] + e_z matters; its length is taken as 1.) Within MARGIN of a bound, or of the
         flight time's range, the inverse is clipped."""
         from .flight import thrust_fractions
         landing, N = self.problem, self.problem.num_steps
-        thrusts, final_times = np.asarray(thrusts, np.float64), np.asarray(final_times, np.float64)
+        thrusts, time_horizons = np.asarray(thrusts, np.float64), np.asarray(time_horizons, np.float64)
         magnitudes = np.linalg.norm(thrusts, axis=-1)  # [B, N]
         d = thrusts / np.maximum(magnitudes, 1e-300)[..., None]
         if landing.pointing_angle is not None:  # the tilt from vertical was scaled into the cone
             tilt = np.arccos(np.clip(d[..., 2], -1, 1)) * (180.0 / landing.pointing_angle)
             heading = d[..., :2] / np.maximum(np.linalg.norm(d[..., :2], axis=-1, keepdims=True), 1e-300)
             d = np.concatenate([np.sin(tilt)[..., None] * heading, np.cos(tilt)[..., None]], axis=-1)
-        fractions = thrust_fractions(landing, np.asarray(initial_states, np.float64)[:, 6], magnitudes, final_times / N,
+        fractions = thrust_fractions(landing, np.asarray(initial_states, np.float64)[:, 6], magnitudes, time_horizons / N,
                                      LOWER_BOUND_NEWTON_STEPS, MARGIN)  # fly's bounds, on the mass the thrusts leave
         fractions = np.clip(fractions, MARGIN, 1 - MARGIN)
         magnitude_raw = np.log(fractions / (1 - fractions)) - self.magnitude_offset
         raw = np.concatenate([d - [0.0, 0.0, 1.0], magnitude_raw[..., None]], axis=-1)  # [B, N, 4]
-        squash = np.clip(np.log(final_times / self.config.scales["time"]) / 2, -1 + MARGIN, 1 - MARGIN)
+        squash = np.clip(np.log(time_horizons / self.config.scales["time"]) / 2, -1 + MARGIN, 1 - MARGIN)
         return np.concatenate([raw.reshape(len(raw), -1), 2 * np.arctanh(squash)[:, None]], axis=1)
 
     # ---- numpy in, numpy out ------------------------------------------------------------------
     def predict(self, initial_states, target_states, device=None, tolerance=None):
-        """(thrusts [B, N, 3] in N, final_times [B] in s) for initial_states, target_states [B, 7]."""
+        """(thrusts [B, N, 3] in N, time_horizons [B] in s) for initial_states, target_states [B, 7]."""
         if tolerance is not None:
             raise ValueError("tolerance: the anytime answer is not available for rocket_landing yet")
         return self.split(self.predict_refinements(initial_states, target_states, device)[-1])

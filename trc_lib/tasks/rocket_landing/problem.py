@@ -115,10 +115,42 @@ class RocketLanding:
     state_dim = 7
     control_dim = 3
     state_names = STATE_NAMES
-    oracle = "cone_program"  # cone_program.py
     objective = FuelObjective()
+    # ---- the hooks of the task interface (trc_lib/task.py) that the landing uses -----------
     draws_its_own_problems = True  # from INITIAL_BOX (draw_problems); the state and target ranges do not apply
-    free_final_time = True  # the flight time is part of every answer, and datasets store it (final_times)
+    free_final_time = True  # the flight time is part of every answer, and datasets store it (time_horizons)
+    oracle = "trc_lib.tasks.rocket_landing.cone_program:ConeProgramOracle"  # a cone program per flight time
+    model_class = "trc_lib.tasks.rocket_landing.model:LandingRecursiveControl"  # thrusts in the annulus, a flight time
+    evaluation = "trc_lib.tasks.rocket_landing.evaluate:evaluation"  # physical units, with the correction
+    comparison = "trc_lib.tasks.rocket_landing.evaluate:comparison"  # beside ZEM/ZEV guidance
+    notebook = "08_rocket_landing.ipynb"
+    unavailable = {"trc prompts": "its prompts are written for one control per step and a fixed horizon",
+                   "compare --external": "TRC's own correction is in the table",
+                   "compare --newton_steps": "TRC's own correction is in the table",
+                   "compare --tolerance": "TRC's own correction is in the table"}
+
+    @classmethod
+    def parameter_names(cls) -> list[str]:
+        """What --parameter sets: the constraints and every number of the vehicle."""
+        return ["glide_slope", "pointing_angle", *asdict(Vehicle())]
+
+    @classmethod
+    def from_options(cls, num_steps=None, time_horizon=None, control_bound=None, controller=None, **parameters):
+        """The landing with any default overridden (tasks.make_problem); the options of the
+        fixed-horizon tasks (a horizon, a control bound, another objective) are refused."""
+        for name, value, why in (("time_horizon", time_horizon, "the flight time is part of the answer"),
+                                 ("control_bound", control_bound, "the thrust bounds are the vehicle's"),
+                                 ("controller", None if controller in (None, "min_fuel") else controller,
+                                  "its objective is minimum fuel")):
+            if value is not None:
+                raise ValueError(f"{name} does not apply to {cls.name}: {why}")
+        unknown = set(parameters) - set(cls.parameter_names())
+        if unknown:
+            raise ValueError(f"{cls.name} has no parameter {sorted(unknown)}; its parameters are "
+                             f"{sorted(cls.parameter_names())}")
+        vehicle = {k: v for k, v in parameters.items() if k not in ("glide_slope", "pointing_angle")}
+        constraints = {k: v for k, v in parameters.items() if k in ("glide_slope", "pointing_angle")}
+        return cls(vehicle=Vehicle(**vehicle), num_steps=50 if num_steps is None else int(num_steps), **constraints)
 
     @property
     def system(self) -> "RocketLanding":
@@ -145,7 +177,7 @@ class RocketLanding:
     def to_dict(self) -> dict:
         """Every field, with the derived vehicle figures for readers (from_dict ignores them)."""
         v = self.vehicle
-        return {"name": self.name, "num_steps": int(self.num_steps), "glide_slope": float(self.glide_slope),
+        return {"task": self.name, "name": self.name, "num_steps": int(self.num_steps), "glide_slope": float(self.glide_slope),
                 "pointing_angle": self.pointing_angle, "vehicle": asdict(v),
                 "thrust_min": v.thrust_min, "thrust_max": v.thrust_max, "fuel_rate": v.fuel_rate,
                 "objective": self.objective.to_dict(),
@@ -156,25 +188,25 @@ class RocketLanding:
         return cls(vehicle=Vehicle(**d["vehicle"]), num_steps=int(d["num_steps"]),
                    glide_slope=float(d["glide_slope"]), pointing_angle=d["pointing_angle"])
 
-    def accelerations_to_thrusts(self, initial_masses, accelerations, final_times):
+    def accelerations_to_thrusts(self, initial_masses, accelerations, time_horizons):
         """The thrusts T_k = u_k m_k (N) of accelerations u_k (m/s^2), with the masses m_k from
-        the exact mass dynamics. initial_masses [B] (kg), accelerations [B, N, 3], final_times [B] (s)
+        the exact mass dynamics. initial_masses [B] (kg), accelerations [B, N, 3], time_horizons [B] (s)
         -> (thrusts [B, N, 3], masses [B, N+1])."""
         u = np.asarray(accelerations, np.float64)
-        dt = np.asarray(final_times, np.float64)[:, None] / self.num_steps
+        dt = np.asarray(time_horizons, np.float64)[:, None] / self.num_steps
         burn = self.vehicle.fuel_rate * np.linalg.norm(u, axis=-1) * dt  # [B, N]: ln(m_k / m_{k+1})
         log_masses = np.log(np.asarray(initial_masses, np.float64))[:, None] - np.concatenate(
             [np.zeros((len(u), 1)), np.cumsum(burn, axis=1)], axis=1)
         masses = np.exp(log_masses)
         return u * masses[:, :-1, None], masses
 
-    def rollout(self, initial_states, thrusts, final_times) -> np.ndarray:
+    def rollout(self, initial_states, thrusts, time_horizons) -> np.ndarray:
         """Trajectories at the nodes, exact (closed form per interval), float64.
-        initial_states [B, 7], thrusts [B, N, 3] (N, at each interval's start), final_times [B] (s)
+        initial_states [B, 7], thrusts [B, N, 3] (N, at each interval's start), time_horizons [B] (s)
         -> states [B, N+1, 7]."""
         x = np.array(initial_states, np.float64)
         T = np.asarray(thrusts, np.float64)
-        dt = np.asarray(final_times, np.float64) / self.num_steps  # [B]
+        dt = np.asarray(time_horizons, np.float64) / self.num_steps  # [B]
         states = [x]
         for k in range(self.num_steps):
             x = self.step(x, T[:, k], dt)
@@ -192,7 +224,7 @@ class RocketLanding:
                                (m * np.exp(-self.vehicle.fuel_rate * np.linalg.norm(u, axis=-1) * dt[:, 0]))[:, None]],
                               axis=1)
 
-    def constraint_violations(self, states, thrusts, final_times) -> dict:
+    def constraint_violations(self, states, thrusts, time_horizons) -> dict:
         """The largest violation of each constraint per problem (0 when satisfied), [B] each:
 
         thrust_max (N): |T(t)| - rho_2 at each interval's start;  thrust_min (N): rho_1 - |T(t)|
