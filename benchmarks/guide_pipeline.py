@@ -4,7 +4,8 @@
 
 Runs `trc pipeline` (generate 10,000 + 1,000 samples, train medium for 100 epochs at batch 64,
 evaluate, compare) into outputs/benchmark/guide_pipeline/, then prints a markdown table of wall times, the
-comparison table and each of the guide's targets with the measured value. Nothing is asserted:
+comparison table, the guide's own Performance Targets and the project's stricter bars, each with
+the measured value. Nothing is asserted:
 the numbers are printed as measured, on the hardware named in the output.
 """
 
@@ -75,12 +76,21 @@ def main():
              "| step | wall time |", "|---|---|"]
     lines += [f"| {k} | {v / 60:.1f} min ({v:.0f} s) |" for k, v in times.items()]
     m = evaluation
-    bars = [("total wall time <= 15 min", times["total"] / 60, "min", times["total"] <= 15 * 60),
-            ("success rate >= 99.5%", 100 * m["success_rate"], "%", m["success_rate"] >= 0.995),
-            ("mean terminal error <= 0.01", m["terminal_error"]["mean"], "", m["terminal_error"]["mean"] <= 0.01),
-            ("median cost gap <= 0.5%", 100 * m["cost_gap"]["median"], "%", m["cost_gap"]["median"] <= 0.005)]
-    lines += ["", "| the guide's target | measured | met |", "|---|---|---|"]
-    lines += [f"| {name} | {value:.4g}{unit} | {'yes' if ok else 'NO'} |" for name, value, unit, ok in bars]
+    trc = next(r for r in rows if r["name"] == "TRC")
+    latency = trc["inference_time"]["batch_1"]["median_ms"]
+    # the training guide's "Performance Targets" table, as it states them (its gap is against the optimum: LQR)
+    guide = [("mean error < 0.5", m["terminal_error"]["mean"], "", m["terminal_error"]["mean"] < 0.5),
+             ("success rate > 50%", 100 * m["success_rate"], "%", m["success_rate"] > 0.5),
+             ("gap from the optimum < 30% (median)", 100 * m["cost_gap"]["median"], "%", m["cost_gap"]["median"] < 0.3),
+             ("inference time < 10 ms (batch 1, median)", latency, " ms", latency < 10)]
+    # this project's own, stricter bars (not the guide's)
+    own = [("total wall time <= 15 min", times["total"] / 60, " min", times["total"] <= 15 * 60),
+           ("success rate >= 99.5%", 100 * m["success_rate"], "%", m["success_rate"] >= 0.995),
+           ("mean terminal error <= 0.01", m["terminal_error"]["mean"], "", m["terminal_error"]["mean"] <= 0.01),
+           ("median cost gap <= 0.5%", 100 * m["cost_gap"]["median"], "%", m["cost_gap"]["median"] <= 0.005)]
+    for title, bars in (("the guide's target (its Performance Targets)", guide), ("the project's own bar", own)):
+        lines += ["", f"| {title} | measured | met |", "|---|---|---|"]
+        lines += [f"| {name} | {value:.4g}{unit} | {'yes' if ok else 'NO'} |" for name, value, unit, ok in bars]
     lines += ["", f"Comparison on the 1,000 test cases (seed {TEST_SEED}); times on CPU:", "", format_table(rows)]
     report = "\n".join(lines)
     print("\n" + report)

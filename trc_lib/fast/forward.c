@@ -7,7 +7,7 @@
    time, with nothing between the products. It reads transposed, packed float32 copies of the
    weights ([in, out] cut into row blocks, see matvec; fast/forward.py remakes them whenever the
    model's tensors change). Parity with the eager PyTorch forward is tested to 1e-5 x max(1, u_max)
-   (tests/test_fast/forward.py). A net larger than a core's L2 cache shares its products among a
+   (tests/test_fast_forward.py). A net larger than a core's L2 cache shares its products among a
    team of threads (below).
 
    The error feedback's x_N(x_0, u) comes from a function pointer: the compiled terminal map of a

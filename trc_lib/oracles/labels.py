@@ -1,4 +1,4 @@
-"""The oracle of the nonlinear systems: IPOPT (shooting.py) from several starts, in parallel over cores.
+"""The oracle of the nonlinear systems: IPOPT (shooting.py) from the task's starts, in parallel over cores.
 
 A nonlinear Task (Van der Pol, the pendulum, a user's) has no closed form; each (x_0, x*) is
 solved by direct multiple shooting on the same RK4 integrator the evaluation uses, with the
