@@ -13,7 +13,7 @@ NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 
 
 def test_the_numbered_notebooks_exist():
-    assert [p.name[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_", "04_", "05_", "06_", "07_", "08_", "09_"]
+    assert [p.name[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_", "04_", "05_", "06_", "07_", "08_", "09_", "10_"]
     assert set(PIPELINE_NOTEBOOKS) <= {p.name for p in NOTEBOOKS}
 
 
@@ -37,7 +37,8 @@ def test_notebook_09_writes_the_task_file_the_repository_ships():
 
 # the studies of notebooks 06 and 07 have no `trc` command (benchmarks/ablation.py takes --variants)
 NOTEBOOK_ONLY = {"studies", "variants", "gust",  # gust: the landing's closed loop (notebook 08, benchmarks)
-                 "curve_samples", "curve_steps"}  # notebook 02's quick runs that show how to read curves
+                 "curve_samples", "curve_steps",  # notebook 02's quick runs that show how to read curves
+                 "finetune_epochs"}  # notebook 10: imitation epochs, then these (trc finetune's --epochs)
 
 
 def _cli_option_names():
