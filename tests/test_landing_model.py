@@ -350,3 +350,13 @@ def test_objective_is_the_rollouts_fuel_and_miss_and_finetune_runs_on_it(tmp_pat
     history = json.loads((tmp_path / "tuned" / "finetune_stats.json").read_text())
     assert len(history["loss"]) == 2 and history["final"]["loss"] < history["initial"]["loss"]
     assert isinstance(load_model(tmp_path / "tuned" / "finetuned_model.pt"), LandingRecursiveControl)
+
+
+def test_predict_refuses_a_mass_outside_the_vehicle_instead_of_answering_nan():
+    """A lander with an empty tank (mass 0) once came back as NaN thrusts without a word."""
+    model = LandingRecursiveControl.create("small", landing=COARSE)
+    x0, xt = sample_problems(np.random.default_rng(0), 2, COARSE)
+    x0[1, 6] = 0.0
+    with pytest.raises(ValueError, match=r"initial_states\[1\]: mass 0 kg is outside the vehicle's"):
+        model.predict(x0, xt)
+    assert np.isfinite(model.predict(x0[:1], xt[:1])[0]).all()

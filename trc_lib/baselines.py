@@ -27,6 +27,7 @@ import numpy as np
 from .oracles import oracle_of
 from .data import ControlDataset
 from .errors import TRCError
+from .files import check_input
 from .task import Task
 
 
@@ -228,8 +229,9 @@ def _leaves(value):
 def read_external_controls(path, test: ControlDataset) -> np.ndarray:
     """Read and check a file of control sequences for the test set; returns [B, N, m]."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise TRCError(f"{path}: no such file of control sequences")
+    check_input(path, "control sequences file")
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as npz:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from .errors import TRCError
-from .files import atomic_path
+from .files import atomic_path, check_input
 from .model import ModelConfig, TinyRecursiveControl, model_class
 
 FORMAT = "trc-checkpoint"
@@ -31,8 +31,9 @@ def save_checkpoint(path, model: TinyRecursiveControl, weights: dict, **extra) -
 def read_checkpoint(path, map_location="cpu") -> dict:
     """Load and check a checkpoint file; raise TRCError naming the file if it is not one."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise TRCError(f"{path}: no such checkpoint file")
+    check_input(path, "checkpoint")
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing them
             warnings.simplefilter("ignore")

@@ -36,7 +36,7 @@ import torch
 
 from .oracles import OptimalSolution, oracle_of
 from .errors import TRCError
-from .files import atomic_path
+from .files import atomic_path, check_input
 from .task import Task
 from .tasks import make_problem, task_from_dict  # noqa: F401  (make_problem: the guide's API lives here too)
 
@@ -217,7 +217,7 @@ def read_dataset(path, verify_labels: bool = True) -> ControlDataset:
         path = path / DATASET_FILENAME
     if not path.exists():
         raise TRCError(f"{path}: no such dataset file (make one with `trc generate`)")
-    if not zipfile.is_zipfile(path):
+    if not zipfile.is_zipfile(check_input(path, "dataset")):
         raise TRCError(f"{path}: not a .npz dataset (make one with `trc generate`)")
     try:
         with np.load(path, allow_pickle=False) as npz:

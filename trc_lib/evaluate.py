@@ -26,6 +26,7 @@ therefore always reported next to it.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import time
@@ -38,9 +39,12 @@ from .errors import TRCError
 
 
 def summarize(values: np.ndarray) -> dict:
-    """mean, median, p90 and max of the values that are not NaN (NaN marks an unanswered case)."""
+    """mean, median, p90 and max of the values that are not NaN (NaN marks an unanswered case);
+    all NaN when no case was answered."""
     values = np.asarray(values, dtype=np.float64)
     values = values[~np.isnan(values)]
+    if not len(values):
+        return {"mean": math.nan, "median": math.nan, "p90": math.nan, "max": math.nan}
     return {"mean": float(values.mean()), "median": float(np.median(values)),
             "p90": float(np.percentile(values, 90)), "max": float(values.max())}
 
@@ -93,10 +97,10 @@ def metrics(scores: dict, success_threshold: float = 0.1) -> dict:
     summary = {"success_rate": float(np.mean(scores["success"])), "success_threshold": success_threshold,
                "terminal_error": summarize(scores["terminal_error"]), "cost": summarize(scores["cost"]),
                "cost_gap": summarize(scores["cost_gap"]),
-               "bound_violation": {"max": float(np.nanmax(violation)), "fraction": float(np.mean(violation > 0))}}
+               "bound_violation": {"max": summarize(violation)["max"], "fraction": float(np.mean(violation > 0))}}
     if "constraint_violation" in scores:
         broken = scores["constraint_violation"]
-        summary["constraint_violation"] = {"max": float(np.nanmax(broken)), "fraction": float(np.mean(broken > 1e-6))}
+        summary["constraint_violation"] = {"max": summarize(broken)["max"], "fraction": float(np.mean(broken > 1e-6))}
     if "answered" in scores:
         summary["unanswered"] = int((~scores["answered"]).sum())
     return summary

@@ -124,7 +124,7 @@ class OnnxController:
     def predict_refinements(self, initial_states, target_states) -> np.ndarray:
         """[N_sup, B, N, m] float64 from [B, n] inputs."""
         from .inference import check_states
-        x0, xt = check_states(initial_states, target_states, self.problem.system.state_dim)
+        x0, xt = check_states(initial_states, target_states, self.problem)
         feed = {"initial_states": x0.astype(np.float32), "target_states": xt.astype(np.float32)}
         return self.session.run(None, feed)[0].astype(np.float64)
 

@@ -1,4 +1,10 @@
-"""Writing files atomically: a reader (or an interrupted run) never sees half a file.
+"""Files: inputs read only when they are regular files of a bounded size; outputs written
+atomically, so a reader (or an interrupted run) never sees half a file.
+
+An input that is a FIFO, a device or a folder is refused before it is opened (a FIFO would hang
+the read, /dev/zero would fill the memory), and so is one larger than INPUT_LIMITS allows for
+its kind. An existing output that is not a regular file (a link, a FIFO, a device) is refused,
+never replaced.
 
 A file is written to a temporary `.NAME.trc-PID.XXXXXXXX.tmp` beside it and renamed onto NAME. A
 process killed outright (SIGKILL, a power cut) cannot delete its temporary file; the process id
@@ -17,6 +23,25 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import TRCError
+
+INPUT_LIMITS = {"dataset": 8 * 2**30, "checkpoint": 8 * 2**30, "answers file": 2**30,
+                "control sequences file": 2**30, "template": 2**20}  # bytes
+
+
+def check_input(path, kind: str) -> Path:
+    """`path` if it is a regular file within INPUT_LIMITS[kind]; else TRCError naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise TRCError(f"{path}: no such {kind}")
+    if not path.is_file():
+        raise TRCError(f"{path}: not a regular file (a folder, FIFO or device is never read as a {kind})")
+    size, limit = path.stat().st_size, INPUT_LIMITS[kind]
+    if size > limit:
+        raise TRCError(f"{path}: {size:,} bytes, more than a {kind} may have ({limit:,}: "
+                       f"trc_lib.files.INPUT_LIMITS[{kind!r}])")
+    return path
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -29,6 +54,9 @@ def check_writable(path) -> Path:
     path = Path(path)
     if path.is_dir():
         raise OSError(21, "is a directory, not a file name", str(path))
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise OSError(17, "exists and is not a regular file (a link, a FIFO or a device is never replaced): "
+                          "choose another name", str(path))
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():

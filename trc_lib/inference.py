@@ -34,8 +34,10 @@ def _all_finite(array: np.ndarray) -> bool:
     return bool(np.isfinite(array).all())
 
 
-def check_states(initial_states, target_states, state_dim: int):
-    """Both as float64 arrays [B, state_dim] with the same B and finite values, or ValueError."""
+def check_states(initial_states, target_states, problem):
+    """Both as float64 arrays [B, n] with the same B and finite values, within what the task
+    accepts (Task.check_problems), or ValueError."""
+    state_dim = problem.system.state_dim
     arrays = []
     for name, value in (("initial_states", initial_states), ("target_states", target_states)):
         array = np.asarray(value, dtype=np.float64)
@@ -47,6 +49,7 @@ def check_states(initial_states, target_states, state_dim: int):
         arrays.append(array)
     if len(arrays[0]) != len(arrays[1]):
         raise ValueError(f"initial_states and target_states hold {len(arrays[0])} and {len(arrays[1])} problems")
+    problem.check_problems(*arrays)
     return arrays
 
 
@@ -96,7 +99,7 @@ class Inference:
         """Checked numpy [B, n] inputs as float32 tensors on `device` (default: the model's), which
         the model moves to; and the autocast context of the inference precision."""
         from .device import resolve_device
-        initial_states, target_states = check_states(initial_states, target_states, self.problem.system.state_dim)
+        initial_states, target_states = check_states(initial_states, target_states, self.problem)
         here = self.z_init.device  # every tensor of the model lives together
         device = here if device is None else resolve_device(device)
         if here != device:
@@ -120,7 +123,7 @@ class Inference:
         if device is None and "_compiled_forward" not in self.__dict__:
             fast = self._fast_forward_for(len(initial_states) if hasattr(initial_states, "__len__") else None)
             if fast is not None:  # numpy straight into forward.c: no tensor, no mode, no train/eval switch
-                x0, xt = check_states(initial_states, target_states, self.problem.system.state_dim)
+                x0, xt = check_states(initial_states, target_states, self.problem)
                 return fast.run_numpy(x0, xt)
         return self._predict_refinements_torch(initial_states, target_states, device)
 

@@ -478,6 +478,10 @@ class Task:
         x0 = rng.uniform(initial[:, 0], initial[:, 1], size=(count, self.state_dim))
         return x0, self.target_center + rng.uniform(offsets[:, 0], offsets[:, 1], size=(count, self.state_dim))
 
+    def check_problems(self, initial_states: np.ndarray, target_states: np.ndarray) -> None:
+        """Hook: ValueError naming what in x_0 or x* [B, n] the task cannot accept (a mass below
+        the dry mass); the default accepts any finite states."""
+
     # ---- what datasets and checkpoints record ---------------------------------------------
     def to_dict(self) -> dict:
         """The task as datasets and checkpoints record it: where it comes from (and the hash of a

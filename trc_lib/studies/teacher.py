@@ -56,7 +56,7 @@ def clipped_lqr_labels(problem: Task, initial_states, target_states, metadata: d
     plays them). Raises ValueError where a target is not an equilibrium some control holds.
     """
     system = problem.system
-    x0, targets = check_states(initial_states, target_states, system.state_dim)
+    x0, targets = check_states(initial_states, target_states, problem)
     teacher = LQRController(problem, terminal_weight)
     if not teacher.applies(targets):
         raise ValueError("a target is not an equilibrium that some control within the bounds holds, or its "

@@ -269,6 +269,15 @@ class RocketLanding:
         top_speed = np.sqrt((height + speed ** 2 / (2 * down)) / (1 / (2 * down) + 1 / (2 * up)))
         return float(max(top_speed - speed, 0.0) / down + top_speed / up)
 
+    def check_problems(self, initial_states: np.ndarray, target_states: np.ndarray) -> None:
+        """ValueError unless every initial mass is within [dry_mass, wet_mass] (the task interface's hook)."""
+        masses = initial_states[:, 6]
+        outside = (masses < self.vehicle.dry_mass) | (masses > self.vehicle.wet_mass)
+        if outside.any():
+            i = int(np.flatnonzero(outside)[0])
+            raise ValueError(f"initial_states[{i}]: mass {masses[i]:g} kg is outside the vehicle's "
+                             f"[dry_mass, wet_mass] = [{self.vehicle.dry_mass:g}, {self.vehicle.wet_mass:g}] kg")
+
     def draw_problems(self, rng: np.random.Generator, count: int):
         """(initial_states, target_states) [count, 7] from the task's box (sample_problems)."""
         return sample_problems(rng, count, self)

@@ -1,0 +1,63 @@
+"""Inputs that are not regular files, or too large, are refused before they are read; outputs that
+exist and are not regular files are refused, never replaced (issue: hostile inputs)."""
+
+import os
+
+import numpy as np
+import pytest
+
+from trc_lib.errors import TRCError
+from trc_lib.files import INPUT_LIMITS, atomic_path, check_input
+from trc_lib.interfaces.cli import main
+
+
+def test_a_fifo_or_a_device_is_never_read(tmp_path, capsys):
+    fifo = tmp_path / "pipe.npz"
+    os.mkfifo(fifo)
+    for command in (["evaluate", "--checkpoint", str(fifo), "--test_data", str(fifo)],
+                    ["prompts", "--test_data", str(fifo), "--output", str(tmp_path / "p.jsonl")],
+                    ["prompts", "--test_data", "/dev/zero", "--output", str(tmp_path / "p.jsonl")]):
+        assert main(command) == 2  # returns at once: a FIFO opened for reading would block here
+        error = capsys.readouterr().err.strip()
+        assert "not a regular file" in error and len(error.splitlines()) == 1
+
+
+def test_a_template_that_is_a_device_or_too_large_is_refused(tmp_path, monkeypatch):
+    from trc_lib.llm import read_template
+    with pytest.raises(TRCError, match="/dev/zero: not a regular file"):
+        read_template("/dev/zero")
+    big = tmp_path / "big.txt"
+    big.write_text("x" * 100)
+    monkeypatch.setitem(INPUT_LIMITS, "template", 10)
+    with pytest.raises(TRCError, match="100 bytes, more than a template may have"):
+        read_template(big)
+    assert check_input(tmp_path / "big.txt", "answers file") == big
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+def test_an_output_that_is_not_a_regular_file_is_refused_not_replaced(tmp_path, kind):
+    target = tmp_path / "kept.txt"
+    target.write_text("someone else's")
+    output = tmp_path / "out.json"
+    if kind == "symlink":
+        output.symlink_to(target)
+    else:
+        os.mkfifo(output)
+    with pytest.raises(OSError, match="not a regular file"):
+        with atomic_path(output) as tmp:
+            tmp.write_text("{}")
+    assert target.read_text() == "someone else's"
+    assert output.is_symlink() if kind == "symlink" else not output.is_file()
+
+
+def test_the_cli_refuses_such_an_output_before_any_work(tmp_path, capsys):
+    output = tmp_path / "eval.json"
+    output.symlink_to("/dev/null")
+    data = tmp_path / "data"
+    assert main(["generate", "--num_samples", "20", "--output_dir", str(data), "--no_progress"]) == 0
+    capsys.readouterr()
+    assert main(["compare", "--test_data", str(data), "--train_data", str(data), "--output", str(output)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "not a regular file" in error and str(output) in error and len(error.splitlines()) == 1
+    assert output.is_symlink()
+    np.testing.assert_equal(os.readlink(output), "/dev/null")
