@@ -6,10 +6,10 @@ Reasoning with Tiny Networks"), with the answer y being the control sequence its
     context x = embed(x_0, x*)
     repeat N_sup supervision steps (training: a loss after each, the carry (y, z)
                                     detached in between):
-        repeat N_out recursions (all but the last without gradient):
+        repeat N_out recursions (TRM's T; all but the last without gradient):
             u = c + h tanh(y / h)                                # within the bounds by construction
             e = x_N(u) - x*                                      # error feedback: simulated miss
-            repeat N_in times:  z <- net(x + embed(u) + embed(e) + z)
+            repeat N_in times (TRM's n):  z <- net(x + embed(u) + embed(e) + z)
             y <- y + decode(net(embed(u) + z))
 
 c and h are the center and half-width of each control's bounds (u_max tanh(y / u_max) for
