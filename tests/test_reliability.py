@@ -1,6 +1,7 @@
 """Interruptions and unwritable outputs: a clear line, a non-zero exit, nothing left half-written."""
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -200,3 +201,17 @@ def test_external_controls_must_be_numbers(tmp_path, test_set, contents, message
     with pytest.raises(TRCError) as failure:
         read_external_controls(path, test_set)
     assert message in str(failure.value) and str(path) in str(failure.value)
+
+
+@pytest.mark.parametrize("value, message", [
+    ([2, -2], "parameter state_range: must have LOW < HIGH, got [2, -2]"),
+    (["a", "b"], "parameter state_range: must hold two finite numbers"),
+    ([1, 2, 3], "parameter state_range: must be [] or [LOW, HIGH]"),
+])
+def test_notebook_01s_state_range_is_checked_as_the_cli_checks_it(value, message):
+    """It once accepted an inverted or non-numeric range under papermill."""
+    from trc_lib.errors import TRCError
+    from trc_lib.interfaces.parameters import check
+    with pytest.raises(TRCError, match=re.escape(message)):
+        check("state_range", value)
+    assert check("state_range", []) == [] and check("state_range", [-5, 5]) == [-5, 5]

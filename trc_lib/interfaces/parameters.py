@@ -42,11 +42,19 @@ def _choice(options):
 
 
 def _task(value) -> str | None:
-    from ..tasks import BUILT_IN, is_task_file
-    if isinstance(value, str) and (value in BUILT_IN or is_task_file(value)):
+    from ..tasks import SYSTEM_NAMES, is_task_file
+    if isinstance(value, str) and (value in SYSTEM_NAMES or is_task_file(value)):
         return None
-    return f"must be a built-in task ({', '.join(BUILT_IN)}) or a task file FILE.py:ClassName"
+    return f"must be a built-in task ({', '.join(SYSTEM_NAMES)}) or a task file FILE.py:ClassName"
 
+
+def _range(value) -> str | None:
+    """[] (the task's own box) or [low, high], finite numbers with low < high (the CLI's LOW HIGH)."""
+    if not isinstance(value, (list, tuple)) or len(value) not in (0, 2):
+        return "must be [] or [LOW, HIGH]"
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in value):
+        return "must hold two finite numbers"
+    return None if not value or value[0] < value[1] else "must have LOW < HIGH"
 
 
 # name -> the reason a value is wrong, or None
@@ -56,7 +64,9 @@ RULES = {
     "patience": lambda v: _integer(v, 0), "seed": lambda v: _integer(v, 0),
     "lr": _positive_number, "success_threshold": _positive_number, "gust": _non_negative_number,
     "model_size": _choice(tuple(MODEL_SIZES)), "scheduler": _choice(SCHEDULERS), "device": _choice(DEVICES),
-    "system": _task,
+    "system": _task, "state_range": _range,
+    "curve_samples": lambda v: _integer(v, 1), "curve_steps": lambda v: _integer(v, 1),
+    "finetune_epochs": lambda v: _integer(v, 1),
 }
 
 
