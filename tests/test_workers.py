@@ -129,6 +129,27 @@ def test_finished_chunks_are_read_not_solved_again(tmp_path):
             np.testing.assert_array_equal(a, b)
 
 
+def test_a_chunk_changed_in_place_is_solved_again_and_named(tmp_path, capsys):
+    """A labelling chunk edited in place (values changed, shapes kept) was once taken on a rerun."""
+    x0 = np.random.default_rng(6).uniform(-1.5, 1.5, (2, 2))
+    chunks = [(x0[i:i + 1], np.zeros((1, 2)), np.zeros((1, 20, 1))) for i in range(2)]
+    solve = functools.partial(labels._solve_chunk, PROBLEM.to_dict())
+    journal = Workers(processes=1, journal=tmp_path / "journal")
+    first = map_chunks(solve, chunks, journal, progress=False)
+    path = sorted((tmp_path / "journal").glob("*.npz"))[0]
+    with np.load(path) as stored:
+        arrays = {k: stored[k] for k in stored.files}
+    arrays["a0"] = arrays["a0"] + 1.0  # the controls moved, the shapes kept, the checksum left as it was
+    np.savez(path, **arrays)
+    capsys.readouterr()
+    again = map_chunks(solve, chunks, journal, progress=False)
+    said = capsys.readouterr().err
+    assert f"1 chunks of {tmp_path / 'journal'} do not match their checksum" in said and path.stem in said
+    for want, have in zip(first, again):
+        for a, b in zip(want, have):
+            np.testing.assert_array_equal(a, b)  # the altered chunk was solved again, not taken
+
+
 def test_an_explicit_process_count_ignores_trc_cluster(monkeypatch):
     monkeypatch.setenv("TRC_CLUSTER", f"tcp://127.0.0.1:{_free_port()}")  # no scheduler there
     solution, ok = labels.solve_nonlinear(PROBLEM, np.array([[1.0, -0.5]]), np.zeros((1, 2)), workers=1,

@@ -32,6 +32,7 @@ import functools
 import hashlib
 import os
 import pickle
+import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -137,6 +138,8 @@ def map_chunks(solve_chunk, chunks: list, workers: Workers, progress: bool = Tru
     if keys:
         for i, key in enumerate(keys):
             outputs[i] = _read(workers.journal, key)
+    altered = [keys[i] for i, output in enumerate(outputs) if output is ALTERED]
+    outputs = [None if output is ALTERED else output for output in outputs]
     todo = [i for i, output in enumerate(outputs) if output is None]
     found = len(chunks) - len(todo)
     local = workers.here(sum(sizes[i] for i in todo), len(todo))
@@ -146,6 +149,10 @@ def map_chunks(solve_chunk, chunks: list, workers: Workers, progress: bool = Tru
                desc=f"{desc} ({where})" if desc else where, disable=not progress, unit="problem")
     if found and progress:
         bar.write(f"{found} of {len(chunks)} chunks already solved in {workers.journal}")
+    if altered:  # said even without a progress bar: someone changed the journal
+        tqdm.write(f"{len(altered)} chunks of {workers.journal} do not match their checksum (changed since they "
+                   f"were written), solved again: {', '.join(altered[:3])}{' ...' if len(altered) > 3 else ''}",
+                   file=sys.stderr)
 
     def keep(i, output):
         outputs[i] = tuple(np.asarray(a) for a in output)
@@ -215,16 +222,32 @@ def _code_fingerprint() -> str:
     return digest.hexdigest()
 
 
+def _checksum(key: str, output: tuple) -> str:
+    """SHA-256 of the chunk's key (its question and the code) and its arrays' shapes, types and bytes."""
+    digest = hashlib.sha256(key.encode())
+    for array in output:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+ALTERED = "altered"  # _read's answer for a chunk whose checksum does not match what it holds
+
+
 def _read(journal: Path, key: str):
-    """A finished chunk's arrays, or None when it is not there (or cannot be read: solved again)."""
+    """A finished chunk's arrays; None when it is not there or cannot be read, ALTERED when its
+    arrays do not match the checksum written with them (both are solved again)."""
     path = Path(journal) / f"{key}.npz"
     if not path.exists():
         return None
     try:
         with np.load(path, allow_pickle=False) as stored:
-            return tuple(stored[f"a{j}"] for j in range(len(stored.files)))
-    except (OSError, ValueError, zipfile.BadZipFile):
+            output = tuple(stored[f"a{j}"] for j in range(len(stored.files) - 1))
+            checksum = str(stored["checksum"])
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
         return None
+    return output if checksum == _checksum(key, output) else ALTERED
 
 
 def _write(journal: Path, key: str, output: tuple) -> None:
@@ -234,7 +257,7 @@ def _write(journal: Path, key: str, output: tuple) -> None:
     handle, temporary = tempfile.mkstemp(dir=journal, prefix=f".{key}.", suffix=".npz")
     try:
         with os.fdopen(handle, "wb") as file:
-            np.savez(file, **{f"a{j}": a for j, a in enumerate(output)})
+            np.savez(file, **{f"a{j}": a for j, a in enumerate(output)}, checksum=np.array(_checksum(key, output)))
         os.replace(temporary, journal / f"{key}.npz")
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
