@@ -146,5 +146,7 @@ def test_the_rendered_tutorial_shows_notebook_05_with_its_figures(tmp_path):
         widths = figures.evaluate_all("images => images.map(i => i.naturalWidth)")
         assert min(widths) > 100  # decoded pictures, not broken images
         assert "terminal error" in page.inner_text("body")
+        wide = page.locator("pre").evaluate_all("blocks => blocks.filter(b => b.scrollWidth > b.clientWidth + 1).length")
+        assert wide == 0  # code lines wrap: nothing scrolls sideways
         browser.close()
     assert not (REPO_ROOT / ".cache").exists()  # mkdocs-jupyter's cache stays in the build's staging folder

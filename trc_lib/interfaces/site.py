@@ -25,8 +25,14 @@ from .pipeline import NOTEBOOKS_DIR, run_notebook
 
 CELL_TIMEOUT = 900  # seconds: the quick defaults take seconds per cell; a stuck kernel fails the build
 
-PAGES = {"The model": "model.md", "Problems, oracles, metrics": "oracle.md", "The command line": "cli.md",
-         "Compare with your LLM": "llm.md", "The original training guide": "TRAINING_GUIDE.md"}
+PAGES = {"The model": "model.md", "Problems, oracles, metrics": "oracle.md", "Your own system": "your_system.md",
+         "The command line": "cli.md", "Compare with your LLM": "llm.md", "Several machines": "cluster.md",
+         "Troubleshooting": "troubleshooting.md", "The original training guide": "TRAINING_GUIDE.md"}
+# code and its printed output wrap at the page's width instead of scrolling sideways
+WRAP_CSS = """.jp-InputArea pre, .jp-OutputArea pre, .highlight pre, pre code {
+  white-space: pre-wrap; overflow-wrap: anywhere; overflow-x: hidden;
+}
+"""
 
 
 def build_site(output="build/site", notebooks=None, progress=True, log=print) -> Path:
@@ -74,13 +80,15 @@ def _stage_pages(staging: Path) -> None:
     shutil.copytree(REPO_ROOT / "docs", staging / "docs")
     home = (REPO_ROOT / "README.md").read_text().replace("](docs/", "](")
     (staging / "docs" / "index.md").write_text(home)
+    (staging / "docs" / "wrap.css").write_text(WRAP_CSS)
 
 
 def _write_config(staging: Path, output: Path, notebooks: list[str]) -> Path:
     """mkdocs.yml for the staged pages: the home page, the docs pages, the results, the notebooks."""
     results = sorted((staging / "docs" / "results").glob("*.md"))
     lines = ["site_name: TinyRecursiveControl", f"docs_dir: {staging / 'docs'}", f"site_dir: {output}",
-             "use_directory_urls: false", "theme:", "  name: material", "  font: false", "plugins:", "  - mkdocs-jupyter:",
+             "use_directory_urls: false", "theme:", "  name: material", "  font: false", "extra_css:", "  - wrap.css",
+             "plugins:", "  - mkdocs-jupyter:",
              "      execute: false", "      include_source: true", "nav:", "  - Home: index.md",
              "  - Notebooks:"]
     lines += [f"    - '{name}': notebooks/{name}.ipynb" for name in notebooks]
