@@ -61,3 +61,29 @@ def test_the_cli_refuses_such_an_output_before_any_work(tmp_path, capsys):
     assert "not a regular file" in error and str(output) in error and len(error.splitlines()) == 1
     assert output.is_symlink()
     np.testing.assert_equal(os.readlink(output), "/dev/null")
+
+
+def test_a_second_command_writing_into_the_same_folder_is_refused_naming_the_first(tmp_path, capsys):
+    import subprocess
+    import sys
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".trc.lock").write_text(f"{holder.pid} trc train\n")
+        assert main(["generate", "--num_samples", "5", "--output_dir", str(out), "--no_progress"]) == 2
+        error = capsys.readouterr().err.strip()
+        assert f"trc train (process {holder.pid}) is writing here" in error and len(error.splitlines()) == 1
+        assert sorted(p.name for p in out.iterdir()) == [".trc.lock"]  # nothing written, the holder's lock kept
+    finally:
+        holder.kill()
+        holder.wait()
+    # its process gone, the lock is stale: taken over, and removed when the command ends
+    assert main(["generate", "--num_samples", "5", "--output_dir", str(out), "--no_progress"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["lqr_dataset.npz"]
+
+
+def test_a_command_refused_before_any_work_leaves_no_folder_behind(tmp_path):
+    out = tmp_path / "new"
+    assert main(["train", "--data", str(tmp_path / "missing"), "--output_dir", str(out)]) == 2
+    assert not out.exists()

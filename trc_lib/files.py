@@ -82,6 +82,40 @@ def check_folder(folder, option: str = "output folder") -> Path:
     return folder
 
 
+LOCK_NAME = ".trc.lock"  # in an output folder while a command writes there: "PID COMMAND"
+
+
+@contextmanager
+def output_lock(folder, command: str):
+    """Hold `folder` for `command` while it runs. A second command writing into the same folder at
+    the same time is refused, naming the holder; a lock whose process is gone is taken over. The
+    folder is made if missing, and removed again if the command left it empty."""
+    folder = check_folder(folder, "output_dir")
+    made = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_NAME
+    for _ in range(2):  # the second try follows the removal of a stale lock
+        try:
+            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            pid, _, holder = lock.read_text(errors="replace").strip().partition(" ")
+            if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+                raise TRCError(f"{folder}: {holder or 'another command'} (process {pid}) is writing here; "
+                               f"wait for it to finish or choose another folder") from None
+            lock.unlink(missing_ok=True)
+    else:
+        raise TRCError(f"{folder}: could not take its lock {LOCK_NAME}")
+    with os.fdopen(handle, "w") as file:
+        file.write(f"{os.getpid()} {command}\n")
+    try:
+        yield folder
+    finally:
+        lock.unlink(missing_ok=True)
+        if made and not any(folder.iterdir()):
+            folder.rmdir()
+
+
 _TEMPORARY = re.compile(r"^\..+\.trc-(\d+)\.[^.]+\.tmp$")
 
 

@@ -488,12 +488,24 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
+def _output_lock(args):
+    """The output folder's lock (files.output_lock) for a command that writes into one; under
+    torchrun only rank 0 holds it, for the whole job."""
+    from contextlib import nullcontext
+    from ..files import output_lock
+    folder = getattr(args, "output_dir", None)
+    if args.command not in ("generate", "train", "finetune") or not folder or os.environ.get("RANK", "0") != "0":
+        return nullcontext()
+    return output_lock(folder, f"trc {args.command}")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
-        run(args)
+        with _output_lock(args):
+            run(args)
     except (TRCError, ValueError, ArithmeticError) as e:
         if os.environ.get("TRC_DEBUG"):
             raise
