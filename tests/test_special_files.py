@@ -87,3 +87,16 @@ def test_a_command_refused_before_any_work_leaves_no_folder_behind(tmp_path):
     out = tmp_path / "new"
     assert main(["train", "--data", str(tmp_path / "missing"), "--output_dir", str(out)]) == 2
     assert not out.exists()
+
+
+def test_a_checkpoint_from_a_newer_version_is_refused_naming_both_versions(tmp_path):
+    import torch
+
+    from trc_lib import __version__, load_model
+    from trc_lib.checkpoint import FORMAT_VERSION
+    newer = tmp_path / "newer.pt"
+    torch.save({"format": "trc-checkpoint", "format_version": FORMAT_VERSION + 1, "trc_lib_version": "9.0.0",
+                "config": {}, "model_state": {}}, newer)
+    with pytest.raises(TRCError, match=f"format {FORMAT_VERSION + 1} \\(written by trc_lib 9.0.0\\), this is "
+                                       f"trc_lib {__version__}, which reads format {FORMAT_VERSION}"):
+        load_model(newer)
