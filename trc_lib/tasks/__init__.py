@@ -71,7 +71,7 @@ def task_class(spec: str) -> type:
         sys.modules[module_name] = module  # classes defined there can be found by their module
         try:
             spec_.loader.exec_module(module)
-        except Exception as e:  # the user's code: whatever it raises, name the file and stop
+        except (Exception, SystemExit) as e:  # the user's code: whatever it raises, name the file and stop
             del sys.modules[module_name]
             raise TRCError(f"{file}: the task file failed to run ({type(e).__name__}: {e})") from None
         _FILES[(str(path), sha)] = module
