@@ -1,14 +1,16 @@
-"""forward.c, the small-batch inference path: the eager PyTorch forward's answers to float32 round-off
-(1e-5 x max(1, u_max), the tolerance of the ONNX export's check)."""
+"""forward.c, the CPU inference path: the eager PyTorch forward's answers to float32 round-off
+(1e-5 x max(1, u_max), the tolerance of the ONNX export's check), at every batch it serves and on every build."""
 
 import copy
+import os
+import re
 
 import numpy as np
 import pytest
 import torch
 
 from trc_lib import TinyRecursiveControl
-from trc_lib.fast.forward import FAST_FORWARD_MAX_BATCH, FastForward
+from trc_lib.fast.forward import FAST_FORWARD_MAX_BATCH, FastForward, pytorch_only
 from trc_lib.tasks import make_problem
 
 
@@ -108,9 +110,9 @@ def test_predict_uses_it_for_small_batches_and_follows_new_weights(monkeypatch):
     assert len(calls) == 3 and not np.allclose(second, third)
     np.testing.assert_allclose(third, eager.double().numpy(), atol=2e-5)
     model.predict(np.zeros((FAST_FORWARD_MAX_BATCH + 1, 2)), np.zeros((FAST_FORWARD_MAX_BATCH + 1, 2)))
-    assert len(calls) == 3  # large batches go to PyTorch
+    assert len(calls) == 4  # a small net runs in C at every batch
     copy.deepcopy(model).predict(x0, xt)  # a copy gets an engine of its own
-    assert len(calls) == 4
+    assert len(calls) == 5
 
 
 def test_without_a_compiler_predict_runs_pytorch(monkeypatch):
@@ -133,7 +135,7 @@ def test_halting_in_c_stops_where_pytorch_does(system, overrides):
     x0, xt = rng.uniform(-1, 1, (FAST_FORWARD_MAX_BATCH + 4, 2)), np.zeros((FAST_FORWARD_MAX_BATCH + 4, 2))
     first = model.predict_anytime(x0, xt, tolerance=1e9)  # every problem stops after one step
     tolerance = float(np.median(first.terminal_errors))
-    in_pytorch = model.predict_anytime(x0, xt, tolerance=tolerance)  # a batch above the C path's limit
+    in_pytorch = pytorch_only(model.predict_anytime)(x0, xt, tolerance=tolerance)
     refinements, used, errors = FastForward.of(model).run(torch.tensor(x0, dtype=torch.float32),
                                                           torch.tensor(xt, dtype=torch.float32), tolerance)
     np.testing.assert_array_equal(used.numpy(), in_pytorch.refinements)
@@ -202,3 +204,88 @@ def test_callers_in_several_threads_and_a_forked_child_get_their_answers():
 def _answer_in_a_child(engine, x0, xt, expected):
     import os
     os._exit(0 if np.array_equal(engine.run_numpy(x0, xt), expected) else 1)
+
+
+@pytest.mark.parametrize("system, half", [("double_integrator", False), ("vanderpol", False), ("vanderpol", True)])
+def test_problems_shared_between_threads_give_each_problem_its_own_answer(system, half):
+    """At batch 2 and over the threads take problems of their own (forward.c's split): every
+    problem's answer is bit for bit the one it gets alone, whatever the batch and its neighbours."""
+    model = moving_model(system)
+    if half:
+        model.set_inference_precision("float16")
+    if FastForward.of(model, "float16" if half else "float32") is None:
+        pytest.skip("this build has no C path for this precision (float16 needs F16C)")
+    rng = np.random.default_rng(5)
+    x0, xt = rng.uniform(-1, 1, (23, 2)), rng.uniform(-0.5, 0.5, (23, 2))
+    batch = model.predict(x0, xt)
+    alone = np.concatenate([model.predict(x0[i:i + 1], xt[i:i + 1]) for i in range(len(x0))])
+    np.testing.assert_array_equal(batch, alone)
+    np.testing.assert_array_equal(model.predict(x0[:2], xt[:2]), alone[:2])
+    anytime = model.predict_anytime(x0, xt, tolerance=1e9)
+    np.testing.assert_array_equal(anytime.refinements, np.ones(len(x0)))
+
+
+def test_a_net_with_a_team_runs_large_batches_in_pytorch(monkeypatch):
+    """Which batches run in C: every one for a net without a team, up to FAST_FORWARD_MAX_BATCH
+    for a larger net (its team at batch 1, then problems split), PyTorch beyond."""
+    import trc_lib.fast.forward as fast_forward
+    monkeypatch.setattr(fast_forward, "_ENGINES", fast_forward.weakref.WeakKeyDictionary())
+    monkeypatch.setattr(fast_forward, "TEAM_ABOVE_BYTES", 1024)  # this small net now gets a team
+    model = moving_model("double_integrator")
+    engine = FastForward.of(model)
+    assert engine.serves(1) and engine.serves(FAST_FORWARD_MAX_BATCH) and not engine.serves(FAST_FORWARD_MAX_BATCH + 1)
+    calls = []
+    original = FastForward.run_numpy
+    monkeypatch.setattr(FastForward, "run_numpy", lambda self, *a: calls.append(len(a[0])) or original(self, *a))
+    rng = np.random.default_rng(6)
+    x0, xt = rng.uniform(-1, 1, (FAST_FORWARD_MAX_BATCH + 1, 2)), np.zeros((FAST_FORWARD_MAX_BATCH + 1, 2))
+    large = model.predict(x0, xt)
+    small = model.predict(x0[:5], xt[:5])
+    assert calls == [5]
+    np.testing.assert_allclose(small, large[:5], atol=1e-5 * max(1.0, model.control_bound))
+
+
+BASELINE_SCRIPT = """
+import sys, numpy as np, torch
+from trc_lib import TinyRecursiveControl
+from trc_lib.fast.forward import paths
+from trc_lib.tasks import make_problem
+torch.manual_seed(0)
+model = TinyRecursiveControl.create("small", problem=make_problem(system=sys.argv[1])).eval()
+with torch.no_grad():
+    model.decode.weight.normal_(std=0.05)
+rng = np.random.default_rng(3)
+x0, xt = rng.uniform(-1, 1, (9, 2)), rng.uniform(-0.5, 0.5, (9, 2))
+np.save(sys.argv[2], np.stack([model.predict(x0[:1], xt[:1])[0], *model.predict(x0, xt)]))
+print(paths()["target"], "|", paths()["float32"])
+"""
+
+
+@pytest.mark.parametrize("system", ["double_integrator", "vanderpol"])
+def test_the_baseline_x86_64_build_gives_the_same_answers(system, tmp_path):
+    """$TRC_MARCH=x86-64 compiles the C without AVX (plain loops, no F16C): the answers equal
+    the native build's to float32 round-off, at batch 1 and on shared threads."""
+    import platform
+    import subprocess
+    import sys
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("an x86-64 build")
+    answers = {}
+    for march in ("native", "x86-64"):
+        env = {**os.environ, "TRC_MARCH": march, "TRC_CACHE_DIR": str(tmp_path / march)}
+        done = subprocess.run([sys.executable, "-c", BASELINE_SCRIPT, system, str(tmp_path / f"{march}.npy")],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert f"-march={march}" in done.stdout
+        answers[march] = np.load(tmp_path / f"{march}.npy")
+    assert "plain loops" in done.stdout or "blocks of 64" not in done.stdout
+    np.testing.assert_allclose(answers["x86-64"], answers["native"], rtol=0, atol=1e-5)
+    assert np.abs(answers["native"]).max() > 1e-3  # the answers are not all zeros
+
+
+def test_trc_info_names_the_paths(capsys):
+    from trc_lib.interfaces.cli import main
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    for row in ("cpu", "flags", "target", "float32", "float16", "bfloat16", "routing", "pytorch", "gpu"):
+        assert re.search(rf"^{row}\s", out, re.M), row

@@ -129,14 +129,13 @@ class Inference:
 
     def _fast_forward_for(self, batch_size: int | None):
         """forward.c for a batch of batch_size problems on the model's own device where it is the
-        faster path (a C compiler at hand, the CPU; float32 or float16 weights at small batches,
-        bfloat16 at any batch where the CPU has AMX); None elsewhere."""
+        faster path (a C compiler at hand, the CPU; float32 or float16 weights at the batches
+        FastForward.serves, bfloat16 at any batch where the CPU has AMX); None elsewhere."""
         precision = self.__dict__.get("_inference_precision", "float32")
         if batch_size is None or not fast_forward.ENABLED or self._buffers["z_init"].device.type != "cpu":
             return None
-        if precision != "bfloat16" and batch_size > fast_forward.FAST_FORWARD_MAX_BATCH:
-            return None
-        return fast_forward.FastForward.of(self, precision)  # bfloat16: AMX tiles at any batch, where the CPU has them
+        engine = fast_forward.FastForward.of(self, precision)  # bfloat16: AMX tiles, where the CPU has them
+        return engine if engine is not None and engine.serves(batch_size) else None
 
     @torch.no_grad()  # not inference_mode: torch.compile's guards fail on the feedback's matrices inside it
     def _predict_refinements_torch(self, initial_states, target_states, device=None) -> np.ndarray:
@@ -193,7 +192,7 @@ class Inference:
 
     def _fast_forward(self, initial_states: torch.Tensor):
         """forward.c (fast/forward.py) where it is the faster path: float32 (or float16 weights) on
-        the CPU, small batches, a C compiler at hand; None elsewhere."""
+        the CPU, the batches FastForward.serves, a C compiler at hand; None elsewhere."""
         return None if initial_states.device.type != "cpu" else self._fast_forward_for(initial_states.shape[0])
 
     @contextlib.contextmanager

@@ -120,7 +120,7 @@ def _drop_matrices_of_older_checkpoints(module, state_dict, prefix, *args):
 class TinyRecursiveControl(Inference, nn.Module):
     """Maps (initial_states [B, n], target_states [B, n]) to control sequences [B, N, m]."""
 
-    has_c_forward = True  # fast/forward.py's forward.c runs it on the CPU at small batches
+    has_c_forward = True  # fast/forward.py's forward.c runs it on the CPU (FastForward.serves says at which batches)
 
     def __init__(self, config: ModelConfig | None = None):
         super().__init__()

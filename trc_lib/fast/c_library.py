@@ -20,17 +20,37 @@ import tempfile
 from pathlib import Path
 
 
-NATIVE = ("-O3", "-march=native")  # flags for this CPU's vector units; pass cpu_identity() as depends_on
+def target() -> str:
+    """The instruction set the C is compiled for: $TRC_MARCH (gcc's -march names: x86-64 is the
+    baseline without AVX, x86-64-v3 adds AVX2 and FMA, x86-64-v4 AVX-512), default `native`, this
+    CPU's own. Forcing the baseline checks that every CPU's path gives the same answers."""
+    return os.environ.get("TRC_MARCH", "native")
+
+
+def native_flags() -> tuple[str, ...]:
+    """Flags for the target's vector units; pass cpu_identity() as depends_on."""
+    return ("-O3", f"-march={target()}")
+
+
+def cpu_flags() -> set[str]:
+    """This CPU's feature flags as Linux reports them (avx2, avx512f, avx512_bf16, amx_tile, ...);
+    empty where /proc/cpuinfo is not there. What the fast paths choose by, never the CPU's name."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            line = next((line for line in fh if line.startswith("flags")), "")
+    except OSError:
+        return set()
+    return set(line.partition(":")[2].split())
 
 
 def cpu_identity() -> str:
-    """What -march=native compiles for: a library built on one CPU may not run on another."""
+    """What the target compiles for: a library built on one CPU may not run on another."""
     try:
         with open("/proc/cpuinfo") as fh:
             lines = [line for line in fh if line.startswith(("model name", "flags"))][:2]
     except OSError:
         lines = []
-    return platform.machine() + "".join(lines)
+    return platform.machine() + target() + "".join(lines)
 
 
 def cache_dir() -> Path:

@@ -40,7 +40,7 @@ import torch
 
 from ..integrators import rk4
 from ..terminal_map import _float64, _terminal_state_op, system_key
-from .c_library import compiled_library, cpu_identity
+from .c_library import compiled_library, cpu_identity, target
 
 PARALLEL_FROM = 512  # problems per call from which the batch is split over threads
 
@@ -48,7 +48,7 @@ PARALLEL_FROM = 512  # problems per call from which the batch is split over thre
 LANES = 16  # problems integrated side by side: two AVX-512 registers of doubles (measured: 16 > 8 > 4)
 # -O2, not -O3: on an AMD EPYC Zen 4, -O3 ran the lane loops 2.5x slower. No contraction of a * b + c
 # into one fused multiply-add, so x_N is the numpy rollout's (the scorer's) to the last bit.
-FLAGS = ("-O2", "-march=native", "-ffp-contract=off")
+FLAGS = ("-O2", "-ffp-contract=off")  # and -march for c_library.target()
 
 
 def _c_expressions():
@@ -177,7 +177,7 @@ class CompiledTerminalMap:
     def __init__(self, system):
         self.system, self.key = system, system_key(system)
         self.shape = (system.state_dim, system.num_steps, system.control_dim)
-        self._library = compiled_library(_c_source(system), "terminal_map", FLAGS, cpu_identity())
+        self._library = compiled_library(_c_source(system), "terminal_map", (*FLAGS, f"-march={target()}"), cpu_identity())
         self.compiled = self._library is not None
         if not self.compiled:
             warnings.warn("no working C compiler: the error feedback runs the eager torch rollout (slow)")

@@ -60,6 +60,8 @@ typedef struct {
     /* kind 0 with bounds other than one symmetric |u| <= u_max: each control's center c and
        half-width h, [N m]; u = c + h tanh(y / h), features (u - c) / h. NULL: u_max for all. */
     const float *control_center, *control_half;
+    int split;  /* threads take problems of their own, each alone (a net that gains nothing from a
+                   team, at batch 2 and over), rather than sharing each product (see run_job) */
 } trc_model;
 
 /* y = W x (y += W x when accumulate), on every matrix as fast/forward.py packs it: W transposed
@@ -975,6 +977,21 @@ static void run_job(trc_job* job, int tid) {
     int used_here = 0;
     float error_here = 0.0f;
     int status = 0;
+    if (m->split) {  /* this thread's own share of the problems, alone: its own team of one, its
+                        outputs written straight to their rows (the same numbers as one thread) */
+        float* own = one + (long)m->steps * m->a_size;
+        const team alone = {0, 1, own, own + 2L * m->H, NULL};
+        const long long first = job->B * tid / t->T, last = job->B * (tid + 1) / t->T;
+        for (long long b = first; b < last && !status; ++b) {
+            status = solve(m, &alone, job->x0 + b * m->n, job->xt + b * m->n, one, work, job->tolerance,
+                           job->used + b, job->errors + b);
+            for (int s = 0; s < m->steps; ++s)
+                memcpy(job->refinements + ((long)s * job->B + b) * m->a_size, one + (long)s * m->a_size,
+                       sizeof(float) * m->a_size);
+        }
+        job->statuses[tid] = status;
+        return;
+    }
     for (long long b = 0; b < job->B && !status; ++b) {
         int* used = tid == 0 ? job->used + b : &used_here;
         float* error = tid == 0 ? job->errors + b : &error_here;
@@ -1064,7 +1081,9 @@ static int run(trc_job* job) {
     const trc_model* m = job->m;
     if (m->tiles && !trc_has_tiles()) return 2;
     int T = m->threads < 1 ? 1 : m->threads > TRC_MAX_THREADS ? TRC_MAX_THREADS : m->threads;
-    if (!trc_pack_blocks()) T = 1;
+    const int split = m->split && !m->tiles && job->what == FORWARD;
+    if (split && T > job->B) T = (int)job->B;
+    if (!trc_pack_blocks() && !split) T = 1;
 #ifdef TRC_HAS_THREADS
     int owner = T > 1 && pthread_mutex_trylock(&pool.busy) == 0;
     if (owner) T = start_workers(T);
@@ -1090,7 +1109,7 @@ static int run(trc_job* job) {
     for (int tid = 0; tid < T; ++tid) {
         /* tiles: a group's work, then room for its problems' indices */
         job->work[tid] = status ? NULL : malloc(sizeof(float) * (m->tiles ? tile_floats(m) + 2L * TRC_MAX_GROUP
-                                                                              : work_floats(m)));
+                                                                              : work_floats(m) + (split ? 2L * m->H + m->D : 0)));
         if (!job->work[tid]) status = 3;
         job->teams[tid] = (team){tid, T, shared, shared ? shared + 2L * m->H : NULL, &barrier};
     }

@@ -11,8 +11,10 @@ with the CPU's own vector instructions (`-O3 -march=native`, c_library.py). It c
 parity with the eager forward is tested to 1e-5 x max(1, u_max). A net too large for one core's
 L2 cache has its products shared by a team of two threads (team_size), which changes no number.
 
-Larger float32 batches go to PyTorch, whose matrix-matrix products use the CPU far better
-(FAST_FORWARD_MAX_BATCH); so do GPUs and torch.compile.
+At batch 2 and over the problems are shared out between the threads, each thread solving its
+own alone (split). A small net runs here at every batch; a larger net's large batches go to
+PyTorch, whose matrix-matrix products then use the CPU better (FAST_FORWARD_MAX_BATCH); so do
+GPUs and torch.compile.
 
 In bfloat16 (set_inference_precision) on a CPU with AMX (Intel Xeon since Sapphire Rapids), the
 same file runs groups of problems (32, or 512 for the large model) through the whole recursion
@@ -36,14 +38,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .c_library import NATIVE, compiled_library, cpu_identity
+from .c_library import compiled_library, native_flags, cpu_identity
 from ..terminal_map import terminal_map
 
-# Up to this batch predict() runs forward.c. Its time grows linearly with the batch, PyTorch's
-# much more slowly (PyTorch's cost at small batches is dispatch, not arithmetic): where they were
-# measured the two met at a few dozen problems, so 16 keeps C on the side where it is clearly faster.
-# benchmarks/frontier.py times both paths at batch 1.
-FAST_FORWARD_MAX_BATCH = 16
+# Which batches predict() sends to forward.c. At batch 2 and over its threads take problems of
+# their own (split), so its time per problem is flat in the batch, while PyTorch's falls from
+# several milliseconds of dispatch at batch 1 towards its matrix-product rate. A net that fits a
+# core's L2 cache (no team: TEAM_ABOVE_BYTES) runs in C at every batch: there its per-problem time
+# stays below PyTorch's at every batch measured, so a switch would only add a step up in the
+# curve. A larger net runs in C up to FAST_FORWARD_MAX_BATCH, past which PyTorch's products win;
+# the limit errs high, because switching too early is a step up (PyTorch's dispatch spread over too
+# few problems) and too late only a missed gain. benchmarks/batch_curve.py measures both paths by batch.
+FAST_FORWARD_MAX_BATCH = 128
 ENABLED = True  # False: PyTorch everywhere (pytorch_only)
 SOURCE = Path(__file__).with_name("forward.c")
 _VERSION = operator.attrgetter("_version")  # a tensor's count of in-place changes
@@ -80,14 +86,15 @@ class _Model(ctypes.Structure):
                     "time_scale", "position_scale", "velocity_scale", "dry_mass", "wet_mass", "res_position",
                     "res_velocity")]
                 + [("half", ctypes.c_int), ("threads", ctypes.c_int), ("tiles", ctypes.c_int)]
-                + [("control_center", ctypes.c_void_p), ("control_half", ctypes.c_void_p)])
+                + [("control_center", ctypes.c_void_p), ("control_half", ctypes.c_void_p)]
+                + [("split", ctypes.c_int)])
 
 
 def _library() -> ctypes.CDLL | None:
     """forward.c compiled for this CPU (c_library.py); None without a working C compiler."""
     global _LIBRARY
     if _LIBRARY is None:
-        library = compiled_library(SOURCE.read_text(), "forward", (*NATIVE, "-pthread"), cpu_identity())
+        library = compiled_library(SOURCE.read_text(), "forward", (*native_flags(), "-pthread"), cpu_identity())
         if library is not None:
             library.trc_forward.argtypes = [ctypes.POINTER(_Model), ctypes.c_longlong, ctypes.c_void_p,
                                             ctypes.c_void_p, ctypes.c_float] + [ctypes.c_void_p] * 3
@@ -155,7 +162,19 @@ class FastForward:
         net_bytes = sum(p.numel() for p in model.net.parameters()) * (2 if self.half else 4)
         # tiles: every thread takes its own groups of problems, as many threads as PyTorch would use
         self._threads = max(1, min(MAX_THREADS, torch.get_num_threads())) if self.tiles else team_size(net_bytes)
+        self._every_batch = net_bytes <= TEAM_ABOVE_BYTES
         self._staging = threading.local()  # run_numpy's buffers, by batch size
+
+    def _for_batch(self, B: int) -> _Model:
+        """The prepared model for a batch of B problems. At batch 2 and over the problems are
+        shared out between as many threads as PyTorch may use, each thread solving its own alone
+        (forward.c's split; the same numbers): a team's barrier at every product costs more than
+        the cache it gains, once there are problems enough for every thread."""
+        prepared = self._struct()
+        split = B > 1 and not self.tiles and torch.get_num_threads() > 1
+        prepared.split = int(split)
+        prepared.threads = min(MAX_THREADS, torch.get_num_threads()) if split else self._threads
+        return prepared
 
     @property
     def threads(self) -> int:
@@ -171,6 +190,11 @@ class FastForward:
     @property
     def model(self):
         return self._model()
+
+    def serves(self, batch_size: int) -> bool:
+        """Whether predict() runs a batch of batch_size problems here (see FAST_FORWARD_MAX_BATCH):
+        every batch for AMX tiles and for a net without a team, else up to the limit."""
+        return self.tiles or self._every_batch or batch_size <= FAST_FORWARD_MAX_BATCH
 
     @classmethod
     def of(cls, model, precision: str = "float32") -> "FastForward | None":
@@ -283,7 +307,7 @@ class FastForward:
         staging = self._staging.__dict__.get(B) or self._new_staging(B)
         states, out, start, at, size, shape = staging
         states[0], states[1] = initial_states, target_states
-        status = self._library.trc_forward(ctypes.byref(self._struct()), B, start, start + states[0].nbytes, 0.0,
+        status = self._library.trc_forward(ctypes.byref(self._for_batch(B)), B, start, start + states[0].nbytes, 0.0,
                                            at, at + 4 * size, at + 4 * (size + B))
         if status:
             raise RuntimeError(f"forward.c failed (status {status})")
@@ -300,7 +324,7 @@ class FastForward:
         states = np.empty((2, B, model.problem.system.state_dim), np.float32)
         out = np.empty(size + 2 * B, np.float32)
         staging = (states, out, states.ctypes.data, out.ctypes.data, size, (steps, B, *answer))
-        if B <= FAST_FORWARD_MAX_BATCH and len(self._staging.__dict__) < 64:  # small ones recur; large ones cost nothing
+        if B <= 16 and len(self._staging.__dict__) < 64:  # small ones recur; large ones cost nothing
             self._staging.__dict__[B] = staging
         return staging
 
@@ -320,7 +344,7 @@ class FastForward:
         B = x0.shape[0]
         refinements = torch.empty(self.model.config.num_supervision_steps, B, *self.model.answer_shape)
         used, errors = torch.zeros(B, dtype=torch.int32), torch.zeros(B)
-        model = self._struct()
+        model = self._for_batch(B)
         status = self._library.trc_forward(ctypes.byref(model), B, x0.data_ptr(), xt.data_ptr(), float(tolerance),
                                            refinements.data_ptr(), used.data_ptr(), errors.data_ptr())
         if status:
@@ -338,3 +362,33 @@ def pytorch_only(predict):
         finally:
             ENABLED = saved
     return run
+
+
+def paths() -> dict:
+    """What the fast paths do on this CPU, detected from its flags (c_library.cpu_flags), never its
+    name: `trc info` prints it. Keys: cpu, flags (the ones that choose a path), target (what the C
+    is compiled for), compiled, float32, float16, bfloat16, routing."""
+    from .c_library import cpu_flags, target
+    from ..evaluate import hardware
+    flags = cpu_flags()
+    library = _library() if ENABLED else None
+    blocks = bool(library and library.trc_pack_blocks())
+    bf16_units = {"avx512_bf16", "amx_bf16"} & flags
+    return {
+        "cpu": hardware()["cpu"],
+        "flags": " ".join(f for f in ("avx2", "fma", "f16c", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+                          if f in flags) or "(none of avx2, fma, f16c, avx512f, avx512_bf16, amx_tile, amx_bf16)",
+        "target": f"-march={target()}" + ("" if target() == "native" else " ($TRC_MARCH)"),
+        "compiled": "yes" if library else "no (no C compiler, or switched off): PyTorch everywhere",
+        "float32": ("forward.c, rows in blocks of 64 (AVX2 and FMA)" if blocks else
+                    "forward.c, plain loops (the target has no AVX2 with FMA)") if library else "PyTorch",
+        "float16": ("forward.c with half-precision weights (F16C)" if library and library.trc_has_half()
+                    else "PyTorch on weights rounded to half precision (no F16C in the target)"),
+        "bfloat16": ("forward.c on AMX tiles, every batch" if library and library.trc_has_tiles() else
+                     "PyTorch under autocast" + ("" if bf16_units else
+                                                 ": this CPU has no bfloat16 units, so slower than float32")),
+        "routing": (f"batch 1 on one thread (a team of {TEAM_SIZE} for a net over {TEAM_ABOVE_BYTES // 1024} KiB); "
+                    f"batch 2 and over: problems shared between {min(MAX_THREADS, torch.get_num_threads())} "
+                    f"threads; a net over {TEAM_ABOVE_BYTES // 1024} KiB goes to PyTorch past batch "
+                    f"{FAST_FORWARD_MAX_BATCH}") if library else "PyTorch at every batch",
+    }

@@ -139,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_finetune(sub)
     _add_export(sub)
     _add_pipeline(sub)
+    sub.add_parser("info", help="what this machine runs: the CPU's flags, the compiled paths, the device",
+                   description="Print the CPU and the flags that choose a path (AVX2, FMA, F16C, AVX-512, "
+                               "AVX512_BF16, AMX), what the C is compiled for ($TRC_MARCH, default native), "
+                               "which path predict takes in each precision and at which batches, and "
+                               "PyTorch's threads and devices. Writes nothing.")
     return parser
 
 
@@ -453,11 +458,26 @@ def run(args) -> None:
                                                 "val_fraction", "device", "seed"))
     elif args.command == "export":
         workflow.export(args.checkpoint, args.output)
+    elif args.command == "info":
+        _print_info()
     elif args.command == "pipeline":
         from .pipeline import run_pipeline
         run_pipeline(args.num_samples, args.epochs, args.model_size, progress=not args.no_progress,
                      **_options(args, "test_samples", "data_dir", "output_dir", "notebooks_dir", "batch_size", "lr",
                                 "patience", "device", "seed", "system", "state_range"))
+
+
+def _print_info() -> None:
+    """`trc info`: the fast paths on this CPU (fast/forward.py's paths) and PyTorch's side."""
+    import torch
+    from ..fast.forward import paths
+    rows = dict(paths())
+    rows["pytorch"] = (f"{torch.__version__}, {torch.get_num_threads()} threads, kernels for "
+                       f"{torch.backends.cpu.get_cpu_capability()}")
+    rows["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (the CPU is used)"
+    width = max(map(len, rows))
+    for name, value in rows.items():
+        print(f"{name:<{width}}  {value}")
 
 
 def _as_flags(message: str, args) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...fast.c_library import NATIVE, compiled_library, cpu_identity
+from ...fast.c_library import compiled_library, native_flags, cpu_identity
 
 SOURCE = Path(__file__).parents[2] / "fast" / "landing_flight.c"
 _LIBRARY: ctypes.CDLL | bool | None = None
@@ -26,7 +26,7 @@ _LIBRARY: ctypes.CDLL | bool | None = None
 def _library() -> ctypes.CDLL | None:
     global _LIBRARY
     if _LIBRARY is None:
-        library = compiled_library(SOURCE.read_text(), "landing_flight", NATIVE, cpu_identity())
+        library = compiled_library(SOURCE.read_text(), "landing_flight", native_flags(), cpu_identity())
         if library is not None:
             library.landing_flight.argtypes = ([ctypes.c_longlong, ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
                                                + [ctypes.c_void_p] * 9)
