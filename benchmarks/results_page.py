@@ -29,10 +29,21 @@ def code_version() -> str:
     return commit + (" + uncommitted changes" if dirty else "")
 
 
+def cpu_features() -> str:
+    """The CPU flags that choose a path (fast/forward.py's paths), and the absence of the big ones."""
+    from trc_lib.fast.c_library import cpu_flags
+    flags = cpu_flags()
+    named = [f for f in ("avx2", "fma", "f16c", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16") if f in flags]
+    missing = [label for label, flag in (("AVX-512", "avx512f"), ("AVX512_BF16", "avx512_bf16"), ("AMX", "amx_tile"))
+               if flag not in flags]
+    return " ".join(named) + ("; no " + ", no ".join(missing) if missing else "")
+
+
 def describe_hardware() -> str:
     h = hardware()
     gpu = f", GPU {h['gpu']}" if h["gpu"] else ", no GPU"
-    return f"{h['cpu']}, {h['cpu_count']} cores{gpu}; torch {h['torch']} with {h['torch_threads']} threads"
+    return (f"{h['cpu']} ({cpu_features()}), {h['cpu_count']} cores{gpu}; "
+            f"torch {h['torch']} with {h['torch_threads']} threads")
 
 
 def write_page(name: str, title: str, body: str, figures: dict[str, Path] | None = None) -> Path:
