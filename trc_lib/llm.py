@@ -130,6 +130,15 @@ def write_jsonl(path, records) -> Path:
     return path
 
 
+def answer_text(controls) -> str:
+    """One answer [N, m] written as the prompts ask for it (answer_format): a JSON list of N
+    numbers, or of N lists of m numbers, each to 6 significant digits. What TRC's own answers
+    look like to a reward written for an LLM's (reward.py); parse_answer reads it back."""
+    values = np.asarray(controls, dtype=np.float64)
+    rounded = [[float(f"{x:.6g}") for x in row] for row in values]
+    return json.dumps([row[0] for row in rounded] if values.shape[1] == 1 else rounded)
+
+
 # ---- answers in ----------------------------------------------------------------------------
 
 def _bracketed(text: str) -> list[str]:

@@ -215,3 +215,27 @@ def plot_ablation(variant_rows: list[dict], step_rows: list[dict], path=None) ->
     for ax in (ax_gap, ax_succ, ax_steps):
         ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def plot_reward_curves(history: dict, path=None) -> Figure:
+    """Reward fine-tuning by epoch: the sampled answers' reward (mean, and mean +- std) and the
+    held-out mean answer's; the KL to the starting policy; held-out success and median cost gap."""
+    fig = Figure(figsize=(13, 3.6))
+    left, middle, right = fig.subplots(1, 3)
+    epochs = np.asarray(history["epoch"])
+    mean, std = np.asarray(history["reward_mean"]), np.asarray(history["reward_std"])
+    left.plot(epochs, mean, "o-", label="sampled answers (mean)")
+    left.fill_between(epochs, mean - std, mean + std, alpha=0.2, label="+- std")
+    left.plot(epochs, history["val_reward"], "s-", label="held-out, the answer itself")
+    left.axhline(history["initial"]["reward"], color="gray", ls=":", label="held-out, before")
+    left.set(xlabel="epoch", ylabel="reward", title="reward (larger is better)")
+    left.legend(fontsize=8)
+    middle.plot(epochs, history["kl"], "o-")
+    middle.set(xlabel="epoch", ylabel="KL", yscale="log", title="KL to the starting policy")
+    right.plot(epochs, 100 * np.asarray(history["val_success"]), "o-", label="success (%)")
+    right.set(xlabel="epoch", ylabel="success on held-out (%)", title="held-out success and cost gap")
+    gap = right.twinx()
+    gap.plot(epochs, 100 * np.asarray(history["val_cost_gap"]), "s--", color="C1", label="median cost gap (%)")
+    gap.set_ylabel("median cost gap (%)")
+    fig.tight_layout()
+    return _save(fig, path)

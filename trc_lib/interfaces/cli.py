@@ -312,21 +312,45 @@ def _add_prompts(sub) -> None:
 
 
 def _add_finetune(sub) -> None:
-    p = sub.add_parser("finetune", help="fine-tune a trained model on the task's true objective",
+    p = sub.add_parser("finetune", help="fine-tune a trained model on the task's true objective, or on your reward",
                        description="The guide's optional fine-tuning beyond imitation: train a checkpoint on the "
                                    "task's own cost J(u) / J_ref + TERMINAL_PENALTY ||x_N - x*||^2 through the "
                                    "differentiable simulator, using the problems of --data but not its labels "
                                    "(so the model can end up cheaper than whatever labelled them). Writes "
-                                   "OUTPUT_DIR/finetuned_model.pt and finetune_stats.json.")
+                                   "OUTPUT_DIR/finetuned_model.pt and finetune_stats.json. With --reward: raise "
+                                   "your own reward instead, a function of text answers (TRL's convention) or of "
+                                   "arrays, by group-relative policy optimization (docs/reward_finetune.md); "
+                                   "writes OUTPUT_DIR/finetuned_model.pt, reward_finetune_stats.json and "
+                                   "reward_curves.png. A reward file is code: it runs with your rights.")
     p.add_argument("--checkpoint", default="outputs/supervised/best_model.pt", help="model to start from "
                                                                                     "(default: %(default)s)")
     p.add_argument("--data", default="data/lqr_train/lqr_dataset.npz",
                    help="problems to fine-tune on; --val_fraction held out (default: %(default)s)")
-    p.add_argument("--epochs", type=positive_int, default=20, help="epochs (default: %(default)s)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="epochs (default: 20; 10 with --reward)")
     p.add_argument("--lr", type=positive_float, default=1e-4, help="learning rate of AdamW (default: %(default)s)")
-    p.add_argument("--batch_size", type=positive_int, default=64, help="mini-batch size (default: %(default)s)")
+    p.add_argument("--batch_size", type=positive_int, default=None,
+                   help="mini-batch size, in problems (default: 64; 32 with --reward)")
     p.add_argument("--terminal_penalty", type=nonnegative_float, default=10.0,
-                   help="weight of the squared terminal miss, standing in for x_N = x* (default: %(default)s)")
+                   help="weight of the squared terminal miss, standing in for x_N = x* (default: %(default)s; "
+                        "not with --reward, whose reward says what matters)")
+    p.add_argument("--reward", default=None, metavar="FILE.py:FUNCTION",
+                   help="your reward: reward(prompts, completions, **kwargs) -> [float] (text, as TRL calls it) "
+                        "or reward(initial_states, target_states, controls, **kwargs) -> [B] (numpy arrays); "
+                        "larger is better (default: none, the task's own cost)")
+    p.add_argument("--template", default=None, metavar="FILE",
+                   help="with a text reward: the prompt template, as for `trc prompts` (default: the built-in one)")
+    p.add_argument("--conversational", action="store_true",
+                   help="with a text reward: prompts and completions as lists of {role, content} messages")
+    p.add_argument("--group_size", type=positive_int, default=8,
+                   help="with --reward: answers sampled per problem, in mirrored pairs (even; default: %(default)s)")
+    p.add_argument("--sigma", type=positive_float, nargs=2, default=(0.01, 0.005), metavar=("START", "END"),
+                   help="with --reward: the sampling spread, a fraction of each control's half-range, at the first "
+                        "and the last epoch (default: 0.01 0.005)")
+    p.add_argument("--kl_coefficient", type=nonnegative_float, default=0.01,
+                   help="with --reward: weight of the KL divergence from the starting model's policy "
+                        "(default: %(default)s)")
+    p.add_argument("--resume", action="store_true",
+                   help="with --reward: continue the run kept in OUTPUT_DIR after its last finished epoch")
     p.add_argument("--val_fraction", type=unit_interval, default=0.1,
                    help="share of the data held out for validation (default: %(default)s)")
     p.add_argument("--output_dir", default="outputs/finetuned", help="where the files go (default: %(default)s)")
@@ -453,9 +477,21 @@ def run(args) -> None:
     elif args.command == "prompts":
         workflow.prompts(args.test_data, args.output, template=args.template)
     elif args.command == "finetune":
-        workflow.finetune_checkpoint(args.checkpoint, args.data, progress=not args.no_progress,
-                                     **_options(args, "output_dir", "epochs", "lr", "batch_size", "terminal_penalty",
-                                                "val_fraction", "device", "seed"))
+        if args.reward is None:
+            extra = [f"--{name}" for name in ("template", "conversational", "resume") if getattr(args, name)]
+            if extra:
+                raise TRCError(f"{extra[0]} is an option of the reward route; add --reward FILE.py:FUNCTION")
+            workflow.finetune_checkpoint(args.checkpoint, args.data, progress=not args.no_progress,
+                                         epochs=args.epochs or 20, batch_size=args.batch_size or 64,
+                                         **_options(args, "output_dir", "lr", "terminal_penalty", "val_fraction",
+                                                    "device", "seed"))
+        else:
+            workflow.reward_finetune_checkpoint(args.checkpoint, args.data, args.reward, progress=not args.no_progress,
+                                                epochs=args.epochs or 10, batch_size=args.batch_size or 32,
+                                                sigma_start=args.sigma[0], sigma_end=args.sigma[1],
+                                                **_options(args, "output_dir", "lr", "template", "conversational",
+                                                           "group_size", "kl_coefficient", "resume", "val_fraction",
+                                                           "device", "seed"))
     elif args.command == "export":
         workflow.export(args.checkpoint, args.output)
     elif args.command == "info":

@@ -309,6 +309,55 @@ def finetune_checkpoint(checkpoint, data, *, output_dir="outputs/finetuned", epo
     return model
 
 
+def reward_finetune_checkpoint(checkpoint, data, reward, *, output_dir="outputs/reward_finetuned", epochs=10,
+                               lr=1e-4, batch_size=32, group_size=8, sigma_start=0.01, sigma_end=0.005,
+                               kl_coefficient=0.01, template=None, conversational=False, resume=False,
+                               val_fraction=0.1, device="auto", seed=0, progress=True, log=print):
+    """`trc finetune --reward FILE.py:function`: raise the user's reward by group-relative policy
+    optimization (studies/reward_finetune.py), starting from `checkpoint`, which stays untouched.
+
+    Everything is checked before the first epoch (the reward's file, function and form, the
+    template, the options). Keeps the run in OUTPUT_DIR after every epoch (resume=True goes on
+    from there); at the end writes OUTPUT_DIR/finetuned_model.pt (a normal checkpoint),
+    reward_finetune_stats.json (the history) and reward_curves.png.
+    """
+    from ..checkpoint import save_checkpoint
+    from ..llm import read_template
+    from ..plots import plot_reward_curves
+    from ..reward import TEXT, Reward
+    from ..studies.reward_finetune import reward_finetune
+    if Path(checkpoint).suffix == ".onnx":
+        raise TRCError(f"{checkpoint}: an ONNX file cannot be trained; pass the .pt checkpoint")
+    function = Reward.load(reward, conversational=conversational)
+    if function.form != TEXT and (template is not None or conversational):
+        raise TRCError(f"--{'template' if template is not None else 'conversational'} applies to a text reward; "
+                       f"{reward} takes arrays")
+    template = read_template(template) if template is not None else None
+    check_folder(output_dir, "output_dir")
+    model = load_model(checkpoint, "cpu")
+    train_set, val_set = load_dataset(data, val_fraction=val_fraction, seed=seed)
+    _check_same_problem(model, train_set, checkpoint)
+    torch.manual_seed(seed)
+    history = reward_finetune(model, function, train_set, val_set, epochs=epochs, lr=lr, batch_size=batch_size,
+                              group_size=group_size, sigma_start=sigma_start, sigma_end=sigma_end,
+                              kl_coefficient=kl_coefficient, seed=seed, template=template,
+                              device=resolve_device(device), state_dir=output_dir, resume=resume, progress=progress,
+                              log=log)
+    output_dir = Path(output_dir)
+    model.cpu().eval()
+    save_checkpoint(output_dir / "finetuned_model.pt", model, model.state_dict(),
+                    data={"path": str(Path(data).resolve())}, finetuned_from=str(checkpoint),
+                    reward_finetune={"reward": str(reward), "options": history["options"],
+                                     "initial": history["initial"], "final_val_reward": history["val_reward"][-1]})
+    write_json(output_dir / "reward_finetune_stats.json", history)
+    plot_reward_curves(history, output_dir / "reward_curves.png")
+    first, last = history["initial"], history
+    log(f"held-out reward {first['reward']:.4g} -> {last['val_reward'][-1]:.4g}, success {first['success']:.1%} -> "
+        f"{last['val_success'][-1]:.1%} ({history['reward_calls']} reward calls, {history['answers_scored']:,} answers)")
+    log(f"wrote {output_dir / 'finetuned_model.pt'}, reward_finetune_stats.json and reward_curves.png")
+    return model
+
+
 def export(checkpoint, output, *, log=print) -> dict:
     """`trc export`: a checkpoint to ONNX, checked against PyTorch (see export.export_onnx)."""
     return export_onnx(load_model(checkpoint), output, log=log)

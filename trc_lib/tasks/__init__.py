@@ -59,23 +59,7 @@ def task_class(spec: str) -> type:
         raise TRCError(f"--system {spec!r}: not a built-in task ({', '.join(SYSTEM_NAMES)}) nor a task file "
                        f"FILE.py:ClassName")
     file, _, name = spec.rpartition(":")
-    path = Path(file).expanduser().resolve()
-    if not path.is_file():
-        raise TRCError(f"{file}: no such task file")
-    source = path.read_bytes()
-    sha = hashlib.sha256(source).hexdigest()
-    if (str(path), sha) not in _FILES:
-        module_name = f"trc_task_{sha[:16]}"
-        spec_ = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec_)
-        sys.modules[module_name] = module  # classes defined there can be found by their module
-        try:
-            spec_.loader.exec_module(module)
-        except (Exception, SystemExit) as e:  # the user's code: whatever it raises, name the file and stop
-            del sys.modules[module_name]
-            raise TRCError(f"{file}: the task file failed to run ({type(e).__name__}: {e})") from None
-        _FILES[(str(path), sha)] = module
-    module = _FILES[(str(path), sha)]
+    module, path, sha = run_file(file, "task file")
     found = getattr(module, name, None)
     if found is None:
         defined = sorted(k for k, v in vars(module).items() if isinstance(v, type) and issubclass(v, Task)
@@ -85,6 +69,29 @@ def task_class(spec: str) -> type:
         raise TRCError(f"{file}:{name} is not a task: a task subclasses trc_lib.Task")
     found._reference, found._source_sha256 = f"{path}:{name}", sha
     return found
+
+
+def run_file(file, what: str = "task file"):
+    """(module, resolved path, sha256 of its source) of the Python file `file` of the user's, run
+    once per process and content. TRCError naming the file if it is missing or fails to run:
+    whatever the user's code raises, SystemExit included."""
+    path = Path(file).expanduser().resolve()
+    if not path.is_file():
+        raise TRCError(f"{file}: no such {what}")
+    source = path.read_bytes()
+    sha = hashlib.sha256(source).hexdigest()
+    if (str(path), sha) not in _FILES:
+        module_name = f"trc_{what.split()[0]}_{sha[:16]}"
+        spec_ = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec_)
+        sys.modules[module_name] = module  # classes defined there can be found by their module
+        try:
+            spec_.loader.exec_module(module)
+        except (Exception, SystemExit) as e:  # the user's code: whatever it raises, name the file and stop
+            del sys.modules[module_name]
+            raise TRCError(f"{file}: the {what} failed to run ({type(e).__name__}: {e})") from None
+        _FILES[(str(path), sha)] = module
+    return _FILES[(str(path), sha)], path, sha
 
 
 def import_reference(reference: str):

@@ -1,0 +1,222 @@
+"""Reward fine-tuning: group-relative policy optimization (GRPO) for a whole control sequence.
+
+finetune.py descends the task's own cost through the differentiable simulator. A reward of the
+user's (reward.py) is a black box: a text parser, a rule, a simulator of their own. Its gradient
+does not exist, so the network is made a policy and the reward only has to be evaluated:
+
+- The policy: a Gaussian over the control sequence, its mean mu the network's answer (the
+  recursion and the exact error feedback unchanged inside), standard deviation sigma per control,
+  a fraction of the control's half-range scheduled linearly from sigma_start to sigma_end over the
+  run. A sample a = mu + sigma eps is clipped to the control bounds before the reward sees it.
+- A group of G answers per problem; each answer's advantage is its reward against its group's,
+  A = (r - mean of the group) / (std of the group + 1e-4) (GRPO: no value network, the group is
+  the baseline, and a reward's scale and offset do not matter). The group comes in mirrored
+  pairs, mu + sigma eps and mu - sigma eps (as evolution strategies sample): a part of the reward
+  that is even in eps (the quadratic growth of a cost or of a terminal miss with the noise) is
+  the same for both answers of a pair and drops out of the step exactly, leaving the part that
+  tells which way is better. With independent samples that even part is most of the spread.
+- The step: PPO's clipped ratio on each sample's log-density under the current mean against the
+  mean that drew it, ratio = pi(a | mu) / pi(a | mu_old), surrogate min(ratio A, clip(ratio,
+  1 - clip, 1 + clip) A), taken `updates` times per batch; plus kl_coefficient times the KL
+  divergence from the imitation model's policy (the same sigma, so KL = ||mu - mu_ref||^2 /
+  (2 sigma^2) summed over the sequence), which keeps what imitation learned (reaching x*) while the
+  reward moves the answer.
+
+The deployed answer is the mean: the fine-tuned network is a normal checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..data import ControlDataset
+from ..device import resolve_device
+from ..errors import TRCError
+from ..evaluate import metrics, score_controls
+from ..model import TinyRecursiveControl
+from ..reward import TEXT, Reward
+
+STATE_FILE = "reward_finetune_state.pt"  # the run after each epoch, for --resume
+OPTIONS = ("epochs", "lr", "batch_size", "group_size", "sigma_start", "sigma_end", "clip", "kl_coefficient",
+           "updates", "seed")
+
+
+def reward_finetune(model: TinyRecursiveControl, reward: Reward, train: ControlDataset, val: ControlDataset,
+                    *, epochs: int = 10, lr: float = 1e-4, batch_size: int = 32, group_size: int = 8,
+                    sigma_start: float = 0.01, sigma_end: float = 0.005, clip: float = 0.2,
+                    kl_coefficient: float = 0.01, updates: int = 2, seed: int = 0, template: str | None = None,
+                    device="cpu", state_dir=None, resume: bool = False, progress: bool = True,
+                    log=print) -> dict:
+    """Train `model` in place to raise `reward` on the problems of `train`; return the history.
+
+    sigma_start, sigma_end: the policy's standard deviation, a fraction of each control's
+    half-range, at the first and the last epoch. state_dir: where the run is kept after every
+    epoch (STATE_FILE); resume continues it (the same options, checked). template: the prompts'
+    (a text reward), default llm.DEFAULT_TEMPLATE.
+
+    History: per epoch "reward_mean", "reward_std", "reward_best" (of the sampled answers),
+    "kl" (mean KL to the imitation model's policy), "sigma", and on `val` with the mean answer:
+    "val_reward" (mean), "val_success", "val_cost_gap" (median); "initial" (the same on val
+    before any step), "reward_calls" and "answers_scored" (all the reward calls of the run).
+    """
+    options = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "group_size": group_size,
+               "sigma_start": sigma_start, "sigma_end": sigma_end, "clip": clip, "kl_coefficient": kl_coefficient,
+               "updates": updates, "seed": seed}
+    _check_options(model, options)
+    device = resolve_device(device)
+    model.to(device)
+    problem = model.problem
+    lower, upper = (torch.as_tensor(a, dtype=torch.float32, device=device)
+                    for a in (problem.control_lower, problem.control_upper))
+    half_range = (upper - lower) / 2
+    reference = copy.deepcopy(model).eval()  # the imitation model's policy, for the KL
+    for p in reference.parameters():
+        p.requires_grad_(False)
+    prompts = _prompts(train, template) if reward.form == TEXT else None
+    val_prompts = _prompts(val, template) if reward.form == TEXT else None
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    history = {"options": options, "epoch": [], "reward_mean": [], "reward_std": [], "reward_best": [], "kl": [],
+               "sigma": [], "val_reward": [], "val_success": [], "val_cost_gap": [], "seconds": []}
+    state_path = None if state_dir is None else Path(state_dir) / STATE_FILE
+    if resume:
+        history = _restore(state_path, model, optimizer, generator, options)
+    else:
+        history["initial"] = _held_out(model, reward, val, val_prompts, "the held-out problems before fine-tuning")
+    x0_all, xt_all = (torch.as_tensor(a, dtype=torch.float32) for a in (train.initial_states, train.target_states))
+    first = len(history["epoch"])
+    bar = tqdm(range(first, epochs), desc="reward fine-tuning", disable=not progress, dynamic_ncols=True,
+               initial=first, total=epochs)
+    for epoch in bar:
+        started = time.perf_counter()
+        sigma = sigma_start + (sigma_end - sigma_start) * (epoch / max(1, epochs - 1))
+        scale = sigma * half_range  # [m]
+        rewards, kls = [], []
+        model.train()
+        for b, index in enumerate(torch.randperm(len(train), generator=generator).split(int(batch_size))):
+            x0, xt = x0_all[index].to(device), xt_all[index].to(device)
+            with torch.no_grad():
+                mu_old = model(x0, xt)[-1]                                   # [B, N, m]
+                mu_ref = reference(x0, xt)[-1]
+                half = torch.randn((len(index), group_size // 2, *mu_old.shape[1:]), generator=generator).to(device)
+                noise = torch.cat([half, -half], dim=1)                      # mirrored pairs
+                sample = mu_old[:, None] + scale * noise                     # [B, G, N, m]
+                answers = torch.minimum(torch.maximum(sample, lower), upper)
+            r = _group_rewards(reward, train, prompts, index.numpy(), answers, problem, f"epoch {epoch + 1}, batch {b + 1}")
+            rewards.append(r.ravel())
+            r = torch.as_tensor(r, dtype=torch.float32, device=device)
+            advantage = (r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)  # [B, G]
+            old_log_density = _log_density(sample, mu_old, scale)
+            for _ in range(updates):
+                mu = model(x0, xt)[-1]
+                ratio = torch.exp(_log_density(sample, mu, scale) - old_log_density)
+                surrogate = torch.minimum(ratio * advantage, ratio.clamp(1 - clip, 1 + clip) * advantage)
+                kl = ((mu - mu_ref) / scale).square().sum((1, 2)) / 2       # [B]
+                loss = -surrogate.mean() + kl_coefficient * kl.mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+            kls.append(kl.detach().cpu().numpy())
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"reward fine-tuning diverged at epoch {epoch + 1}; try a lower lr")
+        rewards, kls = np.concatenate(rewards), np.concatenate(kls)
+        scores = _held_out(model, reward, val, val_prompts, f"epoch {epoch + 1}, the held-out problems")
+        for key, value in (("epoch", epoch + 1), ("reward_mean", rewards.mean()), ("reward_std", rewards.std()),
+                           ("reward_best", rewards.max()), ("kl", kls.mean()), ("sigma", sigma),
+                           ("val_reward", scores["reward"]), ("val_success", scores["success"]),
+                           ("val_cost_gap", scores["cost_gap"]), ("seconds", time.perf_counter() - started)):
+            history[key].append(float(value))
+        history["reward_calls"], history["answers_scored"] = (history.get("reward_calls", 0) + reward.calls,
+                                                              history.get("answers_scored", 0) + reward.answers)
+        reward.calls = reward.answers = 0
+        bar.set_postfix(reward=f"{rewards.mean():.4g}", val=f"{scores['reward']:.4g}", kl=f"{kls.mean():.3g}",
+                        success=f"{scores['success']:.1%}")
+        if state_path is not None:
+            _keep(state_path, model, optimizer, generator, history)
+    model.eval()
+    return history
+
+
+def _check_options(model, options: dict) -> None:
+    if not isinstance(model, TinyRecursiveControl) or model.answer_shape != model.control_shape:
+        raise TRCError("reward fine-tuning is for tasks whose answer is the control sequence (the rocket "
+                       "landing's answer is not yet)")
+    for name in ("epochs", "batch_size", "updates"):
+        if int(options[name]) != options[name] or options[name] < 1:
+            raise ValueError(f"{name} must be a positive integer, got {options[name]}")
+    if int(options["group_size"]) != options["group_size"] or options["group_size"] < 2 or options["group_size"] % 2:
+        raise ValueError(f"group_size must be an even integer of at least 2 (answers compared per problem, in "
+                         f"mirrored pairs), got {options['group_size']}")
+    for name in ("lr", "sigma_start", "sigma_end", "clip"):
+        if not (math.isfinite(options[name]) and options[name] > 0):
+            raise ValueError(f"{name} must be a positive number, got {options[name]}")
+    if not (math.isfinite(options["kl_coefficient"]) and options["kl_coefficient"] >= 0):
+        raise ValueError(f"kl_coefficient must be a number >= 0, got {options['kl_coefficient']}")
+
+
+def _log_density(sample: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """log pi(sample | mean) [B, G] up to a constant: sample [B, G, N, m], mean [B, N, m]."""
+    return -(((sample - mean[:, None]) / scale).square().sum((2, 3))) / 2
+
+
+def _prompts(dataset: ControlDataset, template: str | None) -> list[str]:
+    from ..llm import DEFAULT_TEMPLATE, prompts
+    return [record["prompt"] for record in prompts(dataset, template or DEFAULT_TEMPLATE)]
+
+
+def _group_rewards(reward: Reward, dataset: ControlDataset, prompts, index: np.ndarray, answers: torch.Tensor,
+                   problem, batch: str) -> np.ndarray:
+    """The rewards [B, G] of answers [B, G, N, m] to the problems `index` of dataset: one call."""
+    B, G = answers.shape[:2]
+    repeated = np.repeat(index, G)
+    flat = answers.reshape(B * G, *answers.shape[2:]).double().cpu().numpy()
+    values = reward(dataset.initial_states[repeated], dataset.target_states[repeated], flat, problem,
+                    prompts=None if prompts is None else [prompts[i] for i in repeated], indices=repeated,
+                    batch=batch)
+    return values.reshape(B, G)
+
+
+def _held_out(model, reward: Reward, val: ControlDataset, prompts, batch: str) -> dict:
+    """The mean answer on `val`: its mean reward, success rate and median cost gap."""
+    controls = model.predict(val.initial_states, val.target_states)
+    values = reward(val.initial_states, val.target_states, controls, model.problem, prompts=prompts,
+                    indices=np.arange(len(val)), batch=batch)
+    summary = metrics(score_controls(val, controls))
+    return {"reward": float(values.mean()), "success": summary["success_rate"],
+            "cost_gap": summary["cost_gap"]["median"]}
+
+
+def _keep(path: Path, model, optimizer, generator, history) -> None:
+    from ..files import atomic_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "generator": generator.get_state(), "history": history}, tmp)
+
+
+def _restore(path, model, optimizer, generator, options: dict) -> dict:
+    """The history of the run kept at `path`, its model, optimizer and random state restored;
+    TRCError if there is none or its options differ."""
+    if path is None or not Path(path).is_file():
+        raise TRCError(f"resume: no run to resume at {path} (start without --resume)")
+    try:
+        kept = torch.load(path, map_location="cpu", weights_only=True)
+        history = kept["history"]
+        model.load_state_dict(kept["model"])
+        optimizer.load_state_dict(kept["optimizer"])
+        generator.set_state(kept["generator"])
+    except Exception as e:  # a file of another run, truncated or altered
+        raise TRCError(f"resume: {path} cannot be read as a reward fine-tuning run ({type(e).__name__})") from None
+    different = {k: (history["options"][k], options[k]) for k in OPTIONS if history["options"].get(k) != options[k]}
+    if different:
+        k, (was, now) = next(iter(different.items()))
+        raise TRCError(f"resume: the run at {path} had {k} = {was}, not {now}; resume with the same options")
+    return history
