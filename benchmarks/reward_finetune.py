@@ -7,7 +7,7 @@ exactly; problems drawn from [-2, 2]^2), an imitation model is trained on exact 
 
 1. A forbidden region: positions above CEILING are forbidden during the middle third of the
    horizon (steps N/3 to 2N/3 - 1), which the labels never heard of. The reward, written against
-   arrays as a user would: -J / J_ref - 1000 ||x_N - x*||^2 - 100 * (sum of the excursions above
+   arrays as a user would: -J / J_ref - 10^4 ||x_N - x*||^2 - 100 * (sum of the excursions above
    the ceiling). The yardstick is the optimum of the constrained problem, a convex QP in u
    (terminal equality, bounds, the ceiling as linear inequalities), solved by Clarabel, and checked
    against IPOPT (CasADi) on a subset; problems where it is infeasible are counted and left out
@@ -73,7 +73,7 @@ def forbidden_region(initial_states, target_states, controls, task, **kwargs):
     states = task.rollout(initial_states, controls)
     cost = task.cost(states, controls, target_states)
     miss = np.linalg.norm(states[:, -1] - target_states, axis=1)
-    return -cost / {{J_REF}} - 1000.0 * miss ** 2 - 100.0 * excursions(states)
+    return -cost / {{J_REF}} - 1e4 * miss ** 2 - 100.0 * excursions(states)
 
 
 VECTOR = re.compile(r"\\[([^\\[\\]]*)\\]")
@@ -160,7 +160,7 @@ def main() -> None:
     parser.add_argument("--num_samples", type=int, default=4000, help="training problems (default %(default)s)")
     parser.add_argument("--test_samples", type=int, default=500, help="held-out problems (default %(default)s)")
     parser.add_argument("--epochs", type=int, default=40, help="imitation epochs (default %(default)s)")
-    parser.add_argument("--reward_epochs", type=int, default=15, help="reward fine-tuning epochs (default %(default)s)")
+    parser.add_argument("--reward_epochs", type=int, default=30, help="reward fine-tuning epochs (default %(default)s)")
     parser.add_argument("--text_epochs", type=int, default=5, help="epochs of the text reward (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default %(default)s)")
     args = parser.parse_args()
@@ -222,7 +222,7 @@ def main() -> None:
              f"in mirrored pairs, sigma 0.01 -> 0.005 of the half-range, lr 1e-4, KL coefficient 0.01). Scored on "
              f"{len(test):,} held-out problems.", "",
              f"## A forbidden region: position <= {CEILING:g} during the middle third of the horizon", "",
-             "The reward (arrays): -J / J_ref - 1000 ||x_N - x*||^2 - 100 x (sum of the excursions above the "
+             "The reward (arrays): -J / J_ref - 10^4 ||x_N - x*||^2 - 100 x (sum of the excursions above the "
              "ceiling); J_ref the labels' mean cost. The constrained optimum is a QP in u, solved by Clarabel "
              f"({optimum_seconds / len(test) * 1e3:.2f} ms per problem); IPOPT on {len(checked)} of them agrees "
              f"to {agreement:.1e} in cost (relative). Infeasible under the ceiling: {int((~feasible).sum())} of "

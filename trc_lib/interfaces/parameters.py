@@ -66,7 +66,7 @@ RULES = {
     "model_size": _choice(tuple(MODEL_SIZES)), "scheduler": _choice(SCHEDULERS), "device": _choice(DEVICES),
     "system": _task, "state_range": _range,
     "curve_samples": lambda v: _integer(v, 1), "curve_steps": lambda v: _integer(v, 1),
-    "finetune_epochs": lambda v: _integer(v, 1),
+    "finetune_epochs": lambda v: _integer(v, 1), "reward_epochs": lambda v: _integer(v, 1),
 }
 
 

@@ -18,9 +18,12 @@ does not exist, so the network is made a policy and the reward only has to be ev
 - The step: PPO's clipped ratio on each sample's log-density under the current mean against the
   mean that drew it, ratio = pi(a | mu) / pi(a | mu_old), surrogate min(ratio A, clip(ratio,
   1 - clip, 1 + clip) A), taken `updates` times per batch; plus kl_coefficient times the KL
-  divergence from the imitation model's policy (the same sigma, so KL = ||mu - mu_ref||^2 /
-  (2 sigma^2) summed over the sequence), which keeps what imitation learned (reaching x*) while the
-  reward moves the answer.
+  divergence from the imitation model's policy, both at the first epoch's spread sigma_0, so
+  KL = ||mu - mu_ref||^2 / (2 sigma_0^2) summed over the sequence: it keeps what imitation
+  learned (reaching x*) while the reward moves the answer. Measured at the current, shrinking
+  sigma instead, the same move would cost ever more (four times as much at half the spread),
+  and the penalty pulled the answer back as the schedule went on (on a reward for one control,
+  the held-out reward fell in the second epoch instead of rising).
 
 The deployed answer is the mean: the fine-tuned network is a normal checkpoint.
 """
@@ -76,6 +79,7 @@ def reward_finetune(model: TinyRecursiveControl, reward: Reward, train: ControlD
     lower, upper = (torch.as_tensor(a, dtype=torch.float32, device=device)
                     for a in (problem.control_lower, problem.control_upper))
     half_range = (upper - lower) / 2
+    kl_scale = sigma_start * half_range  # the KL's spread: the first epoch's, whatever sigma is later
     reference = copy.deepcopy(model).eval()  # the imitation model's policy, for the KL
     for p in reference.parameters():
         p.requires_grad_(False)
@@ -118,7 +122,7 @@ def reward_finetune(model: TinyRecursiveControl, reward: Reward, train: ControlD
                 mu = model(x0, xt)[-1]
                 ratio = torch.exp(_log_density(sample, mu, scale) - old_log_density)
                 surrogate = torch.minimum(ratio * advantage, ratio.clamp(1 - clip, 1 + clip) * advantage)
-                kl = ((mu - mu_ref) / scale).square().sum((1, 2)) / 2       # [B]
+                kl = ((mu - mu_ref) / kl_scale).square().sum((1, 2)) / 2    # [B]
                 loss = -surrogate.mean() + kl_coefficient * kl.mean()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
