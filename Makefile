@@ -15,7 +15,7 @@ EPOCHS  ?= 10
 SIZE    ?= small
 DEVICE  ?= cpu
 
-.PHONY: run test lab docs benchmark clean
+.PHONY: run test lab docs benchmark anchors clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ docs: $(VENV)/.installed
 
 benchmark: $(VENV)/.installed
 	$(BIN)/python benchmarks/guide_pipeline.py
+
+# the fastest optimizers for benchmarks/anchors.py (never needed by the tests or `make run`): acados
+# from the comma-deps-acados wheel, which also drops a slim CasADi over the real one, put back after
+anchors: $(VENV)/.installed
+	version=$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("casadi"))') && \
+	$(BIN)/pip install --quiet --no-deps comma-deps-acados && \
+	$(BIN)/pip install --quiet --force-reinstall --no-deps "casadi==$$version"
 
 clean:
 	rm -rf $(VENV) outputs/* data/* build
