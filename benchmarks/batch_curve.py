@@ -53,13 +53,14 @@ def per_problem_us(predict, batch: int, rng, seconds: float) -> float:
 
 
 def c_only(predict):
-    """predict with forward.c serving every batch (its own route past its limit overridden)."""
+    """predict with forward.c serving every batch (its limits overridden)."""
     def run(x0, xt):
-        saved, fast_forward.FAST_FORWARD_MAX_BATCH = fast_forward.FAST_FORWARD_MAX_BATCH, 10 ** 12
+        saved = fast_forward.FAST_FORWARD_MAX_BATCH, fast_forward.SMALL_NET_MAX_BATCH
+        fast_forward.FAST_FORWARD_MAX_BATCH = fast_forward.SMALL_NET_MAX_BATCH = 10 ** 12
         try:
             return predict(x0, xt)
         finally:
-            fast_forward.FAST_FORWARD_MAX_BATCH = saved
+            fast_forward.FAST_FORWARD_MAX_BATCH, fast_forward.SMALL_NET_MAX_BATCH = saved
     return run
 
 

@@ -162,6 +162,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40, help="imitation epochs (default %(default)s)")
     parser.add_argument("--reward_epochs", type=int, default=30, help="reward fine-tuning epochs (default %(default)s)")
     parser.add_argument("--text_epochs", type=int, default=5, help="epochs of the text reward (default %(default)s)")
+    parser.add_argument("--sigma", type=float, nargs=2, default=(0.05, 0.02), metavar=("START", "END"),
+                        help="the sampling spread of the region study (default 0.05 0.02: wider than the "
+                             "command's default, since the region asks for large moves)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default %(default)s)")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
@@ -196,7 +199,8 @@ def main() -> None:
     model = load_model(imitation_file)
     reward = Reward.load(f"{rewards_file}:forbidden_region")
     started = time.perf_counter()
-    history = reward_finetune(model, reward, train, val, epochs=args.reward_epochs, seed=args.seed, progress=True)
+    history = reward_finetune(model, reward, train, val, epochs=args.reward_epochs, seed=args.seed, progress=True,
+                              sigma_start=args.sigma[0], sigma_end=args.sigma[1])
     region_seconds = time.perf_counter() - started
     rows["reward fine-tuned"] = region_scores(problem, test, model.predict(test.initial_states, test.target_states),
                                               costs_c, feasible)
@@ -219,7 +223,8 @@ def main() -> None:
              f"|u| <= {problem.control_bound:g}, minimum energy, x_N = x*), small model trained by imitation on "
              f"{args.num_samples:,} exact labels ({args.epochs} epochs), then fine-tuned on a reward by "
              f"`trc_lib.studies.reward_finetune` (the code of `trc finetune --reward`; its defaults: group of 8 "
-             f"in mirrored pairs, sigma 0.01 -> 0.005 of the half-range, lr 1e-4, KL coefficient 0.01). Scored on "
+             f"in mirrored pairs, sigma 0.01 -> 0.005 of the half-range, lr 1e-4, KL coefficient 0.01; the region "
+             f"study samples wider, sigma {args.sigma[0]:g} -> {args.sigma[1]:g}). Scored on "
              f"{len(test):,} held-out problems.", "",
              f"## A forbidden region: position <= {CEILING:g} during the middle third of the horizon", "",
              "The reward (arrays): -J / J_ref - 10^4 ||x_N - x*||^2 - 100 x (sum of the excursions above the "

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from trc_lib import TinyRecursiveControl
-from trc_lib.fast.forward import FAST_FORWARD_MAX_BATCH, FastForward, pytorch_only
+from trc_lib.fast.forward import FAST_FORWARD_MAX_BATCH, SMALL_NET_MAX_BATCH, FastForward, pytorch_only
 from trc_lib.tasks import make_problem
 
 
@@ -110,7 +110,9 @@ def test_predict_uses_it_for_small_batches_and_follows_new_weights(monkeypatch):
     assert len(calls) == 3 and not np.allclose(second, third)
     np.testing.assert_allclose(third, eager.double().numpy(), atol=2e-5)
     model.predict(np.zeros((FAST_FORWARD_MAX_BATCH + 1, 2)), np.zeros((FAST_FORWARD_MAX_BATCH + 1, 2)))
-    assert len(calls) == 4  # a small net runs in C at every batch
+    assert len(calls) == 4  # a small net runs in C up to SMALL_NET_MAX_BATCH
+    model.predict(np.zeros((SMALL_NET_MAX_BATCH + 1, 2)), np.zeros((SMALL_NET_MAX_BATCH + 1, 2)))
+    assert len(calls) == 4  # and in PyTorch beyond
     copy.deepcopy(model).predict(x0, xt)  # a copy gets an engine of its own
     assert len(calls) == 5
 
@@ -226,8 +228,8 @@ def test_problems_shared_between_threads_give_each_problem_its_own_answer(system
 
 
 def test_a_net_with_a_team_runs_large_batches_in_pytorch(monkeypatch):
-    """Which batches run in C: every one for a net without a team, up to FAST_FORWARD_MAX_BATCH
-    for a larger net (its team at batch 1, then problems split), PyTorch beyond."""
+    """Which batches run in C: up to FAST_FORWARD_MAX_BATCH for a net with a team (its team at
+    batch 1, then problems split), PyTorch beyond."""
     import trc_lib.fast.forward as fast_forward
     monkeypatch.setattr(fast_forward, "_ENGINES", fast_forward.weakref.WeakKeyDictionary())
     monkeypatch.setattr(fast_forward, "TEAM_ABOVE_BYTES", 1024)  # this small net now gets a team

@@ -12,9 +12,8 @@ parity with the eager forward is tested to 1e-5 x max(1, u_max). A net too large
 L2 cache has its products shared by a team of two threads (team_size), which changes no number.
 
 At batch 2 and over the problems are shared out between the threads, each thread solving its
-own alone (split). A small net runs here at every batch; a larger net's large batches go to
-PyTorch, whose matrix-matrix products then use the CPU better (FAST_FORWARD_MAX_BATCH); so do
-GPUs and torch.compile.
+own alone (split). Large batches go to PyTorch, whose matrix-matrix products then use the CPU
+better (FAST_FORWARD_MAX_BATCH, SMALL_NET_MAX_BATCH); so do GPUs and torch.compile.
 
 In bfloat16 (set_inference_precision) on a CPU with AMX (Intel Xeon since Sapphire Rapids), the
 same file runs groups of problems (32, or 512 for the large model) through the whole recursion
@@ -43,13 +42,14 @@ from ..terminal_map import terminal_map
 
 # Which batches predict() sends to forward.c. At batch 2 and over its threads take problems of
 # their own (split), so its time per problem is flat in the batch, while PyTorch's falls from
-# several milliseconds of dispatch at batch 1 towards its matrix-product rate. A net that fits a
-# core's L2 cache (no team: TEAM_ABOVE_BYTES) runs in C at every batch: there its per-problem time
-# stays below PyTorch's at every batch measured, so a switch would only add a step up in the
-# curve. A larger net runs in C up to FAST_FORWARD_MAX_BATCH, past which PyTorch's products win;
-# the limit errs high, because switching too early is a step up (PyTorch's dispatch spread over too
-# few problems) and too late only a missed gain. benchmarks/batch_curve.py measures both paths by batch.
-FAST_FORWARD_MAX_BATCH = 128
+# several milliseconds of dispatch at batch 1 towards its matrix-product rate, which it reaches
+# only at batches of hundreds to thousands: past these limits PyTorch is the faster path. A net
+# that fits a core's L2 cache (no team: TEAM_ABOVE_BYTES) stays ahead in C much longer than a
+# larger one. The limits err high, because switching too early is a step up in the time per
+# problem (PyTorch's dispatch spread over too few problems) and too late only a missed gain.
+# benchmarks/batch_curve.py measures both paths by batch, and the steps of the curve predict takes.
+FAST_FORWARD_MAX_BATCH = 128   # a net with a team
+SMALL_NET_MAX_BATCH = 1000     # a net without
 ENABLED = True  # False: PyTorch everywhere (pytorch_only)
 SOURCE = Path(__file__).with_name("forward.c")
 _VERSION = operator.attrgetter("_version")  # a tensor's count of in-place changes
@@ -162,7 +162,7 @@ class FastForward:
         net_bytes = sum(p.numel() for p in model.net.parameters()) * (2 if self.half else 4)
         # tiles: every thread takes its own groups of problems, as many threads as PyTorch would use
         self._threads = max(1, min(MAX_THREADS, torch.get_num_threads())) if self.tiles else team_size(net_bytes)
-        self._every_batch = net_bytes <= TEAM_ABOVE_BYTES
+        self._small_net = net_bytes <= TEAM_ABOVE_BYTES
         self._staging = threading.local()  # run_numpy's buffers, by batch size
 
     def _for_batch(self, B: int) -> _Model:
@@ -192,9 +192,9 @@ class FastForward:
         return self._model()
 
     def serves(self, batch_size: int) -> bool:
-        """Whether predict() runs a batch of batch_size problems here (see FAST_FORWARD_MAX_BATCH):
-        every batch for AMX tiles and for a net without a team, else up to the limit."""
-        return self.tiles or self._every_batch or batch_size <= FAST_FORWARD_MAX_BATCH
+        """Whether predict() runs a batch of batch_size problems here: every batch on AMX tiles,
+        else up to FAST_FORWARD_MAX_BATCH, or SMALL_NET_MAX_BATCH for a net without a team."""
+        return self.tiles or batch_size <= (SMALL_NET_MAX_BATCH if self._small_net else FAST_FORWARD_MAX_BATCH)
 
     @classmethod
     def of(cls, model, precision: str = "float32") -> "FastForward | None":
@@ -389,6 +389,6 @@ def paths() -> dict:
                                                  ": this CPU has no bfloat16 units, so slower than float32")),
         "routing": (f"batch 1 on one thread (a team of {TEAM_SIZE} for a net over {TEAM_ABOVE_BYTES // 1024} KiB); "
                     f"batch 2 and over: problems shared between {min(MAX_THREADS, torch.get_num_threads())} "
-                    f"threads; a net over {TEAM_ABOVE_BYTES // 1024} KiB goes to PyTorch past batch "
-                    f"{FAST_FORWARD_MAX_BATCH}") if library else "PyTorch at every batch",
+                    f"threads; PyTorch past batch {SMALL_NET_MAX_BATCH:,} ({FAST_FORWARD_MAX_BATCH} for a net over "
+                    f"{TEAM_ABOVE_BYTES // 1024} KiB)") if library else "PyTorch at every batch",
     }
