@@ -192,9 +192,12 @@ class FastForward:
         return self._model()
 
     def serves(self, batch_size: int) -> bool:
-        """Whether predict() runs a batch of batch_size problems here: every batch on AMX tiles,
-        else up to FAST_FORWARD_MAX_BATCH, or SMALL_NET_MAX_BATCH for a net without a team."""
-        return self.tiles or batch_size <= (SMALL_NET_MAX_BATCH if self._small_net else FAST_FORWARD_MAX_BATCH)
+        """Whether predict() runs a batch of batch_size problems here: every batch on AMX tiles
+        and with half-precision weights (PyTorch has nothing faster for them: it computes in
+        float32 from weights rounded for the call), else up to FAST_FORWARD_MAX_BATCH, or
+        SMALL_NET_MAX_BATCH for a net without a team."""
+        return self.tiles or self.half or batch_size <= (SMALL_NET_MAX_BATCH if self._small_net
+                                                         else FAST_FORWARD_MAX_BATCH)
 
     @classmethod
     def of(cls, model, precision: str = "float32") -> "FastForward | None":
@@ -389,6 +392,6 @@ def paths() -> dict:
                                                  ": this CPU has no bfloat16 units, so slower than float32")),
         "routing": (f"batch 1 on one thread (a team of {TEAM_SIZE} for a net over {TEAM_ABOVE_BYTES // 1024} KiB); "
                     f"batch 2 and over: problems shared between {min(MAX_THREADS, torch.get_num_threads())} "
-                    f"threads; PyTorch past batch {SMALL_NET_MAX_BATCH:,} ({FAST_FORWARD_MAX_BATCH} for a net over "
-                    f"{TEAM_ABOVE_BYTES // 1024} KiB)") if library else "PyTorch at every batch",
+                    f"threads; in float32, PyTorch past batch {SMALL_NET_MAX_BATCH:,} ({FAST_FORWARD_MAX_BATCH} for a "
+                    f"net over {TEAM_ABOVE_BYTES // 1024} KiB)") if library else "PyTorch at every batch",
     }
