@@ -38,7 +38,7 @@ def test_notebook_09_writes_the_task_file_the_repository_ships():
 # the studies of notebooks 06 and 07 have no `trc` command (benchmarks/ablation.py takes --variants)
 NOTEBOOK_ONLY = {"studies", "variants", "gust",  # gust: the landing's closed loop (notebook 08, benchmarks)
                  "curve_samples", "curve_steps",  # notebook 02's quick runs that show how to read curves
-                 "finetune_epochs"}  # notebook 10: imitation epochs, then these (trc finetune's --epochs)
+                 "finetune_epochs", "reward_epochs"}  # notebook 10: imitation epochs, then these (trc finetune's --epochs)
 
 
 def _cli_option_names():
