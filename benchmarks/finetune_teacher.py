@@ -9,7 +9,9 @@ origin exactly at t = T, minimizing dt sum(|x|^2 + u^2)):
    played on the true system) for num_samples problems, 10% of them held out for validation;
 2. imitation training of a TinyRecursiveControl on those labels (training.train);
 3. fine-tuning on the true objective through the differentiable simulator (finetune.py),
-   which uses the problems but not the labels;
+   which uses the problems but not the labels; and, from the same imitation model, the reward
+   route (reward_finetune.py, what `trc finetune --reward` runs) on the same objective handed over
+   as a black box, with the number of calls each route made;
 4. the teacher, the imitation-only model and the fine-tuned model scored on a test set labelled
    by IPOPT (the true optimum; seed 123): success rate (terminal error < 0.1), terminal error,
    and the cost gap to the optimum (evaluate.py: J(u) + λ . (x_N - x*) - J*, over J*).
@@ -22,6 +24,7 @@ The defaults are a quick run (a few minutes on 2 cores); nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from pathlib import Path
 
@@ -32,7 +35,9 @@ from trc_lib.checkpoint import save_checkpoint
 from trc_lib.data import create_data_loaders, generate_dataset
 from trc_lib.evaluate import hardware, metrics, score_controls
 from trc_lib.files import atomic_path, write_json
+from trc_lib.reward import Reward
 from trc_lib.studies.finetune import finetune
+from trc_lib.studies.reward_finetune import reward_finetune
 from trc_lib.model import TinyRecursiveControl
 from trc_lib.tasks import make_problem
 from trc_lib.studies.teacher import clipped_lqr_labels
@@ -52,6 +57,8 @@ def main():
     parser.add_argument("--finetune_epochs", type=int, default=20, help="fine-tuning epochs (default 20)")
     parser.add_argument("--finetune_lr", type=float, default=1e-4, help="fine-tuning learning rate (default 1e-4)")
     parser.add_argument("--finetune_batch_size", type=int, default=64, help="fine-tuning batch size (default 64)")
+    parser.add_argument("--reward_epochs", type=int, default=20,
+                        help="epochs of the reward route on the same objective (default 20)")
     parser.add_argument("--terminal_penalty", type=float, default=10.0,
                         help="fine-tuning's weight on ||x_N - x*||^2 (default 10; finetune.py explains why not 100)")
     parser.add_argument("--model_size", default="small", choices=["small", "medium", "large"], help="model size to train")
@@ -95,6 +102,7 @@ def main():
     teacher_controls = clipped_lqr_labels(problem, test.initial_states, test.target_states).control_sequences
     imitation_controls = model.predict(test.initial_states, test.target_states)
 
+    rewarded = copy.deepcopy(model)  # the reward route starts from the same imitation model
     t = time.perf_counter()
     history = finetune(model, train_set, val_set, epochs=args.finetune_epochs, lr=args.finetune_lr,
                        batch_size=args.finetune_batch_size, terminal_penalty=args.terminal_penalty,
@@ -102,12 +110,28 @@ def main():
     times["fine-tuning"] = time.perf_counter() - t
     save_checkpoint(out / "finetuned_model.pt", model, model.state_dict())
     finetuned_controls = model.predict(test.initial_states, test.target_states)
+    gradient_steps = args.finetune_epochs * -(-len(train_set) // args.finetune_batch_size)
+
+    # the reward route on the same objective, as a black box: what the gradient route descends, negated
+    cost_scale, penalty = history["cost_scale"], args.terminal_penalty
+
+    def true_objective(initial_states, target_states, controls, task, **kwargs):
+        states = task.rollout(initial_states, controls)
+        miss = states[:, -1] - target_states
+        return -(task.cost(states, controls, target_states) / cost_scale + penalty * np.square(miss).sum(1))
+
+    t = time.perf_counter()
+    reward_history = reward_finetune(rewarded, Reward(true_objective, "true_objective"), train_set, val_set,
+                                     epochs=args.reward_epochs, seed=args.seed, device=args.device)
+    times["reward fine-tuning"] = time.perf_counter() - t
+    rewarded_controls = rewarded.predict(test.initial_states, test.target_states)
 
     results = {}
     for name, controls in (("IPOPT (true optimum)", test.control_sequences),
                            ("teacher (clipped LQR)", teacher_controls),
                            ("TRC, imitation only", imitation_controls),
-                           ("TRC, + fine-tuning", finetuned_controls)):
+                           ("TRC, + fine-tuning", finetuned_controls),
+                           ("TRC, + reward fine-tuning (black box)", rewarded_controls)):
         scores = score_controls(test, controls)
         results[name] = metrics(scores) | {"cost_ratio": {"mean": float(np.mean(scores["cost"] / test.costs)),
                                                           "median": float(np.median(scores["cost"] / test.costs))}}
@@ -124,6 +148,11 @@ def main():
         lines.append(f"| {name} | {100 * m['success_rate']:.1f}% | {m['terminal_error']['mean']:.2e} | "
                      f"{100 * m['cost_gap']['median']:.2f}% | {100 * m['cost_gap']['mean']:.2f}% | "
                      f"{m['cost_ratio']['mean']:.4f} |")
+    lines += ["", f"What each route asked of the objective: fine-tuning through the simulator, {gradient_steps:,} "
+                  f"gradient steps on batches of {args.finetune_batch_size} (each a differentiable rollout); reward "
+                  f"fine-tuning (`trc finetune --reward`, its defaults, {args.reward_epochs} epochs), "
+                  f"{reward_history['reward_calls']:,} calls of the objective as a black box, scoring "
+                  f"{reward_history['answers_scored']:,} answers."]
     hw = hardware()
     lines += ["", "| step | wall time |", "|---|---|"] + [f"| {k} | {v:.0f} s |" for k, v in times.items()]
     machine = f"Hardware: {hw['cpu']}, torch {hw['torch']} with {hw['torch_threads']} threads, device {args.device}."

@@ -477,21 +477,7 @@ def run(args) -> None:
     elif args.command == "prompts":
         workflow.prompts(args.test_data, args.output, template=args.template)
     elif args.command == "finetune":
-        if args.reward is None:
-            extra = [f"--{name}" for name in ("template", "conversational", "resume") if getattr(args, name)]
-            if extra:
-                raise TRCError(f"{extra[0]} is an option of the reward route; add --reward FILE.py:FUNCTION")
-            workflow.finetune_checkpoint(args.checkpoint, args.data, progress=not args.no_progress,
-                                         epochs=args.epochs or 20, batch_size=args.batch_size or 64,
-                                         **_options(args, "output_dir", "lr", "terminal_penalty", "val_fraction",
-                                                    "device", "seed"))
-        else:
-            workflow.reward_finetune_checkpoint(args.checkpoint, args.data, args.reward, progress=not args.no_progress,
-                                                epochs=args.epochs or 10, batch_size=args.batch_size or 32,
-                                                sigma_start=args.sigma[0], sigma_end=args.sigma[1],
-                                                **_options(args, "output_dir", "lr", "template", "conversational",
-                                                           "group_size", "kl_coefficient", "resume", "val_fraction",
-                                                           "device", "seed"))
+        _finetune(args, workflow)
     elif args.command == "export":
         workflow.export(args.checkpoint, args.output)
     elif args.command == "info":
@@ -501,6 +487,25 @@ def run(args) -> None:
         run_pipeline(args.num_samples, args.epochs, args.model_size, progress=not args.no_progress,
                      **_options(args, "test_samples", "data_dir", "output_dir", "notebooks_dir", "batch_size", "lr",
                                 "patience", "device", "seed", "system", "state_range"))
+
+
+def _finetune(args, workflow) -> None:
+    """`trc finetune`: through the simulator on the task's own cost, or (--reward) on the user's reward."""
+    if args.reward is None:
+        extra = [f"--{name}" for name in ("template", "conversational", "resume") if getattr(args, name)]
+        if extra:
+            raise TRCError(f"{extra[0]} is an option of the reward route; add --reward FILE.py:FUNCTION")
+        workflow.finetune_checkpoint(args.checkpoint, args.data, progress=not args.no_progress,
+                                     epochs=args.epochs or 20, batch_size=args.batch_size or 64,
+                                     **_options(args, "output_dir", "lr", "terminal_penalty", "val_fraction",
+                                                "device", "seed"))
+        return
+    workflow.reward_finetune_checkpoint(args.checkpoint, args.data, args.reward, progress=not args.no_progress,
+                                        epochs=args.epochs or 10, batch_size=args.batch_size or 32,
+                                        sigma_start=args.sigma[0], sigma_end=args.sigma[1],
+                                        **_options(args, "output_dir", "lr", "template", "conversational",
+                                                   "group_size", "kl_coefficient", "resume", "val_fraction",
+                                                   "device", "seed"))
 
 
 def _print_info() -> None:

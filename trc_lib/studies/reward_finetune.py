@@ -73,80 +73,108 @@ def reward_finetune(model: TinyRecursiveControl, reward: Reward, train: ControlD
                "sigma_start": sigma_start, "sigma_end": sigma_end, "clip": clip, "kl_coefficient": kl_coefficient,
                "updates": updates, "seed": seed}
     _check_options(model, options)
-    device = resolve_device(device)
-    model.to(device)
-    problem = model.problem
-    lower, upper = (torch.as_tensor(a, dtype=torch.float32, device=device)
-                    for a in (problem.control_lower, problem.control_upper))
-    half_range = (upper - lower) / 2
-    kl_scale = sigma_start * half_range  # the KL's spread: the first epoch's, whatever sigma is later
-    reference = copy.deepcopy(model).eval()  # the imitation model's policy, for the KL
-    for p in reference.parameters():
-        p.requires_grad_(False)
+    model.to(resolve_device(device))
+    policy = GaussianPolicy(model, options)
     prompts = _prompts(train, template) if reward.form == TEXT else None
     val_prompts = _prompts(val, template) if reward.form == TEXT else None
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     history = {"options": options, "epoch": [], "reward_mean": [], "reward_std": [], "reward_best": [], "kl": [],
                "sigma": [], "val_reward": [], "val_success": [], "val_cost_gap": [], "seconds": []}
     state_path = None if state_dir is None else Path(state_dir) / STATE_FILE
     if resume:
-        history = _restore(state_path, model, optimizer, generator, options)
+        history = _restore(state_path, model, policy.optimizer, generator, options)
     else:
         history["initial"] = _held_out(model, reward, val, val_prompts, "the held-out problems before fine-tuning")
-    x0_all, xt_all = (torch.as_tensor(a, dtype=torch.float32) for a in (train.initial_states, train.target_states))
     first = len(history["epoch"])
     bar = tqdm(range(first, epochs), desc="reward fine-tuning", disable=not progress, dynamic_ncols=True,
                initial=first, total=epochs)
     for epoch in bar:
         started = time.perf_counter()
         sigma = sigma_start + (sigma_end - sigma_start) * (epoch / max(1, epochs - 1))
-        scale = sigma * half_range  # [m]
         rewards, kls = [], []
         model.train()
         for b, index in enumerate(torch.randperm(len(train), generator=generator).split(int(batch_size))):
-            x0, xt = x0_all[index].to(device), xt_all[index].to(device)
-            with torch.no_grad():
-                mu_old = model(x0, xt)[-1]                                   # [B, N, m]
-                mu_ref = reference(x0, xt)[-1]
-                half = torch.randn((len(index), group_size // 2, *mu_old.shape[1:]), generator=generator).to(device)
-                noise = torch.cat([half, -half], dim=1)                      # mirrored pairs
-                sample = mu_old[:, None] + scale * noise                     # [B, G, N, m]
-                answers = torch.minimum(torch.maximum(sample, lower), upper)
-            r = _group_rewards(reward, train, prompts, index.numpy(), answers, problem, f"epoch {epoch + 1}, batch {b + 1}")
+            problems = (train.initial_states[index.numpy()], train.target_states[index.numpy()])
+            sample, answers = policy.sample(*problems, sigma, generator)
+            r = _group_rewards(reward, train, prompts, index.numpy(), answers, model.problem,
+                               f"epoch {epoch + 1}, batch {b + 1}")
+            kls.append(policy.step(sample, r))
             rewards.append(r.ravel())
-            r = torch.as_tensor(r, dtype=torch.float32, device=device)
-            advantage = (r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)  # [B, G]
-            old_log_density = _log_density(sample, mu_old, scale)
-            for _ in range(updates):
-                mu = model(x0, xt)[-1]
-                ratio = torch.exp(_log_density(sample, mu, scale) - old_log_density)
-                surrogate = torch.minimum(ratio * advantage, ratio.clamp(1 - clip, 1 + clip) * advantage)
-                kl = ((mu - mu_ref) / kl_scale).square().sum((1, 2)) / 2    # [B]
-                loss = -surrogate.mean() + kl_coefficient * kl.mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-            kls.append(kl.detach().cpu().numpy())
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"reward fine-tuning diverged at epoch {epoch + 1}; try a lower lr")
         rewards, kls = np.concatenate(rewards), np.concatenate(kls)
         scores = _held_out(model, reward, val, val_prompts, f"epoch {epoch + 1}, the held-out problems")
-        for key, value in (("epoch", epoch + 1), ("reward_mean", rewards.mean()), ("reward_std", rewards.std()),
-                           ("reward_best", rewards.max()), ("kl", kls.mean()), ("sigma", sigma),
-                           ("val_reward", scores["reward"]), ("val_success", scores["success"]),
-                           ("val_cost_gap", scores["cost_gap"]), ("seconds", time.perf_counter() - started)):
-            history[key].append(float(value))
-        history["reward_calls"], history["answers_scored"] = (history.get("reward_calls", 0) + reward.calls,
-                                                              history.get("answers_scored", 0) + reward.answers)
-        reward.calls = reward.answers = 0
+        _record(history, epoch + 1, rewards, kls, sigma, scores, time.perf_counter() - started, reward)
         bar.set_postfix(reward=f"{rewards.mean():.4g}", val=f"{scores['reward']:.4g}", kl=f"{kls.mean():.3g}",
                         success=f"{scores['success']:.1%}")
         if state_path is not None:
-            _keep(state_path, model, optimizer, generator, history)
+            _keep(state_path, model, policy.optimizer, generator, history)
     model.eval()
     return history
+
+
+class GaussianPolicy:
+    """The network as a policy: answers drawn around its own (see the module docstring), and the
+    step that moves its answer towards the better of them. The batch in hand between the two:
+    sample() keeps the problems, the mean that drew the answers and the imitation model's."""
+
+    def __init__(self, model: TinyRecursiveControl, options: dict):
+        self.model, self.options = model, options
+        device = model.z_init.device
+        lower, upper = (torch.as_tensor(a, dtype=torch.float32, device=device)
+                        for a in (model.problem.control_lower, model.problem.control_upper))
+        self.lower, self.upper, self.half_range = lower, upper, (upper - lower) / 2
+        self.kl_scale = options["sigma_start"] * self.half_range  # the first epoch's spread, whatever sigma is later
+        self.reference = copy.deepcopy(model).eval()  # the imitation model's policy, for the KL
+        for p in self.reference.parameters():
+            p.requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=options["lr"])
+
+    @torch.no_grad()
+    def sample(self, initial_states, target_states, sigma: float, generator):
+        """(sample [B, G, N, m], answers: the sample clipped to the bounds) for problems [B, n]:
+        G answers per problem in mirrored pairs mu +- sigma eps."""
+        device = self.lower.device
+        self.x0, self.xt = (torch.as_tensor(a, dtype=torch.float32, device=device)
+                            for a in (initial_states, target_states))
+        self.mu_old = self.model(self.x0, self.xt)[-1]                         # [B, N, m]
+        self.mu_ref = self.reference(self.x0, self.xt)[-1]
+        self.scale = sigma * self.half_range                                    # [m]
+        pairs = self.options["group_size"] // 2
+        half = torch.randn((len(self.x0), pairs, *self.mu_old.shape[1:]), generator=generator).to(device)
+        sample = self.mu_old[:, None] + self.scale * torch.cat([half, -half], dim=1)
+        return sample, torch.minimum(torch.maximum(sample, self.lower), self.upper)
+
+    def step(self, sample: torch.Tensor, rewards: np.ndarray) -> np.ndarray:
+        """The clipped policy-gradient steps on the sample's rewards [B, G]; returns the KL [B]."""
+        clip, kl_coefficient = self.options["clip"], self.options["kl_coefficient"]
+        r = torch.as_tensor(rewards, dtype=torch.float32, device=sample.device)
+        advantage = (r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)       # [B, G]
+        old_log_density = _log_density(sample, self.mu_old, self.scale)
+        for _ in range(self.options["updates"]):
+            mu = self.model(self.x0, self.xt)[-1]
+            ratio = torch.exp(_log_density(sample, mu, self.scale) - old_log_density)
+            surrogate = torch.minimum(ratio * advantage, ratio.clamp(1 - clip, 1 + clip) * advantage)
+            kl = ((mu - self.mu_ref) / self.kl_scale).square().sum((1, 2)) / 2               # [B]
+            loss = -surrogate.mean() + kl_coefficient * kl.mean()
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError("reward fine-tuning diverged; try a lower lr")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            self.optimizer.step()
+        return kl.detach().cpu().numpy()
+
+
+def _record(history: dict, epoch: int, rewards, kls, sigma: float, scores: dict, seconds: float,
+            reward: Reward) -> None:
+    """One epoch into the history, and the reward's call counts moved into it."""
+    for key, value in (("epoch", epoch), ("reward_mean", rewards.mean()), ("reward_std", rewards.std()),
+                       ("reward_best", rewards.max()), ("kl", kls.mean()), ("sigma", sigma),
+                       ("val_reward", scores["reward"]), ("val_success", scores["success"]),
+                       ("val_cost_gap", scores["cost_gap"]), ("seconds", seconds)):
+        history[key].append(float(value))
+    history["reward_calls"] = history.get("reward_calls", 0) + reward.calls
+    history["answers_scored"] = history.get("answers_scored", 0) + reward.answers
+    reward.calls = reward.answers = 0
 
 
 def _check_options(model, options: dict) -> None:
