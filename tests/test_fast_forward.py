@@ -273,8 +273,10 @@ def test_the_baseline_x86_64_build_gives_the_same_answers(system, tmp_path):
     if platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("an x86-64 build")
     answers = {}
-    for march in ("native", "x86-64"):
-        env = {**os.environ, "TRC_MARCH": march, "TRC_CACHE_DIR": str(tmp_path / march)}
+    for march in ("native", "x86-64"):  # the native build from the usual cache, the baseline's made here
+        env = {**os.environ, "TRC_MARCH": march}
+        if march != "native":
+            env["TRC_CACHE_DIR"] = str(tmp_path / march)
         done = subprocess.run([sys.executable, "-c", BASELINE_SCRIPT, system, str(tmp_path / f"{march}.npy")],
                               env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
