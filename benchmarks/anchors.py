@@ -79,7 +79,7 @@ def acados_solver(problem, real_time: bool):
     at = acados_template()
     system = problem.system
     x, u = ca.SX.sym("x", 2), ca.SX.sym("u", 1)
-    f = ca.vertcat(x[1], system.mu * (1 - x[0] ** 2) * x[1] - x[0] + u[0])
+    f = system.casadi_vector_field()(x, u)  # the task's own, written once
     model = at.AcadosModel()
     model.name = "vdp_rti" if real_time else "vdp_sqp"
     model.x, model.u, model.xdot = x, u, ca.SX.sym("xdot", 2)
@@ -126,15 +126,10 @@ def acados_cold(solver, x0: np.ndarray, N: int) -> tuple[np.ndarray, float]:
 def fatrop_solver(problem):
     """f(x0) -> controls [N, 1]: fatrop on the task's NLP, variables declared stage by stage."""
     import casadi as ca
+    from trc_lib.oracles.labels import make_optimizer
     system = problem.system
-    N, h = system.num_steps, system.dt / system.substeps
-    xs, us = ca.SX.sym("x", 2), ca.SX.sym("u", 1)
-    field = lambda x: ca.vertcat(x[1], system.mu * (1 - x[0] ** 2) * x[1] - x[0] + us[0])
-    x = xs
-    for _ in range(system.substeps):
-        k1 = field(x); k2 = field(x + h / 2 * k1); k3 = field(x + h / 2 * k2); k4 = field(x + h * k3)
-        x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-    step = ca.Function("step", [xs, us], [x])
+    N = system.num_steps
+    step = make_optimizer(problem).F  # the oracle's own interval: the task's RK4 substeps, as CasADi
     opti = ca.Opti()
     X, U = [], []
     for k in range(N + 1):

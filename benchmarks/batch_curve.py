@@ -27,7 +27,7 @@ import torch
 
 from trc_lib import TinyRecursiveControl
 from trc_lib.fast import forward as fast_forward
-from trc_lib.fast.c_library import cpu_flags
+from trc_lib.fast.c_library import bfloat16_units
 from trc_lib.tasks import make_problem
 
 from results_page import write_page
@@ -107,8 +107,7 @@ def main() -> None:
     args = parser.parse_args()
     batches = BATCHES[:-1] if args.quick else BATCHES
     seconds = 0.2 if args.quick else 1.0
-    flags = cpu_flags()
-    bf16_units = bool({"avx512_bf16", "amx_bf16"} & flags)
+    bf16_units = bool(bfloat16_units())
     precisions = ["float32", "float16"] + (["bfloat16"] if bf16_units else [])
     rng = np.random.default_rng(0)
     rate = {"float32": matmul_gflops(torch.float32)}

@@ -49,6 +49,7 @@ from trc_lib.interfaces import workflow
 from trc_lib.baselines import OracleController
 from trc_lib.compare import TRCController, format_percent
 from trc_lib.evaluate import metrics, score_controls, time_inference
+from trc_lib.fast.c_library import bfloat16_units
 from trc_lib.fast.forward import FastForward, pytorch_only
 from trc_lib.files import write_json
 from trc_lib.model import ModelConfig
@@ -74,11 +75,7 @@ ORACLE_TIMED_PROBLEMS = 50  # one-core oracle solves timed per task (IPOPT: ~10 
 
 
 def has_bfloat16_instructions() -> bool:
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool(bfloat16_units())
 
 
 def has_tiles(model) -> bool:

@@ -54,6 +54,8 @@ from trc_lib.interfaces import workflow
 from trc_lib.data import create_data_loaders, generate_dataset, load_dataset, make_problem, save_dataset
 from trc_lib.evaluate import hardware
 from trc_lib.export import OnnxController, export_onnx
+from trc_lib.fast import c_library
+from trc_lib.fast.c_library import cpu_flags
 from trc_lib.fast.forward import FastForward, pytorch_only
 from trc_lib.files import atomic_path, write_json
 from trc_lib.training import train
@@ -229,12 +231,9 @@ def matrix_products_alone_per_s(model, batch: int = 10000, dtype=torch.bfloat16)
 
 def bfloat16_units() -> str:
     """The CPU's bfloat16 matrix instructions, from /proc/cpuinfo (Linux): what makes bfloat16 fast."""
-    try:
-        flags = set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split())
-    except (OSError, StopIteration):
+    if not cpu_flags():
         return "unknown"
-    found = [name for name in ("amx_bf16", "avx512_bf16") if name in flags]
-    return ", ".join(found) or "none"
+    return ", ".join(sorted(c_library.bfloat16_units())) or "none"
 
 
 def accuracy_rows(checkpoint, test, onnx_path) -> dict:

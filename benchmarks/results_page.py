@@ -31,9 +31,9 @@ def code_version() -> str:
 
 def cpu_features() -> str:
     """The CPU flags that choose a path (fast/forward.py's paths), and the absence of the big ones."""
-    from trc_lib.fast.c_library import cpu_flags
+    from trc_lib.fast.c_library import PATH_FLAGS, cpu_flags
     flags = cpu_flags()
-    named = [f for f in ("avx2", "fma", "f16c", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16") if f in flags]
+    named = [f for f in PATH_FLAGS if f in flags]
     missing = [label for label, flag in (("AVX-512", "avx512f"), ("AVX512_BF16", "avx512_bf16"), ("AMX", "amx_tile"))
                if flag not in flags]
     return " ".join(named) + ("; no " + ", no ".join(missing) if missing else "")

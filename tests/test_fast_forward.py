@@ -208,8 +208,17 @@ def _answer_in_a_child(engine, x0, xt, expected):
     os._exit(0 if np.array_equal(engine.run_numpy(x0, xt), expected) else 1)
 
 
+@pytest.fixture
+def two_threads():
+    """Two threads for PyTorch, hence for forward.c's split (the suite runs on one, conftest.py)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(saved)
+
+
 @pytest.mark.parametrize("system, half", [("double_integrator", False), ("vanderpol", False), ("vanderpol", True)])
-def test_problems_shared_between_threads_give_each_problem_its_own_answer(system, half):
+def test_problems_shared_between_threads_give_each_problem_its_own_answer(system, half, two_threads):
     """At batch 2 and over the threads take problems of their own (forward.c's split): every
     problem's answer is bit for bit the one it gets alone, whatever the batch and its neighbours."""
     model = moving_model(system)
@@ -220,6 +229,8 @@ def test_problems_shared_between_threads_give_each_problem_its_own_answer(system
     rng = np.random.default_rng(5)
     x0, xt = rng.uniform(-1, 1, (23, 2)), rng.uniform(-0.5, 0.5, (23, 2))
     batch = model.predict(x0, xt)
+    engine = FastForward.of(model, "float16" if half else "float32")
+    assert engine._prepared.split == 1 and engine._prepared.threads == 2  # the batch was split
     alone = np.concatenate([model.predict(x0[i:i + 1], xt[i:i + 1]) for i in range(len(x0))])
     np.testing.assert_array_equal(batch, alone)
     np.testing.assert_array_equal(model.predict(x0[:2], xt[:2]), alone[:2])
@@ -293,3 +304,14 @@ def test_trc_info_names_the_paths(capsys):
     out = capsys.readouterr().out
     for row in ("cpu", "flags", "target", "float32", "float16", "bfloat16", "routing", "pytorch", "gpu"):
         assert re.search(rf"^{row}\s", out, re.M), row
+
+
+def test_the_products_floor_runs_on_the_team_not_on_the_last_batch_split(two_threads):
+    """products_only (benchmarks/performance.py's floor) times the team's products: a batch just
+    answered with its problems split between threads must not leave its split and thread count."""
+    model = moving_model("double_integrator")
+    engine = FastForward.of(model)
+    model.predict(np.zeros((5, 2)), np.ones((5, 2)))
+    assert engine._prepared.split == 1
+    engine.products_only(1)
+    assert engine._prepared.split == 0 and engine._prepared.threads == engine.threads

@@ -35,6 +35,9 @@ class Reward:
     def __init__(self, function, name: str, conversational: bool = False):
         self.function, self.name, self.conversational = function, name, conversational
         self.form = reward_form(function, name)
+        parameters = inspect.signature(function).parameters
+        # the keyword arguments it takes: all, with **kwargs
+        self._takes = None if any(p.kind == p.VAR_KEYWORD for p in parameters.values()) else set(parameters)
         self.calls = 0    # calls of the function
         self.answers = 0  # answers it scored
 
@@ -86,10 +89,7 @@ class Reward:
         return self._checked(values, B, indices, batch)
 
     def _accepted(self, arguments: dict) -> dict:
-        parameters = inspect.signature(self.function).parameters
-        if any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
-            return arguments
-        return {k: v for k, v in arguments.items() if k in parameters}
+        return arguments if self._takes is None else {k: v for k, v in arguments.items() if k in self._takes}
 
     def _checked(self, values, B: int, indices: np.ndarray, batch: str) -> np.ndarray:
         where = f"reward {self.name}, {batch}"

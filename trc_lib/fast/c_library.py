@@ -43,6 +43,15 @@ def cpu_flags() -> set[str]:
     return set(line.partition(":")[2].split())
 
 
+# the flags that choose a path (trc info, the results pages' headers)
+PATH_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def bfloat16_units() -> set[str]:
+    """This CPU's bfloat16 matrix instructions (avx512_bf16, amx_bf16): what makes bfloat16 fast."""
+    return {"avx512_bf16", "amx_bf16"} & cpu_flags()
+
+
 def cpu_identity() -> str:
     """What the target compiles for: a library built on one CPU may not run on another."""
     try:

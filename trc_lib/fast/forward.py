@@ -165,13 +165,13 @@ class FastForward:
         self._small_net = net_bytes <= TEAM_ABOVE_BYTES
         self._staging = threading.local()  # run_numpy's buffers, by batch size
 
-    def _for_batch(self, B: int) -> _Model:
-        """The prepared model for a batch of B problems. At batch 2 and over the problems are
-        shared out between as many threads as PyTorch may use, each thread solving its own alone
-        (forward.c's split; the same numbers): a team's barrier at every product costs more than
-        the cache it gains, once there are problems enough for every thread."""
+    def _for_batch(self, B: int, split: bool = True) -> _Model:
+        """The prepared model for a batch of B problems. At batch 2 and over (unless split is
+        False) the problems are shared out between as many threads as PyTorch may use, each thread
+        solving its own alone (forward.c's split; the same numbers): a team's barrier at every
+        product costs more than the cache it gains, once there are problems enough for every thread."""
         prepared = self._struct()
-        split = B > 1 and not self.tiles and torch.get_num_threads() > 1
+        split = split and B > 1 and not self.tiles and torch.get_num_threads() > 1
         prepared.split = int(split)
         prepared.threads = min(MAX_THREADS, torch.get_num_threads()) if split else self._threads
         return prepared
@@ -334,7 +334,7 @@ class FastForward:
     def products_only(self, batch_size: int = 1) -> None:
         """The matrix products of batch_size answers and nothing else, on these kernels (in this
         engine's precision): the floor benchmarks/performance.py times the whole forward against."""
-        if self._library.trc_products_only(ctypes.byref(self._struct()), batch_size):
+        if self._library.trc_products_only(ctypes.byref(self._for_batch(batch_size, split=False)), batch_size):
             raise MemoryError("forward.c: out of memory")
 
     def run(self, initial_states: torch.Tensor, target_states: torch.Tensor, tolerance: float = 0.0):
@@ -371,16 +371,14 @@ def paths() -> dict:
     """What the fast paths do on this CPU, detected from its flags (c_library.cpu_flags), never its
     name: `trc info` prints it. Keys: cpu, flags (the ones that choose a path), target (what the C
     is compiled for), compiled, float32, float16, bfloat16, routing."""
-    from .c_library import cpu_flags, target
+    from .c_library import PATH_FLAGS, bfloat16_units, cpu_flags, target
     from ..evaluate import hardware
     flags = cpu_flags()
     library = _library() if ENABLED else None
     blocks = bool(library and library.trc_pack_blocks())
-    bf16_units = {"avx512_bf16", "amx_bf16"} & flags
     return {
         "cpu": hardware()["cpu"],
-        "flags": " ".join(f for f in ("avx2", "fma", "f16c", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
-                          if f in flags) or "(none of avx2, fma, f16c, avx512f, avx512_bf16, amx_tile, amx_bf16)",
+        "flags": " ".join(f for f in PATH_FLAGS if f in flags) or f"(none of {', '.join(PATH_FLAGS)})",
         "target": f"-march={target()}" + ("" if target() == "native" else " ($TRC_MARCH)"),
         "compiled": "yes" if library else "no (no C compiler, or switched off): PyTorch everywhere",
         "float32": ("forward.c, rows in blocks of 64 (AVX2 and FMA)" if blocks else
@@ -388,7 +386,7 @@ def paths() -> dict:
         "float16": ("forward.c with half-precision weights (F16C)" if library and library.trc_has_half()
                     else "PyTorch on weights rounded to half precision (no F16C in the target)"),
         "bfloat16": ("forward.c on AMX tiles, every batch" if library and library.trc_has_tiles() else
-                     "PyTorch under autocast" + ("" if bf16_units else
+                     "PyTorch under autocast" + ("" if bfloat16_units() else
                                                  ": this CPU has no bfloat16 units, so slower than float32")),
         "routing": (f"batch 1 on one thread (a team of {TEAM_SIZE} for a net over {TEAM_ABOVE_BYTES // 1024} KiB); "
                     f"batch 2 and over: problems shared between {min(MAX_THREADS, torch.get_num_threads())} "

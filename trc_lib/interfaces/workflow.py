@@ -341,8 +341,7 @@ def reward_finetune_checkpoint(checkpoint, data, reward, *, output_dir="outputs/
     history = reward_finetune(model, function, train_set, val_set, epochs=epochs, lr=lr, batch_size=batch_size,
                               group_size=group_size, sigma_start=sigma_start, sigma_end=sigma_end,
                               kl_coefficient=kl_coefficient, seed=seed, template=template,
-                              device=resolve_device(device), state_dir=output_dir, resume=resume, progress=progress,
-                              log=log)
+                              device=resolve_device(device), state_dir=output_dir, resume=resume, progress=progress)
     output_dir = Path(output_dir)
     model.cpu().eval()
     save_checkpoint(output_dir / "finetuned_model.pt", model, model.state_dict(),
@@ -351,9 +350,9 @@ def reward_finetune_checkpoint(checkpoint, data, reward, *, output_dir="outputs/
                                      "initial": history["initial"], "final_val_reward": history["val_reward"][-1]})
     write_json(output_dir / "reward_finetune_stats.json", history)
     plot_reward_curves(history, output_dir / "reward_curves.png")
-    first, last = history["initial"], history
-    log(f"held-out reward {first['reward']:.4g} -> {last['val_reward'][-1]:.4g}, success {first['success']:.1%} -> "
-        f"{last['val_success'][-1]:.1%} ({history['reward_calls']} reward calls, {history['answers_scored']:,} answers)")
+    before = history["initial"]
+    log(f"held-out reward {before['reward']:.4g} -> {history['val_reward'][-1]:.4g}, success {before['success']:.1%} -> "
+        f"{history['val_success'][-1]:.1%} ({history['reward_calls']} reward calls, {history['answers_scored']:,} answers)")
     log(f"wrote {output_dir / 'finetuned_model.pt'}, reward_finetune_stats.json and reward_curves.png")
     return model
 

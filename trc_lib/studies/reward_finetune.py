@@ -47,16 +47,13 @@ from ..model import TinyRecursiveControl
 from ..reward import TEXT, Reward
 
 STATE_FILE = "reward_finetune_state.pt"  # the run after each epoch, for --resume
-OPTIONS = ("epochs", "lr", "batch_size", "group_size", "sigma_start", "sigma_end", "clip", "kl_coefficient",
-           "updates", "seed")
 
 
 def reward_finetune(model: TinyRecursiveControl, reward: Reward, train: ControlDataset, val: ControlDataset,
                     *, epochs: int = 10, lr: float = 1e-4, batch_size: int = 32, group_size: int = 8,
                     sigma_start: float = 0.01, sigma_end: float = 0.005, clip: float = 0.2,
                     kl_coefficient: float = 0.01, updates: int = 2, seed: int = 0, template: str | None = None,
-                    device="cpu", state_dir=None, resume: bool = False, progress: bool = True,
-                    log=print) -> dict:
+                    device="cpu", state_dir=None, resume: bool = False, progress: bool = True) -> dict:
     """Train `model` in place to raise `reward` on the problems of `train`; return the history.
 
     sigma_start, sigma_end: the policy's standard deviation, a fraction of each control's
@@ -242,13 +239,15 @@ def _restore(path, model, optimizer, generator, options: dict) -> dict:
     try:
         kept = torch.load(path, map_location="cpu", weights_only=True)
         history = kept["history"]
-        model.load_state_dict(kept["model"])
-        optimizer.load_state_dict(kept["optimizer"])
-        generator.set_state(kept["generator"])
+        different = [k for k in options if history["options"].get(k) != options[k]]
+        if not different:
+            model.load_state_dict(kept["model"])
+            optimizer.load_state_dict(kept["optimizer"])
+            generator.set_state(kept["generator"])
     except Exception as e:  # a file of another run, truncated or altered
         raise TRCError(f"resume: {path} cannot be read as a reward fine-tuning run ({type(e).__name__})") from None
-    different = {k: (history["options"][k], options[k]) for k in OPTIONS if history["options"].get(k) != options[k]}
     if different:
-        k, (was, now) = next(iter(different.items()))
-        raise TRCError(f"resume: the run at {path} had {k} = {was}, not {now}; resume with the same options")
+        k = different[0]
+        raise TRCError(f"resume: the run at {path} had {k} = {history['options'][k]}, not {options[k]}; "
+                       f"resume with the same options")
     return history
