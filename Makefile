@@ -14,6 +14,8 @@ SAMPLES ?= 2000
 EPOCHS  ?= 10
 SIZE    ?= small
 DEVICE  ?= cpu
+# test workers (pytest-xdist): one per core of the 2-core machines the suite is sized for
+TEST_WORKERS ?= 2
 
 .PHONY: run test lab docs benchmark anchors clean
 
@@ -30,7 +32,7 @@ run: $(VENV)/.installed
 	$(BIN)/trc pipeline $(SAMPLES) $(EPOCHS) $(SIZE) --device $(DEVICE)
 
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # JupyterLab on the notebooks (open the URL it prints)
 lab: $(VENV)/.installed

@@ -59,6 +59,20 @@ def test_gradient_is_the_exact_derivative(system):
     torch.testing.assert_close(compiled[1], u.grad, rtol=1e-10, atol=1e-10)
 
 
+def test_the_jacobian_in_one_call_is_each_components_reverse_pass():
+    """jacobian() seeds every state component of every problem in one batch of the VJP: the same
+    numbers, bit for bit, as one reverse pass per component (a task with n = 6, m = 2)."""
+    from pathlib import Path
+
+    from trc_lib.tasks import load_task
+    task = load_task(f"{Path(__file__).resolve().parents[1] / 'notebooks' / 'planar_quadrotor.py'}:PlanarQuadrotor")
+    mapped = terminal_map(task.system)
+    x0, u = (torch.tensor(a) for a in random_problems(task.system, 3))
+    rows = [mapped.vjp(x0, u, torch.eye(6, dtype=torch.float64)[i].expand(3, 6).contiguous())[1].reshape(3, -1)
+            for i in range(6)]
+    assert torch.equal(mapped.jacobian(x0, u), torch.stack(rows, dim=1))
+
+
 def test_is_one_op_under_torch_compile(system):
     x0, u = (torch.tensor(a, dtype=torch.float32) for a in random_problems(system, 4, seed=3))
     key = system_key(system)  # as the model does: json is not traceable

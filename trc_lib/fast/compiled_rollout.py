@@ -242,8 +242,17 @@ class CompiledTerminalMap:
         return grad_x0, grad_u
 
     def jacobian(self, initial_states: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
-        """dx_N/du [B, n, N m] (float64, CPU): one reverse pass per state component."""
+        """dx_N/du [B, n, N m] (float64, CPU): one reverse pass per state component.
+
+        The B n passes run as one batch of the compiled VJP (problem b's copy i seeded with the
+        unit vector e_i), since at batch 1 the cost of a call, not its arithmetic, is what counts.
+        """
         x0, u = _float64(initial_states), _float64(controls)
+        B, n = x0.shape
+        if self.compiled:
+            seeds = torch.eye(n, dtype=torch.float64).repeat(B, 1)  # [B n, n]
+            grad_u = self.vjp(x0.repeat_interleave(n, 0), u.repeat_interleave(n, 0), seeds)[1]
+            return grad_u.reshape(B, n, -1)
         rows = []
         for i in range(self.shape[0]):
             seed = torch.zeros_like(x0)

@@ -106,8 +106,7 @@ class TerminalProjection:
         N = self.problem.num_steps
         lower, upper = np.tile(self.problem.control_lower, N), np.tile(self.problem.control_upper, N)
         u = np.clip(np.asarray(controls, dtype=np.float64).reshape(B, -1), lower, upper)
-        x_N = self.terminal_states(x0, u)
-        r = x_N - xt
+        r = self.terminal_states(x0, u) - xt
         J = np.zeros((B, len(xt[0]) if B else 0, u.shape[1]))
         self.steps_taken = 0
         for iteration in range(self.iterations):
@@ -118,7 +117,7 @@ class TerminalProjection:
             self.steps_taken = iteration + 1
             idx = np.flatnonzero(active)
             if iteration == 0:  # the sensitivities of the problems that need a step, only
-                J[idx] = self.terminal_states_and_jacobian(x0[idx], u[idx])[1]
+                J[idx] = self._terminal_map.jacobian(*self._as_tensors(x0[idx], u[idx])).numpy()
             # Gauss-Newton first; where the residual does not shrink, more and more damping
             scale = np.einsum("bij,bij->b", J[idx], J[idx]) / J.shape[1]
             todo = np.arange(len(idx))
@@ -128,15 +127,14 @@ class TerminalProjection:
                 trial = np.clip(u[rows] + step, lower, upper)
                 trial_r = self.terminal_states(x0[rows], trial) - xt[rows]
                 better = np.linalg.norm(trial_r, axis=1) < norm[rows]
-                u[rows[better]] = trial[better]
+                u[rows[better]], r[rows[better]] = trial[better], trial_r[better]
                 todo = todo[~better]
                 if not len(todo):
                     break
-            if iteration + 1 < self.iterations:
-                x_N[idx], J[idx] = self.terminal_states_and_jacobian(x0[idx], u[idx])
-            else:
-                x_N[idx] = self.terminal_states(x0[idx], u[idx])
-            r = x_N - xt
+            # new sensitivities where another step will be taken, only
+            again = idx[np.linalg.norm(r[idx], axis=1) > self.tolerance]
+            if iteration + 1 < self.iterations and len(again):
+                J[again] = self._terminal_map.jacobian(*self._as_tensors(x0[again], u[again])).numpy()
         self.residuals = np.linalg.norm(r, axis=1)
         system = self.problem.system
         return u.reshape(B, system.num_steps, system.control_dim)
