@@ -32,7 +32,7 @@ run: $(VENV)/.installed
 	$(BIN)/trc pipeline $(SAMPLES) $(EPOCHS) $(SIZE) --device $(DEVICE)
 
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 # JupyterLab on the notebooks (open the URL it prints)
 lab: $(VENV)/.installed

@@ -4,7 +4,7 @@ Notebooks and tests write data/ and outputs/ under $TRC_WORKSPACE; point it at a
 temporary folder so a test run never touches the user's own data and models. Kernels started
 by nbval inherit this environment.
 
-`make test` runs the suite on one pytest-xdist worker per core (`-n 2 --dist loadgroup`):
+`make test` runs the suite on one pytest-xdist worker per core (`-n 2`):
 - each worker gets a workspace of its own, since notebooks and tests write the same file names;
 - the notebooks run on one worker, one after another, in their numbered order, since 03 and 04
   reuse the data and model that 01 and 02 leave in the workspace;
@@ -27,6 +27,18 @@ if WORKER:
 
 
 def pytest_collection_modifyitems(items):
-    for item in items:
-        if item.path.suffix == ".ipynb":
-            item.add_marker(pytest.mark.xdist_group("notebooks"))
+    """The notebooks first: the longest unit of work, so it starts while the other worker takes
+    the tests (a stable sort: the notebooks keep their numbered order)."""
+    items.sort(key=lambda item: item.path.suffix != ".ipynb")
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, called only where it runs the suite
+def pytest_xdist_make_scheduler(config, log):
+    """Whole test files as units of work (xdist's loadscope), and all the notebooks as one unit."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class NotebooksTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return "notebooks" if ".ipynb::" in nodeid else super()._split_scope(nodeid)
+
+    return NotebooksTogether(config, log)
