@@ -7,11 +7,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from trc_lib.interfaces.cli import main
 from trc_lib.files import remove_stale_temporaries, write_json
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def dead_pid() -> int:
@@ -215,3 +218,25 @@ def test_notebook_01s_state_range_is_checked_as_the_cli_checks_it(value, message
     with pytest.raises(TRCError, match=re.escape(message)):
         check("state_range", value)
     assert check("state_range", []) == [] and check("state_range", [-5, 5]) == [-5, 5]
+
+
+def test_a_box_where_ipopt_fails_everywhere_gives_only_the_one_line(tmp_path):
+    """Van der Pol from states up to 1e6 (an exponent argparse once took for an option): every
+    IPOPT solve fails and its controls blow up in the rollout. The command still prints one line:
+    no numpy RuntimeWarning, no CasADi warning ahead of it (the stderr of the whole process)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("TRC_DEBUG", None)
+    result = subprocess.run([sys.executable, "-m", "trc_lib.interfaces.cli", "generate", "--system", "vanderpol",
+                             "--num_samples", "10", "--state_range", "-1e6", "1e6", "--output_dir",
+                             str(tmp_path / "data")], capture_output=True, text=True, env=env, timeout=300)
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "%|" not in line]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("trc generate: error: almost no target") and "1000000.0" in lines[0]
+    assert not (tmp_path / "data" / "lqr_dataset.npz").exists()
+
+
+@pytest.mark.parametrize("value", ["-1e3", "-2.5E+2", "-.5e1"])
+def test_a_negative_number_with_an_exponent_is_a_value_not_an_option(value):
+    from trc_lib.interfaces.cli import build_parser
+    args = build_parser().parse_args(["generate", "--state_range", value, "1e3"])
+    assert args.state_range[0] == float(value)

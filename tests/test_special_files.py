@@ -100,3 +100,35 @@ def test_a_checkpoint_from_a_newer_version_is_refused_naming_both_versions(tmp_p
     with pytest.raises(TRCError, match=f"format {FORMAT_VERSION + 1} \\(written by trc_lib 9.0.0\\), this is "
                                        f"trc_lib {__version__}, which reads format {FORMAT_VERSION}"):
         load_model(newer)
+
+
+def test_a_disk_that_fills_during_a_write_leaves_the_old_file_and_says_so_in_one_line(tmp_path):
+    """A write that runs out of room (here the file-size limit RLIMIT_FSIZE, which fails a write
+    as a full disk does, with SIGXFSZ ignored) stops `trc generate` with one line naming the
+    output; the dataset already there is unchanged and no temporary file is left behind."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    folder = tmp_path / "data"
+    assert main(["generate", "--num_samples", "20", "--output_dir", str(folder), "--seed", "1"]) == 0
+    dataset = folder / "lqr_dataset.npz"
+    before = dataset.read_bytes()
+
+    def small_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))  # bytes per file
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop("TRC_DEBUG", None)
+    result = subprocess.run([sys.executable, "-m", "trc_lib.interfaces.cli", "generate", "--num_samples", "500",
+                             "--output_dir", str(folder), "--seed", "2"],
+                            capture_output=True, text=True, env=env, timeout=300, preexec_fn=small_disk)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "%|" not in line]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("trc generate: error:") and str(folder) in lines[0], lines[0]
+    assert dataset.read_bytes() == before
+    assert not [p for p in folder.rglob("*") if p.name.endswith(".tmp")]

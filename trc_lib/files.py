@@ -167,6 +167,10 @@ def atomic_path(path):
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as e:  # a full disk while writing (numpy and torch name no file): name the output
+        if e.filename not in (None, tmp) or e.errno is None:
+            raise
+        raise OSError(e.errno, f"{e.strerror}; the file there before, if any, is unchanged", str(path)) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

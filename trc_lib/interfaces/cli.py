@@ -38,6 +38,9 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)  # --num_step must not silently mean --num_steps
         super().__init__(*args, **kwargs)
+        # argparse takes "-1e3" for an option (its pattern of negative numbers has no exponent), so
+        # `--state_range -1e3 1e3` was refused as "expected 2 arguments"
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

@@ -141,8 +141,10 @@ def solve_nonlinear(problem: Task, initial_states, target_states, initial_guesse
                          progress=progress, desc="IPOPT labels" + (", compiled NLP" if compiled else ""),
                          sizes=[len(chunk[0]) for chunk in chunks])
     controls, costs, success, multipliers = (np.concatenate(parts) for parts in zip(*outputs))
-    states = system.rollout(x0, controls)
-    costs = problem.cost(states, controls, xt)
+    with np.errstate(over="ignore", invalid="ignore"):  # a failed solve's controls may diverge: it is dropped
+        states = system.rollout(x0, controls)
+        costs = problem.cost(states, controls, xt)
+    success &= np.isfinite(costs)
     solution = OptimalSolution(controls, states, costs, np.nan_to_num(multipliers),
                                bound_active(problem, controls, atol=1e-6))
     return solution, success

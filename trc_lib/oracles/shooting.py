@@ -66,7 +66,7 @@ from ..integrators import rk4
 CONVERGED = ("Solve_Succeeded",)
 ACCEPTABLE = ("Solved_To_Acceptable_Level",)
 # options of CasADi's nlpsol itself; every other key of ipopt_options is IPOPT's
-CASADI_OPTIONS = ("print_time", "error_on_fail", "show_eval_warnings", "verbose", "record_time")
+CASADI_OPTIONS = ("print_time", "error_on_fail", "show_eval_warnings", "verbose", "record_time", "calc_lam_p")
 
 
 def _nlpsol(nlp: dict, options: dict, compiled: bool):
@@ -308,7 +308,10 @@ class TrajectoryOptimizer:
         # answers then sit up to that far outside the box; an interior point stays inside instead.
         options = {"ipopt.print_level": 0, "print_time": False, "ipopt.sb": "yes",
                    "ipopt.max_iter": int(max_iterations), "ipopt.bound_relax_factor": 0.0,
-                   "error_on_fail": False, "show_eval_warnings": False}  # NaN/inf during a solve: IPOPT copes
+                   "error_on_fail": False, "show_eval_warnings": False,  # NaN/inf during a solve: IPOPT copes
+                   # the parameters' multipliers are never read; computed after a failed solve, they
+                   # printed "Failed to calculate multipliers" ahead of the command's one-line error
+                   "calc_lam_p": False}
         for key, value in (ipopt_options or {}).items():
             options[key if key.startswith("ipopt.") or key in CASADI_OPTIONS else "ipopt." + key] = value
         self._solver, self.compiled = _nlpsol(nlp, options, compiled)
