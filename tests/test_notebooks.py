@@ -71,3 +71,19 @@ def test_failing_cell_names_the_notebook_and_the_error(tmp_path):
         run_notebook(NOTEBOOKS_DIR / "01_generate_data.ipynb",
                      {"num_samples": -5, "data_dir": str(tmp_path / "data")}, tmp_path / "out.ipynb", progress=False)
     assert (tmp_path / "out.ipynb").exists()  # the executed copy shows where it failed
+
+
+def test_a_second_run_all_in_the_same_kernel_is_not_an_unknown_parameter():
+    """On a kernel's first run a name the parameters cell does not declare is refused (papermill's
+    misspelled -p); on a second Run All, the names the notebook's own cells defined are not."""
+    from trc_lib.interfaces.parameters import check_namespace
+    namespace = {"__annotations__": {"epochs": int}, "epochs": 3, "typo_epochs": 5}
+    with pytest.raises(TRCError, match="unknown parameter typo_epochs"):
+        check_namespace(namespace)
+    namespace = {"__annotations__": {"epochs": int}, "epochs": 3}
+    check_namespace(namespace)
+    namespace["train_losses"] = [0.5, 0.25]  # what a later cell left behind
+    check_namespace(namespace)
+    namespace["epochs"] = "three"  # declared parameters are still checked every time
+    with pytest.raises(TRCError, match="parameter epochs: must be int"):
+        check_namespace(namespace)

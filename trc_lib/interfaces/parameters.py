@@ -89,10 +89,14 @@ def check_namespace(namespace: dict) -> None:
     papermill injects the caller's values as plain assignments after it. Raises TRCError for a
     name the cell does not declare, a value of another type than declared, or a bad value."""
     declared = dict(namespace.get("__annotations__", {}))
-    # a parameter's value is data: the cell's imports (modules, functions, classes) are not parameters
+    # a parameter's value is data: the cell's imports (modules, functions, classes) are not parameters.
+    # Unknown names are looked for on a kernel's first run only: papermill injects into a new kernel,
+    # and on a second Run All every name the notebook's later cells defined is in the namespace.
+    first_run = not namespace.get("_trc_parameters_checked")
+    namespace["_trc_parameters_checked"] = True
     unknown = sorted(k for k, v in namespace.items() if not k.startswith("_") and k not in _IPYTHON
                      and k not in declared and not callable(v) and not isinstance(v, types.ModuleType))
-    if unknown:
+    if unknown and first_run:
         raise TRCError(f"unknown parameter {unknown[0]}; this notebook's parameters are {', '.join(declared)}")
     for name, kind in declared.items():
         value = namespace.get(name)
