@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import difflib
 import json
 import os
 import re
@@ -47,7 +48,22 @@ def cell_texts(cell: dict) -> str:
         elif output["output_type"] == "error":
             parts.append(f"ERROR {output['ename']}: {output['evalue']}")
     text = TIME.sub("<duration>", "\n".join(parts))
-    return re.sub(r"/tmp/[\w./-]*", "<path>", text)
+    return mask_timed_columns(re.sub(r"/tmp/[\w./-]*", "<path>", text))
+
+
+def mask_timed_columns(text: str) -> str:
+    """In a markdown table, the columns whose header names a time (ms, us, µs, time) are masked."""
+    lines, timed = text.splitlines(), set()
+    for index, line in enumerate(lines):
+        if not line.startswith("|"):
+            timed = set()
+            continue
+        cells = line.split("|")
+        if index + 1 < len(lines) and lines[index + 1].startswith("|---"):  # a header row
+            timed = {i for i, c in enumerate(cells) if re.search(r"\b(ms|us|µs|time)\b", c)}
+        elif not line.startswith("|---"):
+            lines[index] = "|".join("<duration>" if i in timed else c for i, c in enumerate(cells))
+    return "\n".join(lines)
 
 
 def run(notebook: dict, path: Path, workspace: str, repeat: int) -> list[str]:
@@ -72,25 +88,30 @@ def run(notebook: dict, path: Path, workspace: str, repeat: int) -> list[str]:
              and "injected-parameters" not in c["metadata"].get("tags", [])] for i in range(repeat)]
 
 
+# lines that only say what happened to a file the first run wrote: reused, replaced or rewritten
+FILE_MESSAGE = re.compile(r"^(wrote <path>|using <path>|replacing the earlier run in <path>|Writing <path>|"
+                          r"Overwriting <path>)")
+
+
 def differences(a: list[str], b: list[str]) -> tuple[list[str], int]:
-    """(the lines of b that differ from a's, each named by its code cell; how many lines only say
-    that a file the first run wrote was reused: "wrote PATH: ..." -> "using PATH")."""
-    lines, reused = [], 0
+    """(the lines that differ between a's cells and b's, each named by its code cell; how many lines
+    only say that a file was reused, replaced or rewritten, FILE_MESSAGE)."""
+    lines, messages = [], 0
     for index, (x, y) in enumerate(zip(a, b)):
-        if x != y:
-            for left, right in zip(x.splitlines() + [""] * 99, y.splitlines() + [""] * 99):
-                if left.startswith("wrote ") and right.startswith("using ") and left[6:].startswith(right[6:]):
-                    reused += 1
-                elif left != right:
-                    lines.append(f"code cell {index + 1}: `{left.strip()[:160]}` → `{right.strip()[:160]}`")
-                if not left and not right:
-                    break
-    return lines, reused
+        for line in difflib.ndiff(x.splitlines(), y.splitlines()):
+            if line[:2] not in ("- ", "+ ") or not line[2:].strip():
+                continue
+            if FILE_MESSAGE.match(line[2:]):
+                messages += 1
+            else:
+                lines.append(f"code cell {index + 1}: {'first run' if line[0] == '-' else 'other run'}: "
+                             f"`{line[2:].strip()[:160]}`")
+    return lines, messages
 
 
 def verdict(lines: list[str], reused: int) -> str:
     text = "same" if not lines else f"**{len(lines)} lines differ**"
-    return text + (f" ({reused} files reused)" if reused else "")
+    return text + (f" ({reused} lines about files reused or replaced)" if reused else "")
 
 
 def main() -> None:
@@ -116,13 +137,14 @@ def main() -> None:
                 details += [f"### `{path.name}`, {title}", "", *[f"- {line}" for line in lines], ""]
     body = ["| notebook | Run All again in the same kernel | Restart & Run All | time for the three runs |",
             "|---|---|---|---|", *rows, ""]
-    body += ["## The lines that differ (first run → the other)", "", *details] if details else \
+    body += ["## The lines that differ", "", *details] if details else \
         ["Every code cell printed the same text in the three runs."]
     intro = ("Each numbered notebook with its default parameters, in one fresh workspace for all of them: every "
              "cell, every cell again in the same kernel, then every cell in a new kernel. The printed text of "
-             "each code cell is compared after masking durations and temporary paths. A line that says a file "
-             "the first run wrote is used again (`wrote PATH: ...` then `using PATH`) is counted as a reuse, not "
-             "a difference.")
+             "each code cell is compared after masking durations (a number with a unit of time, a table column "
+             "headed by one) and temporary paths. Lines that only say what became of a file an earlier run wrote "
+             "(`wrote`, `using`, `replacing the earlier run in`, `Overwriting`) are counted apart, not as "
+             "differences.")
     write_page("notebooks_twice", "Notebooks run twice in one kernel, and after a restart",
                "\n".join([intro, "", *body]))
 

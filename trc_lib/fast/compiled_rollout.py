@@ -36,6 +36,7 @@ import ctypes
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import torch
 
 from ..integrators import rk4
@@ -250,8 +251,10 @@ class CompiledTerminalMap:
         x0, u = _float64(initial_states), _float64(controls)
         B, n = x0.shape
         if self.compiled:
-            seeds = torch.eye(n, dtype=torch.float64).repeat(B, 1)  # [B n, n]
-            grad_u = self.vjp(x0.repeat_interleave(n, 0), u.repeat_interleave(n, 0), seeds)[1]
+            # [B n, n] seeds, and each problem n times (numpy's tile and repeat: a fraction of torch's cost here)
+            seeds = torch.from_numpy(np.tile(np.eye(n), (B, 1)))
+            copies = (torch.from_numpy(np.repeat(a.numpy(), n, axis=0)) for a in (x0, u))
+            grad_u = self.vjp(*copies, seeds)[1]
             return grad_u.reshape(B, n, -1)
         rows = []
         for i in range(self.shape[0]):

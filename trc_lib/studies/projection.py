@@ -53,6 +53,8 @@ class TerminalProjection:
         self.problem, self.iterations = problem, int(iterations)
         self.tolerance, self.dampings = float(tolerance), tuple(dampings)
         self._terminal_map = terminal_map(system)
+        N = problem.num_steps
+        self._bounds = np.tile(problem.control_lower, N), np.tile(problem.control_upper, N)  # [N m] each
 
     def _as_tensors(self, initial_states: np.ndarray, controls: np.ndarray):
         system = self.problem.system
@@ -103,8 +105,7 @@ class TerminalProjection:
         x0 = np.asarray(initial_states, dtype=np.float64)
         xt = np.asarray(target_states, dtype=np.float64)
         B = len(x0)
-        N = self.problem.num_steps
-        lower, upper = np.tile(self.problem.control_lower, N), np.tile(self.problem.control_upper, N)
+        lower, upper = self._bounds
         u = np.clip(np.asarray(controls, dtype=np.float64).reshape(B, -1), lower, upper)
         r = self.terminal_states(x0, u) - xt
         J = np.zeros((B, len(xt[0]) if B else 0, u.shape[1]))
