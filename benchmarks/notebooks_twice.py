@@ -47,8 +47,8 @@ def cell_texts(cell: dict) -> str:
                 parts.append("".join(data["text/plain"]))
         elif output["output_type"] == "error":
             parts.append(f"ERROR {output['ename']}: {output['evalue']}")
-    text = TIME.sub("<duration>", "\n".join(parts))
-    return mask_timed_columns(re.sub(r"/tmp/[\w./-]*", "<path>", text))
+    text = TIME.sub("<duration>", mask_timed_columns("\n".join(parts)))
+    return re.sub(r"/tmp/[\w./-]*", "<path>", text)
 
 
 def mask_timed_columns(text: str) -> str:
@@ -88,9 +88,11 @@ def run(notebook: dict, path: Path, workspace: str, repeat: int) -> list[str]:
              and "injected-parameters" not in c["metadata"].get("tags", [])] for i in range(repeat)]
 
 
-# lines that only say what happened to a file the first run wrote: reused, replaced or rewritten
+# lines that only say what became of a file: written (a dataset, a model's training log), reused,
+# replaced or rewritten
 FILE_MESSAGE = re.compile(r"^(wrote <path>|using <path>|replacing the earlier run in <path>|Writing <path>|"
-                          r"Overwriting <path>)")
+                          r"Overwriting <path>|no model at <path>|training on \w+ \(\d+ threads?\); [\d,]+ parameters$|"
+                          r"best validation loss .* files in <path>$)")
 
 
 def differences(a: list[str], b: list[str]) -> tuple[list[str], int]:
@@ -143,8 +145,8 @@ def main() -> None:
              "cell, every cell again in the same kernel, then every cell in a new kernel. The printed text of "
              "each code cell is compared after masking durations (a number with a unit of time, a table column "
              "headed by one) and temporary paths. Lines that only say what became of a file an earlier run wrote "
-             "(`wrote`, `using`, `replacing the earlier run in`, `Overwriting`) are counted apart, not as "
-             "differences.")
+             "(`wrote`, `using`, `replacing the earlier run in`, `Overwriting`, a training's first and last "
+             "lines) are counted apart, not as differences.")
     write_page("notebooks_twice", "Notebooks run twice in one kernel, and after a restart",
                "\n".join([intro, "", *body]))
 
