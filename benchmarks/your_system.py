@@ -8,7 +8,7 @@ run through the same steps as every built-in task: IPOPT labels (10,000 training
 held-out problems, seeds 42 and 123), a model trained on them, and benchmarks/frontier.py's
 scoring: success (||x_N - x*|| < 0.1) and the cost gap against IPOPT's labels on the held-out
 problems, the network alone, halting, and its answer polished by at most --newton_steps Gauss-Newton
-steps (each number a row) onto the terminal constraint (trc_lib/studies/projection.py, the correction any task has),
+steps (each number a row, for the trained model and for the first stage's, imitation alone) onto the terminal constraint (trc_lib/studies/projection.py, the correction any task has),
 timed at batch 1 and per problem at --large_batch against IPOPT solving the same problems one
 after another on one core. Writes
 outputs/benchmark/frontier/planar_quadrotor.json and docs/results/your_system.md. Nothing is asserted.
@@ -49,7 +49,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=100, help="training epochs")
     parser.add_argument("--large_batch", type=int, default=10000, help="the large batch timed per problem")
     parser.add_argument("--newton_steps", type=int, nargs="*", default=[1, 10],
-                        help="Gauss-Newton steps at most of each correction row (none: no correction rows)")
+                        help="Gauss-Newton steps at most of each correction row of the trained model (none: no "
+                             "correction rows)")
+    parser.add_argument("--imitation_newton_steps", type=int, nargs="*", default=[1, 2, 3],
+                        help="the same for the model of the first stage, imitation alone (none: no rows for it)")
     parser.add_argument("--retrain", action="store_true", help="train again even where a checkpoint exists")
     parser.add_argument("--prepare_only", action="store_true",
                         help="generate the data and train, then stop: the timed scoring can then run alone on a "
@@ -66,7 +69,17 @@ def main() -> None:
     oracle = frontier.oracle_times(test)
     rows = []
     for size in args.sizes:
-        model = load_model(frontier.trained(TASK, size, train_path, args))
+        trained = frontier.trained(TASK, size, train_path, args)
+        if args.imitation_newton_steps:  # the first stage's model: close to the labels, short of the target
+            model = load_model(trained.parent / "first_stage" / "best_model.pt")
+            rows.append({"size": size, **frontier.score_configuration(model, test, "C", None, args.large_batch)})
+            for steps in args.imitation_newton_steps:
+                rows.append({"size": size, **frontier.score_newton(model, test, steps, False, None, "C",
+                                                                   args.large_batch)})
+            for row in rows[-1 - len(args.imitation_newton_steps):]:
+                row["path"] = f"imitation stage: {row['path']}"
+                print(json.dumps(row))
+        model = load_model(trained)
         for tolerance in [None, *args.tolerances]:
             rows.append({"size": size, **frontier.score_configuration(model, test, "C", tolerance, args.large_batch)})
             print(json.dumps(rows[-1]))
@@ -81,9 +94,10 @@ def main() -> None:
              f"{task.control_limits.tolist()}, T = {task.time_horizon:g} s in N = {task.num_steps} intervals. "
              f"Trained on {args.num_samples:,} IPOPT labels in two stages ({TRAINING}, then {SECOND_STAGE}), "
              f"scored on {len(test):,} held-out "
-             f"problems: the network alone ('-'), halting at the tolerance, and the network's answer projected "
-             f"onto the terminal constraint by at most {' or '.join(map(str, args.newton_steps)) or 'no'} Gauss-Newton "
-             f"steps ('C + Newton (steps, final)', stopping once it misses by less than 1e-6); the "
+             f"problems: the network alone ('C'), halting at the tolerance, and the network's answer projected "
+             f"onto the terminal constraint by at most K Gauss-Newton steps ('C + Newton (K, final)', stopping once "
+             f"it misses by less than 1e-6). Rows marked 'imitation stage' score the first stage's model, trained on "
+             f"the labels alone: close to the optimum's controls, short of the target until projected. The "
              f"cost gap is against IPOPT's label, the best local optimum from the task's start (hover thrust).")
     section = intro + "\n\n" + frontier.format_rows(TASK, rows, oracle, args.large_batch)
     print(section)

@@ -48,6 +48,15 @@ class LinearTerminalMap:
         """dx_N/du [B, n, N m] (float64, CPU): G for every problem."""
         return self._matrices(_float64(initial_states))[1].expand(len(initial_states), *self.G.shape)
 
+    def terminal_states_array(self, initial_states: np.ndarray, controls: np.ndarray) -> np.ndarray:
+        """x_N [B, n] for arrays x_0 [B, n] and controls [B, N, m], float64."""
+        return np.asarray(initial_states, np.float64) @ self.A_N.T + \
+            np.asarray(controls, np.float64).reshape(len(initial_states), -1) @ self.G.T
+
+    def jacobian_array(self, initial_states: np.ndarray, controls: np.ndarray) -> np.ndarray:
+        """dx_N/du [B, n, N m] for arrays, float64: G for every problem."""
+        return np.broadcast_to(self.G, (len(initial_states), *self.G.shape)).copy()
+
     def c_arguments(self):
         """What forward.c's error feedback reads: (A_N, G as float32 CPU tensors, no C function)."""
         A_N, G = self._matrices(torch.empty(0))

@@ -264,6 +264,40 @@ class CompiledTerminalMap:
         return torch.stack(rows, dim=1)
 
 
+    # The same two maps on numpy arrays, for the Newton projection's many calls on a few problems:
+    # the C is called on the arrays themselves, since at batch 1 torch's conversions cost more than
+    # the integration. A batch large enough to split over threads goes through the torch methods.
+
+    def terminal_states_array(self, initial_states: np.ndarray, controls: np.ndarray) -> np.ndarray:
+        """x_N [B, n] for arrays x_0 [B, n] and controls [B, N, m] (or [B, N m]), float64."""
+        x0 = np.ascontiguousarray(initial_states, np.float64)
+        u = np.ascontiguousarray(controls, np.float64)
+        if not self.compiled or len(x0) >= PARALLEL_FROM:
+            return self.terminal_states(torch.from_numpy(x0), torch.from_numpy(u).reshape(len(x0), *self.shape[1:])).numpy()
+        x_N = np.empty_like(x0)
+        self._call(self._forward, x0, u, x_N)
+        return x_N
+
+    def jacobian_array(self, initial_states: np.ndarray, controls: np.ndarray) -> np.ndarray:
+        """dx_N/du [B, n, N m] for arrays x_0 [B, n] and controls [B, N, m] (or [B, N m]), float64:
+        jacobian()'s B n reverse passes, in one call."""
+        x0 = np.ascontiguousarray(initial_states, np.float64)
+        u = np.ascontiguousarray(controls, np.float64)
+        B, n = x0.shape
+        if not self.compiled or B * n >= PARALLEL_FROM:
+            return self.jacobian(torch.from_numpy(x0), torch.from_numpy(u).reshape(B, *self.shape[1:])).numpy()
+        copies = np.repeat(x0, n, axis=0), np.repeat(u, n, axis=0)
+        grad_x0, grad_u = np.empty_like(copies[0]), np.empty_like(copies[1])
+        self._call(self._reverse, *copies, np.tile(np.eye(n), (B, 1)), grad_x0, grad_u)
+        return grad_u.reshape(B, n, -1)
+
+    @staticmethod
+    def _call(function, *arrays: np.ndarray) -> None:
+        """A batch loop on contiguous float64 arrays (inputs, then outputs), on this thread."""
+        if function(len(arrays[0]), *(a.ctypes.data for a in arrays)):
+            raise FloatingPointError("the compiled terminal map failed")
+
+
 _POOL: ThreadPoolExecutor | None = None
 
 

@@ -27,7 +27,6 @@ float64, J by one reverse pass per state component; no gradient through the netw
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from ..task import Task
 from ..terminal_map import terminal_map
@@ -56,19 +55,14 @@ class TerminalProjection:
         N = problem.num_steps
         self._bounds = np.tile(problem.control_lower, N), np.tile(problem.control_upper, N)  # [N m] each
 
-    def _as_tensors(self, initial_states: np.ndarray, controls: np.ndarray):
-        system = self.problem.system
-        u = np.asarray(controls, dtype=np.float64).reshape(len(initial_states), system.num_steps, system.control_dim)
-        return torch.from_numpy(np.asarray(initial_states, dtype=np.float64)), torch.from_numpy(u)
-
     def terminal_states(self, initial_states: np.ndarray, controls: np.ndarray) -> np.ndarray:
         """x_N [B, n] for x_0 [B, n] and controls [B, N m] (float64)."""
-        return self._terminal_map.terminal_states(*self._as_tensors(initial_states, controls)).numpy()
+        return self._terminal_map.terminal_states_array(initial_states, controls)
 
     def terminal_states_and_jacobian(self, initial_states: np.ndarray, controls: np.ndarray):
         """(x_N [B, n], J = dx_N/du [B, n, N m]) for x_0 [B, n] and controls [B, N m] (float64)."""
-        x0, u = self._as_tensors(initial_states, controls)
-        return self._terminal_map.terminal_states(x0, u).numpy(), self._terminal_map.jacobian(x0, u).numpy()
+        return (self._terminal_map.terminal_states_array(initial_states, controls),
+                self._terminal_map.jacobian_array(initial_states, controls))
 
     def _step(self, J: np.ndarray, r: np.ndarray, u: np.ndarray, lower: np.ndarray, upper: np.ndarray,
               damping=0.0) -> np.ndarray:
@@ -118,7 +112,7 @@ class TerminalProjection:
             self.steps_taken = iteration + 1
             idx = np.flatnonzero(active)
             if iteration == 0:  # the sensitivities of the problems that need a step, only
-                J[idx] = self._terminal_map.jacobian(*self._as_tensors(x0[idx], u[idx])).numpy()
+                J[idx] = self._terminal_map.jacobian_array(x0[idx], u[idx])
             # Gauss-Newton first; where the residual does not shrink, more and more damping
             scale = np.einsum("bij,bij->b", J[idx], J[idx]) / J.shape[1]
             todo = np.arange(len(idx))
@@ -135,7 +129,7 @@ class TerminalProjection:
             # new sensitivities where another step will be taken, only
             again = idx[np.linalg.norm(r[idx], axis=1) > self.tolerance]
             if iteration + 1 < self.iterations and len(again):
-                J[again] = self._terminal_map.jacobian(*self._as_tensors(x0[again], u[again])).numpy()
+                J[again] = self._terminal_map.jacobian_array(x0[again], u[again])
         self.residuals = np.linalg.norm(r, axis=1)
         system = self.problem.system
         return u.reshape(B, system.num_steps, system.control_dim)
