@@ -14,6 +14,9 @@ from hypothesis import strategies as st
 from trc_lib.errors import TRCError
 from trc_lib.interfaces.cli import main
 
+# a numpy overflow or invalid-value warning printed ahead of the one-line error is itself a failure
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
+
 FEW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 OPTION_VALUES = st.one_of(st.text(max_size=12), st.integers(-10**6, 10**6).map(str),
                           st.floats(allow_nan=True, allow_infinity=True).map(str))
