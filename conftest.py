@@ -27,8 +27,8 @@ if WORKER:
 
 
 def pytest_collection_modifyitems(items):
-    """The notebooks first: the longest unit of work, so it starts while the other worker takes
-    the tests (a stable sort: the notebooks keep their numbered order)."""
+    """The notebooks first (a stable sort: they keep their numbered order). They are the longest unit
+    of work and should start at once; xdist's loadscope also hands out its largest units first."""
     items.sort(key=lambda item: item.path.suffix != ".ipynb")
 
 

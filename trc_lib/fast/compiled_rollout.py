@@ -251,10 +251,7 @@ class CompiledTerminalMap:
         x0, u = _float64(initial_states), _float64(controls)
         B, n = x0.shape
         if self.compiled:
-            # [B n, n] seeds, and each problem n times (numpy's tile and repeat: a fraction of torch's cost here)
-            seeds = torch.from_numpy(np.tile(np.eye(n), (B, 1)))
-            copies = (torch.from_numpy(np.repeat(a.numpy(), n, axis=0)) for a in (x0, u))
-            grad_u = self.vjp(*copies, seeds)[1]
+            grad_u = self.vjp(*(torch.from_numpy(a) for a in _seeded_copies(x0.numpy(), u.numpy())))[1]
             return grad_u.reshape(B, n, -1)
         rows = []
         for i in range(self.shape[0]):
@@ -262,7 +259,6 @@ class CompiledTerminalMap:
             seed[:, i] = 1.0
             rows.append(self.vjp(x0, u, seed)[1].reshape(len(x0), -1))
         return torch.stack(rows, dim=1)
-
 
     # The same two maps on numpy arrays, for the Newton projection's many calls on a few problems:
     # the C is called on the arrays themselves, since at batch 1 torch's conversions cost more than
@@ -286,9 +282,9 @@ class CompiledTerminalMap:
         B, n = x0.shape
         if not self.compiled or B * n >= PARALLEL_FROM:
             return self.jacobian(torch.from_numpy(x0), torch.from_numpy(u).reshape(B, *self.shape[1:])).numpy()
-        copies = np.repeat(x0, n, axis=0), np.repeat(u, n, axis=0)
+        copies = _seeded_copies(x0, u)
         grad_x0, grad_u = np.empty_like(copies[0]), np.empty_like(copies[1])
-        self._call(self._reverse, *copies, np.tile(np.eye(n), (B, 1)), grad_x0, grad_u)
+        self._call(self._reverse, *copies, grad_x0, grad_u)
         return grad_u.reshape(B, n, -1)
 
     @staticmethod
@@ -296,6 +292,14 @@ class CompiledTerminalMap:
         """A batch loop on contiguous float64 arrays (inputs, then outputs), on this thread."""
         if function(len(arrays[0]), *(a.ctypes.data for a in arrays)):
             raise FloatingPointError("the compiled terminal map failed")
+
+
+def _seeded_copies(x0: np.ndarray, u: np.ndarray):
+    """(x_0 [B n, n], u [B n, ...], seeds [B n, n]): each problem n times, copy i seeded with the
+    unit vector e_i, so that one batch of the VJP gives the Jacobian's n rows (numpy's repeat and
+    tile: a fraction of torch's cost at batch 1)."""
+    n = x0.shape[1]
+    return np.repeat(x0, n, axis=0), np.repeat(u, n, axis=0), np.tile(np.eye(n), (len(x0), 1))
 
 
 _POOL: ThreadPoolExecutor | None = None
