@@ -60,17 +60,22 @@ def test_gradient_is_the_exact_derivative(system):
 
 
 def test_the_jacobian_in_one_call_is_each_components_reverse_pass():
-    """jacobian() seeds every state component of every problem in one batch of the VJP: the same
-    numbers, bit for bit, as one reverse pass per component (a task with n = 6, m = 2)."""
+    """jacobian() runs the forward pass once and reverse passes from its stored states: the same
+    numbers, bit for bit, as one reverse pass per component (a task with n = 6, m = 2), and x_N
+    from the same call is terminal_states' own. 17 problems: a block of lanes and one alone."""
     from pathlib import Path
 
     from trc_lib.tasks import load_task
     task = load_task(f"{Path(__file__).resolve().parents[1] / 'notebooks' / 'planar_quadrotor.py'}:PlanarQuadrotor")
     mapped = terminal_map(task.system)
-    x0, u = (torch.tensor(a) for a in random_problems(task.system, 3))
-    rows = [mapped.vjp(x0, u, torch.eye(6, dtype=torch.float64)[i].expand(3, 6).contiguous())[1].reshape(3, -1)
+    B = 17
+    x0, u = (torch.tensor(a) for a in random_problems(task.system, B))
+    rows = [mapped.vjp(x0, u, torch.eye(6, dtype=torch.float64)[i].expand(B, 6).contiguous())[1].reshape(B, -1)
             for i in range(6)]
     assert torch.equal(mapped.jacobian(x0, u), torch.stack(rows, dim=1))
+    x_N, J = mapped.terminal_states_and_jacobian_array(x0.numpy(), u.numpy())
+    assert np.array_equal(J, torch.stack(rows, dim=1).numpy())
+    assert np.array_equal(x_N, mapped.terminal_states(x0, u).numpy())
 
 
 def test_is_one_op_under_torch_compile(system):
@@ -93,3 +98,19 @@ def test_without_a_compiler_the_eager_rollout_stands_in(monkeypatch, tmp_path):
     grad_x0, grad_u = fallback.vjp(torch.tensor(x0), torch.tensor(u), torch.ones(5, 2, dtype=torch.float64))
     assert grad_u.shape == u.shape and torch.isfinite(grad_u).all()
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
+
+
+@pytest.mark.parametrize("system, calls", [("vanderpol", False), ("pendulum", True)])
+def test_side_by_side_and_one_at_a_time_give_the_same_numbers(system, calls):
+    """The width compiled_rollout chooses (one at a time where the interval calls the math library)
+    changes the speed only: 16 lanes and 1 agree bit for bit on x_N, a VJP and the Jacobian."""
+    from trc_lib.fast.compiled_rollout import LANES, calls_math_library, interval_functions
+    task = make_problem(system=system)
+    assert calls_math_library(interval_functions(task.system)[1]) == calls
+    x0, u = (torch.tensor(a) for a in random_problems(task.system, LANES + 1))
+    seed = torch.randn(LANES + 1, task.system.state_dim, dtype=torch.float64)
+    answers = []
+    for lanes in (LANES, 1):
+        mapped = CompiledTerminalMap(task.system, lanes)
+        answers.append((mapped.terminal_states(x0, u), mapped.vjp(x0, u, seed)[1], mapped.jacobian(x0, u)))
+    assert all(torch.equal(a, b) for a, b in zip(*answers))

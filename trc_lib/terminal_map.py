@@ -57,6 +57,10 @@ class LinearTerminalMap:
         """dx_N/du [B, n, N m] for arrays, float64: G for every problem."""
         return np.broadcast_to(self.G, (len(initial_states), *self.G.shape)).copy()
 
+    def terminal_states_and_jacobian_array(self, initial_states: np.ndarray, controls: np.ndarray):
+        """(x_N [B, n], dx_N/du [B, n, N m]) for arrays, float64."""
+        return self.terminal_states_array(initial_states, controls), self.jacobian_array(initial_states, controls)
+
     def c_arguments(self):
         """What forward.c's error feedback reads: (A_N, G as float32 CPU tensors, no C function)."""
         A_N, G = self._matrices(torch.empty(0))

@@ -12,12 +12,14 @@ So the rollout is compiled to C once per system, from the system's own vector fi
 
     terminal_state      (x_0 [n], u [N, m])                  -> x_N [n]
     terminal_state_vjp  (x_0 [n], u [N, m], w [n])           -> (w^T dx_N/dx_0 [n], w^T dx_N/du [N, m])
+    terminal_state_jacobian (x_0 [n], u [N, m])              -> (x_N [n], dx_N/du [n, N m])
 
-Both integrate LANES problems side by side. The interval map x_(k+1) = F(x_k, u_k) and its
+All integrate LANES problems side by side (a system whose interval calls the math library, one at a
+time: LIBRARY_CALLS below). The interval map x_(k+1) = F(x_k, u_k) and its
 vector-Jacobian product (CasADi's reverse mode, as an SX expression) are translated instruction
 by instruction into C in which every instruction is a loop over the lanes, and the compiler
 turns those loops into vector instructions (CasADi's own generated C is scalar, one problem at a
-time; the lanes are ~15x faster per problem on a large batch). The VJP runs the N intervals
+time). The VJP runs the N intervals
 forwards, keeps their states, and runs the intervals' VJPs backwards. The system's C compiler
 builds a shared library once per machine and CPU (c_library.py: cached by content, a few
 seconds), and ctypes calls it; the call releases the GIL, so large batches are split over the
@@ -133,28 +135,70 @@ static void terminal_state_vjp_{L}(const double* x0, const double* u, const doub
   }}
   for (int i = 0; i < {n}; ++i) for (int l = 0; l < {L}; ++l) grad_x0[l * {n} + i] = w[i][l];
 }}
+
+static void terminal_state_jacobian_{L}(const double* x0, const double* u, double* xN, double* jacobian) {{
+  /* x_N and dx_N/du [n, N m] per problem: one forward pass, then one reverse pass per row e_i */
+  double x[{N + 1}][{n}][{L}], uk[{m}][{L}], w[{n}][{L}], w_before[{n}][{L}], g[{m}][{L}];
+  {load("x[0]", "x0", n, "", n)}
+  for (int k = 0; k < {N}; ++k) {{
+    {load("uk", "u", N * m, f"k * {m} + ", m)}
+    interval_{L}(x[k], uk, x[k + 1]);
+  }}
+  for (int i = 0; i < {n}; ++i) for (int l = 0; l < {L}; ++l) xN[l * {n} + i] = x[{N}][i][l];
+  for (int row = 0; row < {n}; ++row) {{
+    for (int i = 0; i < {n}; ++i) for (int l = 0; l < {L}; ++l) w[i][l] = i == row;
+    for (int k = {N - 1}; k >= 0; --k) {{
+      {load("uk", "u", N * m, f"k * {m} + ", m)}
+      interval_vjp_{L}(x[k], uk, w, w_before, g);
+      for (int j = 0; j < {m}; ++j) for (int l = 0; l < {L}; ++l)
+        jacobian[(l * {n} + row) * {N * m} + k * {m} + j] = g[j][l];
+      for (int i = 0; i < {n}; ++i) for (int l = 0; l < {L}; ++l) w[i][l] = w_before[i][l];
+    }}
+  }}
+}}
 """
 
 
-def _c_source(system) -> str:
-    """C for x_N and its vector-Jacobian product, LANES problems at a time and the last few one
-    by one, from the system's own vector field and integrator."""
-    import casadi as ca
+# Operations compiled to a call into the C math library. A lane loop holding one stays scalar and
+# sends every intermediate through memory, so a system whose interval needs them is integrated one
+# problem at a time (benchmarks/terminal_map.py times both).
+LIBRARY_CALLS = ("OP_SIN", "OP_COS", "OP_TAN", "OP_EXP", "OP_LOG", "OP_TANH", "OP_POW", "OP_CONSTPOW", "OP_ATAN2")
 
-    n, m, N = system.state_dim, system.control_dim, system.num_steps
+
+def calls_math_library(function) -> bool:
+    """Whether a CasADi SX function has an operation that compiles to a libm call."""
+    import casadi as ca
+    calls = {getattr(ca, name) for name in LIBRARY_CALLS}
+    return any(function.instruction_id(k) in calls for k in range(function.n_instructions()))
+
+
+def interval_functions(system):
+    """CasADi SX functions of one control interval (`substeps` RK4 steps): x_(k+1) = F(x_k, u_k), and
+    (x_k, u_k, w) -> (w^T dx_(k+1)/dx_k, w^T dx_(k+1)/du_k), its reverse mode."""
+    import casadi as ca
+    n, m = system.state_dim, system.control_dim
     x, u, w = ca.SX.sym("x", n), ca.SX.sym("u", m), ca.SX.sym("w", n)
     x_next = rk4(system.casadi_vector_field(), x, u, system.dt / system.substeps, system.substeps)[0]
-    interval = ca.Function("interval", [x, u], [x_next])
-    # (x_k, u_k, w) -> (w^T dx_(k+1)/dx_k, w^T dx_(k+1)/du_k): reverse mode through one interval
-    interval_vjp = ca.Function("interval_vjp", [x, u, w], [ca.jtimes(x_next, x, w, True), ca.jtimes(x_next, u, w, True)])
+    return (ca.Function("interval", [x, u], [x_next]),
+            ca.Function("interval_vjp", [x, u, w], [ca.jtimes(x_next, x, w, True), ca.jtimes(x_next, u, w, True)]))
+
+
+def _c_source(system, lanes: int | None = None) -> str:
+    """C for x_N, its vector-Jacobian product and its Jacobian, from the system's own vector field
+    and integrator: `lanes` problems at a time and the last few one by one. lanes None: LANES,
+    or 1 where the interval calls the math library."""
+    n, m, N = system.state_dim, system.control_dim, system.num_steps
+    interval, interval_vjp = interval_functions(system)
+    if lanes is None:
+        lanes = 1 if calls_math_library(interval_vjp) else LANES
     pieces = ["/* generated by trc_lib.terminal_map for " + system_key(system).replace("*/", "") + " */",
               "#include <math.h>"]
-    for lanes in (LANES, 1):
-        pieces += [_lanes_function(interval, lanes), _lanes_function(interval_vjp, lanes), _blocks_source(n, m, N, lanes)]
+    for width in sorted({lanes, 1}, reverse=True):
+        pieces += [_lanes_function(interval, width), _lanes_function(interval_vjp, width), _blocks_source(n, m, N, width)]
     batch = lambda name, args, offsets: f"""
 int trc_{name}_batch(long long B, {', '.join(f'{t} {a}' for t, a in args)}) {{
   long long b = 0;
-  for (; b + {LANES} <= B; b += {LANES}) {name}_{LANES}({', '.join(f'{a} + b * {o}' for (_, a), o in zip(args, offsets))});
+  for (; b + {lanes} <= B && {lanes} > 1; b += {lanes}) {name}_{lanes}({', '.join(f'{a} + b * {o}' for (_, a), o in zip(args, offsets))});
   for (; b < B; ++b) {name}_1({', '.join(f'{a} + b * {o}' for (_, a), o in zip(args, offsets))});
   return 0;
 }}
@@ -164,21 +208,24 @@ int trc_{name}_batch(long long B, {', '.join(f'{t} {a}' for t, a in args)}) {{
     pieces.append(batch("terminal_state_vjp", [("const double*", "x0"), ("const double*", "u"),
                                                ("const double*", "seed"), ("double*", "grad_x0"), ("double*", "grad_u")],
                         [n, N * m, n, n, N * m]))
+    pieces.append(batch("terminal_state_jacobian", [("const double*", "x0"), ("const double*", "u"), ("double*", "xN"),
+                                                    ("double*", "jacobian")], [n, N * m, n, n * N * m]))
     return "\n".join(pieces)
 
 
 class CompiledTerminalMap:
     """x_N(x_0, u) of one ODE system, compiled (see the module docstring).
 
-    compiled: whether the C library runs (False: the eager torch rollout stands in).
+    compiled: whether the C library runs (False: the eager torch rollout stands in). lanes: problems
+    integrated side by side (None: _c_source's choice for the system).
     """
 
     onnx_exportable = False  # ONNX has no operator for a call into compiled C
 
-    def __init__(self, system):
+    def __init__(self, system, lanes: int | None = None):
         self.system, self.key = system, system_key(system)
         self.shape = (system.state_dim, system.num_steps, system.control_dim)
-        self._library = compiled_library(_c_source(system), "terminal_map", (*FLAGS, f"-march={target()}"), cpu_identity())
+        self._library = compiled_library(_c_source(system, lanes), "terminal_map", (*FLAGS, f"-march={target()}"), cpu_identity())
         self.compiled = self._library is not None
         if not self.compiled:
             warnings.warn("no working C compiler: the error feedback runs the eager torch rollout (slow)")
@@ -187,6 +234,8 @@ class CompiledTerminalMap:
         self._forward.argtypes = [ctypes.c_longlong] + [ctypes.c_void_p] * 3
         self._reverse = self._library.trc_terminal_state_vjp_batch
         self._reverse.argtypes = [ctypes.c_longlong] + [ctypes.c_void_p] * 5
+        self._jacobian = self._library.trc_terminal_state_jacobian_batch
+        self._jacobian.argtypes = [ctypes.c_longlong] + [ctypes.c_void_p] * 4
 
     def differentiable(self, initial_states: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
         """x_N [B, n] from x_0 [B, n] and controls [B, N, m], in their dtype and on their device.
@@ -243,16 +292,14 @@ class CompiledTerminalMap:
         return grad_x0, grad_u
 
     def jacobian(self, initial_states: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
-        """dx_N/du [B, n, N m] (float64, CPU): one reverse pass per state component.
-
-        The B n passes run as one batch of the compiled VJP (problem b's copy i seeded with the
-        unit vector e_i), since at batch 1 the cost of a call, not its arithmetic, is what counts.
-        """
+        """dx_N/du [B, n, N m] (float64, CPU): per problem one forward pass, then one reverse pass
+        per state component from its stored states."""
         x0, u = _float64(initial_states), _float64(controls)
         B, n = x0.shape
         if self.compiled:
-            grad_u = self.vjp(*(torch.from_numpy(a) for a in _seeded_copies(x0.numpy(), u.numpy())))[1]
-            return grad_u.reshape(B, n, -1)
+            x_N, J = torch.empty_like(x0), torch.empty(B, n, u[0].numel(), dtype=torch.float64)
+            self._run(self._jacobian, [x0, u, x_N, J])
+            return J
         rows = []
         for i in range(self.shape[0]):
             seed = torch.zeros_like(x0)
@@ -274,32 +321,28 @@ class CompiledTerminalMap:
         self._call(self._forward, x0, u, x_N)
         return x_N
 
-    def jacobian_array(self, initial_states: np.ndarray, controls: np.ndarray) -> np.ndarray:
-        """dx_N/du [B, n, N m] for arrays x_0 [B, n] and controls [B, N, m] (or [B, N m]), float64:
-        jacobian()'s B n reverse passes, in one call."""
+    def terminal_states_and_jacobian_array(self, initial_states: np.ndarray, controls: np.ndarray):
+        """(x_N [B, n], dx_N/du [B, n, N m]) for arrays x_0 [B, n] and controls [B, N, m] (or [B, N m]),
+        float64, from one call: the reverse passes reuse the forward pass's states."""
         x0 = np.ascontiguousarray(initial_states, np.float64)
         u = np.ascontiguousarray(controls, np.float64)
         B, n = x0.shape
-        if not self.compiled or B * n >= PARALLEL_FROM:
-            return self.jacobian(torch.from_numpy(x0), torch.from_numpy(u).reshape(B, *self.shape[1:])).numpy()
-        copies = _seeded_copies(x0, u)
-        grad_x0, grad_u = np.empty_like(copies[0]), np.empty_like(copies[1])
-        self._call(self._reverse, *copies, grad_x0, grad_u)
-        return grad_u.reshape(B, n, -1)
+        if not self.compiled or B >= PARALLEL_FROM:
+            x0_t, u_t = torch.from_numpy(x0), torch.from_numpy(u).reshape(B, *self.shape[1:])
+            return self.terminal_states(x0_t, u_t).numpy(), self.jacobian(x0_t, u_t).numpy()
+        x_N, J = np.empty_like(x0), np.empty((B, n, u[0].size))
+        self._call(self._jacobian, x0, u, x_N, J)
+        return x_N, J
+
+    def jacobian_array(self, initial_states: np.ndarray, controls: np.ndarray) -> np.ndarray:
+        """dx_N/du [B, n, N m] for arrays x_0 [B, n] and controls [B, N, m] (or [B, N m]), float64."""
+        return self.terminal_states_and_jacobian_array(initial_states, controls)[1]
 
     @staticmethod
     def _call(function, *arrays: np.ndarray) -> None:
         """A batch loop on contiguous float64 arrays (inputs, then outputs), on this thread."""
         if function(len(arrays[0]), *(a.ctypes.data for a in arrays)):
             raise FloatingPointError("the compiled terminal map failed")
-
-
-def _seeded_copies(x0: np.ndarray, u: np.ndarray):
-    """(x_0 [B n, n], u [B n, ...], seeds [B n, n]): each problem n times, copy i seeded with the
-    unit vector e_i, so that one batch of the VJP gives the Jacobian's n rows (numpy's repeat and
-    tile: a fraction of torch's cost at batch 1)."""
-    n = x0.shape[1]
-    return np.repeat(x0, n, axis=0), np.repeat(u, n, axis=0), np.tile(np.eye(n), (len(x0), 1))
 
 
 _POOL: ThreadPoolExecutor | None = None

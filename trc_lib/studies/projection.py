@@ -21,7 +21,7 @@ cost only as much as that minimal correction does.
 
 x_N(u) and J come from the compiled terminal map of the task's own integrator (RK4 with its
 substeps, the oracle's and the scorer's; terminal_map.py, the one the model's feedback uses), in
-float64, J by one reverse pass per state component; no gradient through the network is involved. Compare hybrid.py, which hands the answer to IPOPT (exact KKT, slower).
+float64, J by one reverse pass per state component from one forward pass; no gradient through the network is involved. Compare hybrid.py, which hands the answer to IPOPT (exact KKT, slower).
 """
 
 from __future__ import annotations
@@ -54,6 +54,9 @@ class TerminalProjection:
         self._terminal_map = terminal_map(system)
         N = problem.num_steps
         self._bounds = np.tile(problem.control_lower, N), np.tile(problem.control_upper, N)  # [N m] each
+        slack = BOUND_MARGIN * np.maximum(np.abs(self._bounds[0]), np.abs(self._bounds[1]))
+        self._held_beyond = self._bounds[0] - slack, self._bounds[1] + slack  # [N m] each
+        self._eye = np.eye(system.state_dim)
 
     def terminal_states(self, initial_states: np.ndarray, controls: np.ndarray) -> np.ndarray:
         """x_N [B, n] for x_0 [B, n] and controls [B, N m] (float64)."""
@@ -61,33 +64,32 @@ class TerminalProjection:
 
     def terminal_states_and_jacobian(self, initial_states: np.ndarray, controls: np.ndarray):
         """(x_N [B, n], J = dx_N/du [B, n, N m]) for x_0 [B, n] and controls [B, N m] (float64)."""
-        return (self._terminal_map.terminal_states_array(initial_states, controls),
-                self._terminal_map.jacobian_array(initial_states, controls))
+        return self._terminal_map.terminal_states_and_jacobian_array(initial_states, controls)
 
-    def _step(self, J: np.ndarray, r: np.ndarray, u: np.ndarray, lower: np.ndarray, upper: np.ndarray,
-              damping=0.0) -> np.ndarray:
-        """The minimum-norm (damped) Newton step [B, N m] that keeps lower <= u <= upper ([N m] each;
-        an active set).
+    def _step(self, J: np.ndarray, r: np.ndarray, u: np.ndarray, damping: np.ndarray) -> np.ndarray:
+        """The minimum-norm (damped) Newton step [B, N m] that keeps the controls within their bounds
+        (an active set).
 
-        J [B, n, N m], r [B, n], u [B, N m], damping [B] or scalar. A control the step would push
-        past the bound is moved onto the bound instead, and the step of the others is recomputed
-        to make up for it (J_f delta_f = -r - J_h delta_h), until no free control leaves the box.
+        J [B, n, N m], r [B, n], u [B, N m], damping [B]. A control the step would push past its
+        bound is moved onto the bound instead, and the step of the others is recomputed to make up
+        for it (J_f delta_f = -r - J_h delta_h), until no free control leaves the box.
         """
+        damping = damping[:, None, None] + 1e-12
+        lower, upper = self._bounds
+        below, above = self._held_beyond
         held = np.zeros(u.shape, dtype=bool)
         moved = np.zeros(u.shape)  # the held controls' step: onto the bound
-        eye = np.eye(J.shape[1])
-        damping = np.asarray(damping, dtype=np.float64).reshape(-1, 1, 1) + 1e-12
+        J_free, rhs = J, -r  # usually no bound is reached and this is the only pass
         for _ in range(8):
-            J_free = J * (~held)[:, None, :]
-            rhs = -r - np.einsum("bij,bj->bi", J, moved)
-            M = J_free @ J_free.transpose(0, 2, 1) + damping * eye
+            M = J_free @ J_free.transpose(0, 2, 1) + damping * self._eye
             step = (J_free.transpose(0, 2, 1) @ np.linalg.solve(M, rhs[:, :, None]))[:, :, 0] + moved
-            slack = BOUND_MARGIN * np.maximum(np.abs(lower), np.abs(upper))
-            outside = ((u + step < lower - slack) | (u + step > upper + slack)) & ~held
+            outside = ((u + step < below) | (u + step > above)) & ~held
             if not outside.any():
                 break
             held |= outside
-            moved = np.where(held, np.clip(u + step, lower, upper) - u, 0.0)
+            moved = np.where(held, np.minimum(np.maximum(u + step, lower), upper) - u, 0.0)
+            J_free = J * (~held)[:, None, :]
+            rhs = -r - np.einsum("bij,bj->bi", J, moved)
         return step
 
     def project(self, initial_states, target_states, controls) -> np.ndarray:
@@ -100,37 +102,32 @@ class TerminalProjection:
         xt = np.asarray(target_states, dtype=np.float64)
         B = len(x0)
         lower, upper = self._bounds
-        u = np.clip(np.asarray(controls, dtype=np.float64).reshape(B, -1), lower, upper)
+        u = np.minimum(np.maximum(np.asarray(controls, dtype=np.float64).reshape(B, -1), lower), upper)
         r = self.terminal_states(x0, u) - xt
-        J = np.zeros((B, len(xt[0]) if B else 0, u.shape[1]))
+        norm = np.sqrt(np.einsum("bi,bi->b", r, r))
         self.steps_taken = 0
         for iteration in range(self.iterations):
-            norm = np.linalg.norm(r, axis=1)
-            active = norm > self.tolerance
-            if not active.any():
+            short = np.flatnonzero(norm > self.tolerance)
+            if not len(short):
                 break
             self.steps_taken = iteration + 1
-            idx = np.flatnonzero(active)
-            if iteration == 0:  # the sensitivities of the problems that need a step, only
-                J[idx] = self._terminal_map.jacobian_array(x0[idx], u[idx])
+            J = self._terminal_map.jacobian_array(x0[short], u[short])  # [len(short), n, N m]
+            scale = np.einsum("bij,bij->b", J, J) / J.shape[1]
             # Gauss-Newton first; where the residual does not shrink, more and more damping
-            scale = np.einsum("bij,bij->b", J[idx], J[idx]) / J.shape[1]
-            todo = np.arange(len(idx))
+            todo = np.arange(len(short))  # positions in `short` still without a better answer
             for relative_damping in self.dampings:
-                rows = idx[todo]
-                step = self._step(J[rows], r[rows], u[rows], lower, upper, relative_damping * scale[todo])
-                trial = np.clip(u[rows] + step, lower, upper)
+                rows = short[todo]
+                step = self._step(J[todo], r[rows], u[rows], relative_damping * scale[todo])
+                trial = np.minimum(np.maximum(u[rows] + step, lower), upper)
                 trial_r = self.terminal_states(x0[rows], trial) - xt[rows]
-                better = np.linalg.norm(trial_r, axis=1) < norm[rows]
-                u[rows[better]], r[rows[better]] = trial[better], trial_r[better]
+                trial_norm = np.sqrt(np.einsum("bi,bi->b", trial_r, trial_r))
+                better = trial_norm < norm[rows]
+                kept = rows[better]
+                u[kept], r[kept], norm[kept] = trial[better], trial_r[better], trial_norm[better]
                 todo = todo[~better]
                 if not len(todo):
                     break
-            # new sensitivities where another step will be taken, only
-            again = idx[np.linalg.norm(r[idx], axis=1) > self.tolerance]
-            if iteration + 1 < self.iterations and len(again):
-                J[again] = self._terminal_map.jacobian_array(x0[again], u[again])
-        self.residuals = np.linalg.norm(r, axis=1)
+        self.residuals = norm
         system = self.problem.system
         return u.reshape(B, system.num_steps, system.control_dim)
 
