@@ -39,6 +39,15 @@ def cpu_features() -> str:
     return " ".join(named) + ("; no " + ", no ".join(missing) if missing else "")
 
 
+def cpu_class() -> str:
+    """The CPU's class by its flags, for pages kept per class side by side: amx (AMX tiles),
+    avx512 (AVX-512 without AMX), avx2, or baseline."""
+    from trc_lib.fast.c_library import cpu_flags
+    flags = cpu_flags()
+    return next((name for name, flag in (("amx", "amx_tile"), ("avx512", "avx512f"), ("avx2", "avx2")) if flag in flags),
+                "baseline")
+
+
 def describe_hardware() -> str:
     h = hardware()
     gpu = f", GPU {h['gpu']}" if h["gpu"] else ", no GPU"
