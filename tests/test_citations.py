@@ -12,7 +12,7 @@ CITATION = re.compile(r"(?<![\w/.:-])((?:[\w.-]+/)*[\w-]+\.(?:py|md|ipynb|c))\b"
 GUIDE_FILES = {"comparison_experiment.py", "src/data/lqr_generator.py", "src/evaluation/evaluator.py",
                "src/training/supervised_trainer.py", "supervised_trainer.py", "lqr_generator.py", "evaluator.py"}
 NOT_FILES = GUIDE_FILES | {"FILE.py", "my_task.py", "unicycle.py", "file.py", "path/to/file.py", "docs/results/NAME.md",
-                           "docs/results/frontier_TASK.md", "my_rewards.py",
+                           "docs/results/frontier_TASK_CLASS.md", "docs/results/anchors_TASK.md", "my_rewards.py",
                            "rewards.py"}  # benchmarks/reward_finetune.py writes it under outputs/
 
 
