@@ -87,7 +87,7 @@ def acados_template():
 
 def acados_solver(problem, real_time: bool):
     """An acados OCP solver of the task (see the module docstring); real_time: SQP_RTI. The target
-    x* is set per solve (set_target)."""
+    x* is set per solve (acados_solve)."""
     import casadi as ca
     at = acados_template()
     system = problem.system
@@ -225,13 +225,13 @@ class RealTimeIteration:
             plan = self.plans[i]
             if plan is None:
                 us = self.first_plan(x0, x_target[i])
+                xs = self.problem.system.rollout(x0[None], us[None])[0]
             else:  # the last plan, one step on (its last control and state repeated)
                 xs, us = np.vstack([plan[0][1:], plan[0][-1:]]), np.vstack([plan[1][1:], plan[1][-1:]])
                 us, seconds = acados_solve(self.solver, x0, x_target[i], xs, us)
                 self.plan_seconds.append(seconds)
-                self.plans[i] = (np.array([self.solver.get(k, "x") for k in range(len(us) + 1)]), us)
-            if plan is None:
-                self.plans[i] = (self.problem.system.rollout(x0[None], us[None])[0], us)
+                xs = np.array([self.solver.get(k, "x") for k in range(len(us) + 1)])
+            self.plans[i] = (xs, us)
             out[i] = us
         return out
 
@@ -324,8 +324,7 @@ def main() -> None:
     cases = min(args.cases, len(test))
     start, target = test.initial_states[-cases:], test.target_states[-cases:]
     run = dict(replan_every=1, disturbance_std=0.02, seed=0)
-    cold = functools.partial(acados_solve, acados_solver(problem, False))
-    rti = RealTimeIteration(problem, cases, lambda a, b: best_of_starts(problem, cold, a, b)[0])
+    rti = RealTimeIteration(problem, cases, lambda a, b: best_of_starts(problem, sqp, a, b)[0])
     closed = {"acados SQP_RTI (one warm iteration per re-plan)": simulate(problem, rti, start, target, **run)}
     one_at_a_time = lambda a, b: np.concatenate([predict(a[i:i + 1], b[i:i + 1]) for i in range(len(a))])
     closed[f"{trc_name} (batch 1 per re-plan)"] = simulate(problem, one_at_a_time, start, target, **run)

@@ -326,7 +326,8 @@ def main() -> None:
                                                      args.large_batch)
         print(section)
         # one page per task and CPU class (results_page.cpu_class): the classes' pages side by side
-        write_page(f"frontier_{task}_{cpu_class()}", f"Speed/accuracy frontier on {task}, {cpu_class()} CPU: TRC "
+        cls = cpu_class()
+        write_page(f"frontier_{task}_{cls}", f"Speed/accuracy frontier on {task}, {cls} CPU: TRC "
                    "against the optimizer it replaces", section,
                    {"latency": plot_frontier(task, rows, oracle, OUT / f"frontier_{task}.png")})
 

@@ -114,3 +114,16 @@ def test_side_by_side_and_one_at_a_time_give_the_same_numbers(system, calls):
         mapped = CompiledTerminalMap(task.system, lanes)
         answers.append((mapped.terminal_states(x0, u), mapped.vjp(x0, u, seed)[1], mapped.jacobian(x0, u)))
     assert all(torch.equal(a, b) for a, b in zip(*answers))
+
+
+def test_a_batch_split_over_threads_gives_each_problems_own_jacobian():
+    """terminal_states_and_jacobian_array from PARALLEL_FROM problems on runs in chunks on the
+    threads, in one call per chunk: x_N and J bit for bit each problem's alone."""
+    from trc_lib.fast.compiled_rollout import PARALLEL_FROM
+    task = make_problem(system="pendulum")
+    mapped = terminal_map(task.system)
+    x0, u = random_problems(task.system, PARALLEL_FROM + 3)
+    x_N, J = mapped.terminal_states_and_jacobian_array(x0, u)
+    alone = [mapped.terminal_states_and_jacobian_array(x0[i:i + 1], u[i:i + 1]) for i in range(len(x0))]
+    assert np.array_equal(x_N, np.concatenate([a[0] for a in alone]))
+    assert np.array_equal(J, np.concatenate([a[1] for a in alone]))

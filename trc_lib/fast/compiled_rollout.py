@@ -327,11 +327,14 @@ class CompiledTerminalMap:
         x0 = np.ascontiguousarray(initial_states, np.float64)
         u = np.ascontiguousarray(controls, np.float64)
         B, n = x0.shape
-        if not self.compiled or B >= PARALLEL_FROM:
+        if not self.compiled:
             x0_t, u_t = torch.from_numpy(x0), torch.from_numpy(u).reshape(B, *self.shape[1:])
             return self.terminal_states(x0_t, u_t).numpy(), self.jacobian(x0_t, u_t).numpy()
         x_N, J = np.empty_like(x0), np.empty((B, n, u[0].size))
-        self._call(self._jacobian, x0, u, x_N, J)
+        if B >= PARALLEL_FROM:  # split over the threads (the tensors share the arrays' memory)
+            self._run(self._jacobian, [torch.from_numpy(a) for a in (x0, u, x_N, J)])
+        else:
+            self._call(self._jacobian, x0, u, x_N, J)
         return x_N, J
 
     def jacobian_array(self, initial_states: np.ndarray, controls: np.ndarray) -> np.ndarray:
